@@ -1,0 +1,482 @@
+"""The engine's settings: one frozen, validated record built from environment variables
+and an optional ``.env`` file.
+
+Everything here is pure except ``load_settings`` reading the ``.env`` file. Every invalid
+value raises ``ConfigError`` naming the variable, the value (hidden for secrets) and what
+is allowed. Creating ``DATA_DIR`` and local tokens is ``engine.local_secrets``' job.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import hmac
+import ipaddress
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from engine.errors import ConfigError, StartupError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from urllib.parse import SplitResult
+
+ADMIN_TOKEN_MIN_CHARS = 16
+PORT_RANGE = (0, 65535)
+DRAIN_TIMEOUT_MAX_S = 3600.0
+MAX_CONCURRENT_CALLS_RANGE = (1, 100_000)
+
+_TWILIO_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+# A plausibility check, not RFC 5322: it catches "ops" or "ops@" typos, not bad mailboxes.
+_EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,.]+")
+_HOST = re.compile(r"[A-Za-z0-9._%:-]+")
+_DIGITS = re.compile(r"[0-9]+")
+# No exponent, sign, underscore, nan or inf: float() accepts all of those.
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_DOTENV_ASSIGNMENT = re.compile(r"(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=(?P<value>.*)")
+_UNQUOTED_COMMENT = re.compile(r"(?:^|\s)#")
+_PASSWORD_QUERY = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+
+
+class AlertLevel(enum.IntEnum):
+    """Severity of an alert; alerts below ``Settings.alert_min_level`` are not sent."""
+
+    INFO = 10
+    WARNING = 20
+    ERROR = 30
+    CRITICAL = 40
+
+    @classmethod
+    def parse(cls, text: str) -> AlertLevel:
+        """``"info"``, ``"warning"``, ``"error"`` or ``"critical"``, in any case."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown alert level {text!r}") from None
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Secret:
+    """A secret string that never shows its value in ``repr``, ``str`` or f-strings."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        """The secret itself: call this only where the value is sent or compared."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        # Constant time, because tokens are compared with what a client sent.
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Settings:
+    """Validated configuration. Build it with ``settings_from_mapping`` or
+    ``load_settings``; each field's environment variable is its name in upper case."""
+
+    host: str
+    port: int
+    public_url: str
+    database_url: str | None
+    data_dir: Path
+    admin_token: Secret | None
+    openai_api_key: Secret | None
+    openai_realtime_url: str
+    openai_realtime_model: str
+    twilio_account_sid: str | None
+    twilio_auth_token: Secret | None
+    twilio_api_base_url: str
+    alert_webhook_url: str | None
+    alert_webhook_secret: Secret | None
+    alert_email_recipient: str | None
+    smtp_url: str | None
+    alert_min_level: AlertLevel
+    drain_timeout_s: float
+    max_concurrent_calls: int
+    log_format: Literal["text", "json"]
+
+    @property
+    def is_local(self) -> bool:
+        """True when ``public_url`` points at this machine (localhost, 127.0.0.0/8, ::1)."""
+        return _is_loopback(urlsplit(self.public_url).hostname or "")
+
+    def redacted(self) -> dict[str, str | None]:
+        """Every setting by its variable name, safe for logs and health output."""
+        return {f.name.upper(): _shown(f.name, getattr(self, f.name)) for f in fields(self)}
+
+    def __repr__(self) -> str:
+        # The generated repr would print passwords embedded in DATABASE_URL and SMTP_URL.
+        shown = ", ".join(
+            f"{f.name}={_safe_value(f.name, getattr(self, f.name))!r}" for f in fields(self)
+        )
+        return f"Settings({shown})"
+
+
+ENV_NAMES: tuple[str, ...] = tuple(f.name.upper() for f in fields(Settings))
+
+_URLS_WITH_CREDENTIALS = frozenset({"database_url", "smtp_url", "alert_webhook_url"})
+
+
+def dsn_for_display(url: str) -> str:
+    """``url`` with its password replaced by ``***``, in the userinfo part and in a
+    ``password=`` query parameter (``postgresql://user:***@host:5432/db``)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    before_query, question_mark, query = rest.partition("?")
+    # The last "@" ends the userinfo even when an unencoded "/" or "@" sits in the password,
+    # so no part of the password can end up in what is shown.
+    userinfo, at, host_and_path = before_query.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.partition(":")[0]
+        before_query = f"{user}:***@{host_and_path}"
+    query = _PASSWORD_QUERY.sub(r"\1***", query)
+    return f"{scheme}://{before_query}{question_mark}{query}"
+
+
+def settings_from_mapping(values: Mapping[str, str]) -> Settings:
+    """Build and validate ``Settings`` from variable names to values. Unknown names are
+    rejected; surrounding whitespace is ignored and an empty value means unset."""
+    for key in values:
+        if key not in ENV_NAMES:
+            # The value stays hidden: a misspelt secret name still holds a secret.
+            raise ConfigError(key, None, _unknown_setting_text(key))
+    raw = {key: value.strip() for key, value in values.items() if value.strip()}
+    host = _parse_host(raw.get("HOST", "127.0.0.1"))
+    port = _parse_int("PORT", raw.get("PORT"), 8080, PORT_RANGE)
+    return Settings(
+        host=host,
+        port=port,
+        public_url=_parse_public_url(raw.get("PUBLIC_URL"), _default_public_url(host, port)),
+        database_url=_parse_database_url(raw.get("DATABASE_URL")),
+        data_dir=_parse_data_dir(raw.get("DATA_DIR", "./.afterhours")),
+        admin_token=_parse_secret("ADMIN_TOKEN", raw.get("ADMIN_TOKEN"), ADMIN_TOKEN_MIN_CHARS),
+        openai_api_key=_parse_secret("OPENAI_API_KEY", raw.get("OPENAI_API_KEY")),
+        openai_realtime_url=_parse_url(
+            "OPENAI_REALTIME_URL",
+            raw.get("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime"),
+            ("ws", "wss"),
+        ),
+        openai_realtime_model=_parse_model(raw.get("OPENAI_REALTIME_MODEL", "gpt-realtime")),
+        twilio_account_sid=_parse_account_sid(raw.get("TWILIO_ACCOUNT_SID")),
+        twilio_auth_token=_parse_secret("TWILIO_AUTH_TOKEN", raw.get("TWILIO_AUTH_TOKEN")),
+        twilio_api_base_url=_parse_url(
+            "TWILIO_API_BASE_URL", raw.get("TWILIO_API_BASE_URL", "https://api.twilio.com")
+        ).rstrip("/"),
+        alert_webhook_url=_parse_optional_url("ALERT_WEBHOOK_URL", raw.get("ALERT_WEBHOOK_URL")),
+        alert_webhook_secret=_parse_secret("ALERT_WEBHOOK_SECRET", raw.get("ALERT_WEBHOOK_SECRET")),
+        alert_email_recipient=_parse_emails(raw.get("ALERT_EMAIL_RECIPIENT")),
+        smtp_url=_parse_optional_url("SMTP_URL", raw.get("SMTP_URL"), ("smtp", "smtps")),
+        alert_min_level=_parse_alert_level(raw.get("ALERT_MIN_LEVEL")),
+        drain_timeout_s=_parse_drain_timeout(raw.get("DRAIN_TIMEOUT_S")),
+        max_concurrent_calls=_parse_int(
+            "MAX_CONCURRENT_CALLS", raw.get("MAX_CONCURRENT_CALLS"), 100, MAX_CONCURRENT_CALLS_RANGE
+        ),
+        log_format=_parse_log_format(raw.get("LOG_FORMAT")),
+    )
+
+
+def load_settings(environ: Mapping[str, str], env_file: Path | None) -> Settings:
+    """Settings from ``env_file`` (when given and present) overridden by ``environ``.
+
+    Only the engine's own names are taken from ``environ``, which also holds PATH and
+    the like; an empty variable there counts as unset, so the file's value applies.
+    """
+    merged = read_env_file(env_file) if env_file is not None else {}
+    merged.update({name: environ[name] for name in ENV_NAMES if environ.get(name, "").strip()})
+    return settings_from_mapping(merged)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The assignments in a dotenv file, or ``{}`` when it does not exist.
+
+    Syntax: ``KEY=value`` lines, an optional ``export`` prefix, ``#`` comments, blank
+    lines, values optionally in single or double quotes (no escape sequences). In an
+    unquoted value a ``#`` at its start or after whitespace begins a comment.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise StartupError(f"cannot read env file {path}: {reason}") from exc
+    assignments: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        parsed = _parse_env_line(path, lineno, line)
+        if parsed is not None:
+            assignments[parsed[0]] = parsed[1]
+    return assignments
+
+
+def _parse_env_line(path: Path, lineno: int, line: str) -> tuple[str, str] | None:
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#"):
+        return None
+    match = _DOTENV_ASSIGNMENT.fullmatch(stripped)
+    value = None if match is None else _unquote(match["value"].strip())
+    if match is None or value is None:
+        # The line is not shown: it may hold a secret with a typo in its syntax.
+        raise ConfigError(
+            f"{path}:{lineno}",
+            None,
+            "expected KEY=value (optionally prefixed by 'export ', value optionally in "
+            "matching single or double quotes), a # comment or a blank line",
+        )
+    key = match["key"]
+    if key not in ENV_NAMES:
+        raise ConfigError(key, None, f"in {path} line {lineno}: {_unknown_setting_text(key)}")
+    return key, value
+
+
+def _unquote(value: str) -> str | None:
+    """The value without quotes or trailing comment; ``None`` when a quote is unclosed
+    or text follows the closing quote."""
+    if value[:1] in ("'", '"'):
+        end = value.find(value[0], 1)
+        if end == -1:
+            return None
+        rest = value[end + 1 :].strip()
+        return value[1:end] if not rest or rest.startswith("#") else None
+    return _UNQUOTED_COMMENT.split(value, maxsplit=1)[0].strip()
+
+
+def _unknown_setting_text(key: str) -> str:
+    close = difflib.get_close_matches(key.upper(), ENV_NAMES, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"unknown setting{hint}; known: {', '.join(ENV_NAMES)}"
+
+
+def _parse_host(value: str) -> str:
+    if _HOST.fullmatch(value) is None:
+        raise ConfigError(
+            "HOST", value, "expected a host name or IP address to listen on (e.g. 127.0.0.1)"
+        )
+    return value
+
+
+def _default_public_url(host: str, port: int) -> str:
+    shown_host = f"[{host}]" if ":" in host else host  # IPv6 literals need brackets in URLs
+    return f"http://{shown_host}:{port}"
+
+
+def _parse_data_dir(value: str) -> Path:
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, ValueError, OSError):
+        # RuntimeError: "~user" with no such user, or a symlink loop.
+        raise ConfigError(
+            "DATA_DIR",
+            value,
+            "expected a directory path (a relative path is taken from the current directory)",
+        ) from None
+
+
+def _parse_int(name: str, value: str | None, default: int, allowed: tuple[int, int]) -> int:
+    if value is None:
+        return default
+    low, high = allowed
+    # A regex first: int() would also take "+80", "8_080" and non-ASCII digits.
+    if _DIGITS.fullmatch(value) is None or not low <= int(value) <= high:
+        raise ConfigError(name, value, f"expected an integer from {low} to {high}")
+    return int(value)
+
+
+def _parse_drain_timeout(value: str | None) -> float:
+    if value is None:
+        return 30.0
+    if _DECIMAL.fullmatch(value) is None or not 0 < float(value) <= DRAIN_TIMEOUT_MAX_S:
+        raise ConfigError(
+            "DRAIN_TIMEOUT_S",
+            value,
+            f"expected a number of seconds greater than 0 and at most {DRAIN_TIMEOUT_MAX_S:g}",
+        )
+    return float(value)
+
+
+def _split_url(value: str, schemes: tuple[str, ...]) -> SplitResult | None:
+    """``value`` split, or ``None`` unless it has one of ``schemes``, a host and a valid
+    port."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in schemes or not parts.hostname:
+        return None
+    return parts
+
+
+def _schemes_text(schemes: tuple[str, ...]) -> str:
+    return " or ".join(f"{scheme}://" for scheme in schemes)
+
+
+def _parse_url(name: str, value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
+    if _split_url(value, schemes) is None:
+        shown = (
+            _url_for_display(name.lower(), value)
+            if name.lower() in _URLS_WITH_CREDENTIALS
+            else value
+        )
+        raise ConfigError(
+            name, shown, f"expected a URL starting with {_schemes_text(schemes)} that names a host"
+        )
+    return value
+
+
+def _parse_optional_url(
+    name: str, value: str | None, schemes: tuple[str, ...] = ("http", "https")
+) -> str | None:
+    return None if value is None else _parse_url(name, value, schemes)
+
+
+def _parse_public_url(value: str | None, default: str) -> str:
+    if value is None:
+        return default
+    parts = _split_url(value, ("http", "https"))
+    if parts is None or parts.query or parts.fragment:
+        raise ConfigError(
+            "PUBLIC_URL",
+            value,
+            "expected a URL starting with http:// or https:// that names a host, without "
+            "query or fragment (the address Twilio uses to reach this engine)",
+        )
+    return value.rstrip("/")
+
+
+def _parse_database_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme.lower() not in ("postgresql", "postgres")
+        or not (parts.hostname or parse_qs(parts.query).get("host"))
+    ):
+        raise ConfigError(
+            "DATABASE_URL",
+            dsn_for_display(value),
+            "expected a URL starting with postgresql:// or postgres:// that names a host "
+            "(or has a host= query parameter); leave it unset to use the embedded Postgres",
+        )
+    return value
+
+
+def _parse_secret(name: str, value: str | None, min_chars: int = 1) -> Secret | None:
+    if value is None:
+        return None
+    if len(value) < min_chars:
+        raise ConfigError(name, None, f"expected at least {min_chars} characters")
+    return Secret(value)
+
+
+def _parse_model(value: str) -> str:
+    if any(character.isspace() for character in value):
+        raise ConfigError(
+            "OPENAI_REALTIME_MODEL",
+            value,
+            "expected a model name without spaces (e.g. gpt-realtime)",
+        )
+    return value
+
+
+def _parse_account_sid(value: str | None) -> str | None:
+    if value is not None and _TWILIO_ACCOUNT_SID.fullmatch(value) is None:
+        raise ConfigError(
+            "TWILIO_ACCOUNT_SID", value, "expected 'AC' followed by 32 hexadecimal digits"
+        )
+    return value
+
+
+def _parse_emails(value: str | None) -> str | None:
+    if value is None:
+        return None
+    addresses = [address.strip() for address in value.split(",")]
+    if not all(_EMAIL.fullmatch(address) for address in addresses):
+        raise ConfigError(
+            "ALERT_EMAIL_RECIPIENT",
+            value,
+            "expected an email address or a comma-separated list of them "
+            "(e.g. ops@example.com,owner@example.com)",
+        )
+    return ",".join(addresses)
+
+
+def _parse_alert_level(value: str | None) -> AlertLevel:
+    if value is None:
+        return AlertLevel.ERROR
+    try:
+        return AlertLevel.parse(value)
+    except ValueError:
+        raise ConfigError(
+            "ALERT_MIN_LEVEL", value, "expected one of info, warning, error, critical (any case)"
+        ) from None
+
+
+def _parse_log_format(value: str | None) -> Literal["text", "json"]:
+    if value is None:
+        return "text"
+    if value.lower() not in ("text", "json"):
+        raise ConfigError("LOG_FORMAT", value, "expected text or json")
+    return "json" if value.lower() == "json" else "text"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _safe_value(name: str, value: object) -> object:
+    if name in _URLS_WITH_CREDENTIALS and isinstance(value, str):
+        return _url_for_display(name, value)
+    return value
+
+
+def _url_for_display(name: str, url: str) -> str:
+    """``url`` with any password hidden; the webhook also loses its query, which
+    services use to carry a token."""
+    shown = dsn_for_display(url)
+    if name != "alert_webhook_url":
+        return shown
+    try:
+        parts = urlsplit(shown)
+    except ValueError:
+        return shown.partition("?")[0].partition("#")[0]
+    return urlunsplit(parts._replace(query="", fragment=""))
+
+
+def _shown(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Secret):
+        return "<set>"
+    if isinstance(value, AlertLevel):
+        return value.name.lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(_safe_value(name, value))

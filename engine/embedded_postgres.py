@@ -1,0 +1,445 @@
+"""A private PostgreSQL server run from the machine's own server binaries.
+
+Why this exists: when the operator sets no ``DATABASE_URL`` the engine still needs a
+database. Rather than bundling one (pgserver and friends chmod every ancestor directory
+when run as root, and lose track of orphans), we start Debian's ``postgresql-<major>``
+binaries ourselves, as a child process we own, on a private port on 127.0.0.1.
+
+The traps, each measured on Debian 12 / PostgreSQL 15 (see stack-notes section 4):
+
+* Postgres refuses to run as root. As root every binary runs as the ``postgres`` system
+  user (``user=``/``group=``/``extra_groups=[]``); that user must be able to traverse
+  every ancestor of the data directory. We check and say which directory blocks it, but
+  never chmod anything outside the cluster directory ourselves.
+* The Unix socket path limit (107 bytes) breaks long data directories: we listen on TCP
+  only (``unix_socket_directories`` empty, ``listen_addresses=127.0.0.1``).
+* A postmaster left behind by a SIGKILLed engine holds the data-directory lock, and
+  ``pg_isready`` happily reports *it* as ready while our own child has already exited
+  with "lock file already exists". We stop such an orphan before starting, and readiness
+  requires our own child to be alive as well.
+* ``PR_SET_PDEATHSIG`` must not be used: trio forks from a worker thread, and the
+  signal fires when that thread idles out (10 s later), killing a healthy server.
+* The postmaster runs in its own session so a terminal Ctrl-C reaches only the engine,
+  which then stops Postgres itself (shielded, bounded: SIGINT, then SIGKILL of the whole
+  process group). Every external command runs under a timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from engine.errors import StartupError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+__all__ = ["EmbeddedPostgres", "find_postgres_bindir", "open_embedded_postgres"]
+
+log = logging.getLogger("afterhours.postgres")
+
+REQUIRED_BINARIES = ("postgres", "initdb", "pg_ctl", "pg_isready")
+DEBIAN_POSTGRES_ROOT = Path("/usr/lib/postgresql")
+DB_USER = "afterhours"
+DB_NAME = "afterhours"
+SERVER_LOG_NAME = "server.log"
+SYSTEM_USER = "postgres"
+_DATABASE_EXISTS_SQL = "SELECT 1 FROM pg_database WHERE datname = 'afterhours'"
+_CREATE_DATABASE_SQL = "CREATE DATABASE afterhours"
+
+INITDB_TIMEOUT_S = 120.0
+PG_CTL_STOP_WAIT_S = 10
+PG_CTL_TIMEOUT_S = PG_CTL_STOP_WAIT_S + 10.0
+PSQL_TIMEOUT_S = 15.0
+PROBE_TIMEOUT_S = 5.0
+READY_POLL_INTERVAL_S = 0.05
+LOG_TAIL_LINES = 5
+
+_NOT_FOUND = (
+    "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH): "
+    "install them with `apt-get install postgresql`, or set DATABASE_URL to an existing server"
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    """A running private server: connect with ``dsn``; ``pid`` is the postmaster's."""
+
+    dsn: str
+    port: int
+    pid: int
+    data_dir: Path
+
+
+# --------------------------------------------------------------------------- binaries
+
+
+def find_postgres_bindir(search: Sequence[Path] | None = None) -> Path:
+    """The directory holding ``postgres``, ``initdb``, ``pg_ctl`` and ``pg_isready``.
+
+    ``search`` lists candidate directories, tried in order; by default the newest
+    ``/usr/lib/postgresql/<major>/bin`` first. Then every directory on ``PATH``.
+    """
+    candidates = list(_debian_bindirs() if search is None else search)
+    candidates += [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
+    for candidate in candidates:
+        if _has_binaries(candidate):
+            return candidate
+    raise StartupError(_NOT_FOUND)
+
+
+def _debian_bindirs() -> list[Path]:
+    if not DEBIAN_POSTGRES_ROOT.is_dir():
+        return []
+    majors = [p for p in DEBIAN_POSTGRES_ROOT.iterdir() if _version_key(p.name) is not None]
+    majors.sort(key=lambda p: _version_key(p.name) or (), reverse=True)
+    return [p / "bin" for p in majors]
+
+
+def _version_key(name: str) -> tuple[int, ...] | None:
+    parts = name.split(".")
+    if not all(part.isdigit() for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
+def _has_binaries(directory: Path) -> bool:
+    return all(
+        (directory / name).is_file() and os.access(directory / name, os.X_OK)
+        for name in REQUIRED_BINARIES
+    )
+
+
+# --------------------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    """The unprivileged identity the binaries run under when the engine is root."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def _run_as() -> _RunAs | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        raise StartupError(
+            f"running as root, but there is no `{SYSTEM_USER}` system user to run the embedded "
+            "PostgreSQL as: install the `postgresql` package, or set DATABASE_URL"
+        ) from None
+    return _RunAs(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+def _may_traverse(st: os.stat_result, who: _RunAs) -> bool:
+    # With extra_groups=[] the child has exactly one group: its primary gid.
+    if st.st_uid == who.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == who.gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _check_traversable(data_dir: Path, who: _RunAs) -> None:
+    """Raise if ``who`` cannot reach ``data_dir``, naming the topmost blocking ancestor."""
+    for ancestor in reversed(data_dir.parents):
+        if not _may_traverse(ancestor.stat(), who):
+            raise StartupError(
+                f"the `{who.name}` user cannot reach the embedded PostgreSQL data directory "
+                f"{data_dir}: {ancestor} is not searchable by it; run `chmod o+x {ancestor}` "
+                "or set DATABASE_URL"
+            )
+
+
+def _prepare_data_dir(data_dir: Path, who: _RunAs | None) -> bool:
+    """Create the cluster directory, owned by ``who``; True if it needs initdb."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if who is not None:
+            _check_traversable(data_dir, who)
+            os.chown(data_dir, who.uid, who.gid)
+        os.chmod(data_dir, 0o700)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot prepare the embedded PostgreSQL data directory {data_dir}: "
+            f"{exc.strerror or exc}; choose another DATA_DIR or set DATABASE_URL"
+        ) from exc
+    return not (data_dir / "PG_VERSION").exists()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class _Tools:
+    """Runs the server binaries as the right user, in the cluster directory."""
+
+    bindir: Path
+    data_dir: Path
+    who: _RunAs | None
+    env: Mapping[str, str]
+
+    @classmethod
+    def create(cls, bindir: Path, data_dir: Path, who: _RunAs | None) -> _Tools:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = "C"
+        if who is not None:
+            env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
+        return cls(bindir, data_dir, who, env)
+
+    def argv(self, binary: str, *args: str) -> list[str]:
+        return [str(self.bindir / binary), *args]
+
+    async def run(self, argv: list[str], *, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
+        """Run to completion (never raises on exit status); StartupError on timeout."""
+        try:
+            with trio.fail_after(timeout_s):
+                return await trio.run_process(
+                    argv,
+                    check=False,
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    cwd=self.data_dir,
+                    env=self.env,
+                    user=None if self.who is None else self.who.uid,
+                    group=None if self.who is None else self.who.gid,
+                    extra_groups=None if self.who is None else [],
+                )
+        except trio.TooSlowError:
+            name = Path(argv[0]).name
+            raise StartupError(
+                f"embedded PostgreSQL: `{name}` did not finish within {timeout_s:g} s"
+            ) from None
+
+
+def _first_line(result: subprocess.CompletedProcess[bytes]) -> str:
+    text = (result.stderr or b"").decode(errors="replace").strip()
+    text = text or (result.stdout or b"").decode(errors="replace").strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else f"exit status {result.returncode}"
+
+
+async def _initdb(tools: _Tools) -> None:
+    log.info("initialising a new PostgreSQL cluster in %s", tools.data_dir)
+    argv = tools.argv(
+        "initdb",
+        *("-D", str(tools.data_dir), "-U", DB_USER, "--auth=trust"),
+        *("-E", "UTF8", "--locale=C", "--no-instructions"),
+    )
+    result = await tools.run(argv, timeout_s=INITDB_TIMEOUT_S)
+    if result.returncode != 0:
+        raise StartupError(
+            f"embedded PostgreSQL: initdb failed in {tools.data_dir}: {_first_line(result)}; "
+            "remove that directory to start afresh, or set DATABASE_URL"
+        )
+
+
+async def _stop_orphan(tools: _Tools) -> None:
+    """Stop a postmaster an earlier (killed) engine left running on this data dir."""
+    data = str(tools.data_dir)
+    status = await tools.run(tools.argv("pg_ctl", "status", "-D", data), timeout_s=PSQL_TIMEOUT_S)
+    if status.returncode != 0:
+        return
+    match = re.search(rb"PID: (\d+)", status.stdout or b"")
+    pid = match.group(1).decode() if match else "?"
+    log.warning("stopping an orphaned PostgreSQL (pid %s) still running on %s", pid, data)
+    for mode in ("fast", "immediate"):
+        argv = tools.argv("pg_ctl", "stop", "-D", data, "-m", mode, "-w")
+        argv += ["-t", str(PG_CTL_STOP_WAIT_S)]
+        result = await tools.run(argv, timeout_s=PG_CTL_TIMEOUT_S)
+        if result.returncode == 0:
+            return
+        log.warning("pg_ctl stop -m %s failed: %s", mode, _first_line(result))
+    raise StartupError(
+        f"an orphaned PostgreSQL (pid {pid}) holds {data} and would not stop; "
+        f"kill it (`kill -9 {pid}`) or set DATABASE_URL"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------- postmaster
+
+
+def _open_log(path: Path, who: _RunAs | None) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if who is not None:
+        os.fchown(fd, who.uid, who.gid)
+    return fd
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        data = path.read_bytes()[-8192:]
+    except OSError:
+        return "(no server log)"
+    lines = [line.strip() for line in data.decode(errors="replace").splitlines() if line.strip()]
+    return " | ".join(lines[-LOG_TAIL_LINES:]) or "(server log is empty)"
+
+
+async def _spawn_postmaster(tools: _Tools, port: int, log_path: Path) -> trio.Process:
+    argv = tools.argv(
+        "postgres",
+        *("-D", str(tools.data_dir), "-p", str(port)),
+        *("-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="),
+    )
+    log_fd = _open_log(log_path, tools.who)
+    try:
+        return await trio.lowlevel.open_process(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            cwd=tools.data_dir,
+            env=tools.env,
+            start_new_session=True,
+            user=None if tools.who is None else tools.who.uid,
+            group=None if tools.who is None else tools.who.gid,
+            extra_groups=None if tools.who is None else [],
+        )
+    finally:
+        os.close(log_fd)
+
+
+async def _wait_ready(tools: _Tools, proc: trio.Process, port: int, log_path: Path) -> None:
+    """Until ``pg_isready`` answers on our port *and* our own child is still alive."""
+    probe = tools.argv("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port))
+    probe += ["-U", DB_USER, "-d", "postgres", "-t", str(int(PROBE_TIMEOUT_S))]
+    while True:
+        if proc.poll() is not None:
+            raise StartupError(
+                f"embedded PostgreSQL exited during start-up (status {proc.returncode}): "
+                f"{_log_tail(log_path)} (see {log_path})"
+            )
+        result = await tools.run(probe, timeout_s=PROBE_TIMEOUT_S + 1.0)
+        if result.returncode == 0 and proc.poll() is None:
+            return
+        await trio.sleep(READY_POLL_INTERVAL_S)
+
+
+async def _ensure_database(tools: _Tools, port: int) -> None:
+    """Create the ``afterhours`` database unless it exists (also heals a first run that
+    was killed between initdb and createdb)."""
+    psql = tools.argv("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1")
+    psql += ["-p", str(port), "-U", DB_USER, "-d", "postgres", "-tA", "-c"]
+    found = await tools.run([*psql, _DATABASE_EXISTS_SQL], timeout_s=PSQL_TIMEOUT_S)
+    if found.returncode == 0 and (found.stdout or b"").strip() == b"1":
+        return
+    if found.returncode == 0:
+        log.info("creating database %s", DB_NAME)
+        found = await tools.run([*psql, _CREATE_DATABASE_SQL], timeout_s=PSQL_TIMEOUT_S)
+    if found.returncode != 0:
+        raise StartupError(
+            f"embedded PostgreSQL: cannot create database {DB_NAME}: {_first_line(found)}"
+        )
+
+
+async def _stop_postmaster(proc: trio.Process, stop_timeout_s: float) -> None:
+    """Fast shutdown, then SIGKILL of the whole process group. Call shielded."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGINT)
+        with trio.move_on_after(stop_timeout_s):
+            await proc.wait()
+    if proc.returncode is None:
+        log.warning("PostgreSQL (pid %d) ignored fast shutdown; killing it", proc.pid)
+    # The postmaster leads its own process group (start_new_session): sweep any backend
+    # that outlived it, too.
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with trio.move_on_after(stop_timeout_s):
+        await proc.wait()
+    if proc.returncode is None:
+        log.error("PostgreSQL (pid %d) did not exit after SIGKILL", proc.pid)
+    else:
+        log.info("embedded PostgreSQL (pid %d) stopped", proc.pid)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _resolve_bindir(bindir: Path | None) -> Path:
+    if bindir is None:
+        bindir = find_postgres_bindir()
+    elif not _has_binaries(bindir):
+        raise StartupError(
+            f"{bindir} does not hold the PostgreSQL server binaries "
+            f"({', '.join(REQUIRED_BINARIES)}); set DATABASE_URL to an existing server"
+        )
+    if shutil.which("psql", path=str(bindir)) is None:
+        raise StartupError(
+            f"{bindir} has no `psql`: install `postgresql-client`, or set DATABASE_URL"
+        )
+    return bindir
+
+
+def _setup(data_dir: Path, bindir: Path | None) -> tuple[_Tools, bool]:
+    """Everything synchronous before the first command; True if initdb is needed."""
+    data_dir = data_dir.resolve()
+    who = _run_as()
+    tools = _Tools.create(_resolve_bindir(bindir), data_dir, who)
+    return tools, _prepare_data_dir(data_dir, who)
+
+
+@asynccontextmanager
+async def open_embedded_postgres(
+    data_dir: Path,
+    *,
+    ready_timeout_s: float = 15.0,
+    stop_timeout_s: float = 5.0,
+    bindir: Path | None = None,
+) -> AsyncIterator[EmbeddedPostgres]:
+    """Run a private PostgreSQL on ``data_dir`` (initdb on first use) for the block.
+
+    Yields once the server accepts connections and database ``afterhours`` exists; stops
+    the server on exit, whether by return, error or cancellation.
+    """
+    tools, first_run = _setup(data_dir, bindir)
+    if first_run:
+        await _initdb(tools)
+    await _stop_orphan(tools)
+    port = _free_port()
+    log_path = tools.data_dir / SERVER_LOG_NAME
+    proc = await _spawn_postmaster(tools, port, log_path)
+    try:
+        try:
+            with trio.fail_after(ready_timeout_s):
+                await _wait_ready(tools, proc, port, log_path)
+        except trio.TooSlowError:
+            raise StartupError(
+                f"embedded PostgreSQL did not become ready within {ready_timeout_s:g} s; "
+                f"see {log_path}"
+            ) from None
+        await _ensure_database(tools, port)
+        log.info("embedded PostgreSQL (pid %d) listening on 127.0.0.1:%d", proc.pid, port)
+        yield EmbeddedPostgres(
+            dsn=f"postgresql://{DB_USER}@127.0.0.1:{port}/{DB_NAME}",
+            port=port,
+            pid=proc.pid,
+            data_dir=tools.data_dir,
+        )
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop_postmaster(proc, stop_timeout_s)

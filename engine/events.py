@@ -1,0 +1,69 @@
+"""Events the runtime reports about itself, as tiny frozen records (past tense).
+
+The supervisor and the dynamic group publish these through a synchronous ``report``
+callback that the composition root wires to non-blocking mailbox sends: reporting never
+waits, so a slow metrics actor can never stall a restart or a call.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class ExitReason(enum.Enum):
+    NORMAL = "normal"  # returned on its own
+    STOPPED = "stopped"  # returned after a stop request, within its shutdown budget
+    KILLED = "killed"  # cancelled after its shutdown budget ran out
+    FAILED = "failed"  # raised an exception
+    START_FAILED = "start_failed"  # raised before it reported started
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStarted:
+    supervisor: str
+    child_id: str
+    restart_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExited:
+    supervisor: str
+    child_id: str
+    reason: ExitReason
+    error: str | None
+    uptime_s: float
+
+    @property
+    def abnormal(self) -> bool:
+        return self.reason in (ExitReason.FAILED, ExitReason.START_FAILED, ExitReason.KILLED)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRestarted:
+    supervisor: str
+    child_id: str
+    restart_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorEscalated:
+    supervisor: str
+    child_id: str
+    error: str
+
+
+SupervisorEvent = ChildStarted | ChildExited | ChildRestarted | SupervisorEscalated
+
+Report = Callable[[SupervisorEvent], None]
+
+
+def ignore_event(event: SupervisorEvent) -> None:
+    """A ``Report`` for tests and tools that do not observe the runtime."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an event or a log: type and message, never a traceback."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

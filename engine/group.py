@@ -1,0 +1,166 @@
+"""A dynamic group of temporary children: OTP's ``simple_one_for_one``, for calls.
+
+Every child is an instance of the same kind of work (a call), started on demand with
+``start_child`` and never restarted: a dropped media stream cannot be resumed, so a failed
+call is reported and counted, and its siblings never notice. The group refuses new
+children beyond ``max_children`` (admission control) and once it is stopping.
+
+Stopping the group stops all children in parallel (OTP stops ``simple_one_for_one``
+children asynchronously): each is asked to stop and given ``shutdown_s`` (the drain
+budget) before it is cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from engine.children import ChildFn, RunningChild, StatusProxy, stop_within_budget
+from engine.errors import ChildStartError, EngineError
+from engine.events import ChildExited, ChildStarted, ExitReason, Report, describe_error
+
+if TYPE_CHECKING:
+    from engine.lifecycle import StopSignal
+
+log = logging.getLogger("afterhours.group")
+
+
+class GroupRefused(EngineError):
+    """The group will not start this child (full, stopping, or a duplicate id)."""
+
+    def __init__(self, group: str, child_id: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"group {group!r} refused {child_id!r}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatistics:
+    name: str
+    active: int
+    max_children: int
+    started_total: int
+    completed_total: int
+    failed_total: int
+    killed_total: int
+    refused_total: int
+    accepting: bool
+
+
+class DynamicGroup:
+    def __init__(self, name: str, *, max_children: int, shutdown_s: float, report: Report) -> None:
+        if max_children < 1 or not shutdown_s > 0:
+            raise ValueError(f"group {name!r}: max_children >= 1 and shutdown_s > 0 required")
+        self.name = name
+        self._max_children = max_children
+        self._shutdown_s = shutdown_s
+        self._report = report
+        self._nursery: trio.Nursery | None = None
+        self._children: dict[str, RunningChild] = {}
+        self._counts = dict.fromkeys(("started", "completed", "failed", "killed", "refused"), 0)
+
+    async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        """The group's own life: open the nursery, accept children until ``stop``, then
+        stop them all in parallel within the budget."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await stop.wait()
+            finally:
+                self._nursery = None  # refuse new children from here on
+                with trio.CancelScope(shield=True):
+                    await self._stop_all()
+
+    async def start_child(self, child_id: str, fn: ChildFn, *args: Any) -> Any:
+        """Start ``fn(stop, *args, task_status=...)`` as a temporary child and return the
+        value it passes to ``started``. Raises ``GroupRefused`` or ``ChildStartError``; a
+        failure after start is reported as an event and never reaches the caller."""
+        nursery = self._nursery
+        reason = self._refusal(child_id, nursery is None)
+        if reason is not None:
+            self._counts["refused"] += 1
+            raise GroupRefused(self.name, child_id, reason)
+        assert nursery is not None
+        child = RunningChild(child_id, self._shutdown_s, trio.current_time())
+        # Reserved before the first checkpoint, so concurrent starts count it; no await lies
+        # between the check and start(), so the nursery cannot close in between, and the
+        # child's own ``finally`` releases the reservation on every path after that.
+        self._children[child_id] = child
+        return await nursery.start(self._run_child, child, fn, args)
+
+    def statistics(self) -> GroupStatistics:
+        return GroupStatistics(
+            name=self.name,
+            active=len(self._children),
+            max_children=self._max_children,
+            started_total=self._counts["started"],
+            completed_total=self._counts["completed"],
+            failed_total=self._counts["failed"],
+            killed_total=self._counts["killed"],
+            refused_total=self._counts["refused"],
+            accepting=self._nursery is not None,
+        )
+
+    def _refusal(self, child_id: str, stopping: bool) -> str | None:
+        if stopping:
+            return "the group is stopping or not running"
+        if child_id in self._children:
+            return "a child with this id is already running"
+        if len(self._children) >= self._max_children:
+            return f"at capacity ({self._max_children} children)"
+        return None
+
+    async def _run_child(
+        self,
+        child: RunningChild,
+        fn: ChildFn,
+        args: tuple[Any, ...],
+        *,
+        task_status: trio.TaskStatus[Any],
+    ) -> None:
+        status = StatusProxy(task_status, lambda: self._note_started(child.child_id))
+        error: Exception | None = None
+        try:
+            with child.scope:
+                await fn(child.stop, *args, task_status=status)
+        except Exception as exc:  # noqa: BLE001 - the group's per-child boundary: it judges
+            error = exc
+        finally:
+            del self._children[child.child_id]
+            child.done.set()
+        reason = child.exit_reason(error, status.started_called)
+        self._note_exit(child, reason, error)
+        if not status.started_called:
+            cause = error if error is not None else RuntimeError("returned before started")
+            raise ChildStartError(self.name, child.child_id, cause) from error
+
+    def _note_started(self, child_id: str) -> None:
+        self._counts["started"] += 1
+        self._report(ChildStarted(self.name, child_id, 0))
+
+    def _note_exit(self, child: RunningChild, reason: ExitReason, error: Exception | None) -> None:
+        if reason in (ExitReason.FAILED, ExitReason.START_FAILED):
+            self._counts["failed"] += 1
+            detail = reason.value if error is None else describe_error(error)
+            log.error("%s/%s failed: %s", self.name, child.child_id, detail)
+        elif reason is ExitReason.KILLED:
+            self._counts["killed"] += 1
+        else:
+            self._counts["completed"] += 1
+        self._report(
+            ChildExited(
+                supervisor=self.name,
+                child_id=child.child_id,
+                reason=reason,
+                error=None if error is None else describe_error(error),
+                uptime_s=trio.current_time() - child.started_at_s,
+            )
+        )
+
+    async def _stop_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for child in tuple(self._children.values()):
+                nursery.start_soon(stop_within_budget, child)

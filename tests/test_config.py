@@ -1,0 +1,611 @@
+"""Settings: defaults, validation messages, secret hiding and ``.env`` parsing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from engine.config import (
+    ENV_NAMES,
+    AlertLevel,
+    Secret,
+    Settings,
+    dsn_for_display,
+    load_settings,
+    settings_from_mapping,
+)
+from engine.errors import ConfigError, StartupError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 -- a value under test; nothing binds here
+SID = "AC" + "0123456789abcdef" * 2
+ADMIN = "admin-token-0123456789"
+OPENAI = "sk-openai-secret-value"
+TWILIO = "twilio-secret-value"
+WEBHOOK_SECRET = "webhook-hmac-secret"
+DB_PASSWORD = "db-pass-w0rd"
+SMTP_PASSWORD = "smtp-pass-w0rd"
+WEBHOOK_QUERY_TOKEN = "hook-query-token"
+SECRET_STRINGS = (ADMIN, OPENAI, TWILIO, WEBHOOK_SECRET, DB_PASSWORD, SMTP_PASSWORD)
+
+FULL: dict[str, str] = {
+    "HOST": ALL_INTERFACES,
+    "PORT": "9000",
+    "PUBLIC_URL": "https://calls.example.com/",
+    "DATABASE_URL": f"postgresql://engine:{DB_PASSWORD}@db.internal:5432/afterhours",
+    "DATA_DIR": "/var/lib/afterhours",
+    "ADMIN_TOKEN": ADMIN,
+    "OPENAI_API_KEY": OPENAI,
+    "OPENAI_REALTIME_URL": "wss://realtime.example.com/v1/realtime",
+    "OPENAI_REALTIME_MODEL": "gpt-realtime-mini",
+    "TWILIO_ACCOUNT_SID": SID,
+    "TWILIO_AUTH_TOKEN": TWILIO,
+    "TWILIO_API_BASE_URL": "http://127.0.0.1:9999",
+    "ALERT_WEBHOOK_URL": f"https://hooks.example.com/alert?token={WEBHOOK_QUERY_TOKEN}",
+    "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "ALERT_EMAIL_RECIPIENT": "ops@example.com, owner@example.com",
+    "SMTP_URL": f"smtps://mailer:{SMTP_PASSWORD}@smtp.example.com:465",
+    "ALERT_MIN_LEVEL": "Warning",
+    "DRAIN_TIMEOUT_S": "12.5",
+    "MAX_CONCURRENT_CALLS": "7",
+    "LOG_FORMAT": "json",
+}
+
+
+def _error(values: Mapping[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping(values)
+    return caught.value
+
+
+def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = settings_from_mapping({})
+    assert settings == Settings(
+        host="127.0.0.1",
+        port=8080,
+        public_url="http://127.0.0.1:8080",
+        database_url=None,
+        data_dir=tmp_path.resolve() / ".afterhours",
+        admin_token=None,
+        openai_api_key=None,
+        openai_realtime_url="wss://api.openai.com/v1/realtime",
+        openai_realtime_model="gpt-realtime",
+        twilio_account_sid=None,
+        twilio_auth_token=None,
+        twilio_api_base_url="https://api.twilio.com",
+        alert_webhook_url=None,
+        alert_webhook_secret=None,
+        alert_email_recipient=None,
+        smtp_url=None,
+        alert_min_level=AlertLevel.ERROR,
+        drain_timeout_s=30.0,
+        max_concurrent_calls=100,
+        log_format="text",
+    )
+    assert settings.is_local
+
+
+def test_every_variable_set() -> None:
+    settings = settings_from_mapping(FULL)
+    assert settings.host == ALL_INTERFACES
+    assert settings.port == 9000
+    assert settings.public_url == "https://calls.example.com"
+    assert settings.database_url == FULL["DATABASE_URL"]
+    assert settings.data_dir == Path("/var/lib/afterhours")
+    assert settings.admin_token == Secret(ADMIN)
+    assert settings.openai_api_key == Secret(OPENAI)
+    assert settings.openai_realtime_url == FULL["OPENAI_REALTIME_URL"]
+    assert settings.openai_realtime_model == "gpt-realtime-mini"
+    assert settings.twilio_account_sid == SID
+    assert settings.twilio_auth_token == Secret(TWILIO)
+    assert settings.twilio_api_base_url == "http://127.0.0.1:9999"
+    assert settings.alert_webhook_url == FULL["ALERT_WEBHOOK_URL"]
+    assert settings.alert_webhook_secret == Secret(WEBHOOK_SECRET)
+    assert settings.alert_email_recipient == "ops@example.com,owner@example.com"
+    assert settings.smtp_url == FULL["SMTP_URL"]
+    assert settings.alert_min_level is AlertLevel.WARNING
+    assert settings.drain_timeout_s == 12.5
+    assert settings.max_concurrent_calls == 7
+    assert settings.log_format == "json"
+    assert not settings.is_local
+
+
+def test_env_names_match_fields() -> None:
+    assert tuple(field.name.upper() for field in dataclasses.fields(Settings)) == ENV_NAMES
+    assert set(FULL) == set(ENV_NAMES)
+
+
+def test_settings_are_frozen() -> None:
+    settings = settings_from_mapping({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "attribute", "expected"),
+    [
+        ("PORT", "0", "port", 0),
+        ("PORT", "65535", "port", 65535),
+        ("PORT", " 8081 ", "port", 8081),
+        ("HOST", "::1", "host", "::1"),
+        ("HOST", "engine.local", "host", "engine.local"),
+        ("PUBLIC_URL", "http://localhost:8080/base/", "public_url", "http://localhost:8080/base"),
+        ("DATABASE_URL", "postgres://db/x", "database_url", "postgres://db/x"),
+        (
+            "DATABASE_URL",
+            "postgresql:///afterhours?host=/run/postgresql",
+            "database_url",
+            "postgresql:///afterhours?host=/run/postgresql",
+        ),
+        (
+            "OPENAI_REALTIME_URL",
+            "ws://127.0.0.1:9001/rt",
+            "openai_realtime_url",
+            "ws://127.0.0.1:9001/rt",
+        ),
+        ("TWILIO_ACCOUNT_SID", "AC" + "A" * 32, "twilio_account_sid", "AC" + "A" * 32),
+        (
+            "TWILIO_API_BASE_URL",
+            "https://twilio.test/",
+            "twilio_api_base_url",
+            "https://twilio.test",
+        ),
+        ("ALERT_WEBHOOK_URL", "http://hooks.test/x", "alert_webhook_url", "http://hooks.test/x"),
+        ("ALERT_EMAIL_RECIPIENT", "ops@example.com", "alert_email_recipient", "ops@example.com"),
+        ("SMTP_URL", "smtp://mail.test:25", "smtp_url", "smtp://mail.test:25"),
+        ("ALERT_MIN_LEVEL", "info", "alert_min_level", AlertLevel.INFO),
+        ("ALERT_MIN_LEVEL", "CRITICAL", "alert_min_level", AlertLevel.CRITICAL),
+        ("DRAIN_TIMEOUT_S", "3600", "drain_timeout_s", 3600.0),
+        ("DRAIN_TIMEOUT_S", "0.5", "drain_timeout_s", 0.5),
+        ("MAX_CONCURRENT_CALLS", "1", "max_concurrent_calls", 1),
+        ("MAX_CONCURRENT_CALLS", "100000", "max_concurrent_calls", 100_000),
+        ("LOG_FORMAT", "JSON", "log_format", "json"),
+        ("ADMIN_TOKEN", "x" * 16, "admin_token", Secret("x" * 16)),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
+)
+def test_valid_value(variable: str, value: str, attribute: str, expected: object) -> None:
+    assert getattr(settings_from_mapping({variable: value}), attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        pytest.param(
+            "PORT", "abc", "invalid PORT='abc': expected an integer from 0 to 65535", id="port-text"
+        ),
+        pytest.param(
+            "PORT",
+            "65536",
+            "invalid PORT='65536': expected an integer from 0 to 65535",
+            id="port-high",
+        ),
+        pytest.param(
+            "PORT",
+            "-1",
+            "invalid PORT='-1': expected an integer from 0 to 65535",
+            id="port-negative",
+        ),
+        pytest.param(
+            "PORT",
+            "8_080",
+            "invalid PORT='8_080': expected an integer from 0 to 65535",
+            id="port-underscore",
+        ),
+        pytest.param(
+            "HOST",
+            "bad host",
+            "invalid HOST='bad host': expected a host name or IP address to listen on "
+            "(e.g. 127.0.0.1)",
+            id="host-space",
+        ),
+        pytest.param(
+            "PUBLIC_URL",
+            "ftp://example.com",
+            "invalid PUBLIC_URL='ftp://example.com': expected a URL starting with http:// or "
+            "https:// that names a host, without query or fragment (the address Twilio uses "
+            "to reach this engine)",
+            id="public-url-scheme",
+        ),
+        pytest.param(
+            "PUBLIC_URL",
+            "https://",
+            "invalid PUBLIC_URL='https://': expected a URL starting with http:// or https:// "
+            "that names a host, without query or fragment (the address Twilio uses to reach "
+            "this engine)",
+            id="public-url-no-host",
+        ),
+        pytest.param(
+            "DATABASE_URL",
+            "mysql://db/x",
+            "invalid DATABASE_URL='mysql://db/x': expected a URL starting with postgresql:// or "
+            "postgres:// that names a host (or has a host= query parameter); leave it unset to "
+            "use the embedded Postgres",
+            id="database-url-scheme",
+        ),
+        pytest.param(
+            "DATABASE_URL",
+            "postgresql:///afterhours",
+            "invalid DATABASE_URL='postgresql:///afterhours': expected a URL starting with "
+            "postgresql:// or postgres:// that names a host (or has a host= query parameter); "
+            "leave it unset to use the embedded Postgres",
+            id="database-url-no-host",
+        ),
+        pytest.param(
+            "OPENAI_REALTIME_URL",
+            "https://api.openai.com/v1/realtime",
+            "invalid OPENAI_REALTIME_URL='https://api.openai.com/v1/realtime': expected a URL "
+            "starting with ws:// or wss:// that names a host",
+            id="realtime-url-scheme",
+        ),
+        pytest.param(
+            "OPENAI_REALTIME_MODEL",
+            "gpt realtime",
+            "invalid OPENAI_REALTIME_MODEL='gpt realtime': expected a model name without "
+            "spaces (e.g. gpt-realtime)",
+            id="model-space",
+        ),
+        pytest.param(
+            "TWILIO_ACCOUNT_SID",
+            "AC123",
+            "invalid TWILIO_ACCOUNT_SID='AC123': expected 'AC' followed by 32 hexadecimal digits",
+            id="sid-short",
+        ),
+        pytest.param(
+            "TWILIO_ACCOUNT_SID",
+            "SK" + "0" * 32,
+            f"invalid TWILIO_ACCOUNT_SID='SK{'0' * 32}': expected 'AC' followed by 32 "
+            "hexadecimal digits",
+            id="sid-prefix",
+        ),
+        pytest.param(
+            "TWILIO_API_BASE_URL",
+            "api.twilio.com",
+            "invalid TWILIO_API_BASE_URL='api.twilio.com': expected a URL starting with "
+            "http:// or https:// that names a host",
+            id="twilio-base-no-scheme",
+        ),
+        pytest.param(
+            "ALERT_WEBHOOK_URL",
+            "https://hooks.test:notaport/x",
+            "invalid ALERT_WEBHOOK_URL='https://hooks.test:notaport/x': expected a URL "
+            "starting with http:// or https:// that names a host",
+            id="webhook-bad-port",
+        ),
+        pytest.param(
+            "ALERT_EMAIL_RECIPIENT",
+            "ops@example.com, owner",
+            "invalid ALERT_EMAIL_RECIPIENT='ops@example.com, owner': expected an email address "
+            "or a comma-separated list of them (e.g. ops@example.com,owner@example.com)",
+            id="email-list-bad-item",
+        ),
+        pytest.param(
+            "SMTP_URL",
+            "http://mail.test",
+            "invalid SMTP_URL='http://mail.test': expected a URL starting with smtp:// or "
+            "smtps:// that names a host",
+            id="smtp-scheme",
+        ),
+        pytest.param(
+            "ALERT_MIN_LEVEL",
+            "debug",
+            "invalid ALERT_MIN_LEVEL='debug': expected one of info, warning, error, critical "
+            "(any case)",
+            id="level-unknown",
+        ),
+        pytest.param(
+            "DRAIN_TIMEOUT_S",
+            "0",
+            "invalid DRAIN_TIMEOUT_S='0': expected a number of seconds greater than 0 and at "
+            "most 3600",
+            id="drain-zero",
+        ),
+        pytest.param(
+            "DRAIN_TIMEOUT_S",
+            "3600.5",
+            "invalid DRAIN_TIMEOUT_S='3600.5': expected a number of seconds greater than 0 and "
+            "at most 3600",
+            id="drain-high",
+        ),
+        pytest.param(
+            "DRAIN_TIMEOUT_S",
+            "nan",
+            "invalid DRAIN_TIMEOUT_S='nan': expected a number of seconds greater than 0 and at "
+            "most 3600",
+            id="drain-nan",
+        ),
+        pytest.param(
+            "MAX_CONCURRENT_CALLS",
+            "0",
+            "invalid MAX_CONCURRENT_CALLS='0': expected an integer from 1 to 100000",
+            id="calls-zero",
+        ),
+        pytest.param(
+            "MAX_CONCURRENT_CALLS",
+            "100001",
+            "invalid MAX_CONCURRENT_CALLS='100001': expected an integer from 1 to 100000",
+            id="calls-high",
+        ),
+        pytest.param(
+            "LOG_FORMAT",
+            "yaml",
+            "invalid LOG_FORMAT='yaml': expected text or json",
+            id="log-format",
+        ),
+        pytest.param(
+            "ADMIN_TOKEN",
+            "short",
+            "invalid ADMIN_TOKEN=(value hidden): expected at least 16 characters",
+            id="admin-token-short",
+        ),
+    ],
+)
+def test_invalid_value(variable: str, value: str, message: str) -> None:
+    error = _error({variable: value})
+    assert error.variable == variable
+    assert str(error) == message
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "secret", "shown"),
+    [
+        pytest.param("ADMIN_TOKEN", "tiny-secret", "tiny-secret", None, id="admin-token"),
+        pytest.param(
+            "DATABASE_URL",
+            f"mysql://engine:{DB_PASSWORD}@db/x",
+            DB_PASSWORD,
+            "mysql://engine:***@db/x",
+            id="database-url-password",
+        ),
+        pytest.param(
+            "DATABASE_URL",
+            f"mysql://db/x?password={DB_PASSWORD}&sslmode=require",
+            DB_PASSWORD,
+            None,
+            id="database-url-query-password",
+        ),
+        pytest.param(
+            "SMTP_URL",
+            f"imap://mailer:{SMTP_PASSWORD}@mail.test",
+            SMTP_PASSWORD,
+            "imap://mailer:***@mail.test",
+            id="smtp-url-password",
+        ),
+        pytest.param(
+            "ALERT_WEBHOOK_URL",
+            f"ftp://hooks.test/x?token={WEBHOOK_QUERY_TOKEN}",
+            WEBHOOK_QUERY_TOKEN,
+            "ftp://hooks.test/x",
+            id="webhook-query-token",
+        ),
+    ],
+)
+def test_invalid_secret_value_is_hidden(
+    variable: str, value: str, secret: str, shown: str | None
+) -> None:
+    error = _error({variable: value})
+    assert secret not in str(error)
+    if shown is not None:
+        assert error.value == shown
+
+
+def test_database_url_error_survives_unencoded_slash_in_password() -> None:
+    error = _error({"DATABASE_URL": "postgresql://engine:pa/ss@db/x"})
+    assert error.value == "postgresql://engine:***@db/x"
+
+
+def test_secrets_absent_from_repr_and_redacted() -> None:
+    settings = settings_from_mapping(FULL)
+    shown_repr = repr(settings)
+    shown_redacted = str(settings.redacted())
+    for secret in (*SECRET_STRINGS, WEBHOOK_QUERY_TOKEN):
+        assert secret not in shown_repr
+        assert secret not in shown_redacted
+    assert str(settings.admin_token) == "Secret('********')"
+    assert f"{settings.admin_token}" == "Secret('********')"
+
+
+def test_redacted_lists_every_setting() -> None:
+    redacted = settings_from_mapping(FULL).redacted()
+    assert tuple(redacted) == ENV_NAMES
+    assert redacted["ADMIN_TOKEN"] == "<set>"
+    assert redacted["DATABASE_URL"] == "postgresql://engine:***@db.internal:5432/afterhours"
+    assert redacted["SMTP_URL"] == "smtps://mailer:***@smtp.example.com:465"
+    assert redacted["ALERT_WEBHOOK_URL"] == "https://hooks.example.com/alert"
+    assert redacted["PORT"] == "9000"
+    assert redacted["ALERT_MIN_LEVEL"] == "warning"
+    assert redacted["DRAIN_TIMEOUT_S"] == "12.5"
+    assert redacted["DATA_DIR"] == "/var/lib/afterhours"
+    assert settings_from_mapping({}).redacted()["OPENAI_API_KEY"] is None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://user:pw@host:5432/db", "postgresql://user:***@host:5432/db"),
+        ("postgresql://user@host/db", "postgresql://user@host/db"),
+        (
+            "postgresql://host/db?password=pw&sslmode=require",
+            "postgresql://host/db?password=***&sslmode=require",
+        ),
+        ("smtps://u:p@ss@mail.test:465", "smtps://u:***@mail.test:465"),
+        ("not a url", "not a url"),
+    ],
+    ids=["userinfo", "no-password", "query", "at-in-password", "not-a-url"],
+)
+def test_dsn_for_display(url: str, shown: str) -> None:
+    assert dsn_for_display(url) == shown
+
+
+def test_secret_behaviour() -> None:
+    secret = Secret("value-123")
+    assert repr(secret) == "Secret('********')"
+    assert secret.reveal() == "value-123"
+    assert secret == Secret("value-123")
+    assert secret != Secret("other")
+    assert secret != "value-123"
+    assert hash(secret) == hash(Secret("value-123"))
+    assert secret
+    assert not Secret("")
+
+
+@pytest.mark.parametrize(
+    ("values", "public_url"),
+    [
+        ({}, "http://127.0.0.1:8080"),
+        ({"HOST": ALL_INTERFACES, "PORT": "0"}, f"http://{ALL_INTERFACES}:0"),
+        ({"HOST": "::1", "PORT": "9000"}, "http://[::1]:9000"),
+        ({"HOST": ALL_INTERFACES, "PUBLIC_URL": "https://x.test"}, "https://x.test"),
+    ],
+    ids=["defaults", "host-and-port", "ipv6-host", "explicit-wins"],
+)
+def test_public_url_default_derived_from_host_and_port(
+    values: dict[str, str], public_url: str
+) -> None:
+    assert settings_from_mapping(values).public_url == public_url
+
+
+@pytest.mark.parametrize(
+    ("public_url", "is_local"),
+    [
+        ("http://localhost:8080", True),
+        ("http://LOCALHOST", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://127.8.9.10", True),
+        ("http://[::1]:8080", True),
+        ("https://calls.example.com", False),
+        ("http://0.0.0.0:8080", False),
+        ("http://10.0.0.5", False),
+        ("http://localhost.example.com", False),
+    ],
+)
+def test_is_local(public_url: str, is_local: bool) -> None:
+    assert settings_from_mapping({"PUBLIC_URL": public_url}).is_local is is_local
+
+
+def test_empty_values_count_as_unset() -> None:
+    settings = settings_from_mapping({"PORT": "", "ADMIN_TOKEN": "  ", "DATABASE_URL": ""})
+    assert settings.port == 8080
+    assert settings.admin_token is None
+    assert settings.database_url is None
+
+
+def test_unknown_key_in_mapping_rejected() -> None:
+    error = _error({"ALERT_MIN_LEVLE": "info"})
+    assert error.variable == "ALERT_MIN_LEVLE"
+    assert error.value is None
+    assert str(error).startswith(
+        "invalid ALERT_MIN_LEVLE=(value hidden): unknown setting (did you mean "
+        "ALERT_MIN_LEVEL?); known: HOST, PORT, PUBLIC_URL,"
+    )
+
+
+def test_unknown_key_with_secret_value_hidden() -> None:
+    error = _error({"ADMIN_TOKN": ADMIN})
+    assert ADMIN not in str(error)
+
+
+@pytest.mark.parametrize("level", ["info", "warning", "error", "critical"])
+def test_alert_level_parse(level: str) -> None:
+    assert AlertLevel.parse(level.upper()) is AlertLevel[level.upper()]
+
+
+def test_alert_level_order() -> None:
+    assert AlertLevel.INFO < AlertLevel.WARNING < AlertLevel.ERROR < AlertLevel.CRITICAL
+    with pytest.raises(ValueError, match="unknown alert level"):
+        AlertLevel.parse("verbose")
+
+
+# --- .env files ---------------------------------------------------------------------
+
+
+def _env_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_env_file_syntax(tmp_path: Path) -> None:
+    path = _env_file(
+        tmp_path,
+        "# afterhours settings\n"
+        "\n"
+        f"HOST={ALL_INTERFACES}\n"
+        "export PORT=9001\n"
+        "PUBLIC_URL = 'https://calls.example.com' # the tunnel\n"
+        'OPENAI_REALTIME_MODEL="gpt-realtime-mini"\n'
+        "ADMIN_TOKEN='with # hash and spaces '\n"
+        "LOG_FORMAT=json # inline comment\n"
+        "   # indented comment\n",
+    )
+    settings = load_settings({}, path)
+    assert settings.host == ALL_INTERFACES
+    assert settings.port == 9001
+    assert settings.public_url == "https://calls.example.com"
+    assert settings.openai_realtime_model == "gpt-realtime-mini"
+    assert settings.admin_token == Secret("with # hash and spaces")
+    assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    ("line", "lineno"),
+    [
+        ("JUST A SENTENCE", 2),
+        ("PORT='9000", 2),
+        ('PORT="9000" trailing', 2),
+        ("1PORT=9000", 2),
+        ("export", 2),
+    ],
+    ids=["no-equals", "unclosed-quote", "text-after-quote", "bad-key", "bare-export"],
+)
+def test_env_file_malformed_line(tmp_path: Path, line: str, lineno: int) -> None:
+    path = _env_file(tmp_path, f"HOST=127.0.0.1\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, path)
+    assert caught.value.variable == f"{path}:{lineno}"
+    assert str(caught.value).startswith(
+        f"invalid {path}:{lineno}=(value hidden): expected KEY=value"
+    )
+
+
+def test_env_file_unknown_key_rejected(tmp_path: Path) -> None:
+    path = _env_file(tmp_path, "# typo below\nALERT_MIN_LEVLE=info\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, path)
+    assert caught.value.variable == "ALERT_MIN_LEVLE"
+    assert f"in {path} line 2: unknown setting (did you mean ALERT_MIN_LEVEL?)" in str(caught.value)
+
+
+def test_environment_wins_over_file(tmp_path: Path) -> None:
+    path = _env_file(tmp_path, f"PORT=9001\nHOST={ALL_INTERFACES}\nLOG_FORMAT=json\n")
+    settings = load_settings({"PORT": "9002", "LOG_FORMAT": "", "PATH": "/usr/bin"}, path)
+    assert settings.port == 9002
+    assert settings.host == ALL_INTERFACES
+    # An empty variable counts as unset, so the file's value applies.
+    assert settings.log_format == "json"
+
+
+def test_environment_unrelated_variables_ignored() -> None:
+    settings = load_settings({"PATH": "/usr/bin", "HOME": "/root", "PORT": "9003"}, None)
+    assert settings.port == 9003
+
+
+def test_missing_env_file_is_fine(tmp_path: Path) -> None:
+    assert load_settings({}, tmp_path / "absent.env").port == 8080
+
+
+def test_env_file_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match=f"cannot read env file {tmp_path}"):
+        load_settings({}, tmp_path)
+
+
+def test_env_file_value_errors_name_the_variable(tmp_path: Path) -> None:
+    path = _env_file(tmp_path, "PORT=eighty\n")
+    with pytest.raises(ConfigError, match=r"invalid PORT='eighty': expected an integer"):
+        load_settings({}, path)
