@@ -28,14 +28,14 @@ log = logging.getLogger("afterhours.supervisor")
 
 
 class ChildFn(Protocol):
-    """Every supervised child: ``async def run(stop, *args, task_status=...)``.
+    """Every supervised child: ``async def run(stop, *, task_status)``.
 
     It calls ``task_status.started(value)`` once its resources are ready, returns when
     ``stop`` is requested (after its own graceful cleanup), and raises on failure.
     """
 
     def __call__(
-        self, stop: StopSignal, /, *args: Any, task_status: trio.TaskStatus[Any]
+        self, stop: StopSignal, /, *, task_status: trio.TaskStatus[Any]
     ) -> Awaitable[None]: ...
 
 

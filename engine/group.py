@@ -74,8 +74,8 @@ class DynamicGroup:
                 with trio.CancelScope(shield=True):
                     await self._stop_all()
 
-    async def start_child(self, child_id: str, fn: ChildFn, *args: Any) -> Any:
-        """Start ``fn(stop, *args, task_status=...)`` as a temporary child and return the
+    async def start_child(self, child_id: str, fn: ChildFn) -> Any:
+        """Start ``fn(stop, task_status=...)`` as a temporary child and return the
         value it passes to ``started``. Raises ``GroupRefused`` or ``ChildStartError``; a
         failure after start is reported as an event and never reaches the caller."""
         nursery = self._nursery
@@ -89,7 +89,7 @@ class DynamicGroup:
         # between the check and start(), so the nursery cannot close in between, and the
         # child's own ``finally`` releases the reservation on every path after that.
         self._children[child_id] = child
-        return await nursery.start(self._run_child, child, fn, args)
+        return await nursery.start(self._run_child, child, fn)
 
     def statistics(self) -> GroupStatistics:
         return GroupStatistics(
@@ -117,7 +117,6 @@ class DynamicGroup:
         self,
         child: RunningChild,
         fn: ChildFn,
-        args: tuple[Any, ...],
         *,
         task_status: trio.TaskStatus[Any],
     ) -> None:
@@ -125,7 +124,7 @@ class DynamicGroup:
         error: Exception | None = None
         try:
             with child.scope:
-                await fn(child.stop, *args, task_status=status)
+                await fn(child.stop, task_status=status)
         except Exception as exc:  # noqa: BLE001 - the group's per-child boundary: it judges
             error = exc
         finally:

@@ -227,10 +227,13 @@ async def test_restart_types(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    behaviour = {"crash_after_s": 1.0} if exit_kind == "crash" else {"return_after_s": 1.0}
+    if exit_kind == "crash":
+        child = worker(journal, "child", crash_after_s=1.0)
+    else:
+        child = worker(journal, "child", return_after_s=1.0)
     specs = [
         ChildSpec("steady", worker(journal, "steady")),
-        ChildSpec("child", worker(journal, "child", **behaviour), restart=restart),
+        ChildSpec("child", child, restart=restart),
     ]
     # Room for two restarts in the window; each run lasts 1 s, so 2.5 s sees at most 3 runs.
     sup = supervisor(journal, specs, max_restarts=5, period_s=60.0)

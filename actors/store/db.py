@@ -1,0 +1,130 @@
+"""The Postgres adapter: asyncpg behind trio-asyncio, in python-trio/triopg's pattern.
+
+This package is the only code that imports asyncpg (an import-linter contract says so).
+asyncpg runs only on asyncio; every call crosses the trio-asyncio bridge once (about
+200 us here, stack-notes section 3), so multi-statement work is written asyncio-side and
+crosses once as a unit (``transaction``). Closing the pool is shielded and bounded, so a
+cancelled engine still returns its connections and never hangs on a dead server.
+
+``trio_asyncio.open_loop()`` must be open around every use (the composition root opens
+it outermost).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import asyncpg
+import trio
+from trio_asyncio import aio_as_trio
+
+from engine.config import dsn_for_display
+from engine.errors import StartupError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+T = TypeVar("T")
+
+POOL_CLOSE_TIMEOUT_S = 3.0
+
+log = logging.getLogger("afterhours.store")
+
+# What a database outage looks like from asyncpg: refused or reset connections, a server
+# shutting down, a timeout. Callers treat these as "try again later", not as bugs.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    TimeoutError,
+    trio.TooSlowError,
+)
+
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
+
+# What ``transaction`` hands to its work: a pooled connection (generic only in the stubs).
+if TYPE_CHECKING:
+    Connection: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+else:
+    Connection = asyncpg.pool.PoolConnectionProxy
+
+
+class Database:
+    """A pool, used from Trio. Every method takes a timeout: no external await is
+    unbounded."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def transaction(
+        self, work: Callable[[Connection], Awaitable[T]], *, timeout_s: float
+    ) -> T:
+        """Run ``work(connection)`` (asyncio-flavoured) inside one transaction, crossing
+        the bridge once. A Trio cancellation cancels the statement server-side."""
+
+        async def unit() -> T:
+            async with self._pool.acquire() as connection, connection.transaction():
+                return await work(connection)
+
+        with trio.fail_after(timeout_s):
+            result: T = await aio_as_trio(unit)()
+            return result
+
+    async def fetchval(self, sql: str, *args: Any, timeout_s: float) -> Any:
+        with trio.fail_after(timeout_s):
+            return await aio_as_trio(self._pool.fetchval)(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any, timeout_s: float) -> list[asyncpg.Record]:
+        with trio.fail_after(timeout_s):
+            rows: list[asyncpg.Record] = await aio_as_trio(self._pool.fetch)(sql, *args)
+            return rows
+
+    async def execute(self, sql: str, *args: Any, timeout_s: float) -> str:
+        with trio.fail_after(timeout_s):
+            status: str = await aio_as_trio(self._pool.execute)(sql, *args)
+            return status
+
+    async def close(self) -> None:
+        with trio.move_on_after(POOL_CLOSE_TIMEOUT_S) as scope:
+            scope.shield = True
+            await aio_as_trio(self._pool.close)()
+        if scope.cancelled_caught:
+            log.warning("database pool did not close in %.0f s; terminating", POOL_CLOSE_TIMEOUT_S)
+            self._pool.terminate()
+
+
+@asynccontextmanager
+async def open_database(
+    dsn: str, *, connect_timeout_s: float, max_connections: int = 4
+) -> AsyncIterator[Database]:
+    """A connected pool, or ``StartupError`` naming the server (password hidden)."""
+    try:
+        with trio.fail_after(connect_timeout_s):
+            pool = await aio_as_trio(asyncpg.create_pool)(
+                dsn,
+                min_size=1,
+                max_size=max_connections,
+                timeout=connect_timeout_s,
+                command_timeout=None,
+            )
+    except CONNECT_ERRORS as exc:
+        raise StartupError(
+            f"cannot reach the database at {dsn_for_display(dsn)}: {_reason(exc)} "
+            "(check DATABASE_URL, or unset it to use the embedded PostgreSQL)"
+        ) from exc
+    database = Database(pool)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError | TimeoutError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
