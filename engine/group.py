@@ -144,7 +144,8 @@ class DynamicGroup:
         if reason in (ExitReason.FAILED, ExitReason.START_FAILED):
             self._counts["failed"] += 1
             detail = reason.value if error is None else describe_error(error)
-            log.error("%s/%s failed: %s", self.name, child.child_id, detail)
+            crashed = error if reason is ExitReason.FAILED else None  # traceback for real crashes
+            log.error("%s/%s failed: %s", self.name, child.child_id, detail, exc_info=crashed)
         elif reason is ExitReason.KILLED:
             self._counts["killed"] += 1
         else:

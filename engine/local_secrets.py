@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from engine.config import Settings
 
 TOKEN_FILE_MODE = 0o600
-DATA_DIR_MODE = 0o700
+# Traversable but not listable by others: the embedded PostgreSQL runs as the `postgres`
+# user when the engine runs as root, and must reach DATA_DIR/postgres; the token files in
+# here are 0600 each, so nobody else can read them.
+DATA_DIR_MODE = 0o711
 
 
 @dataclass(frozen=True, slots=True)

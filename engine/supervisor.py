@@ -180,7 +180,9 @@ class Supervisor:
                 del self._running[spec.id]
                 child.done.set()
             reason = child.exit_reason(error, status.started_called)
-            if error is not None:
+            # A failure before started is the starter's to report (it receives the error);
+            # a crash after it is judged here, once, with its traceback.
+            if error is not None and reason is ExitReason.FAILED:
                 log.error(
                     "%s/%s exited: %s", self.name, spec.id, describe_error(error), exc_info=error
                 )

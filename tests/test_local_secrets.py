@@ -35,7 +35,7 @@ def test_prepare_data_dir_creates_missing_dir_and_parents(tmp_path: Path) -> Non
     data_dir = tmp_path / "a" / "b"
     prepare_data_dir(data_dir)
     assert data_dir.is_dir()
-    assert _mode(data_dir) == 0o700
+    assert _mode(data_dir) == 0o711
 
 
 def test_prepare_data_dir_accepts_existing_dir(tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""``afterhours``: the command line.
+
+``afterhours serve`` loads and validates the configuration, prepares DATA_DIR and the
+local tokens, then runs the engine until SIGINT/SIGTERM. Whatever stops it at start-up
+(a bad setting, an unreachable database, a port in use, missing PostgreSQL binaries)
+is printed as one line and a non-zero exit; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import trio
+
+from api.root import Engine, run_engine
+from engine import __version__
+from engine.config import Settings, load_settings
+from engine.errors import StartupError, find_startup_error
+from engine.local_secrets import ensure_local_secrets
+from engine.logs import configure_logging
+
+log = logging.getLogger("afterhours")
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="afterhours", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"afterhours {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the engine until SIGINT/SIGTERM")
+    serve.add_argument(
+        "--env-file", type=Path, default=Path(".env"), help="dotenv file to read (default: .env)"
+    )
+    args = parser.parse_args(argv)
+    return _serve(args.env_file)
+
+
+def _serve(env_file: Path) -> int:
+    try:
+        settings = load_settings(os.environ, env_file)
+        settings, tokens = ensure_local_secrets(settings)
+    except StartupError as exc:
+        print(f"afterhours: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    configure_logging(settings.log_format, secrets=_secret_values(settings))
+    log.info("afterhours %s starting (DATA_DIR=%s)", __version__, settings.data_dir)
+    for token in tokens:
+        log.info("%s", token.describe())
+    try:
+        trio.run(_run, settings)
+    except BaseException as exc:
+        found = find_startup_error(exc)
+        if found is None:
+            raise
+        log.critical("cannot start: %s", found)
+        return EXIT_STARTUP_FAILED
+    log.info("afterhours stopped")
+    return EXIT_OK
+
+
+async def _run(settings: Settings) -> None:
+    async with trio.open_nursery() as nursery:
+        engine: Engine = await nursery.start(run_engine, settings)
+        log.info(
+            "ready: %s (public URL %s); GET /health answers; SIGTERM or Ctrl-C stops",
+            ", ".join(engine.bound_urls),
+            settings.public_url,
+        )
+
+
+def _secret_values(settings: Settings) -> list[str]:
+    secrets = [
+        settings.admin_token,
+        settings.openai_api_key,
+        settings.twilio_auth_token,
+        settings.alert_webhook_secret,
+    ]
+    return [secret.reveal() for secret in secrets if secret]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

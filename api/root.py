@@ -1,0 +1,153 @@
+"""The composition root: builds the actor tree and runs it until a signal stops it.
+
+It lives in ``api`` because it is the one place that knows every layer: it wires
+``engine`` (runtime), ``actors`` (store, metrics, alerts) and ``api`` (HTTP) together, and
+nothing imports it but the CLI.
+
+Tree (started top to bottom, stopped bottom to top):
+
+    afterhours (one_for_one, 3 restarts in 60 s, then the process exits non-zero)
+    +-- store     permanent   owns Postgres; drains its inbox on stop
+    +-- metrics   permanent
+    +-- alerts    permanent
+    +-- calls     permanent   dynamic group of temporary call actors
+    +-- api       permanent   Hypercorn (trio worker)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+import trio_asyncio
+
+from actors.alerts import AlertActor, alert_for
+from actors.metrics import MetricsAggregator, MetricsSample
+from actors.store.actor import StoreActor
+from api.app import App
+from api.health import HealthView
+from api.server import ApiServer
+from engine.children import KILL_GRACE_S
+from engine.embedded_postgres import open_embedded_postgres
+from engine.group import DynamicGroup
+from engine.lifecycle import StopSignal
+from engine.mailbox import Mailbox, OverflowPolicy
+from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from engine.config import Settings
+    from engine.events import SupervisorEvent
+    from engine.messages import Alert, StoreWrite
+
+log = logging.getLogger("afterhours")
+
+STORE_SHUTDOWN_S = 10.0  # room to write the last batches
+SERVICE_SHUTDOWN_S = 3.0
+API_SHUTDOWN_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """What a running engine exposes to its starter (tests, the CLI)."""
+
+    stop: StopSignal
+    bound_urls: list[str]
+    database_dsn: str
+    supervisor: Supervisor
+    calls: DynamicGroup
+
+
+@asynccontextmanager
+async def open_engine_database(settings: Settings) -> AsyncIterator[str]:
+    """``DATABASE_URL`` when set; otherwise the engine's own PostgreSQL under DATA_DIR."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    async with open_embedded_postgres(settings.data_dir / "postgres") as server:
+        log.info("embedded PostgreSQL on 127.0.0.1:%d (data in %s)", server.port, server.data_dir)
+        yield server.dsn
+
+
+async def run_engine(settings: Settings, *, task_status: trio.TaskStatus[Engine]) -> None:
+    """Run the whole engine until ``Engine.stop`` is requested or a signal arrives."""
+    async with trio_asyncio.open_loop(), open_engine_database(settings) as dsn:
+        stop = StopSignal()
+        supervisor, calls, api = _build_tree(settings, dsn)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, stop, nursery.cancel_scope)
+            await nursery.start(_supervise_then_finish, supervisor, stop, nursery.cancel_scope)
+            task_status.started(Engine(stop, api.bound_urls, dsn, supervisor, calls))
+
+
+async def _supervise_then_finish(
+    supervisor: Supervisor,
+    stop: StopSignal,
+    root_scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None],
+) -> None:
+    try:
+        await supervisor.run(stop, task_status=task_status)
+    finally:
+        root_scope.cancel()  # the tree is down: stop listening for signals
+
+
+async def _stop_on_signals(stop: StopSignal, root_scope: trio.CancelScope) -> None:
+    """First SIGINT/SIGTERM: graceful stop. A second one: stop now."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if not stop.requested:
+                log.info("%s received: stopping gracefully", signal.Signals(signum).name)
+                stop.request()
+            else:
+                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                root_scope.cancel()
+
+
+def _build_tree(settings: Settings, dsn: str) -> tuple[Supervisor, DynamicGroup, ApiServer]:
+    # Mailboxes belong to the root, not the actors: a restarted actor finds its unread mail.
+    store_inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
+    metrics_inbox: Mailbox[MetricsSample] = Mailbox("metrics", 1024, OverflowPolicy.DROP_NEWEST)
+    alerts_inbox: Mailbox[Alert] = Mailbox("alerts", 64, OverflowPolicy.DROP_NEWEST)
+
+    def report(event: SupervisorEvent) -> None:
+        metrics_inbox.send_nowait(event)
+        alert = alert_for(event)
+        if alert is not None:
+            alerts_inbox.send_nowait(alert)
+
+    store = StoreActor(dsn, store_inbox)
+    metrics = MetricsAggregator(metrics_inbox)
+    alerts = AlertActor(alerts_inbox, store_inbox, min_level=settings.alert_min_level)
+    calls = DynamicGroup(
+        "calls",
+        max_children=settings.max_concurrent_calls,
+        shutdown_s=settings.drain_timeout_s,
+        report=report,
+    )
+    api = ApiServer(
+        App(HealthView(lambda: calls.statistics().active)),
+        host=settings.host,
+        port=settings.port,
+    )
+    specs = [
+        ChildSpec("store", store.run, shutdown_s=STORE_SHUTDOWN_S),
+        ChildSpec("metrics", metrics.run, shutdown_s=SERVICE_SHUTDOWN_S),
+        ChildSpec("alerts", alerts.run, shutdown_s=SERVICE_SHUTDOWN_S),
+        # The group drains calls for DRAIN_TIMEOUT_S, then kills stragglers.
+        ChildSpec("calls", calls.run, shutdown_s=settings.drain_timeout_s + 2 * KILL_GRACE_S),
+        ChildSpec("api", api.run, shutdown_s=API_SHUTDOWN_S),
+    ]
+    supervisor = Supervisor(
+        "afterhours",
+        specs,
+        intensity=RestartIntensity(max_restarts=3, period_s=60.0),
+        report=report,
+    )
+    return supervisor, calls, api
