@@ -50,11 +50,16 @@ class ApiServer:
             serving = partial(serve, app, self._config(), shutdown_trigger=stop.wait)
             try:
                 self.bound_urls = await nursery.start(serving)
-            except OSError as exc:
-                bind_error = exc  # raised below, outside the nursery, as one clear error
+            except* OSError as group:  # hypercorn raises the bind error inside a group
+                bind_error = _first_leaf(group)  # raised below, outside the nursery
             else:
                 log.info("API listening on %s", ", ".join(self.bound_urls))
                 task_status.started(self.bound_urls)
         if bind_error is not None:
             reason = bind_error.strerror or str(bind_error)
             raise StartupError(f"cannot listen on {self._host}:{self._port} (HOST/PORT): {reason}")
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    first = group.exceptions[0]
+    return first if isinstance(first, OSError) else _first_leaf(first)

@@ -1,0 +1,56 @@
+# Two commands set everything up on a fresh machine:
+#   make run    create .venv, install, start the engine (embedded PostgreSQL unless DATABASE_URL)
+#   make test   create .venv with the dev extra, then ruff, mypy --strict, import-linter, pytest
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP_RUN := $(VENV)/.installed-run
+STAMP_DEV := $(VENV)/.installed-dev
+
+.PHONY: run test lint typecheck imports pytest postgres-binaries clean
+
+run: $(STAMP_RUN) postgres-binaries
+	$(BIN)/afterhours serve
+
+test: $(STAMP_DEV) postgres-binaries lint typecheck imports pytest
+
+lint: $(STAMP_DEV)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP_DEV)
+	$(BIN)/mypy
+
+imports: $(STAMP_DEV)
+	$(BIN)/lint-imports
+
+pytest: $(STAMP_DEV)
+	$(BIN)/pytest
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP_RUN): pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(STAMP_DEV): pyproject.toml $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(STAMP_RUN)
+
+# The embedded PostgreSQL runs the machine's server binaries; install them when missing
+# (Debian/Ubuntu). With DATABASE_URL set they are not needed.
+postgres-binaries:
+	@if [ -n "$$DATABASE_URL" ] || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 \
+	    || command -v postgres >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing PostgreSQL server binaries (apt-get install postgresql)"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql; \
+	else \
+	    echo "PostgreSQL server binaries not found: install PostgreSQL, or set DATABASE_URL" >&2; exit 1; \
+	fi
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
