@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from engine.errors import ConfigError, StartupError
+from engine.dotenv import parse_env_file
+from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,8 +37,6 @@ _HOST = re.compile(r"[A-Za-z0-9._%:-]+")
 _DIGITS = re.compile(r"[0-9]+")
 # No exponent, sign, underscore, nan or inf: float() accepts all of those.
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
-_DOTENV_ASSIGNMENT = re.compile(r"(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=(?P<value>.*)")
-_UNQUOTED_COMMENT = re.compile(r"(?:^|\s)#")
 _PASSWORD_QUERY = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 
 
@@ -205,57 +204,17 @@ def load_settings(environ: Mapping[str, str], env_file: Path | None) -> Settings
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """The assignments in a dotenv file, or ``{}`` when it does not exist.
-
-    Syntax: ``KEY=value`` lines, an optional ``export`` prefix, ``#`` comments, blank
-    lines, values optionally in single or double quotes (no escape sequences). In an
-    unquoted value a ``#`` at its start or after whitespace begins a comment.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise StartupError(f"cannot read env file {path}: {reason}") from exc
+    """The settings a dotenv file assigns (``{}`` when it does not exist). Unknown keys
+    are refused, which catches typos such as ``ALERT_MIN_LEVLE``."""
     assignments: dict[str, str] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        parsed = _parse_env_line(path, lineno, line)
-        if parsed is not None:
-            assignments[parsed[0]] = parsed[1]
+    for assignment in parse_env_file(path):
+        if assignment.key not in ENV_NAMES:
+            where = f"in {path} line {assignment.lineno}"
+            raise ConfigError(
+                assignment.key, None, f"{where}: {_unknown_setting_text(assignment.key)}"
+            )
+        assignments[assignment.key] = assignment.value
     return assignments
-
-
-def _parse_env_line(path: Path, lineno: int, line: str) -> tuple[str, str] | None:
-    stripped = line.strip()
-    if not stripped or stripped.startswith("#"):
-        return None
-    match = _DOTENV_ASSIGNMENT.fullmatch(stripped)
-    value = None if match is None else _unquote(match["value"].strip())
-    if match is None or value is None:
-        # The line is not shown: it may hold a secret with a typo in its syntax.
-        raise ConfigError(
-            f"{path}:{lineno}",
-            None,
-            "expected KEY=value (optionally prefixed by 'export ', value optionally in "
-            "matching single or double quotes), a # comment or a blank line",
-        )
-    key = match["key"]
-    if key not in ENV_NAMES:
-        raise ConfigError(key, None, f"in {path} line {lineno}: {_unknown_setting_text(key)}")
-    return key, value
-
-
-def _unquote(value: str) -> str | None:
-    """The value without quotes or trailing comment; ``None`` when a quote is unclosed
-    or text follows the closing quote."""
-    if value[:1] in ("'", '"'):
-        end = value.find(value[0], 1)
-        if end == -1:
-            return None
-        rest = value[end + 1 :].strip()
-        return value[1:end] if not rest or rest.startswith("#") else None
-    return _UNQUOTED_COMMENT.split(value, maxsplit=1)[0].strip()
 
 
 def _unknown_setting_text(key: str) -> str:
