@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +28,19 @@ def engine_settings(database_url: str, data_dir: Path) -> dict[str, str]:
     }
 
 
+@asynccontextmanager
+async def running_engine(database_url: str, data_dir: Path) -> AsyncIterator[Engine]:
+    """The whole engine in this Trio run; stopped (gracefully) when the block ends."""
+    settings = settings_from_mapping(engine_settings(database_url, data_dir))
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            engine: Engine = await nursery.start(run_engine, settings)
+            try:
+                yield engine
+            finally:
+                engine.stop.request()
+
+
 async def idle_call(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
     task_status.started()
     await stop.wait()
@@ -34,32 +49,27 @@ async def idle_call(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> 
 async def test_health_over_http_reports_uptime_and_active_sessions(
     fresh_database: str, tmp_path: Path
 ) -> None:
-    settings = settings_from_mapping(engine_settings(fresh_database, tmp_path))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            engine: Engine = await nursery.start(run_engine, settings)
-            base = engine.bound_urls[0]
-            before = datetime.now(UTC)
-            response = await http_request("GET", f"{base}/health")
-            assert response.status == 200
-            assert response.headers["content-type"] == "application/json"
-            body = response.json()
-            assert isinstance(body, dict)
-            assert set(body) == {"status", "timestamp", "uptime", "activeSessions"}
-            assert body["status"] == "ok"
-            assert body["activeSessions"] == 0
-            assert isinstance(body["uptime"], int)
-            assert body["uptime"] >= 0
-            stamp = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
-            assert abs((stamp - before).total_seconds()) < 5
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0]
+        before = datetime.now(UTC)
+        response = await http_request("GET", f"{base}/health")
+        assert response.status == 200
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert isinstance(body, dict)
+        assert set(body) == {"status", "timestamp", "uptime", "activeSessions"}
+        assert body["status"] == "ok"
+        assert body["activeSessions"] == 0
+        assert isinstance(body["uptime"], int)
+        assert body["uptime"] >= 0
+        stamp = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+        assert abs((stamp - before).total_seconds()) < 5
 
-            await engine.calls.start_child("CA0001", idle_call)
-            await engine.calls.start_child("CA0002", idle_call)
-            body = (await http_request("GET", f"{base}/health")).json()
-            assert isinstance(body, dict)
-            assert body["activeSessions"] == 2
-
-            engine.stop.request()
+        await engine.calls.start_child("CA0001", idle_call)
+        await engine.calls.start_child("CA0002", idle_call)
+        body = (await http_request("GET", f"{base}/health")).json()
+        assert isinstance(body, dict)
+        assert body["activeSessions"] == 2
     # The tree came down in order and the drained calls ended as stopped, not killed.
     stats = engine.calls.statistics()
     assert (stats.completed_total, stats.killed_total, stats.active) == (2, 0, 0)
@@ -69,14 +79,10 @@ async def test_health_over_http_reports_uptime_and_active_sessions(
 async def test_unknown_routes_and_methods_get_json_errors(
     fresh_database: str, tmp_path: Path
 ) -> None:
-    settings = settings_from_mapping(engine_settings(fresh_database, tmp_path))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            engine: Engine = await nursery.start(run_engine, settings)
-            base = engine.bound_urls[0]
-            missing = await http_request("GET", f"{base}/nope")
-            wrong_method = await http_request("POST", f"{base}/health")
-            engine.stop.request()
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0]
+        missing = await http_request("GET", f"{base}/nope")
+        wrong_method = await http_request("POST", f"{base}/health")
     assert (missing.status, missing.json()) == (404, {"error": "no route for /nope"})
     assert wrong_method.status == 405
     assert wrong_method.json() == {"error": "POST not allowed on /health; use GET"}

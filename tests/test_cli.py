@@ -154,18 +154,19 @@ async def test_unreachable_database_is_one_clear_line(workdir: Path) -> None:
     assert "pw-s3cret" not in output
 
 
-async def test_port_in_use_is_one_clear_line_and_nothing_left_running(
-    workdir: Path, fresh_database: str
-) -> None:
+async def test_port_in_use_is_one_clear_line_and_nothing_left_running(workdir: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = engine_env(PORT=str(port), DATABASE_URL=fresh_database)
-        code, output = await run_to_exit(workdir, env)
+        code, output = await run_to_exit(workdir, engine_env(PORT=str(port)))
     assert code == 1
     assert "Traceback" not in output
     assert f"cannot listen on 127.0.0.1:{port} (HOST/PORT): Address already in use" in output
+    # The embedded PostgreSQL had started (and migrated) before the API failed to bind:
+    # it was stopped on the way out.
+    assert "applied migrations" in output
+    assert postgres_pids(workdir / ".afterhours" / "postgres") == []
 
 
 async def test_embedded_engine_serves_stops_on_sigterm_and_recovers_from_a_kill(
