@@ -30,13 +30,14 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
 import stat
 import subprocess
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -205,6 +206,10 @@ class _Tools:
             env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
         return cls(bindir, data_dir, who, env)
 
+    def with_password(self, password: str) -> _Tools:
+        """The same tools, with the role's password for psql (never on a command line)."""
+        return replace(self, env={**self.env, "PGPASSWORD": password})
+
     def argv(self, binary: str, *args: str) -> list[str]:
         return [str(self.bindir / binary), *args]
 
@@ -239,9 +244,13 @@ def _first_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 async def _initdb(tools: _Tools) -> None:
     log.info("initialising a new PostgreSQL cluster in %s", tools.data_dir)
+    # Password authentication even on loopback: on a shared machine every local user can
+    # reach 127.0.0.1, and "trust" would hand them the call records.
+    _write_password(tools)
     argv = tools.argv(
         "initdb",
-        *("-D", str(tools.data_dir), "-U", DB_USER, "--auth=trust"),
+        *("-D", str(tools.data_dir), "-U", DB_USER, "--auth=scram-sha-256"),
+        f"--pwfile={_password_path(tools.data_dir)}",
         *("-E", "UTF8", "--locale=C", "--no-instructions"),
     )
     result = await tools.run(argv, timeout_s=INITDB_TIMEOUT_S)
@@ -272,6 +281,34 @@ async def _stop_orphan(tools: _Tools) -> None:
         f"an orphaned PostgreSQL (pid {pid}) holds {data} and would not stop; "
         f"kill it (`kill -9 {pid}`) or set DATABASE_URL"
     )
+
+
+def _password_path(data_dir: Path) -> Path:
+    # Next to the cluster, not in it: initdb insists on an empty directory.
+    return data_dir.with_name(f"{data_dir.name}.password")
+
+
+def _write_password(tools: _Tools) -> str:
+    """A new password for the ``afterhours`` role, in a 0600 file initdb can read."""
+    password = secrets.token_urlsafe(24)
+    path = _password_path(tools.data_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        if tools.who is not None:
+            os.fchown(fd, tools.who.uid, tools.who.gid)
+        os.write(fd, password.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return password
+
+
+def _read_password(data_dir: Path) -> str | None:
+    """The role's password; ``None`` for a cluster made before passwords (trust auth)."""
+    try:
+        return _password_path(data_dir).read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def _free_port() -> int:
@@ -419,6 +456,9 @@ async def open_embedded_postgres(
     tools, first_run = _setup(data_dir, bindir)
     if first_run:
         await _initdb(tools)
+    password = _read_password(tools.data_dir)
+    if password is not None:
+        tools = tools.with_password(password)
     await _stop_orphan(tools)
     port = _free_port()
     log_path = tools.data_dir / SERVER_LOG_NAME
@@ -434,8 +474,9 @@ async def open_embedded_postgres(
             ) from None
         await _ensure_database(tools, port)
         log.info("embedded PostgreSQL (pid %d) listening on 127.0.0.1:%d", proc.pid, port)
+        credentials = DB_USER if password is None else f"{DB_USER}:{password}"
         yield EmbeddedPostgres(
-            dsn=f"postgresql://{DB_USER}@127.0.0.1:{port}/{DB_NAME}",
+            dsn=f"postgresql://{credentials}@127.0.0.1:{port}/{DB_NAME}",
             port=port,
             pid=proc.pid,
             data_dir=tools.data_dir,

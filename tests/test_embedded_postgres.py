@@ -70,10 +70,11 @@ def _pids_in(data_dir: Path) -> set[int]:
     return found
 
 
-async def _psql(bindir: Path, dsn: str, sql: str) -> str:
+async def _psql(bindir: Path, dsn: str, sql: str, extra: list[str] | None = None) -> str:
     with trio.fail_after(PSQL_TIMEOUT_S):
+        argv = [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", *(extra or [])]
         result = await trio.run_process(
-            [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-tA", "-d", dsn],
+            [*argv, "-d", dsn],
             stdin=sql.encode(),
             capture_stdout=True,
             capture_stderr=True,
@@ -86,11 +87,19 @@ async def test_cold_start_connects_and_stops(base_dir: Path, bindir: Path) -> No
         data_dir = base_dir / "postgres"
         async with open_embedded_postgres(data_dir) as pg:
             assert (data_dir / "PG_VERSION").exists()
-            assert pg.dsn == f"postgresql://afterhours@127.0.0.1:{pg.port}/afterhours"
+            password = (base_dir / "postgres.password").read_text()
+            assert pg.dsn == f"postgresql://afterhours:{password}@127.0.0.1:{pg.port}/afterhours"
             assert pg.data_dir == data_dir
             assert _alive(pg.pid)
             assert await _psql(bindir, pg.dsn, "select current_database(), 1") == "afterhours|1"
             assert pg.pid in _pids_in(data_dir)
+            # Loopback is no excuse for trust: without the password, no connection.
+            anonymous = pg.dsn.replace(f":{password}@", "@")
+            with pytest.raises(subprocess.CalledProcessError) as refused:
+                await _psql(bindir, anonymous, "select 1", extra=["-w"])
+            assert b"password authentication failed" in refused.value.stderr or (
+                b"no password supplied" in refused.value.stderr
+            )
         assert not _alive(pg.pid)
         assert _pids_in(data_dir) == set()
 
