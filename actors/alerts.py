@@ -45,6 +45,9 @@ class AlertStatistics:
     event_log_lost_total: int
 
 
+_CRASHES = (ExitReason.FAILED, ExitReason.START_FAILED)
+
+
 def alert_for(event: SupervisorEvent) -> Alert | None:
     """The alert a runtime event deserves, if any (a pure function)."""
     if isinstance(event, SupervisorEscalated):
@@ -55,7 +58,8 @@ def alert_for(event: SupervisorEvent) -> Alert | None:
             message=event.error,
             metadata={"supervisor": event.supervisor, "child": event.child_id},
         )
-    if isinstance(event, ChildExited) and event.reason is ExitReason.FAILED:
+    # A restart that fails before it started is as much a crash as a failure later on.
+    if isinstance(event, ChildExited) and event.reason in _CRASHES:
         return Alert(
             level=AlertLevel.ERROR,
             type="actorCrashed",

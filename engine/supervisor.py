@@ -117,17 +117,28 @@ class Supervisor:
         self._escalation: RestartIntensityExceeded | None = None
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        """Start every child, supervise them until ``stop``, then stop them in reverse.
+
+        A stop requested while children are starting aborts the start: the child being
+        started is cancelled (until it reports started it runs in our scope), the ones
+        already running are stopped in order, and ``run`` returns without reporting
+        started. Being cancelled from outside is a brutal kill: every child is cancelled
+        at once, without its shutdown budget.
+        """
         start_error: ChildStartError | None = None
+        all_started = False
         async with trio.open_nursery() as nursery:
             try:
-                for spec in self._specs:
-                    await nursery.start(self._supervise, spec)
+                with stop.interruptible():
+                    for spec in self._specs:
+                        await nursery.start(self._supervise, spec)
+                    all_started = True
             except ChildStartError as exc:
                 start_error = exc
             except BaseException:
                 await self._stop_children()  # cancelled while starting: still unwind in order
                 raise
-            if start_error is None:
+            if all_started:
                 task_status.started()
                 with stop.interruptible():
                     await self._wake.wait()
@@ -180,9 +191,11 @@ class Supervisor:
                 del self._running[spec.id]
                 child.done.set()
             reason = child.exit_reason(error, status.started_called)
-            # A failure before started is the starter's to report (it receives the error);
-            # a crash after it is judged here, once, with its traceback.
-            if error is not None and reason is ExitReason.FAILED:
+            first_start = status_target is task_status
+            # A failure of the first start is the starter's to report (it receives the
+            # error); any other failure, a restart that cannot start included, is judged
+            # here, once, with its traceback.
+            if error is not None and not (first_start and not status.started_called):
                 log.error(
                     "%s/%s exited: %s", self.name, spec.id, describe_error(error), exc_info=error
                 )
@@ -195,7 +208,7 @@ class Supervisor:
                     uptime_s=trio.current_time() - child.started_at_s,
                 )
             )
-            if status_target is task_status and not status.started_called:
+            if first_start and not status.started_called:
                 cause = error if error is not None else RuntimeError("returned before started")
                 raise ChildStartError(self.name, spec.id, cause) from error
             if not self._should_restart(spec, reason, child):
@@ -234,9 +247,13 @@ class Supervisor:
             escalation.__cause__ = error
             self._escalation = escalation
             self._report(SupervisorEscalated(self.name, spec.id, str(escalation)))
-            log.critical("%s", escalation)
+            log.critical("%s (last error: %s)", escalation, reason_text(error))
             self._wake.set()
             return False
         self._restart_counts[spec.id] += 1
         self._report(ChildRestarted(self.name, spec.id, self._restart_counts[spec.id]))
         return True
+
+
+def reason_text(error: Exception | None) -> str:
+    return "none: it exited normally" if error is None else describe_error(error)

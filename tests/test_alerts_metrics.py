@@ -36,7 +36,9 @@ ESCALATION = SupervisorEscalated("afterhours", "store", "gave up")
         pytest.param(CRASH, ("actorCrashed", AlertLevel.ERROR), id="crash"),
         pytest.param(ESCALATION, ("supervisorEscalated", AlertLevel.CRITICAL), id="escalation"),
         pytest.param(exited(ExitReason.STOPPED), None, id="clean-stop"),
-        pytest.param(exited(ExitReason.START_FAILED, "x"), None, id="start-failure-is-starters"),
+        pytest.param(
+            exited(ExitReason.START_FAILED, "x"), ("actorCrashed", AlertLevel.ERROR), id="no-start"
+        ),
         pytest.param(ChildRestarted("afterhours", "store", 1), None, id="restart"),
     ],
 )

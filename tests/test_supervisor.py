@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -197,17 +199,114 @@ async def test_crashes_spread_wider_than_the_period_never_escalate(
         stop.request()
 
 
-async def test_burst_right_after_the_window_expires_escalates(
+@pytest.mark.parametrize(
+    ("crash_every_s", "escalates_at_s"),
+    [
+        # A restart exactly period_s after the previous one no longer counts it.
+        pytest.param(30.0, None, id="old-restart-leaves-the-window"),
+        pytest.param(29.0, 58.0, id="second-restart-inside-the-window"),
+    ],
+)
+async def test_intensity_window_boundary(
+    crash_every_s: float, escalates_at_s: float | None, autojump_clock: trio.testing.MockClock
+) -> None:
+    journal = Journal()
+    specs = [ChildSpec("crasher", worker(journal, "crasher", crash_after_s=crash_every_s))]
+    sup = supervisor(journal, specs, max_restarts=1, period_s=30.0)
+    stop = StopSignal()
+    escalated: list[float] = []
+
+    async def run_supervisor() -> None:
+        try:
+            await sup.run(stop, task_status=trio.TASK_STATUS_IGNORED)
+        except RestartIntensityExceeded:
+            escalated.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_supervisor)
+        await trio.sleep(20 * crash_every_s + 1)
+        stop.request()
+    assert escalated == ([] if escalates_at_s is None else [pytest.approx(escalates_at_s)])
+
+
+async def test_stop_during_start_aborts_the_start(autojump_clock: trio.testing.MockClock) -> None:
+    journal = Journal()
+
+    async def slow_start(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        journal.lines.append("start slow")
+        await trio.sleep(60)  # e.g. waiting for a database that does not answer
+        task_status.started()
+        await stop.wait()
+
+    specs = [
+        ChildSpec("store", worker(journal, "store")),
+        ChildSpec("slow", slow_start),
+        ChildSpec("never", worker(journal, "never")),
+    ]
+    sup = supervisor(journal, specs)
+    stop = StopSignal()
+    reported_started = []
+
+    class Status:
+        def started(self, value: object = None) -> None:
+            reported_started.append(value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(sup.run, stop, task_status=Status()))
+        await trio.sleep(1)
+        stop.request()
+    assert trio.current_time() == pytest.approx(1.0)  # not after the 60 s start
+    assert journal.lines == ["start store", "start slow", "stop store"]
+    assert reported_started == []
+
+
+async def test_a_restart_that_cannot_start_is_logged_and_retried_until_escalation(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal()
+    runs = {"count": 0}
+
+    async def store(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        runs["count"] += 1
+        if runs["count"] > 1:
+            raise ConnectionRefusedError("database down")  # every restart fails to start
+        task_status.started()
+        await trio.sleep(5)
+        raise ConnectionResetError("connection lost")
+
+    sup = supervisor(journal, [ChildSpec("store", store)], max_restarts=2, period_s=60.0)
+    with pytest.raises(RestartIntensityExceeded, match="more than 2 restarts"):
+        await sup.run(StopSignal(), task_status=trio.TASK_STATUS_IGNORED)
+    assert journal.exits("store") == [
+        ExitReason.FAILED,
+        ExitReason.START_FAILED,
+        ExitReason.START_FAILED,
+    ]
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged.count("root/store exited: ConnectionRefusedError: database down") == 2
+    assert any("last error: ConnectionRefusedError: database down" in m for m in logged)
+
+
+async def test_child_crashing_in_its_graceful_stop_is_reported_not_restarted(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     journal = Journal()
-    specs = [ChildSpec("crasher", worker(journal, "crasher", crash_after_s=20.0))]
-    sup = supervisor(journal, specs, max_restarts=2, period_s=60.0)
-    with pytest.RaisesGroup(RestartIntensityExceeded):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(sup.run, StopSignal())
-    # Crashes at 20, 40, 60 s: the third restart would be the 3rd within 60 s.
-    assert trio.current_time() == pytest.approx(60.0)
+
+    async def messy(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        journal.lines.append("start messy")
+        task_status.started()
+        await stop.wait()
+        raise OSError("flush failed")
+
+    specs = [ChildSpec("store", worker(journal, "store")), ChildSpec("messy", messy)]
+    sup = supervisor(journal, specs)
+    stop = StopSignal()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run, stop)
+        stop.request()
+    assert journal.exits("messy") == [ExitReason.FAILED]
+    assert journal.lines == ["start store", "start messy", "stop store"]
+    assert sup.statistics().restarts_total == 0
 
 
 @pytest.mark.parametrize(
