@@ -26,6 +26,7 @@ The traps, each measured on Debian 12 / PostgreSQL 15 (see stack-notes section 4
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pwd
@@ -36,7 +37,7 @@ import signal
 import socket
 import stat
 import subprocess
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ import trio
 from engine.errors import StartupError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
 __all__ = ["EmbeddedPostgres", "find_postgres_bindir", "open_embedded_postgres"]
 
@@ -170,20 +171,57 @@ def _check_traversable(data_dir: Path, who: _RunAs) -> None:
             )
 
 
+def _make_owned_dir(path: Path, who: _RunAs | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if who is not None:
+        _check_traversable(path, who)
+        os.chown(path, who.uid, who.gid)
+    os.chmod(path, 0o700)
+
+
 def _prepare_data_dir(data_dir: Path, who: _RunAs | None) -> bool:
     """Create the cluster directory, owned by ``who``; True if it needs initdb."""
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        if who is not None:
-            _check_traversable(data_dir, who)
-            os.chown(data_dir, who.uid, who.gid)
-        os.chmod(data_dir, 0o700)
+        _make_owned_dir(data_dir, who)
     except OSError as exc:
         raise StartupError(
             f"cannot prepare the embedded PostgreSQL data directory {data_dir}: "
             f"{exc.strerror or exc}; choose another DATA_DIR or set DATABASE_URL"
         ) from exc
-    return not (data_dir / "PG_VERSION").exists()
+    if (data_dir / "PG_VERSION").exists():
+        return False
+    if any(data_dir.iterdir()):
+        raise StartupError(
+            f"{data_dir} is neither empty nor a PostgreSQL cluster (no PG_VERSION): move it "
+            "away to let the engine create a new one, or set DATABASE_URL"
+        )
+    return True
+
+
+@contextmanager
+def _exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold the cluster for this engine's lifetime. Without it, a second engine started
+    on the same DATA_DIR would take the first one's live server for an orphan and stop
+    it. The kernel drops the lock when the holder dies, so a killed engine's server is
+    still recognised as an orphan. The fd is close-on-exec: PostgreSQL never holds it."""
+    data_dir = data_dir.resolve()
+    path = data_dir.with_name(f"{data_dir.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise StartupError(
+                f"the embedded PostgreSQL in {data_dir} is in use by another afterhours "
+                f"engine (pid {holder}): stop it, or give this one another DATA_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- commands
@@ -243,22 +281,31 @@ def _first_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 async def _initdb(tools: _Tools) -> None:
+    """Initialise a cluster next to ``data_dir`` and move it into place when complete, so
+    an initdb interrupted by a signal or a crash never leaves a half-made cluster behind
+    (the next start simply begins again)."""
     log.info("initialising a new PostgreSQL cluster in %s", tools.data_dir)
+    staging = tools.data_dir.with_name(f"{tools.data_dir.name}.initdb")
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted earlier attempt left
+    _make_owned_dir(staging, tools.who)
     # Password authentication even on loopback: on a shared machine every local user can
     # reach 127.0.0.1, and "trust" would hand them the call records.
     _write_password(tools)
     argv = tools.argv(
         "initdb",
-        *("-D", str(tools.data_dir), "-U", DB_USER, "--auth=scram-sha-256"),
+        *("-D", str(staging), "-U", DB_USER, "--auth=scram-sha-256"),
         f"--pwfile={_password_path(tools.data_dir)}",
         *("-E", "UTF8", "--locale=C", "--no-instructions"),
     )
     result = await tools.run(argv, timeout_s=INITDB_TIMEOUT_S)
     if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
         raise StartupError(
-            f"embedded PostgreSQL: initdb failed in {tools.data_dir}: {_first_line(result)}; "
-            "remove that directory to start afresh, or set DATABASE_URL"
+            f"embedded PostgreSQL: initdb failed for {tools.data_dir}: {_first_line(result)}; "
+            "set DATABASE_URL to use another server"
         )
+    tools.data_dir.rmdir()  # empty: checked by _prepare_data_dir
+    staging.rename(tools.data_dir)
 
 
 async def _stop_orphan(tools: _Tools) -> None:
@@ -453,6 +500,15 @@ async def open_embedded_postgres(
     Yields once the server accepts connections and database ``afterhours`` exists; stops
     the server on exit, whether by return, error or cancellation.
     """
+    with _exclusive(data_dir):
+        async with _running_server(data_dir, ready_timeout_s, stop_timeout_s, bindir) as server:
+            yield server
+
+
+@asynccontextmanager
+async def _running_server(
+    data_dir: Path, ready_timeout_s: float, stop_timeout_s: float, bindir: Path | None
+) -> AsyncIterator[EmbeddedPostgres]:
     tools, first_run = _setup(data_dir, bindir)
     if first_run:
         await _initdb(tools)

@@ -235,3 +235,38 @@ async def test_child_exiting_during_startup_reports_log(base_dir: Path) -> None:
         assert "shared_buffers" in str(caught.value)
         assert str(data_dir / "server.log") in str(caught.value)
         assert _pids_in(data_dir) == set()
+
+
+async def test_second_engine_on_the_same_data_dir_is_refused(base_dir: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT_S):
+        data_dir = base_dir / "postgres"
+        async with open_embedded_postgres(data_dir) as first:
+            with pytest.raises(
+                StartupError, match=rf"in use by another afterhours engine \(pid {os.getpid()}\)"
+            ):
+                async with open_embedded_postgres(data_dir):
+                    pass
+            # The running server was not mistaken for an orphan.
+            assert _alive(first.pid)
+        assert not _alive(first.pid)
+
+
+async def test_interrupted_initdb_is_started_afresh(base_dir: Path, bindir: Path) -> None:
+    data_dir = base_dir / "postgres"
+    staging = base_dir / "postgres.initdb"
+    staging.mkdir()
+    (staging / "PG_VERSION").write_text("15\n")  # half of a cluster, as a kill leaves it
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with open_embedded_postgres(data_dir) as pg:
+            assert await _psql(bindir, pg.dsn, "select 1") == "1"
+    assert not staging.exists()
+
+
+async def test_foreign_content_in_the_cluster_dir_is_not_overwritten(base_dir: Path) -> None:
+    data_dir = base_dir / "postgres"
+    data_dir.mkdir()
+    (data_dir / "notes.txt").write_text("not a cluster")
+    with trio.fail_after(TEST_TIMEOUT_S), pytest.raises(StartupError, match="neither empty nor"):
+        async with open_embedded_postgres(data_dir):
+            pass
+    assert (data_dir / "notes.txt").read_text() == "not a cluster"
