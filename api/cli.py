@@ -12,15 +12,17 @@ import argparse
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import trio
 
 from api.root import Engine, run_engine
 from engine import __version__
 from engine.config import Settings, load_settings
-from engine.errors import StartupError, find_startup_error
-from engine.local_secrets import ensure_local_secrets
+from engine.errors import StartupError, find_escalation, find_startup_error
+from engine.local_secrets import ensure_local_secrets, prepare_data_dir
 from engine.logs import configure_logging
 
 log = logging.getLogger("afterhours")
@@ -28,6 +30,7 @@ log = logging.getLogger("afterhours")
 EXIT_OK = 0
 EXIT_STARTUP_FAILED = 1
 EXIT_BAD_CONFIG = 2
+EXIT_ESCALATED = 3  # a supervisor gave up at run time: the orchestrator should restart us
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(env_file: Path) -> int:
     try:
         settings = load_settings(os.environ, env_file)
+        prepare_data_dir(settings.data_dir)  # ownership checked even when no token is made
         settings, tokens = ensure_local_secrets(settings)
     except StartupError as exc:
         print(f"afterhours: {exc}", file=sys.stderr)
@@ -54,25 +58,26 @@ def _serve(env_file: Path) -> int:
     for token in tokens:
         log.info("%s", token.describe())
     try:
-        trio.run(_run, settings)
+        trio.run(partial(run_engine, settings, on_ready=partial(_log_ready, settings)))
     except BaseException as exc:
-        found = find_startup_error(exc)
-        if found is None:
-            raise
-        log.critical("cannot start: %s", found)
-        return EXIT_STARTUP_FAILED
+        if (found := find_startup_error(exc)) is not None:
+            log.critical("cannot start: %s", found)
+            return EXIT_STARTUP_FAILED
+        if (escalation := find_escalation(exc)) is not None:
+            log.critical("stopped: %s", escalation)
+            return EXIT_ESCALATED
+        raise
     log.info("afterhours stopped")
     return EXIT_OK
 
 
-async def _run(settings: Settings) -> None:
-    async with trio.open_nursery() as nursery:
-        engine: Engine = await nursery.start(run_engine, settings)
-        log.info(
-            "ready: %s (public URL %s); GET /health answers; SIGTERM or Ctrl-C stops",
-            ", ".join(engine.bound_urls),
-            settings.public_url,
-        )
+def _log_ready(settings: Settings, engine: Engine) -> None:
+    log.info(
+        "ready: %s (public URL %s, pid %d); GET /health answers; SIGTERM or Ctrl-C stops",
+        ", ".join(engine.bound_urls),
+        settings.public_url,
+        os.getpid(),
+    )
 
 
 def _secret_values(settings: Settings) -> list[str]:
@@ -82,7 +87,12 @@ def _secret_values(settings: Settings) -> list[str]:
         settings.twilio_auth_token,
         settings.alert_webhook_secret,
     ]
-    return [secret.reveal() for secret in secrets if secret]
+    revealed = [secret.reveal() for secret in secrets if secret]
+    for url in (settings.database_url, settings.smtp_url):
+        password = urlsplit(url).password if url else None
+        if password:
+            revealed.append(password)
+    return revealed
 
 
 if __name__ == "__main__":

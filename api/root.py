@@ -21,6 +21,7 @@ import signal
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import trio
 import trio_asyncio
@@ -31,15 +32,17 @@ from actors.store.actor import StoreActor
 from api.app import App
 from api.health import HealthView
 from api.server import ApiServer
+from api.watchdog import ShutdownWatchdog
 from engine.children import KILL_GRACE_S
 from engine.embedded_postgres import open_embedded_postgres
 from engine.group import DynamicGroup
 from engine.lifecycle import StopSignal
+from engine.logs import mask_secret
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from engine.config import Settings
     from engine.events import SupervisorEvent
@@ -50,6 +53,14 @@ log = logging.getLogger("afterhours")
 STORE_SHUTDOWN_S = 10.0  # room to write the last batches
 SERVICE_SHUTDOWN_S = 3.0
 API_SHUTDOWN_S = 5.0
+EMBEDDED_POSTGRES_STOP_S = 10.0  # fast shutdown, then SIGKILL: 5 s each at most
+
+
+def shutdown_deadline_s(settings: Settings) -> float:
+    """The longest an orderly stop can take when every budget is spent in full."""
+    budgets_s = STORE_SHUTDOWN_S + 2 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
+    calls_s = settings.drain_timeout_s + 2 * KILL_GRACE_S
+    return budgets_s + calls_s + 5 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,43 +81,69 @@ async def open_engine_database(settings: Settings) -> AsyncIterator[str]:
         yield settings.database_url
         return
     async with open_embedded_postgres(settings.data_dir / "postgres") as server:
+        mask_secret(urlsplit(server.dsn).password or "")
         log.info("embedded PostgreSQL on 127.0.0.1:%d (data in %s)", server.port, server.data_dir)
         yield server.dsn
 
 
-async def run_engine(settings: Settings, *, task_status: trio.TaskStatus[Engine]) -> None:
-    """Run the whole engine until ``Engine.stop`` is requested or a signal arrives."""
-    async with trio_asyncio.open_loop(), open_engine_database(settings) as dsn:
-        stop = StopSignal()
-        supervisor, calls, api = _build_tree(settings, dsn)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signals, stop, nursery.cancel_scope)
-            await nursery.start(_supervise_then_finish, supervisor, stop, nursery.cancel_scope)
-            task_status.started(Engine(stop, api.bound_urls, dsn, supervisor, calls))
-
-
-async def _supervise_then_finish(
-    supervisor: Supervisor,
-    stop: StopSignal,
-    root_scope: trio.CancelScope,
+async def run_engine(
+    settings: Settings,
     *,
-    task_status: trio.TaskStatus[None],
+    task_status: trio.TaskStatus[Engine] = trio.TASK_STATUS_IGNORED,
+    on_ready: Callable[[Engine], None] | None = None,
 ) -> None:
-    try:
-        await supervisor.run(stop, task_status=task_status)
-    finally:
-        root_scope.cancel()  # the tree is down: stop listening for signals
+    """Run the whole engine until ``Engine.stop`` is requested or a signal arrives.
+
+    Signals are watched from the first moment: a stop before the engine is ready (while
+    the embedded PostgreSQL starts, say) aborts the start-up, stops what was started,
+    and returns without reporting started.
+    """
+    stop = StopSignal()
+    watchdog = ShutdownWatchdog(shutdown_deadline_s(settings))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signals, stop, nursery.cancel_scope, watchdog)
+        try:
+            with stop.interruptible() as startup:
+                async with trio_asyncio.open_loop(), open_engine_database(settings) as dsn:
+                    supervisor, calls, api = _build_tree(settings, dsn)
+
+                    def ready(value: object = None) -> None:
+                        stop.detach(startup)  # from now on a stop is graceful, not a cancel
+                        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls)
+                        task_status.started(engine)
+                        if on_ready is not None:
+                            on_ready(engine)
+
+                    await supervisor.run(stop, task_status=_Started(ready))
+        finally:
+            watchdog.disarm()
+            nursery.cancel_scope.cancel()  # the tree is down: stop listening for signals
 
 
-async def _stop_on_signals(stop: StopSignal, root_scope: trio.CancelScope) -> None:
-    """First SIGINT/SIGTERM: graceful stop. A second one: stop now."""
+class _Started:
+    """A ``task_status`` that calls back (the supervisor reports started to us)."""
+
+    def __init__(self, callback: Callable[[object], None]) -> None:
+        self._callback = callback
+
+    def started(self, value: object = None) -> None:
+        self._callback(value)
+
+
+async def _stop_on_signals(
+    stop: StopSignal, root_scope: trio.CancelScope, watchdog: ShutdownWatchdog
+) -> None:
+    """First SIGINT/SIGTERM: graceful stop, with a watchdog in case it hangs. A second
+    one: stop now."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
+            name = signal.Signals(signum).name
             if not stop.requested:
-                log.info("%s received: stopping gracefully", signal.Signals(signum).name)
+                log.info("%s received: stopping gracefully", name)
+                watchdog.arm()
                 stop.request()
             else:
-                log.warning("second %s: stopping now", signal.Signals(signum).name)
+                log.warning("second %s: stopping now", name)
                 root_scope.cancel()
 
 

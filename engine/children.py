@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 # After a kill, how long to wait for the child's own (shielded, bounded) cleanup before
-# the stopper moves on and reports it stuck. A child that shields without a deadline is a
-# bug; this bound keeps that bug from hanging the whole shutdown.
+# the stopper moves on to the next child and logs this one as stuck. A child that shields
+# without a deadline is a bug that Trio cannot cancel: the supervisor's nursery still waits
+# for it, and only the process-level watchdog (api/watchdog.py) ends that wait.
 KILL_GRACE_S = 2.0
 
 log = logging.getLogger("afterhours.supervisor")

@@ -7,6 +7,10 @@ and a non-zero exit; anything else reaching the CLI is a bug and keeps its trace
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
 
 class EngineError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -54,15 +58,22 @@ class RestartIntensityExceeded(EngineError):
 
 
 def find_startup_error(exc: BaseException) -> StartupError | None:
-    """The first ``StartupError`` inside ``exc`` (which may be an exception group or carry
-    one as its cause), or ``None``. Used by the CLI to print one clear line."""
-    if isinstance(exc, StartupError):
+    """The first ``StartupError`` inside ``exc`` (which may be an exception group), or
+    ``None``. Used by the CLI to print one clear line. Causes are not followed: a
+    runtime failure caused by, say, a database that went away is not a start-up error."""
+    return _find(exc, StartupError)
+
+
+def find_escalation(exc: BaseException) -> RestartIntensityExceeded | None:
+    return _find(exc, RestartIntensityExceeded)
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = find_startup_error(inner)
+            found = _find(inner, kind)
             if found is not None:
                 return found
-    if exc.__cause__ is not None:
-        return find_startup_error(exc.__cause__)
     return None

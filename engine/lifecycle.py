@@ -40,6 +40,10 @@ class StopSignal:
         """Return once a stop was requested (usable as hypercorn's ``shutdown_trigger``)."""
         await self._event.wait()
 
+    def detach(self, scope: trio.CancelScope) -> None:
+        """Stop cancelling ``scope`` on a request (a start-up phase that has ended)."""
+        self._scopes.discard(scope)
+
     @contextmanager
     def interruptible(self) -> Iterator[trio.CancelScope]:
         """A cancel scope that a stop request cancels. Wrap only the waiting part: a

@@ -30,6 +30,10 @@ class SecretMask(logging.Filter):
             {s for s in secrets if len(s) >= MIN_MASKED_CHARS}, key=len, reverse=True
         )
 
+    def add(self, secret: str) -> None:
+        if len(secret) >= MIN_MASKED_CHARS and secret not in self._secrets:
+            self._secrets = sorted([*self._secrets, secret], key=len, reverse=True)
+
     def mask(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
@@ -89,3 +93,12 @@ def configure_logging(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+def mask_secret(secret: str) -> None:
+    """Mask a secret learnt after logging was configured (the embedded PostgreSQL's
+    password) in every handler ``configure_logging`` installed."""
+    for handler in logging.getLogger().handlers:
+        for log_filter in handler.filters:
+            if isinstance(log_filter, SecretMask):
+                log_filter.add(secret)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -86,3 +88,27 @@ async def test_unknown_routes_and_methods_get_json_errors(
     assert (missing.status, missing.json()) == (404, {"error": "no route for /nope"})
     assert wrong_method.status == 405
     assert wrong_method.json() == {"error": "POST not allowed on /health; use GET"}
+
+
+async def test_second_signal_stops_at_once_instead_of_waiting_for_the_drain(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    values = engine_settings(fresh_database, tmp_path) | {"DRAIN_TIMEOUT_S": "600"}
+    settings = settings_from_mapping(values)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            engine: Engine = await nursery.start(run_engine, settings)
+            await engine.calls.start_child("CA-never-ends", idle_and_deaf)
+            os.kill(os.getpid(), signal.SIGTERM)
+            await engine.stop.wait()  # the signal handler turned it into a stop request
+            first_signal_at_s = trio.current_time()
+            await trio.sleep(0.2)  # let the shutdown reach the calls group's drain
+            assert engine.calls.statistics().active == 1  # draining: a 600 s budget
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert trio.current_time() - first_signal_at_s < 5
+    assert engine.calls.statistics().active == 0
+
+
+async def idle_and_deaf(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+    task_status.started()
+    await trio.sleep_forever()  # ignores its stop request; only a cancel ends it

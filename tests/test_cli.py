@@ -144,6 +144,41 @@ async def test_data_dir_owned_by_someone_else_is_refused(workdir: Path) -> None:
     assert f"DATA_DIR={foreign} is owned by uid 65534" in output
 
 
+async def test_data_dir_ownership_is_checked_even_with_every_token_set(workdir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown")
+    foreign = workdir / "foreign"
+    foreign.mkdir()
+    os.chown(foreign, 65534, 65534)
+    tokens = {"ADMIN_TOKEN": "a" * 32, "TWILIO_AUTH_TOKEN": "b" * 32}
+    code, output = await run_to_exit(workdir, engine_env(DATA_DIR=str(foreign), **tokens))
+    assert code == 2
+    assert f"DATA_DIR={foreign} is owned by uid 65534" in output
+
+
+async def test_sigterm_during_embedded_start_up_exits_cleanly(workdir: Path) -> None:
+    port = free_port()
+    cluster = workdir / ".afterhours" / "postgres"
+    engine = await start(workdir, engine_env(PORT=str(port)))
+    async with closing(engine):
+        # A first run spends about a second in initdb: stop it right there.
+        await engine.wait_for_line("initialising a new PostgreSQL cluster")
+        engine.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(EXIT_TIMEOUT_S):
+            code = await engine.finish()
+    assert code == 0, engine.output
+    assert "Traceback" not in engine.output
+    assert postgres_pids(cluster) == []
+    # The interrupted first run left nothing that stops the next one.
+    engine = await start(workdir, engine_env(PORT=str(port)))
+    async with closing(engine):
+        await engine.wait_for_line("ready:")
+        engine.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(EXIT_TIMEOUT_S):
+            assert await engine.finish() == 0
+    assert postgres_pids(cluster) == []
+
+
 async def test_unreachable_database_is_one_clear_line(workdir: Path) -> None:
     env = engine_env(DATABASE_URL="postgresql://afterhours:pw-s3cret@127.0.0.1:1/afterhours")
     code, output = await run_to_exit(workdir, env)

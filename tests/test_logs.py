@@ -23,7 +23,7 @@ def emit(formatter: logging.Formatter, *, exc: BaseException | None = None) -> s
     logger.propagate = False
     try:
         if exc is None:
-            logger.warning("connecting with key %s to %s", SECRET, "wss://api.openai.com")
+            logger.warning("connecting with key %s to %s (abc)", SECRET, "wss://api.openai.com")
         else:
             try:
                 raise exc
@@ -40,7 +40,7 @@ def test_secret_in_message_args_is_masked(formatter: logging.Formatter) -> None:
     assert SECRET not in line
     assert "********" in line
     assert "wss://api.openai.com" in line
-    assert "abc" not in line.replace("afterhours", "")  # too short to mask: never configured
+    assert "(abc)" in line  # too short to be a secret: left alone, not mangled
 
 
 @pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 import trio
+from trio_asyncio import aio_as_trio
 
 from actors.store.actor import StoreActor
 from actors.store.db import open_database
@@ -79,3 +81,30 @@ async def test_store_start_fails_clearly_when_the_database_is_unreachable(
     store = StoreActor("postgresql://afterhours@127.0.0.1:1/afterhours", inbox)
     with trio.fail_after(30), pytest.raises(StartupError, match="cannot reach the database"):
         await store.run(StopSignal(), task_status=trio.TASK_STATUS_IGNORED)
+
+
+async def test_rows_a_killed_store_could_not_write_are_counted(fresh_database: str) -> None:
+    inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
+    store = StoreActor(fresh_database, inbox, batch_max=2, batch_delay_s=0.01)
+    stop = StopSignal()
+    locker = await aio_as_trio(asyncpg.connect)(fresh_database)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(store.run, stop)
+                # Another session holds the table: the store's first batch waits on it.
+                await aio_as_trio(locker.execute)(
+                    "BEGIN; LOCK TABLE event_log IN ACCESS EXCLUSIVE MODE"
+                )
+                for n in range(5):
+                    inbox.send_nowait(event(n))
+                stop.request()
+                # What a supervisor does when the shutdown budget runs out (real time:
+                # the wait is on PostgreSQL's lock, not on our clock).
+                await trio.sleep(0.5)
+                nursery.cancel_scope.cancel()
+    finally:
+        await aio_as_trio(locker.close)()
+    stats = store.statistics()
+    assert (stats.rows_written_total, stats.rows_lost_total) == (0, 5)
+    assert await count_rows(fresh_database) == 0

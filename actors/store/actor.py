@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("afterhours.store")
 
-WRITE_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 5.0
 WRITE_ATTEMPTS = 4
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0)
 
@@ -79,11 +79,18 @@ class StoreActor:
             if applied:
                 log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
             task_status.started()
-            while (batch := await self._next_batch(stop)) is not None:
-                await self._write(db, batch)
-            # Stopping: whatever is still queued goes out now, within our shutdown budget.
-            while leftover := self._inbox.drain_nowait(self._batch_max):
-                await self._write(db, leftover)
+            batch: list[StoreWrite] | None = None
+            try:
+                while (batch := await self._next_batch(stop)) is not None:
+                    await self._write(db, batch, attempts=WRITE_ATTEMPTS)
+                # Stopping: what is still queued goes out now, one attempt per batch so
+                # that the shutdown budget is spent on writing, not on waiting to retry.
+                while batch := self._inbox.drain_nowait(self._batch_max):
+                    await self._write(db, batch, attempts=1)
+            except trio.Cancelled:
+                # Killed past the budget: say exactly how much did not reach Postgres.
+                self._count_lost(len(batch or []) + len(self._inbox.drain_nowait()))
+                raise
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
@@ -107,7 +114,7 @@ class StoreActor:
                 batch.append(message)
         return batch
 
-    async def _write(self, db: Database, batch: list[StoreWrite]) -> None:
+    async def _write(self, db: Database, batch: list[StoreWrite], *, attempts: int) -> None:
         """One transaction per batch, retried on a transient database error. Rows still
         unwritten after the last attempt are counted and logged (the durable spool that
         keeps them is the records issue's work)."""
@@ -116,21 +123,25 @@ class StoreActor:
         async def unit(connection: Connection) -> None:
             await connection.executemany(_INSERT_EVENT, rows)
 
-        for attempt in range(WRITE_ATTEMPTS):
+        for attempt in range(attempts):
             try:
                 await db.transaction(unit, timeout_s=WRITE_TIMEOUT_S)
             except TRANSIENT_ERRORS as exc:
                 self._write_failures_total += 1
                 self._last_error = describe_error(exc)
                 log.warning("event_log write failed (attempt %d): %s", attempt + 1, exc)
-                if attempt < len(RETRY_BACKOFF_S):
-                    await trio.sleep(RETRY_BACKOFF_S[attempt])
+                if attempt + 1 < attempts:
+                    await trio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
                 continue
             self._rows_written_total += len(rows)
             self._batches_written_total += 1
             return
-        self._rows_lost_total += len(rows)
-        log.error("event_log: %d rows not written after %d attempts", len(rows), WRITE_ATTEMPTS)
+        self._count_lost(len(rows))
+
+    def _count_lost(self, rows: int) -> None:
+        if rows:
+            self._rows_lost_total += rows
+            log.error("event_log: %d rows were not written to PostgreSQL", rows)
 
 
 def _event_row(
