@@ -132,27 +132,24 @@ async def test_invalid_setting_is_one_line_and_exit_2(workdir: Path) -> None:
     ]
 
 
-async def test_data_dir_owned_by_someone_else_is_refused(workdir: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to chown")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        pytest.param({}, id="tokens-generated"),
+        # With both tokens set nothing is written to DATA_DIR, and it is still checked.
+        pytest.param({"ADMIN_TOKEN": "a" * 32, "TWILIO_AUTH_TOKEN": "b" * 32}, id="tokens-set"),
+    ],
+)
+async def test_data_dir_owned_by_someone_else_is_refused(
+    workdir: Path, tokens: dict[str, str]
+) -> None:
     foreign = workdir / "foreign"
     foreign.mkdir()
     os.chown(foreign, 65534, 65534)
-    code, output = await run_to_exit(workdir, engine_env(DATA_DIR=str(foreign)))
-    assert code == 2
-    assert len(output.splitlines()) == 1
-    assert f"DATA_DIR={foreign} is owned by uid 65534" in output
-
-
-async def test_data_dir_ownership_is_checked_even_with_every_token_set(workdir: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to chown")
-    foreign = workdir / "foreign"
-    foreign.mkdir()
-    os.chown(foreign, 65534, 65534)
-    tokens = {"ADMIN_TOKEN": "a" * 32, "TWILIO_AUTH_TOKEN": "b" * 32}
     code, output = await run_to_exit(workdir, engine_env(DATA_DIR=str(foreign), **tokens))
     assert code == 2
+    assert len(output.splitlines()) == 1
     assert f"DATA_DIR={foreign} is owned by uid 65534" in output
 
 
