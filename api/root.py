@@ -103,21 +103,35 @@ async def run_engine(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signals, stop, nursery.cancel_scope, watchdog)
         try:
-            with stop.interruptible() as startup:
+            # Until the database is up, a stop cancels the start-up outright; from then on
+            # the supervisor handles a stop itself, in order, even while it is starting.
+            with stop.interruptible() as database_start:
                 async with trio_asyncio.open_loop(), open_engine_database(settings) as dsn:
-                    supervisor, calls, api = _build_tree(settings, dsn)
-
-                    def ready(value: object = None) -> None:
-                        stop.detach(startup)  # from now on a stop is graceful, not a cancel
-                        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls)
-                        task_status.started(engine)
-                        if on_ready is not None:
-                            on_ready(engine)
-
-                    await supervisor.run(stop, task_status=_Started(ready))
+                    stop.detach(database_start)
+                    if not database_start.cancel_called:
+                        await _run_tree(settings, dsn, stop, watchdog, task_status, on_ready)
         finally:
             watchdog.disarm()
             nursery.cancel_scope.cancel()  # the tree is down: stop listening for signals
+
+
+async def _run_tree(
+    settings: Settings,
+    dsn: str,
+    stop: StopSignal,
+    watchdog: ShutdownWatchdog,
+    task_status: trio.TaskStatus[Engine],
+    on_ready: Callable[[Engine], None] | None,
+) -> None:
+    supervisor, calls, api = _build_tree(settings, dsn, on_stopping=watchdog.arm)
+
+    def ready(value: object = None) -> None:
+        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls)
+        task_status.started(engine)
+        if on_ready is not None:
+            on_ready(engine)
+
+    await supervisor.run(stop, task_status=_Started(ready))
 
 
 class _Started:
@@ -133,7 +147,8 @@ class _Started:
 async def _stop_on_signals(
     stop: StopSignal, root_scope: trio.CancelScope, watchdog: ShutdownWatchdog
 ) -> None:
-    """First SIGINT/SIGTERM: graceful stop, with a watchdog in case it hangs. A second
+    """First SIGINT/SIGTERM: graceful stop, with the watchdog armed in case it hangs
+    (the supervisor arms it too, for stops that do not come from a signal). A second
     one: stop now."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -147,7 +162,9 @@ async def _stop_on_signals(
                 root_scope.cancel()
 
 
-def _build_tree(settings: Settings, dsn: str) -> tuple[Supervisor, DynamicGroup, ApiServer]:
+def _build_tree(
+    settings: Settings, dsn: str, *, on_stopping: Callable[[], None]
+) -> tuple[Supervisor, DynamicGroup, ApiServer]:
     # Mailboxes belong to the root, not the actors: a restarted actor finds its unread mail.
     store_inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
     metrics_inbox: Mailbox[MetricsSample] = Mailbox("metrics", 1024, OverflowPolicy.DROP_NEWEST)
@@ -186,5 +203,6 @@ def _build_tree(settings: Settings, dsn: str) -> tuple[Supervisor, DynamicGroup,
         specs,
         intensity=RestartIntensity(max_restarts=3, period_s=60.0),
         report=report,
+        on_stopping=on_stopping,
     )
     return supervisor, calls, api

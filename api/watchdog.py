@@ -31,14 +31,18 @@ class ShutdownWatchdog:
         self._deadline_s = deadline_s
         self._on_expiry = on_expiry
         self._timer: threading.Timer | None = None
+        self._disarmed = False
 
     def arm(self) -> None:
-        if self._timer is None:
+        """Start the countdown (idempotent; never after ``disarm``)."""
+        if self._timer is None and not self._disarmed:
             self._timer = threading.Timer(self._deadline_s, self._expire)
             self._timer.daemon = True
             self._timer.start()
 
     def disarm(self) -> None:
+        """The stop finished: cancel the countdown for good."""
+        self._disarmed = True
         if self._timer is not None:
             self._timer.cancel()
 

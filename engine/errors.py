@@ -48,12 +48,14 @@ class RestartIntensityExceeded(EngineError):
     """More than ``max_restarts`` restarts within ``period_s``: the supervisor gives up
     and escalates to its parent (OTP's restart intensity)."""
 
-    def __init__(self, supervisor: str, child_id: str, restarts: int, period_s: float) -> None:
+    def __init__(
+        self, supervisor: str, child_id: str, restarts: int, period_s: float, last_error: str
+    ) -> None:
         self.supervisor = supervisor
         self.child_id = child_id
         super().__init__(
             f"supervisor {supervisor!r}: child {child_id!r} needed more than {restarts} "
-            f"restarts within {period_s:g} s; escalating"
+            f"restarts within {period_s:g} s; escalating (last error: {last_error})"
         )
 
 

@@ -101,7 +101,11 @@ class Supervisor:
         *,
         intensity: RestartIntensity,
         report: Report,
+        on_stopping: Callable[[], None] | None = None,
     ) -> None:
+        """``on_stopping`` is called once, synchronously, when the supervisor begins to
+        stop its children for any reason (a stop request, a failed start, an escalation):
+        the root arms its shutdown watchdog there."""
         ids = [spec.id for spec in specs]
         if len(set(ids)) != len(ids):
             raise ValueError(f"supervisor {name!r}: duplicate child ids in {ids}")
@@ -109,6 +113,7 @@ class Supervisor:
         self._specs = tuple(specs)
         self._intensity = intensity
         self._report = report
+        self._on_stopping = on_stopping
         self._running: dict[str, RunningChild] = {}
         self._restart_counts = dict.fromkeys(ids, 0)
         self._restart_times_s: deque[float] = deque()
@@ -167,6 +172,8 @@ class Supervisor:
         )
 
     async def _stop_children(self) -> None:
+        if not self._stopping and self._on_stopping is not None:
+            self._on_stopping()
         self._stopping = True
         for spec in reversed(self._specs):
             child = self._running.get(spec.id)
@@ -242,12 +249,16 @@ class Supervisor:
             self._restart_times_s.popleft()
         if len(self._restart_times_s) > self._intensity.max_restarts:
             escalation = RestartIntensityExceeded(
-                self.name, spec.id, self._intensity.max_restarts, self._intensity.period_s
+                self.name,
+                spec.id,
+                self._intensity.max_restarts,
+                self._intensity.period_s,
+                reason_text(error),
             )
             escalation.__cause__ = error
             self._escalation = escalation
             self._report(SupervisorEscalated(self.name, spec.id, str(escalation)))
-            log.critical("%s (last error: %s)", escalation, reason_text(error))
+            log.critical("%s", escalation)
             self._wake.set()
             return False
         self._restart_counts[spec.id] += 1

@@ -108,3 +108,35 @@ async def test_rows_a_killed_store_could_not_write_are_counted(fresh_database: s
     stats = store.statistics()
     assert (stats.rows_written_total, stats.rows_lost_total) == (0, 5)
     assert await count_rows(fresh_database) == 0
+
+
+async def test_cancel_while_idle_after_a_write_counts_nothing_lost(fresh_database: str) -> None:
+    inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
+    store = StoreActor(fresh_database, inbox, batch_delay_s=0.01)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run, StopSignal())
+            for n in range(3):
+                inbox.send_nowait(event(n))
+            # Polled: the write crosses to PostgreSQL and back; no event marks its end.
+            while store.statistics().rows_written_total < 3:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # idle now, waiting for the next message
+    stats = store.statistics()
+    assert (stats.rows_written_total, stats.rows_lost_total) == (3, 0)
+
+
+async def test_cancel_while_a_batch_is_being_collected_counts_it(fresh_database: str) -> None:
+    inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
+    store = StoreActor(fresh_database, inbox, batch_max=100, batch_delay_s=30)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run, StopSignal())
+            for n in range(2):
+                inbox.send_nowait(event(n))
+            # Polled until the store took both into its open batch (30 s window).
+            while inbox.statistics().queued:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    stats = store.statistics()
+    assert (stats.rows_written_total, stats.rows_lost_total) == (0, 2)

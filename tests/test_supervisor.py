@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from functools import partial
@@ -411,3 +412,35 @@ async def test_supervisors_nest(autojump_clock: trio.testing.MockClock) -> None:
         await nursery.start(outer.run, stop)
         stop.request()
     assert journal.lines == ["start leaf", "start api", "stop api", "stop leaf"]
+
+
+@pytest.mark.parametrize("ending", ["stop", "escalation", "failed-start"])
+async def test_on_stopping_is_called_once_whatever_ends_the_supervisor(
+    ending: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    journal = Journal()
+    calls: list[float] = []
+    last = {
+        "stop": worker(journal, "last"),
+        "escalation": worker(journal, "last", crash_after_s=1.0),
+        "failed-start": worker(journal, "last", fail_before_started=True),
+    }[ending]
+    sup = Supervisor(
+        "root",
+        [ChildSpec("first", worker(journal, "first")), ChildSpec("last", last)],
+        intensity=RestartIntensity(max_restarts=1, period_s=60.0),
+        report=journal.events.append,
+        on_stopping=lambda: calls.append(trio.current_time()),
+    )
+    stop = StopSignal()
+
+    async def run_to_the_end() -> None:
+        with contextlib.suppress(RestartIntensityExceeded, ChildStartError):
+            await sup.run(stop, task_status=trio.TASK_STATUS_IGNORED)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_to_the_end)
+        await trio.sleep(10)
+        stop.request()
+    assert len(calls) == 1
+    assert "stop first" in journal.lines  # and the orderly stop followed

@@ -40,3 +40,11 @@ def test_the_deadline_covers_the_drain_and_every_budget() -> None:
     long = settings_from_mapping({"DRAIN_TIMEOUT_S": "300"})
     assert shutdown_deadline_s(long) - shutdown_deadline_s(short) == 295
     assert shutdown_deadline_s(short) > 5 + 10  # drain plus the store's budget at least
+
+
+def test_a_disarmed_watchdog_cannot_be_armed_again() -> None:
+    fired = threading.Event()
+    watchdog = ShutdownWatchdog(DEADLINE_S, on_expiry=fired.set)
+    watchdog.disarm()
+    watchdog.arm()  # a late signal after the engine already stopped
+    assert not fired.wait(DEADLINE_S * 10)

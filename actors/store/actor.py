@@ -72,6 +72,7 @@ class StoreActor:
         self._write_failures_total = 0
         self._rows_lost_total = 0
         self._last_error: str | None = None
+        self._pending: list[StoreWrite] = []  # taken from the mailbox, not yet written
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         async with open_database(self._dsn, connect_timeout_s=self._connect_timeout_s) as db:
@@ -79,17 +80,19 @@ class StoreActor:
             if applied:
                 log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
             task_status.started()
-            batch: list[StoreWrite] | None = None
             try:
-                while (batch := await self._next_batch(stop)) is not None:
-                    await self._write(db, batch, attempts=WRITE_ATTEMPTS)
+                while await self._collect_batch(stop):
+                    await self._write_pending(db, attempts=WRITE_ATTEMPTS)
                 # Stopping: what is still queued goes out now, one attempt per batch so
                 # that the shutdown budget is spent on writing, not on waiting to retry.
-                while batch := self._inbox.drain_nowait(self._batch_max):
-                    await self._write(db, batch, attempts=1)
+                self._pending = self._inbox.drain_nowait(self._batch_max)
+                while self._pending:
+                    await self._write_pending(db, attempts=1)
+                    self._pending = self._inbox.drain_nowait(self._batch_max)
             except trio.Cancelled:
                 # Killed past the budget: say exactly how much did not reach Postgres.
-                self._count_lost(len(batch or []) + len(self._inbox.drain_nowait()))
+                self._count_lost(len(self._pending) + len(self._inbox.drain_nowait()))
+                self._pending = []
                 raise
 
     def statistics(self) -> StoreStatistics:
@@ -101,24 +104,28 @@ class StoreActor:
             last_error=self._last_error,
         )
 
-    async def _next_batch(self, stop: StopSignal) -> list[StoreWrite] | None:
+    async def _collect_batch(self, stop: StopSignal) -> bool:
+        """Fill ``self._pending``: the first message opens the batch, which closes after
+        ``batch_delay_s`` or ``batch_max`` messages. False once stopped with nothing new.
+        Messages live in ``self._pending`` from the moment they leave the mailbox, so a
+        cancellation at any point can count them."""
         first = await self._inbox.receive_until(stop)
         if first is None:
-            return None
-        batch = [first]
+            return False
+        self._pending = [first]
         with trio.move_on_after(self._batch_delay_s):
-            while len(batch) < self._batch_max:
+            while len(self._pending) < self._batch_max:
                 message = await self._inbox.receive_until(stop)
                 if message is None:
                     break
-                batch.append(message)
-        return batch
+                self._pending.append(message)
+        return True
 
-    async def _write(self, db: Database, batch: list[StoreWrite], *, attempts: int) -> None:
+    async def _write_pending(self, db: Database, *, attempts: int) -> None:
         """One transaction per batch, retried on a transient database error. Rows still
         unwritten after the last attempt are counted and logged (the durable spool that
-        keeps them is the records issue's work)."""
-        rows = [_event_row(message) for message in batch]
+        keeps them is the records issue's work). Either way the batch is done with."""
+        rows = [_event_row(message) for message in self._pending]
 
         async def unit(connection: Connection) -> None:
             await connection.executemany(_INSERT_EVENT, rows)
@@ -135,8 +142,10 @@ class StoreActor:
                 continue
             self._rows_written_total += len(rows)
             self._batches_written_total += 1
+            self._pending = []
             return
         self._count_lost(len(rows))
+        self._pending = []
 
     def _count_lost(self, rows: int) -> None:
         if rows:
