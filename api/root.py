@@ -176,7 +176,7 @@ def _build_tree(
         if alert is not None:
             alerts_inbox.send_nowait(alert)
 
-    store = StoreActor(dsn, store_inbox)
+    store = StoreActor(dsn, store_inbox, spool_dir=settings.data_dir / "spool", alerts=alerts_inbox)
     metrics = MetricsAggregator(metrics_inbox)
     alerts = AlertActor(alerts_inbox, store_inbox, min_level=settings.alert_min_level)
     calls = DynamicGroup(

@@ -494,20 +494,28 @@ async def open_embedded_postgres(
     ready_timeout_s: float = 15.0,
     stop_timeout_s: float = 5.0,
     bindir: Path | None = None,
+    port: int | None = None,
 ) -> AsyncIterator[EmbeddedPostgres]:
-    """Run a private PostgreSQL on ``data_dir`` (initdb on first use) for the block.
+    """Run a private PostgreSQL on ``data_dir`` (initdb on first use) for the block, on
+    ``port`` or else on a free port.
 
     Yields once the server accepts connections and database ``afterhours`` exists; stops
     the server on exit, whether by return, error or cancellation.
     """
     with _exclusive(data_dir):
-        async with _running_server(data_dir, ready_timeout_s, stop_timeout_s, bindir) as server:
+        async with _running_server(
+            data_dir, ready_timeout_s, stop_timeout_s, bindir, port
+        ) as server:
             yield server
 
 
 @asynccontextmanager
 async def _running_server(
-    data_dir: Path, ready_timeout_s: float, stop_timeout_s: float, bindir: Path | None
+    data_dir: Path,
+    ready_timeout_s: float,
+    stop_timeout_s: float,
+    bindir: Path | None,
+    port: int | None,
 ) -> AsyncIterator[EmbeddedPostgres]:
     tools, first_run = _setup(data_dir, bindir)
     if first_run:
@@ -516,7 +524,7 @@ async def _running_server(
     if password is not None:
         tools = tools.with_password(password)
     await _stop_orphan(tools)
-    port = _free_port()
+    port = port or _free_port()
     log_path = tools.data_dir / SERVER_LOG_NAME
     proc = await _spawn_postmaster(tools, port, log_path)
     try:

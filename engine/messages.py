@@ -9,7 +9,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
 
 if TYPE_CHECKING:
     from engine.config import AlertLevel
@@ -41,19 +43,24 @@ class Alert:
     event_id: str = field(default_factory=new_event_id)
 
 
-@dataclass(frozen=True, slots=True)
-class EventLogWritten:
-    """A row for the ``event_log`` table, sent to the store. ``event_id`` makes the
-    write idempotent: a retried batch never duplicates a row."""
+# -- records for the store ---------------------------------------------------------------
+#
+# msgspec Structs, tagged, because the store spools them to disk as JSON lines when
+# PostgreSQL is away and must decode them back into the right type on replay.
+
+
+class EventLogWritten(msgspec.Struct, frozen=True, tag="event_log", tag_field="record"):
+    """A row for ``event_log``. ``event_id`` makes the write idempotent: a retried or
+    replayed batch never duplicates a row."""
 
     event_id: str
     timestamp: datetime
     level: str
     type: str
     message: str
-    project_id: str | None
-    call_sid: str | None
-    metadata: dict[str, Any]
+    project_id: str | None = None
+    call_sid: str | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @classmethod
     def from_alert(cls, alert: Alert) -> EventLogWritten:
@@ -69,4 +76,53 @@ class EventLogWritten:
         )
 
 
-StoreWrite = EventLogWritten
+class CallUpdated(msgspec.Struct, frozen=True, tag="call", tag_field="record"):
+    """What one source knows about a call, merged into its ``calls`` row by call_sid.
+
+    Any field left ``None`` keeps what the row has. Updates may arrive in any order and at
+    any engine instance (Twilio's status callback reaches whichever instance the balancer
+    picks): the merge rules in ``actors/store/writes.py`` make the result independent of
+    the order, and applying the same update twice changes nothing.
+    ``source`` is ``engine`` (the call bridge, which knows how the call went) or
+    ``twilio`` (the status callback, which knows only that the call ended).
+    """
+
+    call_sid: str
+    source: Literal["engine", "twilio"] = "engine"
+    project_id: str | None = None
+    from_number: str | None = None
+    to_number: str | None = None
+    status: Literal["active", "completed", "missed", "failed"] | None = None
+    intent: Literal["emergency", "routine", "unknown"] | None = None
+    end_reason: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    transcript: list[dict[str, Any]] | None = None
+    usage: dict[str, Any] | None = None
+    cost_usd: float | None = None
+    time_to_first_audio_ms: int | None = None
+    stream_sid: str | None = None
+    engine_instance: str | None = None
+    twilio_status: str | None = None
+    twilio_duration_s: int | None = None
+
+
+class FunctionCallRecorded(msgspec.Struct, frozen=True, tag="function_call", tag_field="record"):
+    """One call of a business function by the model; ``id`` makes the write idempotent."""
+
+    id: str
+    call_sid: str
+    name: str
+    outcome: Literal["ok", "error", "timeout"]
+    latency_ms: int
+    at: datetime
+    project_id: str | None = None
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+    http_status: int | None = None
+    error: str | None = None
+
+
+StoreWrite = EventLogWritten | CallUpdated | FunctionCallRecorded

@@ -1,8 +1,11 @@
-"""The store actor against a real PostgreSQL: batching, idempotence, drain on stop."""
+"""The store actor against a real PostgreSQL: batching, idempotence, merges of call
+updates in any order, and a spool that keeps what PostgreSQL cannot take yet."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,7 +17,13 @@ from actors.store.db import open_database
 from engine.errors import StartupError
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
-from engine.messages import EventLogWritten, StoreWrite, new_event_id
+from engine.messages import (
+    CallUpdated,
+    EventLogWritten,
+    FunctionCallRecorded,
+    StoreWrite,
+    new_event_id,
+)
 
 
 def event(n: int, event_id: str | None = None) -> EventLogWritten:
@@ -30,113 +39,170 @@ def event(n: int, event_id: str | None = None) -> EventLogWritten:
     )
 
 
-async def count_rows(dsn: str) -> int:
+def at(minute: int, second: int = 0) -> datetime:
+    return datetime(2026, 11, 26, 23, minute, second, tzinfo=UTC)
+
+
+async def fetch(dsn: str, sql: str) -> list[tuple[Any, ...]]:
     async with open_database(dsn, connect_timeout_s=10) as db:
-        return int(await db.fetchval("SELECT count(*) FROM event_log", timeout_s=5))
+        return [tuple(row) for row in await db.fetch(sql, timeout_s=5)]
 
 
-async def test_messages_are_written_in_batches_and_drained_on_stop(fresh_database: str) -> None:
-    inbox: Mailbox[StoreWrite] = Mailbox("store", 2000, OverflowPolicy.BLOCK)
-    store = StoreActor(fresh_database, inbox, batch_max=500, batch_delay_s=0.05)
+async def count_rows(dsn: str, table: str = "event_log") -> int:
+    return int((await fetch(dsn, f"SELECT count(*) FROM {table}"))[0][0])  # noqa: S608
+
+
+async def run_store(
+    dsn: str, spool_dir: Path, records: list[StoreWrite], **options: Any
+) -> StoreActor:
+    """Start a store, hand it ``records``, stop it (which drains), return it."""
+    inbox: Mailbox[StoreWrite] = Mailbox("store", max(len(records), 1), OverflowPolicy.BLOCK)
+    store = StoreActor(dsn, inbox, spool_dir=spool_dir, **options)
     stop = StopSignal()
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run, stop)
-            for n in range(1200):
-                inbox.send_nowait(event(n))
-            stop.request()  # everything queued must still reach the table
-    stats = store.statistics()
-    assert stats.rows_written_total == 1200
-    assert stats.batches_written_total >= 3  # never more than 500 rows per transaction
-    assert await count_rows(fresh_database) == 1200
-    async with open_database(fresh_database, connect_timeout_s=10) as db:
-        row = await db.fetch(
-            "SELECT level, type, project_id, metadata->>'n' AS n, metadata->>'when' AS w "
-            "FROM event_log WHERE message = 'event 7'",
-            timeout_s=5,
-        )
-    assert [tuple(r) for r in row] == [
-        ("warning", "actorCrashed", "acme-plumbing", "7", "2026-01-01T00:00:00Z")
-    ]
-
-
-async def test_a_retried_event_is_written_once(fresh_database: str) -> None:
-    inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
-    store = StoreActor(fresh_database, inbox, batch_delay_s=0.01)
-    same_id = new_event_id()
-    stop = StopSignal()
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run, stop)
-            inbox.send_nowait(event(1, same_id))
-            inbox.send_nowait(event(1, same_id))
+            for record in records:
+                inbox.send_nowait(record)
             stop.request()
-    assert await count_rows(fresh_database) == 1
+    return store
 
 
-async def test_store_start_fails_clearly_when_the_database_is_unreachable(
-    aio_loop: None,
+async def test_records_are_written_in_batches_and_drained_on_stop(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    store = await run_store(
+        fresh_database, tmp_path, [event(n) for n in range(1200)], batch_max=500
+    )
+    stats = store.statistics()
+    assert stats.records_written_total == 1200
+    assert stats.batches_written_total >= 3  # never more than 500 rows per transaction
+    assert stats.spool.pending_records == 0
+    assert await count_rows(fresh_database) == 1200
+    rows = await fetch(
+        fresh_database,
+        "SELECT level, type, project_id, metadata->>'n', metadata->>'when' "
+        "FROM event_log WHERE message = 'event 7'",
+    )
+    assert rows == [("warning", "actorCrashed", "acme-plumbing", "7", "2026-01-01T00:00:00Z")]
+
+
+async def test_the_same_batch_twice_gives_the_same_rows(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    batch: list[StoreWrite] = [
+        event(1, new_event_id()),
+        CallUpdated("CA1", project_id="acme", status="active", started_at=at(0)),
+        CallUpdated("CA1", status="completed", ended_at=at(3), duration_s=180.0),
+        FunctionCallRecorded(new_event_id(), "CA1", "get_slots", "ok", latency_ms=120, at=at(1)),
+    ]
+    await run_store(fresh_database, tmp_path, batch)
+    first = await fetch(fresh_database, "SELECT call_sid, status, duration_s FROM calls")
+    await run_store(fresh_database, tmp_path, batch)
+    assert await fetch(fresh_database, "SELECT call_sid, status, duration_s FROM calls") == first
+    for table in ("event_log", "calls", "function_calls"):
+        assert await count_rows(fresh_database, table) == 1
+
+
+CALL_START = CallUpdated(
+    "CA9", project_id="acme", from_number="+15550001111", to_number="+15552223333",
+    status="active", started_at=at(0), answered_at=at(0, 1), stream_sid="MZ1",
+)  # fmt: skip
+STREAM_END = CallUpdated(
+    "CA9", status="completed", intent="emergency", end_reason="caller_hung_up",
+    ended_at=at(4), duration_s=239.0, transcript=[{"role": "assistant", "text": "Hi"}],
+    usage={"input_tokens": 100}, cost_usd=0.42,
+)  # fmt: skip
+STATUS_CALLBACK = CallUpdated(
+    "CA9", source="twilio", status="completed", to_number="+15552223333",
+    twilio_status="completed", twilio_duration_s=241,
+)  # fmt: skip
+BRIDGE_FAILED = CallUpdated("CA9", status="failed", error="model disconnected")
+
+
+@pytest.mark.parametrize(
+    ("updates", "expected_status"),
+    [
+        pytest.param([CALL_START, STREAM_END, STATUS_CALLBACK], "completed", id="in-order"),
+        pytest.param([CALL_START, STATUS_CALLBACK, STREAM_END], "completed", id="callback-first"),
+        pytest.param([STREAM_END, STATUS_CALLBACK, CALL_START], "completed", id="end-before-row"),
+        pytest.param([STATUS_CALLBACK, CALL_START, STREAM_END], "completed", id="callback-row"),
+        pytest.param([CALL_START, STATUS_CALLBACK, BRIDGE_FAILED], "failed", id="engine-verdict"),
+        pytest.param([BRIDGE_FAILED, STATUS_CALLBACK, CALL_START], "failed", id="failed-first"),
+    ],
+)  # fmt: skip
+async def test_call_updates_merge_to_the_same_row_in_any_order(
+    fresh_database: str, tmp_path: Path, updates: list[StoreWrite], expected_status: str
+) -> None:
+    await run_store(fresh_database, tmp_path, updates)
+    rows = await fetch(
+        fresh_database,
+        "SELECT project_id, from_number, status, started_at, answered_at, stream_sid, "
+        "twilio_duration_s FROM calls",
+    )
+    assert rows == [
+        ("acme", "+15550001111", expected_status, at(0), at(0, 1), "MZ1", 241),
+    ]
+    if STREAM_END in updates:
+        (details,) = await fetch(
+            fresh_database,
+            "SELECT intent, end_reason, duration_s, transcript, cost_usd FROM calls",
+        )
+        assert details[:3] == ("emergency", "caller_hung_up", 239.0)
+        assert details[3] == '[{"role": "assistant", "text": "Hi"}]'
+        assert float(details[4]) == 0.42
+
+
+async def test_start_fails_clearly_when_the_database_is_unreachable(
+    aio_loop: None, tmp_path: Path
 ) -> None:
     inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
-    store = StoreActor("postgresql://afterhours@127.0.0.1:1/afterhours", inbox)
+    store = StoreActor("postgresql://afterhours@127.0.0.1:1/afterhours", inbox, spool_dir=tmp_path)
     with trio.fail_after(30), pytest.raises(StartupError, match="cannot reach the database"):
         await store.run(StopSignal(), task_status=trio.TASK_STATUS_IGNORED)
 
 
-async def test_rows_a_killed_store_could_not_write_are_counted(fresh_database: str) -> None:
+async def test_a_killed_store_spools_what_it_held_and_the_next_one_writes_it(
+    fresh_database: str, tmp_path: Path
+) -> None:
     inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
-    store = StoreActor(fresh_database, inbox, batch_max=2, batch_delay_s=0.01)
-    stop = StopSignal()
+    store = StoreActor(fresh_database, inbox, spool_dir=tmp_path, batch_max=2)
     locker = await aio_as_trio(asyncpg.connect)(fresh_database)
     try:
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
-                await nursery.start(store.run, stop)
+                await nursery.start(store.run, StopSignal())
                 # Another session holds the table: the store's first batch waits on it.
                 await aio_as_trio(locker.execute)(
                     "BEGIN; LOCK TABLE event_log IN ACCESS EXCLUSIVE MODE"
                 )
                 for n in range(5):
                     inbox.send_nowait(event(n))
-                stop.request()
                 # What a supervisor does when the shutdown budget runs out (real time:
                 # the wait is on PostgreSQL's lock, not on our clock).
                 await trio.sleep(0.5)
                 nursery.cancel_scope.cancel()
     finally:
         await aio_as_trio(locker.close)()
-    stats = store.statistics()
-    assert (stats.rows_written_total, stats.rows_lost_total) == (0, 5)
+    assert store.statistics().spool.pending_records == 5
     assert await count_rows(fresh_database) == 0
+    # The next store (an engine restart) finds the spool and writes it first.
+    successor = await run_store(fresh_database, tmp_path, [event(99)])
+    assert successor.statistics().spool.pending_records == 0
+    assert await count_rows(fresh_database) == 6
 
 
-async def test_cancel_while_idle_after_a_write_counts_nothing_lost(fresh_database: str) -> None:
-    inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
-    store = StoreActor(fresh_database, inbox, batch_delay_s=0.01)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run, StopSignal())
-            for n in range(3):
-                inbox.send_nowait(event(n))
-            # Polled: the write crosses to PostgreSQL and back; no event marks its end.
-            while store.statistics().rows_written_total < 3:  # noqa: ASYNC110
-                await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()  # idle now, waiting for the next message
-    stats = store.statistics()
-    assert (stats.rows_written_total, stats.rows_lost_total) == (3, 0)
-
-
-async def test_cancel_while_a_batch_is_being_collected_counts_it(fresh_database: str) -> None:
-    inbox: Mailbox[StoreWrite] = Mailbox("store", 10, OverflowPolicy.BLOCK)
-    store = StoreActor(fresh_database, inbox, batch_max=100, batch_delay_s=30)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run, StopSignal())
-            for n in range(2):
-                inbox.send_nowait(event(n))
-            # Polled until the store took both into its open batch (30 s window).
-            while inbox.statistics().queued:  # noqa: ASYNC110
-                await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-    stats = store.statistics()
-    assert (stats.rows_written_total, stats.rows_lost_total) == (0, 2)
+async def test_a_record_postgres_refuses_is_kept_aside_and_the_rest_written(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    bogus = FunctionCallRecorded(
+        new_event_id(), "CA1", "book", "exploded",  # type: ignore[arg-type]
+        latency_ms=5, at=at(1),
+    )  # fmt: skip
+    store = await run_store(fresh_database, tmp_path, [event(1), bogus, event(2)])
+    assert await count_rows(fresh_database) == 2
+    assert await count_rows(fresh_database, "function_calls") == 0
+    assert store.statistics().spool.rejected_total == 1
+    rejected = (tmp_path / "rejected.jsonl").read_text()
+    assert '"outcome":"exploded"' in rejected
+    assert "function_calls_outcome_check" in rejected

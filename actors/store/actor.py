@@ -1,14 +1,18 @@
-"""The store actor: the only writer to Postgres.
+"""The store actor: the only writer to Postgres, and it loses nothing.
 
-Other actors send it ``StoreWrite`` messages and never wait on Postgres themselves. It
+Other actors send it ``StoreWrite`` records and never wait on Postgres themselves. It
 opens the pool and applies migrations before it reports started (so a bad database
-stops the engine at start-up with one clear line), then batches: the first message opens
-a batch, which closes after ``batch_delay_s`` or ``batch_max`` rows and is written in one
-transaction with ``executemany`` (about 130k rows/s here, against 0.7k for row-by-row
-INSERTs: stack-notes section 3). Writes are idempotent upserts keyed by event id, so
-retrying a batch never duplicates a row.
+stops the engine at start-up with one clear line), then batches: the first record opens
+a batch, which closes after ``batch_delay_s`` or ``batch_max`` records and is written in
+one transaction (``executemany`` per table: about 130k rows/s here against 0.7k for
+row-by-row INSERTs, stack-notes section 3). Every write is idempotent (writes.py).
 
-On stop it drains its inbox and writes what is left within its shutdown budget.
+Nothing lost: a batch that cannot be written (the database is unreachable, slow, or
+restarting) goes to the spool on disk, fsync'd, and from then on every new batch goes
+behind it, so records reach Postgres in the order they were sent. The spool is replayed
+in order as soon as Postgres answers again, also after an engine restart. A record
+Postgres *rejects* as invalid is kept in the spool's rejected file with the reason.
+Stopping, and even being killed, spools what is still in memory (a synchronous append).
 """
 
 from __future__ import annotations
@@ -17,38 +21,41 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import msgspec
+import asyncpg
 import trio
 
 from actors.store.db import TRANSIENT_ERRORS, open_database
 from actors.store.migrations import apply_migrations, load_migrations
+from actors.store.spool import Spool, SpoolStatistics
+from actors.store.writes import write_records
+from engine.config import AlertLevel
 from engine.events import describe_error
+from engine.messages import Alert
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from actors.store.db import Connection, Database
     from engine.lifecycle import StopSignal
-    from engine.mailbox import Mailbox
+    from engine.mailbox import Mailbox, Outbox
     from engine.messages import StoreWrite
 
 log = logging.getLogger("afterhours.store")
 
 WRITE_TIMEOUT_S = 5.0
-WRITE_ATTEMPTS = 4
-RETRY_BACKOFF_S = (0.5, 1.0, 2.0)
-
-_INSERT_EVENT = """
-INSERT INTO event_log (id, ts, level, type, project_id, call_sid, message, metadata)
-VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::jsonb)
-ON CONFLICT (id) DO NOTHING
-"""
+# While the spool holds records, how often to try Postgres again (doubling up to the max).
+REPLAY_RETRY_S = 0.5
+REPLAY_RETRY_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
 class StoreStatistics:
-    rows_written_total: int
+    records_written_total: int
     batches_written_total: int
     write_failures_total: int
-    rows_lost_total: int
+    backlog_records: int  # in the inbox or an open batch, not yet written or spooled
+    spool: SpoolStatistics
+    database_up: bool
     last_error: str | None
 
 
@@ -58,111 +65,169 @@ class StoreActor:
         dsn: str,
         inbox: Mailbox[StoreWrite],
         *,
+        spool_dir: Path,
+        alerts: Outbox[Alert] | None = None,
         connect_timeout_s: float = 10.0,
         batch_max: int = 500,
         batch_delay_s: float = 0.1,
     ) -> None:
         self._dsn = dsn
         self._inbox = inbox
+        self._spool_dir = spool_dir
+        self._alerts = alerts
         self._connect_timeout_s = connect_timeout_s
         self._batch_max = batch_max
         self._batch_delay_s = batch_delay_s
-        self._rows_written_total = 0
-        self._batches_written_total = 0
-        self._write_failures_total = 0
-        self._rows_lost_total = 0
+        self._spool: Spool | None = None
+        self._pending: list[StoreWrite] = []  # taken from the mailbox, not yet safe
+        self._written_total = 0
+        self._batches_total = 0
+        self._failures_total = 0
+        self._database_up = True
+        self._retry_s = REPLAY_RETRY_S
+        self._next_replay_at_s = 0.0
         self._last_error: str | None = None
-        self._pending: list[StoreWrite] = []  # taken from the mailbox, not yet written
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
-        async with open_database(self._dsn, connect_timeout_s=self._connect_timeout_s) as db:
-            applied = await apply_migrations(db, load_migrations())
-            if applied:
-                log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
-            task_status.started()
-            try:
-                while await self._collect_batch(stop):
-                    await self._write_pending(db, attempts=WRITE_ATTEMPTS)
-                # Stopping: what is still queued goes out now, one attempt per batch so
-                # that the shutdown budget is spent on writing, not on waiting to retry.
-                self._pending = self._inbox.drain_nowait(self._batch_max)
-                while self._pending:
-                    await self._write_pending(db, attempts=1)
-                    self._pending = self._inbox.drain_nowait(self._batch_max)
-            except trio.Cancelled:
-                # Killed past the budget: say exactly how much did not reach Postgres.
-                self._count_lost(len(self._pending) + len(self._inbox.drain_nowait()))
-                self._pending = []
-                raise
+        spool = self._spool = Spool(self._spool_dir)
+        try:
+            async with open_database(self._dsn, connect_timeout_s=self._connect_timeout_s) as db:
+                applied = await apply_migrations(db, load_migrations())
+                if applied:
+                    log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
+                if spool.pending:
+                    log.warning("spool holds %d records from before: replaying", spool.pending)
+                task_status.started()
+                await self._serve(db, spool, stop)
+        finally:
+            # Whatever happened (a stop, a kill, a crash): what is in memory goes to disk.
+            spool.append([*self._pending, *self._inbox.drain_nowait()])
+            self._pending = []
+            spool.close()
 
     def statistics(self) -> StoreStatistics:
+        spool = self._spool
         return StoreStatistics(
-            rows_written_total=self._rows_written_total,
-            batches_written_total=self._batches_written_total,
-            write_failures_total=self._write_failures_total,
-            rows_lost_total=self._rows_lost_total,
+            records_written_total=self._written_total,
+            batches_written_total=self._batches_total,
+            write_failures_total=self._failures_total,
+            backlog_records=len(self._pending) + self._inbox.statistics().queued,
+            spool=spool.statistics() if spool else SpoolStatistics(0, 0, 0, 0, 0, 0),
+            database_up=self._database_up,
             last_error=self._last_error,
         )
 
-    async def _collect_batch(self, stop: StopSignal) -> bool:
-        """Fill ``self._pending``: the first message opens the batch, which closes after
-        ``batch_delay_s`` or ``batch_max`` messages. False once stopped with nothing new.
-        Messages live in ``self._pending`` from the moment they leave the mailbox, so a
-        cancellation at any point can count them."""
-        first = await self._inbox.receive_until(stop)
-        if first is None:
+    async def _serve(self, db: Database, spool: Spool, stop: StopSignal) -> None:
+        while not stop.requested:
+            idle_s = self._until_replay_s() if spool.pending else None
+            if await self._collect_batch(stop, idle_s):
+                await self._deliver(db, spool)
+            if spool.pending and trio.current_time() >= self._next_replay_at_s:
+                await self._replay(db, spool)
+        # Stopping: what is queued is written now, or spooled; one attempt per batch so
+        # that the shutdown budget is spent on writing, not on waiting to retry.
+        while batch := self._inbox.drain_nowait(self._batch_max):
+            self._pending = batch
+            await self._deliver(db, spool)
+        if spool.pending:
+            await self._replay(db, spool)
+
+    async def _collect_batch(self, stop: StopSignal, idle_s: float | None) -> bool:
+        """Fill ``self._pending``; False when nothing came (stopped, or ``idle_s`` passed
+        with the spool waiting for its next replay). Records live in ``self._pending`` from
+        the moment they leave the mailbox, so a kill at any point still spools them."""
+        with trio.move_on_after(idle_s if idle_s is not None else float("inf")):
+            first = await self._inbox.receive_until(stop)
+            if first is None:
+                return False
+            self._pending = [first]
+        if not self._pending:
             return False
-        self._pending = [first]
         with trio.move_on_after(self._batch_delay_s):
             while len(self._pending) < self._batch_max:
-                message = await self._inbox.receive_until(stop)
-                if message is None:
+                record = await self._inbox.receive_until(stop)
+                if record is None:
                     break
-                self._pending.append(message)
+                self._pending.append(record)
         return True
 
-    async def _write_pending(self, db: Database, *, attempts: int) -> None:
-        """One transaction per batch, retried on a transient database error. Rows still
-        unwritten after the last attempt are counted and logged (the durable spool that
-        keeps them is the records issue's work). Either way the batch is done with."""
-        rows = [_event_row(message) for message in self._pending]
-
-        async def unit(connection: Connection) -> None:
-            await connection.executemany(_INSERT_EVENT, rows)
-
-        for attempt in range(attempts):
+    async def _deliver(self, db: Database, spool: Spool) -> None:
+        """Write the open batch, or spool it. It stays in ``self._pending`` until it is
+        safe in one or the other, so a kill in the middle still spools it (replaying a
+        batch that did reach Postgres is harmless: the writes are idempotent)."""
+        batch = self._pending
+        if spool.pending:
+            spool.append(batch)  # behind the records already waiting: order is kept
+        else:
             try:
-                await db.transaction(unit, timeout_s=WRITE_TIMEOUT_S)
+                await self._write(db, batch)
             except TRANSIENT_ERRORS as exc:
-                self._write_failures_total += 1
-                self._last_error = describe_error(exc)
-                log.warning("event_log write failed (attempt %d): %s", attempt + 1, exc)
-                if attempt + 1 < attempts:
-                    await trio.sleep(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
-                continue
-            self._rows_written_total += len(rows)
-            self._batches_written_total += 1
-            self._pending = []
-            return
-        self._count_lost(len(rows))
+                spool.append(batch)
+                self._database_down(exc)
+            except asyncpg.PostgresError as exc:
+                await self._write_one_by_one(db, spool, batch, exc)
         self._pending = []
 
-    def _count_lost(self, rows: int) -> None:
-        if rows:
-            self._rows_lost_total += rows
-            log.error("event_log: %d rows were not written to PostgreSQL", rows)
+    async def _replay(self, db: Database, spool: Spool) -> None:
+        """Write spooled records in order, a chunk at a time, until none are left or the
+        database fails again."""
+        while spool.pending:
+            chunk = spool.peek(self._batch_max)
+            try:
+                await self._write(db, chunk.records)
+            except TRANSIENT_ERRORS as exc:
+                self._database_down(exc)
+                return
+            except asyncpg.PostgresError as exc:
+                await self._write_one_by_one(db, spool, chunk.records, exc)
+            spool.commit(chunk)
+        self._database_back()
 
+    async def _write(self, db: Database, records: list[StoreWrite]) -> None:
+        if not records:
+            return
 
-def _event_row(
-    message: StoreWrite,
-) -> tuple[str, object, str, str, str | None, str | None, str, str]:
-    return (
-        message.event_id,
-        message.timestamp,
-        message.level,
-        message.type,
-        message.project_id,
-        message.call_sid,
-        message.message,
-        msgspec.json.encode(message.metadata, enc_hook=str).decode(),
-    )
+        async def unit(connection: Connection) -> None:
+            await write_records(connection, records)
+
+        await db.transaction(unit, timeout_s=WRITE_TIMEOUT_S)
+        self._written_total += len(records)
+        self._batches_total += 1
+
+    async def _write_one_by_one(
+        self, db: Database, spool: Spool, records: list[StoreWrite], batch_error: Exception
+    ) -> None:
+        """Postgres refused the batch as invalid: find the records it refuses, keep them in
+        the rejected file, and write the others."""
+        log.error("a batch was refused (%s); writing its records one by one", batch_error)
+        for record in records:
+            try:
+                await self._write(db, [record])
+            except asyncpg.PostgresError as exc:
+                spool.reject(record, describe_error(exc))
+                log.error("record refused by PostgreSQL and kept in the spool: %s", exc)
+                self._raise_alert(AlertLevel.ERROR, "Record refused", describe_error(exc))
+
+    def _until_replay_s(self) -> float:
+        return max(0.0, self._next_replay_at_s - trio.current_time())
+
+    def _database_down(self, exc: BaseException) -> None:
+        self._failures_total += 1
+        self._last_error = describe_error(exc)
+        self._next_replay_at_s = trio.current_time() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, REPLAY_RETRY_MAX_S)
+        if self._database_up:
+            self._database_up = False
+            log.error("PostgreSQL unavailable (%s): spooling records to disk", self._last_error)
+            self._raise_alert(AlertLevel.ERROR, "Database unavailable", self._last_error)
+
+    def _database_back(self) -> None:
+        self._retry_s = REPLAY_RETRY_S
+        if not self._database_up:
+            self._database_up = True
+            log.info("PostgreSQL is back: spool replayed")
+            self._raise_alert(AlertLevel.INFO, "Database back", "the spool was replayed")
+
+    def _raise_alert(self, level: AlertLevel, title: str, message: str) -> None:
+        if self._alerts is not None:
+            self._alerts.send_nowait(Alert(level, "databaseError", title, message))

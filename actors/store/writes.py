@@ -1,0 +1,144 @@
+"""How each store record becomes rows: SQL and row conversion, asyncio-side.
+
+Every write is idempotent, so a batch retried after a timeout, or replayed from the
+spool after a crash, leaves the same rows as if it had been written once:
+
+* ``event_log`` and ``function_calls``: inserts keyed by the record's own id, ``ON
+  CONFLICT DO NOTHING``.
+* ``calls``: an upsert keyed by call_sid that *merges*: a field the update leaves out
+  (``None``) keeps the row's value, so updates from the call bridge, the status callback
+  and the stream end can arrive in any order. The status never goes back to ``active``;
+  the first final status stands, except that the engine's verdict (it knows whether the
+  call failed) replaces a final status that came only from Twilio's callback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engine.messages import CallUpdated, EventLogWritten, FunctionCallRecorded
+
+if TYPE_CHECKING:
+    from actors.store.db import Connection
+    from engine.messages import StoreWrite
+
+_json = msgspec.json.Encoder(enc_hook=str)
+
+INSERT_EVENT = """
+INSERT INTO event_log (id, ts, level, type, project_id, call_sid, message, metadata)
+VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::jsonb)
+ON CONFLICT (id) DO NOTHING
+"""
+
+INSERT_FUNCTION_CALL = """
+INSERT INTO function_calls
+    (id, call_sid, project_id, name, arguments, outcome, http_status, latency_ms, error, at)
+VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)
+ON CONFLICT (id) DO NOTHING
+"""
+
+_CALL_COLUMNS = (
+    "call_sid", "project_id", "from_number", "to_number", "status", "status_source", "intent",
+    "end_reason", "error", "started_at", "answered_at", "ended_at", "duration_s", "transcript",
+    "usage", "cost_usd", "time_to_first_audio_ms", "stream_sid", "engine_instance",
+    "twilio_status", "twilio_duration_s",
+)  # fmt: skip
+
+# Fields where the first value recorded stands (a late or replayed update cannot move
+# them), and fields where the newest non-null value wins (the bridge reports them when the
+# call ends, complete).
+_FIRST_WINS = ("project_id", "from_number", "to_number", "started_at", "answered_at")
+_LAST_WINS = (
+    "end_reason", "error", "ended_at", "duration_s", "transcript", "usage", "cost_usd",
+    "time_to_first_audio_ms", "stream_sid", "engine_instance", "twilio_status",
+    "twilio_duration_s",
+)  # fmt: skip
+
+# Is the incoming status allowed to replace the row's? (see the module docstring)
+_STATUS_WINS = """(
+    EXCLUDED.status <> 'active' AND (
+        calls.status = 'active'
+        OR (EXCLUDED.status_source = 'engine' AND calls.status_source <> 'engine')
+    )
+)"""
+
+
+def _upsert_call_sql() -> str:
+    placeholders = ", ".join(
+        f"${n}::jsonb" if column in ("transcript", "usage") else f"${n}"
+        for n, column in enumerate(_CALL_COLUMNS, start=1)
+    )
+    merges = [f"{c} = COALESCE(calls.{c}, EXCLUDED.{c})" for c in _FIRST_WINS]
+    merges += [f"{c} = COALESCE(EXCLUDED.{c}, calls.{c})" for c in _LAST_WINS]
+    merges += [
+        f"status = CASE WHEN {_STATUS_WINS} THEN EXCLUDED.status ELSE calls.status END",
+        "status_source = CASE WHEN "
+        f"{_STATUS_WINS} THEN EXCLUDED.status_source ELSE calls.status_source END",
+        "intent = CASE WHEN EXCLUDED.intent = 'unknown' THEN calls.intent ELSE EXCLUDED.intent END",
+        "updated_at = now()",
+    ]
+    return (
+        # Built only from the constants above, never from input.
+        f"INSERT INTO calls ({', '.join(_CALL_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+        f"ON CONFLICT (call_sid) DO UPDATE SET {', '.join(merges)}"
+    )
+
+
+UPSERT_CALL = _upsert_call_sql()
+
+
+def event_row(record: EventLogWritten) -> tuple[Any, ...]:
+    return (
+        record.event_id,
+        record.timestamp,
+        record.level,
+        record.type,
+        record.project_id,
+        record.call_sid,
+        record.message,
+        _json.encode(record.metadata).decode(),
+    )
+
+
+def call_row(record: CallUpdated) -> tuple[Any, ...]:
+    values: dict[str, Any] = {c: getattr(record, c, None) for c in _CALL_COLUMNS}
+    # A new row needs a status; an existing one keeps its own unless this one may win.
+    values["status"] = record.status or "active"
+    values["status_source"] = record.source
+    values["intent"] = record.intent or "unknown"
+    for column in ("transcript", "usage"):
+        value = values[column]
+        values[column] = None if value is None else _json.encode(value).decode()
+    return tuple(values[c] for c in _CALL_COLUMNS)
+
+
+def function_call_row(record: FunctionCallRecorded) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.call_sid,
+        record.project_id,
+        record.name,
+        _json.encode(record.arguments).decode(),
+        record.outcome,
+        record.http_status,
+        record.latency_ms,
+        record.error,
+        record.at,
+    )
+
+
+async def write_records(connection: Connection, records: list[StoreWrite]) -> None:
+    """Write a batch inside the caller's transaction: one ``executemany`` per table. Call
+    updates keep their order, which matters for none of the merge rules but keeps the
+    row's ``updated_at`` history honest."""
+    events = [event_row(r) for r in records if isinstance(r, EventLogWritten)]
+    calls = [call_row(r) for r in records if isinstance(r, CallUpdated)]
+    functions = [function_call_row(r) for r in records if isinstance(r, FunctionCallRecorded)]
+    if events:
+        await connection.executemany(INSERT_EVENT, events)
+    if calls:
+        await connection.executemany(UPSERT_CALL, calls)
+    if functions:
+        await connection.executemany(INSERT_FUNCTION_CALL, functions)
