@@ -201,9 +201,16 @@ def _build_project(data: Mapping[str, Any], errors: list[FieldError]) -> Project
             values[key] = float(value) if kind is _NUMBER else value
     if "tools" in data:
         values["tools"] = _parse_tools(data["tools"], errors)
+        # The model would call the business's functions with nowhere to send them.
+        if values["tools"] and not values.get("function_url") and not _has_error(errors, "tools"):
+            errors.append(FieldError("function_url", "required when the project has tools"))
     if errors:
         raise ValidationFailed(errors)
     return Project(**values)
+
+
+def _has_error(errors: list[FieldError], prefix: str) -> bool:
+    return any(error.field.startswith(prefix) for error in errors)
 
 
 def _check_field(

@@ -85,7 +85,7 @@ def without(data: dict[str, Any], key: str) -> dict[str, Any]:
 def with_tool(**changes: Any) -> dict[str, Any]:
     """MINIMAL with one tool: BOOK_VISIT changed by ``changes`` (None removes a key)."""
     tool = {key: value for key, value in {**BOOK_VISIT, **changes}.items() if value is not None}
-    return {**MINIMAL, "tools": [tool]}
+    return {**MINIMAL, "function_url": "https://hooks.example.com/fn", "tools": [tool]}
 
 
 def test_full_project_round_trips() -> None:
@@ -105,6 +105,7 @@ def test_a_toml_file_parses_like_json() -> None:
         name = "Smith Plumbing & Heating"
         timezone = "America/Chicago"
         function_timeout_s = 5
+        function_url = "https://hooks.example.com/fn"
         on_call_number = "+15551234567"
 
         [[tools]]
@@ -524,14 +525,20 @@ def test_patch_merges_and_keeps_the_other_fields() -> None:
 def test_patch_with_null_clears_optional_fields() -> None:
     existing = parse_project(FULL)
     patched = patch_project(
-        existing, {"function_url": None, "function_secret": None, "on_call_number": None}
+        existing,
+        {"function_url": None, "function_secret": None, "on_call_number": None, "tools": []},
     )
     assert (patched.function_url, patched.function_secret, patched.on_call_number) == (
         None,
         None,
         None,
     )
-    assert patched.tools == existing.tools
+    assert patched.tools == []
+
+
+def test_tools_need_a_function_url() -> None:
+    errors = errors_of(lambda: patch_project(parse_project(FULL), {"function_url": None}))
+    assert errors == [FieldError("function_url", "required when the project has tools")]
 
 
 def test_patch_null_for_a_field_that_is_not_optional_is_refused() -> None:
