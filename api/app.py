@@ -1,9 +1,9 @@
 """The HTTP API as a raw ASGI application.
 
-Routes come from the issues that need them; today: ``GET /health``. Unknown paths get a
-JSON 404, known paths with another method a 405 with ``Allow``. The lifespan protocol is
-answered (Hypercorn's trio worker crashes at start-up on an app that ignores it:
-stack-notes section 2).
+Routes: ``GET /health`` (no auth: for load balancers) and ``/admin/*`` (admin token; see
+api/admin.py). Unknown paths get a JSON 404, known paths with another method a 405 with
+``Allow``. The lifespan protocol is answered (Hypercorn's trio worker crashes at start-up
+on an app that ignores it: stack-notes section 2).
 """
 
 from __future__ import annotations
@@ -11,37 +11,53 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from api.asgi import Receive, Scope, Send, send_error, send_json
+from api.asgi import (
+    BodyTooLarge,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    error,
+    read_request,
+    send_response,
+)
 
 if TYPE_CHECKING:
+    from api.admin import AdminApi
     from api.health import HealthView
 
 log = logging.getLogger("afterhours.api")
 
 
 class App:
-    def __init__(self, health: HealthView) -> None:
+    def __init__(self, health: HealthView, admin: AdminApi | None = None) -> None:
         self._health = health
+        self._admin = admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "http":
-            await self._http(scope, send)
+            try:
+                request = await read_request(scope, receive)
+            except BodyTooLarge:
+                await send_response(send, error(413, "request body too large"))
+                return
+            await send_response(send, await self._route(request))
         else:
             # No WebSocket route yet: refuse the upgrade (ASGI: close before accept = 403).
             await send({"type": "websocket.close", "code": 1008})
 
-    async def _http(self, scope: Scope, send: Send) -> None:
-        path, method = scope["path"], scope["method"]
-        if path == "/health":
-            if method not in ("GET", "HEAD"):
-                await send_error(send, 405, f"{method} not allowed on {path}; use GET")
-                return
-            await send_json(send, 200, self._health.body())
-            return
-        await send_error(send, 404, f"no route for {path}")
+    async def _route(self, request: Request) -> Response:
+        if request.path == "/health":
+            if request.method not in ("GET", "HEAD"):
+                return error(405, f"{request.method} not allowed on /health; use GET")
+            return Response(200, self._health.body())
+        if request.path.startswith("/admin/") and self._admin is not None:
+            return await self._admin.handle(request)
+        return error(404, f"no route for {request.path}")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -1,9 +1,11 @@
-"""The few ASGI types and responses the API needs (raw ASGI: no framework)."""
+"""The few ASGI types, request reading and JSON responses the API needs (raw ASGI)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import msgspec
 
@@ -12,24 +14,79 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+MAX_BODY_BYTES = 1 << 20  # a project with long instructions and many tools fits easily
+
 _encoder = msgspec.json.Encoder()
 
 
-async def send_json(send: Send, status: int, body: object) -> None:
-    payload = _encoder.encode(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, list[str]]
+    body: bytes = b""
+
+    def bearer_token(self) -> str | None:
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: object
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def error(status: int, message: str, **extra: object) -> Response:
+    return Response(status, {"error": message, **extra})
+
+
+async def read_request(scope: Scope, receive: Receive) -> Request:
+    """The whole request; ``BodyTooLarge`` past ``MAX_BODY_BYTES``."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    return Request(
+        method=scope["method"],
+        path=unquote(scope["path"]),
+        headers=headers,
+        query=parse_qs(scope.get("query_string", b"").decode("latin-1")),
+        body=b"".join(chunks),
     )
+
+
+async def send_response(send: Send, response: Response) -> None:
+    payload = b"" if response.status == 204 else _encoder.encode(response.body)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"cache-control", b"no-store"),
+        *response.headers,
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
+async def send_json(send: Send, status: int, body: object) -> None:
+    await send_response(send, Response(status, body))
+
+
 async def send_error(send: Send, status: int, message: str) -> None:
-    await send_json(send, status, {"error": message})
+    await send_response(send, error(status, message))

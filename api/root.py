@@ -29,6 +29,7 @@ import trio_asyncio
 from actors.alerts import AlertActor, alert_for
 from actors.metrics import MetricsAggregator, MetricsSample
 from actors.store.actor import StoreActor
+from api.admin import AdminApi
 from api.app import App
 from api.health import HealthView
 from api.server import ApiServer
@@ -44,6 +45,7 @@ from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from actors.store.queries import StoreQuery
     from engine.config import Settings
     from engine.events import SupervisorEvent
     from engine.messages import Alert, StoreWrite
@@ -176,7 +178,14 @@ def _build_tree(
         if alert is not None:
             alerts_inbox.send_nowait(alert)
 
-    store = StoreActor(dsn, store_inbox, spool_dir=settings.data_dir / "spool", alerts=alerts_inbox)
+    queries: Mailbox[StoreQuery] = Mailbox("store-queries", 64, OverflowPolicy.BLOCK)
+    store = StoreActor(
+        dsn,
+        store_inbox,
+        spool_dir=settings.data_dir / "spool",
+        alerts=alerts_inbox,
+        queries=queries,
+    )
     metrics = MetricsAggregator(metrics_inbox)
     alerts = AlertActor(alerts_inbox, store_inbox, min_level=settings.alert_min_level)
     calls = DynamicGroup(
@@ -186,7 +195,7 @@ def _build_tree(
         report=report,
     )
     api = ApiServer(
-        App(HealthView(lambda: calls.statistics().active)),
+        App(HealthView(lambda: calls.statistics().active), AdminApi(queries, settings.admin_token)),
         host=settings.host,
         port=settings.port,
     )

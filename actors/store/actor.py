@@ -17,11 +17,13 @@ Stopping, and even being killed, spools what is still in memory (a synchronous a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
+import outcome
 import trio
 
 from actors.store.db import TRANSIENT_ERRORS, open_database
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from actors.store.db import Connection, Database
+    from actors.store.queries import StoreQuery
     from engine.lifecycle import StopSignal
     from engine.mailbox import Mailbox, Outbox
     from engine.messages import StoreWrite
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("afterhours.store")
 
 WRITE_TIMEOUT_S = 5.0
+QUERY_TIMEOUT_S = 10.0
+QUERY_CONCURRENCY = 4
 # While the spool holds records, how often to try Postgres again (doubling up to the max).
 REPLAY_RETRY_S = 0.5
 REPLAY_RETRY_MAX_S = 10.0
@@ -67,6 +72,7 @@ class StoreActor:
         *,
         spool_dir: Path,
         alerts: Outbox[Alert] | None = None,
+        queries: Mailbox[StoreQuery] | None = None,
         connect_timeout_s: float = 10.0,
         batch_max: int = 500,
         batch_delay_s: float = 0.1,
@@ -75,6 +81,7 @@ class StoreActor:
         self._inbox = inbox
         self._spool_dir = spool_dir
         self._alerts = alerts
+        self._queries = queries
         self._connect_timeout_s = connect_timeout_s
         self._batch_max = batch_max
         self._batch_delay_s = batch_delay_s
@@ -98,7 +105,11 @@ class StoreActor:
                 if spool.pending:
                     log.warning("spool holds %d records from before: replaying", spool.pending)
                 task_status.started()
-                await self._serve(db, spool, stop)
+                async with trio.open_nursery() as nursery:
+                    if self._queries is not None:
+                        nursery.start_soon(self._serve_queries, db, self._queries, stop)
+                    await self._serve(db, spool, stop)
+                    nursery.cancel_scope.cancel()
         finally:
             # Whatever happened (a stop, a kill, a crash): what is in memory goes to disk.
             spool.append([*self._pending, *self._inbox.drain_nowait()])
@@ -207,6 +218,30 @@ class StoreActor:
                 spool.reject(record, describe_error(exc))
                 log.error("record refused by PostgreSQL and kept in the spool: %s", exc)
                 self._raise_alert(AlertLevel.ERROR, "Record refused", describe_error(exc))
+
+    async def _serve_queries(
+        self, db: Database, queries: Mailbox[StoreQuery], stop: StopSignal
+    ) -> None:
+        """Answer admin queries, a few at a time, beside the write batches."""
+        limiter = trio.CapacityLimiter(QUERY_CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            while (query := await queries.receive_until(stop)) is not None:
+                await limiter.acquire_on_behalf_of(query)
+                nursery.start_soon(self._answer, db, query, limiter)
+
+    async def _answer(self, db: Database, query: StoreQuery, limiter: trio.CapacityLimiter) -> None:
+        try:
+            result: outcome.Outcome[object] = outcome.Value(
+                await db.transaction(query.work, timeout_s=QUERY_TIMEOUT_S)
+            )
+        except Exception as exc:  # noqa: BLE001 - not swallowed: it is the asker's answer
+            result = outcome.Error(exc)
+        finally:
+            limiter.release_on_behalf_of(query)
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
+        ):
+            query.reply.send_nowait(result)  # the asker may have given up: that is fine
 
     def _until_replay_s(self) -> float:
         return max(0.0, self._next_replay_at_s - trio.current_time())

@@ -1,0 +1,201 @@
+"""Projects, phone numbers and API keys: the admin operations, as store queries.
+
+Each operation is a ``StoreQuery``: a unit of asyncio-side work run by the store actor
+in one transaction (one bridge crossing), whose result or error comes back on the
+query's reply channel. Validation happens before (engine/projects.py) or, for PATCH,
+inside the transaction, against the row locked for update, so two concurrent patches
+cannot lose each other's change.
+
+API keys: ``ahk_<key id>_<secret>``. Only the SHA-256 of the whole key is stored: the key
+is 30+ random bytes, so a fast hash is enough, and the plain key is shown once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from engine.errors import EngineError
+from engine.projects import FieldError, Project, ValidationFailed, patch_project
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import asyncpg
+
+    from actors.store.db import Connection
+    from engine.projects import PhoneNumber
+
+_PROJECT_COLUMNS = (
+    "id", "name", "timezone", "greeting", "instructions", "voice", "language", "tools",
+    "function_url", "function_secret", "function_timeout_s", "on_call_number", "max_call_s",
+    "silence_timeout_s",
+)  # fmt: skip
+_json = msgspec.json.Encoder()
+
+
+class NotFound(EngineError):
+    pass
+
+
+class Conflict(EngineError):
+    pass
+
+
+class CreatedKey(msgspec.Struct, frozen=True):
+    id: str
+    project_id: str
+    name: str
+    key: str  # shown once, never stored
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _project_values(project: Project) -> list[Any]:
+    values = [getattr(project, column) for column in _PROJECT_COLUMNS]
+    values[_PROJECT_COLUMNS.index("tools")] = _json.encode(project.tools).decode()
+    return values
+
+
+def _project_from_row(row: asyncpg.Record) -> Project:
+    data = {column: row[column] for column in _PROJECT_COLUMNS}
+    data["tools"] = msgspec.json.decode(row["tools"]) if row["tools"] else []
+    return msgspec.convert(data, Project)
+
+
+async def _numbers(connection: Connection, project_id: str) -> list[dict[str, str]]:
+    rows = await connection.fetch(
+        "SELECT number, system FROM phone_numbers WHERE project_id = $1 ORDER BY number",
+        project_id,
+    )
+    return [{"number": row["number"], "system": row["system"]} for row in rows]
+
+
+async def _view(connection: Connection, project: Project) -> dict[str, Any]:
+    return project.public_dict() | {"phone_numbers": await _numbers(connection, project.id)}
+
+
+async def get_project(connection: Connection, project_id: str) -> dict[str, Any]:
+    row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
+    if row is None:
+        raise NotFound(f"no project {project_id!r}")
+    return await _view(connection, _project_from_row(row))
+
+
+async def list_projects(connection: Connection) -> list[dict[str, Any]]:
+    rows = await connection.fetch("SELECT * FROM projects ORDER BY id")
+    return [await _view(connection, _project_from_row(row)) for row in rows]
+
+
+async def create_project(connection: Connection, project: Project) -> dict[str, Any]:
+    placeholders = ", ".join(f"${n}" for n in range(1, len(_PROJECT_COLUMNS) + 1))
+    inserted = await connection.fetchval(
+        f"INSERT INTO projects ({', '.join(_PROJECT_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608 - constants only
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
+        *_project_values(project),
+    )
+    if inserted is None:
+        raise Conflict(f"project {project.id!r} already exists; PUT or PATCH it instead")
+    return await _view(connection, project)
+
+
+async def put_project(connection: Connection, project: Project) -> tuple[dict[str, Any], bool]:
+    """Create or replace; returns the project and whether it was created."""
+    assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PROJECT_COLUMNS[1:])
+    placeholders = ", ".join(f"${n}" for n in range(1, len(_PROJECT_COLUMNS) + 1))
+    created = await connection.fetchval(
+        f"INSERT INTO projects ({', '.join(_PROJECT_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608 - constants only
+        f"ON CONFLICT (id) DO UPDATE SET {assignments}, updated_at = now() "
+        "RETURNING (xmax = 0)",
+        *_project_values(project),
+    )
+    return await _view(connection, project), bool(created)
+
+
+async def patch_project_row(
+    connection: Connection, project_id: str, changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1 FOR UPDATE", project_id)
+    if row is None:
+        raise NotFound(f"no project {project_id!r}")
+    patched = patch_project(_project_from_row(row), changes)
+    view, _ = await put_project(connection, patched)
+    return view
+
+
+async def delete_project(connection: Connection, project_id: str) -> None:
+    deleted = await connection.fetchval(
+        "DELETE FROM projects WHERE id = $1 RETURNING id", project_id
+    )
+    if deleted is None:
+        raise NotFound(f"no project {project_id!r}")
+
+
+async def add_phone_number(
+    connection: Connection, project_id: str, number: PhoneNumber
+) -> dict[str, str]:
+    if await connection.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
+        raise NotFound(f"no project {project_id!r}")
+    owner = await connection.fetchval(
+        "INSERT INTO phone_numbers (number, project_id, system) VALUES ($1, $2, $3) "
+        "ON CONFLICT (number) DO UPDATE SET system = EXCLUDED.system "
+        "WHERE phone_numbers.project_id = EXCLUDED.project_id "
+        "RETURNING project_id",
+        number.number,
+        project_id,
+        number.system,
+    )
+    if owner is None:
+        other = await connection.fetchval(
+            "SELECT project_id FROM phone_numbers WHERE number = $1", number.number
+        )
+        raise ValidationFailed(
+            [FieldError("number", f"{number.number} is already owned by project {other!r}")]
+        )
+    return {"number": number.number, "system": number.system, "project_id": project_id}
+
+
+async def delete_phone_number(connection: Connection, number: str) -> None:
+    deleted = await connection.fetchval(
+        "DELETE FROM phone_numbers WHERE number = $1 RETURNING number", number
+    )
+    if deleted is None:
+        raise NotFound(f"no phone number {number!r}")
+
+
+async def create_api_key(connection: Connection, project_id: str, name: str) -> CreatedKey:
+    if await connection.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
+        raise NotFound(f"no project {project_id!r}")
+    key_id = secrets.token_hex(6)
+    key = f"ahk_{key_id}_{secrets.token_urlsafe(32)}"
+    await connection.execute(
+        "INSERT INTO api_keys (id, project_id, name, key_hash) VALUES ($1, $2, $3, $4)",
+        key_id,
+        project_id,
+        name,
+        hash_key(key),
+    )
+    return CreatedKey(key_id, project_id, name, key)
+
+
+async def revoke_api_key(connection: Connection, key_id: str) -> None:
+    revoked = await connection.fetchval(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 RETURNING id",
+        key_id,
+    )
+    if revoked is None:
+        raise NotFound(f"no API key {key_id!r}")
+
+
+async def project_for_key(connection: Connection, key: str) -> str | None:
+    """The project an API key reads, or None for an unknown or revoked key."""
+    project_id: str | None = await connection.fetchval(
+        "SELECT project_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        hash_key(key),
+    )
+    return project_id

@@ -1,0 +1,157 @@
+"""The admin API: projects, their phone numbers and their API keys.
+
+Every route needs ``Authorization: Bearer <ADMIN_TOKEN>`` (401 otherwise). Bodies are
+JSON objects, validated by engine/projects.py: a 422 lists one message per field. The
+database work runs in the store (the only code that talks to Postgres) through its
+query lane; a database that does not answer in time gives 503, never a hung request.
+
+    POST   /admin/projects                          create (409 if the id exists)
+    GET    /admin/projects                          list
+    GET    /admin/projects/{id}                     read
+    PUT    /admin/projects/{id}                     create or replace (201 / 200)
+    PATCH  /admin/projects/{id}                     change some fields
+    DELETE /admin/projects/{id}                     delete (its numbers and keys too)
+    POST   /admin/projects/{id}/phone-numbers       {"number": "+1...", "system": "openai"}
+    DELETE /admin/phone-numbers/{number}
+    POST   /admin/projects/{id}/api-keys            {"name": "..."}: the key, shown once
+    DELETE /admin/api-keys/{key_id}                 revoke
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actors.store import admin as ops
+from actors.store.queries import StoreUnavailable, ask_store
+from api.asgi import Request, Response, error
+from engine.projects import (
+    FieldError,
+    ValidationFailed,
+    decode_json_object,
+    parse_phone_number,
+    parse_project,
+)
+
+if TYPE_CHECKING:
+    from actors.store.db import Connection
+    from actors.store.queries import StoreQuery
+    from engine.config import Secret
+    from engine.mailbox import Outbox
+
+ADMIN_QUERY_TIMEOUT_S = 10.0
+
+Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+
+class AdminApi:
+    def __init__(self, queries: Outbox[StoreQuery], admin_token: Secret | None) -> None:
+        self._queries = queries
+        # Without a token (it is generated for local use, required otherwise) nobody gets in.
+        self._token = admin_token.reveal().encode() if admin_token else None
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("POST", re.compile(r"/admin/projects"), self._create),
+            ("GET", re.compile(r"/admin/projects"), self._list),
+            ("GET", re.compile(r"/admin/projects/(?P<id>[^/]+)"), self._get),
+            ("PUT", re.compile(r"/admin/projects/(?P<id>[^/]+)"), self._put),
+            ("PATCH", re.compile(r"/admin/projects/(?P<id>[^/]+)"), self._patch),
+            ("DELETE", re.compile(r"/admin/projects/(?P<id>[^/]+)"), self._delete),
+            ("POST", re.compile(r"/admin/projects/(?P<id>[^/]+)/phone-numbers"), self._add_number),
+            ("DELETE", re.compile(r"/admin/phone-numbers/(?P<number>[^/]+)"), self._delete_number),
+            ("POST", re.compile(r"/admin/projects/(?P<id>[^/]+)/api-keys"), self._create_key),
+            ("DELETE", re.compile(r"/admin/api-keys/(?P<key_id>[^/]+)"), self._revoke_key),
+        ]
+
+    def authorized(self, request: Request) -> bool:
+        token = request.bearer_token()
+        if token is None or self._token is None:
+            return False
+        return hmac.compare_digest(token.encode(), self._token)
+
+    async def handle(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return Response(
+                401,
+                {"error": "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)"},
+                [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
+            )
+        allowed = [method for method, pattern, _ in self._routes if pattern.fullmatch(request.path)]
+        for method, pattern, handler in self._routes:
+            found = pattern.fullmatch(request.path)
+            if found and method == request.method:
+                return await self._run(handler, request, found.groupdict())
+        if allowed:
+            return Response(
+                405,
+                {"error": f"{request.method} not allowed on {request.path}"},
+                [(b"allow", ", ".join(allowed).encode())],
+            )
+        return error(404, f"no route for {request.path}")
+
+    async def _run(self, handler: Handler, request: Request, params: dict[str, str]) -> Response:
+        try:
+            return await handler(request, params)
+        except ValidationFailed as exc:
+            fields = [{"field": e.field, "message": e.message} for e in exc.errors]
+            return error(422, "validation failed", fields=fields)
+        except ops.NotFound as exc:
+            return error(404, str(exc))
+        except ops.Conflict as exc:
+            return error(409, str(exc))
+        except StoreUnavailable as exc:
+            return error(503, f"database unavailable: {exc}; try again")
+
+    async def _ask(self, work: Callable[[Connection], Awaitable[Any]]) -> Any:
+        return await ask_store(self._queries, work, timeout_s=ADMIN_QUERY_TIMEOUT_S)
+
+    async def _create(self, request: Request, params: dict[str, str]) -> Response:
+        project = parse_project(decode_json_object(request.body))
+        return Response(201, await self._ask(partial(ops.create_project, project=project)))
+
+    async def _list(self, request: Request, params: dict[str, str]) -> Response:
+        return Response(200, {"projects": await self._ask(ops.list_projects)})
+
+    async def _get(self, request: Request, params: dict[str, str]) -> Response:
+        return Response(200, await self._ask(partial(ops.get_project, project_id=params["id"])))
+
+    async def _put(self, request: Request, params: dict[str, str]) -> Response:
+        project = parse_project(decode_json_object(request.body), path_id=params["id"])
+        view, created = await self._ask(partial(ops.put_project, project=project))
+        return Response(201 if created else 200, view)
+
+    async def _patch(self, request: Request, params: dict[str, str]) -> Response:
+        changes = decode_json_object(request.body)
+        work = partial(ops.patch_project_row, project_id=params["id"], changes=changes)
+        return Response(200, await self._ask(work))
+
+    async def _delete(self, request: Request, params: dict[str, str]) -> Response:
+        await self._ask(partial(ops.delete_project, project_id=params["id"]))
+        return Response(204, None)
+
+    async def _add_number(self, request: Request, params: dict[str, str]) -> Response:
+        number = parse_phone_number(decode_json_object(request.body))
+        work = partial(ops.add_phone_number, project_id=params["id"], number=number)
+        return Response(201, await self._ask(work))
+
+    async def _delete_number(self, request: Request, params: dict[str, str]) -> Response:
+        await self._ask(partial(ops.delete_phone_number, number=params["number"]))
+        return Response(204, None)
+
+    async def _create_key(self, request: Request, params: dict[str, str]) -> Response:
+        body = decode_json_object(request.body) if request.body.strip() else {}
+        name = body.get("name", "")
+        if not isinstance(name, str) or len(name) > 100:
+            problem = FieldError("name", "expected a string of 100 characters at most")
+            raise ValidationFailed([problem])
+        created = await self._ask(partial(ops.create_api_key, project_id=params["id"], name=name))
+        shown_once = {"note": "store this key now: it is not shown again"}
+        return Response(201, msgspec.structs.asdict(created) | shown_once)
+
+    async def _revoke_key(self, request: Request, params: dict[str, str]) -> Response:
+        await self._ask(partial(ops.revoke_api_key, key_id=params["key_id"]))
+        return Response(204, None)
