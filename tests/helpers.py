@@ -1,14 +1,23 @@
-"""Small test helpers: a minimal HTTP/1.1 client over real sockets (no extra dependency)."""
+"""Small test helpers: a minimal HTTP/1.1 client over real sockets (no extra dependency)
+and the whole engine running in the test's own Trio run."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 import trio
 
+from api.root import Engine, run_engine
+from engine.config import settings_from_mapping
+
 HTTP_TIMEOUT_S = 10.0
+ADMIN_TOKEN = "a" * 32
 
 
 @dataclass(frozen=True)
@@ -17,30 +26,68 @@ class HttpResponse:
     headers: dict[str, str]
     body: bytes
 
-    def json(self) -> object:
+    def json(self) -> Any:
         return msgspec.json.decode(self.body)
 
 
-async def http_request(method: str, url: str) -> HttpResponse:
+async def http_request(
+    method: str,
+    url: str,
+    *,
+    json: object = None,
+    body: bytes | None = None,
+    token: str | None = None,
+) -> HttpResponse:
     """One request on a fresh connection (``Connection: close``), read to EOF."""
     parts = urlsplit(url)
     assert parts.hostname is not None
     assert parts.port is not None
-    target = parts.path or "/"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    payload = msgspec.json.encode(json) if json is not None else (body or b"")
+    headers = f"Host: {parts.netloc}\r\nConnection: close\r\nContent-Length: {len(payload)}\r\n"
+    if payload:
+        headers += "Content-Type: application/json\r\n"
+    if token is not None:
+        headers += f"Authorization: Bearer {token}\r\n"
     with trio.fail_after(HTTP_TIMEOUT_S):
         stream = await trio.open_tcp_stream(parts.hostname, parts.port)
         async with stream:
-            request = (
-                f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n"
-            )
-            await stream.send_all(request.encode())
+            await stream.send_all(f"{method} {target} HTTP/1.1\r\n{headers}\r\n".encode() + payload)
             chunks = []
             while chunk := await stream.receive_some(65536):
                 chunks.append(chunk)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    head, _, response_body = b"".join(chunks).partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
+    response_headers = {}
     for line in header_lines:
         name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return HttpResponse(int(status_line.split()[1]), headers, body)
+        response_headers[name.strip().lower()] = value.strip()
+    return HttpResponse(int(status_line.split()[1]), response_headers, response_body)
+
+
+def engine_settings(database_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        "PUBLIC_URL": "http://127.0.0.1:8080",
+        "DATABASE_URL": database_url,
+        "DATA_DIR": str(data_dir),
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "TWILIO_AUTH_TOKEN": "b" * 32,
+        "DRAIN_TIMEOUT_S": "5",
+    }
+
+
+@asynccontextmanager
+async def running_engine(
+    database_url: str, data_dir: Path, **overrides: str
+) -> AsyncIterator[Engine]:
+    """The whole engine in this Trio run; stopped (gracefully) when the block ends."""
+    settings = settings_from_mapping(engine_settings(database_url, data_dir) | overrides)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            engine: Engine = await nursery.start(run_engine, settings)
+            try:
+                yield engine
+            finally:
+                engine.stop.request()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,33 +12,7 @@ import trio
 from api.root import Engine, run_engine
 from engine.config import settings_from_mapping
 from engine.lifecycle import StopSignal
-from tests.helpers import http_request
-
-
-def engine_settings(database_url: str, data_dir: Path) -> dict[str, str]:
-    return {
-        "HOST": "127.0.0.1",
-        "PORT": "0",
-        "PUBLIC_URL": "http://127.0.0.1:8080",
-        "DATABASE_URL": database_url,
-        "DATA_DIR": str(data_dir),
-        "ADMIN_TOKEN": "a" * 32,
-        "TWILIO_AUTH_TOKEN": "b" * 32,
-        "DRAIN_TIMEOUT_S": "5",
-    }
-
-
-@asynccontextmanager
-async def running_engine(database_url: str, data_dir: Path) -> AsyncIterator[Engine]:
-    """The whole engine in this Trio run; stopped (gracefully) when the block ends."""
-    settings = settings_from_mapping(engine_settings(database_url, data_dir))
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            engine: Engine = await nursery.start(run_engine, settings)
-            try:
-                yield engine
-            finally:
-                engine.stop.request()
+from tests.helpers import engine_settings, http_request, running_engine
 
 
 async def idle_call(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
