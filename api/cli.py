@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from api.admin_cli import add_commands, run_command
 from api.root import Engine, run_engine
 from engine import __version__
 from engine.config import Settings, load_settings
@@ -41,8 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--env-file", type=Path, default=Path(".env"), help="dotenv file to read (default: .env)"
     )
+    add_commands(commands)
     args = parser.parse_args(argv)
-    return _serve(args.env_file)
+    if args.command == "serve":
+        return _serve(args.env_file)
+    try:
+        settings = load_settings(os.environ, Path(".env"))
+    except StartupError as exc:
+        print(f"afterhours: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return run_command(args, settings)
 
 
 def _serve(env_file: Path) -> int:
