@@ -48,7 +48,11 @@ def error(status: int, message: str, **extra: object) -> Response:
 
 
 async def read_request(scope: Scope, receive: Receive) -> Request:
-    """The whole request; ``BodyTooLarge`` past ``MAX_BODY_BYTES``."""
+    """The whole request; ``BodyTooLarge`` past ``MAX_BODY_BYTES`` (refused from the
+    declared length before reading, when there is one)."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
     more = True

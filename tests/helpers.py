@@ -37,6 +37,7 @@ async def http_request(
     json: object = None,
     body: bytes | None = None,
     token: str | None = None,
+    declared_length: int | None = None,
 ) -> HttpResponse:
     """One request on a fresh connection (``Connection: close``), read to EOF."""
     parts = urlsplit(url)
@@ -44,7 +45,8 @@ async def http_request(
     assert parts.port is not None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     payload = msgspec.json.encode(json) if json is not None else (body or b"")
-    headers = f"Host: {parts.netloc}\r\nConnection: close\r\nContent-Length: {len(payload)}\r\n"
+    length = len(payload) if declared_length is None else declared_length
+    headers = f"Host: {parts.netloc}\r\nConnection: close\r\nContent-Length: {length}\r\n"
     if payload:
         headers += "Content-Type: application/json\r\n"
     if token is not None:
