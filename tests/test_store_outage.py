@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from actors.store import admin
 from actors.store.actor import StoreActor, StoreStatistics
 from actors.store.db import open_database
+from actors.store.queries import StoreQuery, StoreUnavailable, ask_store
 from engine.embedded_postgres import open_embedded_postgres
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
@@ -177,3 +179,25 @@ async def test_outage_and_engine_restart_lose_nothing_and_duplicate_nothing(
 
 def stats(running: RunningStore) -> StoreStatistics:
     return running.store.statistics()
+
+
+async def test_admin_queries_get_a_clear_unavailable_while_postgres_is_down(
+    aio_loop: None, base_dir: Path
+) -> None:
+    inbox: Mailbox[StoreWrite] = Mailbox("store", 8, OverflowPolicy.BLOCK)
+    queries: Mailbox[StoreQuery] = Mailbox("store-queries", 8, OverflowPolicy.BLOCK)
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            server = Server(nursery, base_dir / "postgres", free_port())
+            dsn = await server.start()
+            store = StoreActor(dsn, inbox, spool_dir=base_dir / "spool", queries=queries)
+            stop = StopSignal()
+            await nursery.start(store.run, stop)
+            assert await ask_store(queries, admin.list_projects, timeout_s=10) == []
+            await server.stop()
+            with pytest.raises(StoreUnavailable, match="PostgreSQL is unavailable"):
+                await ask_store(queries, admin.list_projects, timeout_s=10)
+            await server.start()
+            assert await ask_store(queries, admin.list_projects, timeout_s=10) == []
+            stop.request()
+            await server.stop()

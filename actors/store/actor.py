@@ -28,6 +28,7 @@ import trio
 
 from actors.store.db import TRANSIENT_ERRORS, open_database
 from actors.store.migrations import apply_migrations, load_migrations
+from actors.store.queries import StoreUnavailable
 from actors.store.spool import Spool, SpoolStatistics
 from actors.store.writes import write_records
 from engine.config import AlertLevel
@@ -234,6 +235,9 @@ class StoreActor:
             result: outcome.Outcome[object] = outcome.Value(
                 await db.transaction(query.work, timeout_s=QUERY_TIMEOUT_S)
             )
+        except TRANSIENT_ERRORS as exc:
+            unavailable = StoreUnavailable(f"PostgreSQL is unavailable ({describe_error(exc)})")
+            result = outcome.Error(unavailable)
         except Exception as exc:  # noqa: BLE001 - not swallowed: it is the asker's answer
             result = outcome.Error(exc)
         finally:
