@@ -86,3 +86,50 @@ def test_statistics_report_backlog_and_the_largest_spool(tmp_path: Path) -> None
         10,
         10,
     )
+
+
+def test_a_record_longer_than_the_read_window_round_trips(tmp_path: Path) -> None:
+    long_transcript = [{"role": "caller", "text": "x" * (3 << 20)}]  # 3 MiB: a very long call
+    records: list[StoreWrite] = [event(1), CallUpdated("CA1", transcript=long_transcript)]
+    spool = Spool(tmp_path)
+    spool.append(records)
+    spool.close()
+    with open(tmp_path / "records.jsonl", "ab") as file:
+        file.write(b'{"record":"call","call_sid":"' + b"y" * (2 << 20))  # a torn, long append
+    reopened = Spool(tmp_path)
+    assert reopened.pending == 2
+    assert replay_all(reopened) == records
+
+
+def test_a_cursor_past_the_end_starts_from_the_beginning(tmp_path: Path) -> None:
+    (tmp_path / "cursor").write_text("999999")  # a crash between truncate and cursor reset
+    spool = Spool(tmp_path)
+    spool.append([event(1)])
+    assert replay_all(spool) == [event(1)]
+
+
+def test_metadata_the_database_takes_as_text_is_spooled_as_text(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    record = EventLogWritten(
+        event_id="00000000-0000-0000-0000-000000000001",
+        timestamp=datetime(2026, 11, 26, tzinfo=UTC),
+        level="info",
+        type="test",
+        message="m",
+        metadata={"where": tmp_path},
+    )
+    spool.append([record])
+    (replayed,) = replay_all(spool)
+    assert isinstance(replayed, EventLogWritten)
+    assert replayed.metadata == {"where": str(tmp_path)}
+
+
+def test_an_undecodable_line_is_rejected_once_however_often_it_is_read(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.close()
+    (tmp_path / "records.jsonl").write_bytes(b'{"record":"mystery"}\n')
+    reopened = Spool(tmp_path)
+    reopened.peek(10)
+    reopened.peek(10)  # a replay that failed and is tried again
+    assert reopened.statistics().rejected_total == 1
+    assert len((tmp_path / "rejected.jsonl").read_text().splitlines()) == 1

@@ -3,11 +3,13 @@ updates in any order, and a spool that keeps what PostgreSQL cannot take yet."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 import trio
 from trio_asyncio import aio_as_trio
@@ -206,3 +208,34 @@ async def test_a_record_postgres_refuses_is_kept_aside_and_the_rest_written(
     rejected = (tmp_path / "rejected.jsonl").read_text()
     assert '"outcome":"exploded"' in rejected
     assert "function_calls_outcome_check" in rejected
+
+
+EARLIER_START = CallUpdated(
+    "CA9", source="twilio", started_at=datetime(2026, 11, 26, 22, 59, 58, tzinfo=UTC)
+)
+
+
+async def test_every_order_and_duplicate_of_call_updates_gives_one_row(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    # What the bridge, the stream end and Twilio's callback report, including two final
+    # statuses that disagree; each field is reported by one update, as in real calls.
+    updates = [CALL_START, STREAM_END, STATUS_CALLBACK, BRIDGE_FAILED, EARLIER_START]
+    orders = list(itertools.permutations(range(len(updates))))  # all 120
+    batch: list[StoreWrite] = []
+    for n, order in enumerate(orders):
+        for index in (*order, order[0]):  # the first update again at the end: a duplicate
+            batch.append(msgspec.structs.replace(updates[index], call_sid=f"CA{n:04d}"))
+    await run_store(fresh_database, tmp_path, batch, batch_max=len(batch))
+    rows = await fetch(
+        fresh_database,
+        "SELECT project_id, from_number, to_number, status, status_source, intent, end_reason,"
+        " error, started_at, answered_at, ended_at, duration_s, transcript::text, usage::text,"
+        " cost_usd, stream_sid, twilio_status, twilio_duration_s FROM calls",
+    )
+    assert len(rows) == len(orders)
+    assert len(set(rows)) == 1, "the row depends on the order of the updates"
+    (row,) = set(rows)
+    # failed (the engine's) outranks every other status; its error stands; the outcome
+    # fields of the others fill only what the failure did not say.
+    assert row[3:8] == ("failed", "engine", "emergency", "caller_hung_up", "model disconnected")

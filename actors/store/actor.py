@@ -34,6 +34,7 @@ from actors.store.writes import write_records
 from engine.config import AlertLevel
 from engine.events import describe_error
 from engine.messages import Alert
+from engine.projects import FieldError, ValidationFailed
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,6 +46,16 @@ if TYPE_CHECKING:
     from engine.messages import StoreWrite
 
 log = logging.getLogger("afterhours.store")
+
+# A record Postgres refuses as invalid: SQLSTATE class 22 (data exceptions, also raised by
+# asyncpg's own argument encoding) and class 23 (integrity violations). Any other error is
+# the database's condition (unreachable, read-only during a failover, out of connections
+# or disk, a deadlock, a timeout): the records wait in the spool for it to recover.
+INVALID_RECORD_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+)
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
 
 WRITE_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 10.0
@@ -173,11 +184,11 @@ class StoreActor:
         else:
             try:
                 await self._write(db, batch)
-            except TRANSIENT_ERRORS as exc:
+            except INVALID_RECORD_ERRORS as exc:
+                await self._write_one_by_one(db, spool, batch, exc, spool_rest=True)
+            except UNAVAILABLE_ERRORS as exc:
                 spool.append(batch)
                 self._database_down(exc)
-            except asyncpg.PostgresError as exc:
-                await self._write_one_by_one(db, spool, batch, exc)
         self._pending = []
 
     async def _replay(self, db: Database, spool: Spool) -> None:
@@ -185,14 +196,19 @@ class StoreActor:
         database fails again."""
         while spool.pending:
             chunk = spool.peek(self._batch_max)
+            if chunk.lines == 0:  # cannot happen unless the file changed under us
+                log.error("spool: %d records pending but none readable", spool.pending)
+                return
             try:
                 await self._write(db, chunk.records)
-            except TRANSIENT_ERRORS as exc:
+            except INVALID_RECORD_ERRORS as exc:
+                if not await self._write_one_by_one(db, spool, chunk.records, exc):
+                    return  # the database failed half-way: the chunk stays spooled
+            except UNAVAILABLE_ERRORS as exc:
                 self._database_down(exc)
                 return
-            except asyncpg.PostgresError as exc:
-                await self._write_one_by_one(db, spool, chunk.records, exc)
             spool.commit(chunk)
+            await trio.lowlevel.checkpoint()  # a long replay never starves other tasks
         self._database_back()
 
     async def _write(self, db: Database, records: list[StoreWrite]) -> None:
@@ -207,18 +223,31 @@ class StoreActor:
         self._batches_total += 1
 
     async def _write_one_by_one(
-        self, db: Database, spool: Spool, records: list[StoreWrite], batch_error: Exception
-    ) -> None:
+        self,
+        db: Database,
+        spool: Spool,
+        records: list[StoreWrite],
+        batch_error: BaseException,
+        *,
+        spool_rest: bool = False,
+    ) -> bool:
         """Postgres refused the batch as invalid: find the records it refuses, keep them in
-        the rejected file, and write the others."""
+        the rejected file, and write the others. If the database itself fails half-way,
+        stop (spooling what is left when asked to) and return False."""
         log.error("a batch was refused (%s); writing its records one by one", batch_error)
-        for record in records:
+        for index, record in enumerate(records):
             try:
                 await self._write(db, [record])
-            except asyncpg.PostgresError as exc:
+            except INVALID_RECORD_ERRORS as exc:
                 spool.reject(record, describe_error(exc))
                 log.error("record refused by PostgreSQL and kept in the spool: %s", exc)
                 self._raise_alert(AlertLevel.ERROR, "Record refused", describe_error(exc))
+            except UNAVAILABLE_ERRORS as exc:
+                if spool_rest:
+                    spool.append(records[index:])
+                self._database_down(exc)
+                return False
+        return True
 
     async def _serve_queries(
         self, db: Database, queries: Mailbox[StoreQuery], stop: StopSignal
@@ -235,7 +264,11 @@ class StoreActor:
             result: outcome.Outcome[object] = outcome.Value(
                 await db.transaction(query.work, timeout_s=QUERY_TIMEOUT_S)
             )
-        except TRANSIENT_ERRORS as exc:
+        except INVALID_RECORD_ERRORS as exc:
+            # Input that passed validation but not PostgreSQL (a NUL byte, say): the
+            # asker's error, not a server error.
+            result = outcome.Error(ValidationFailed([FieldError("body", describe_error(exc))]))
+        except UNAVAILABLE_ERRORS as exc:
             unavailable = StoreUnavailable(f"PostgreSQL is unavailable ({describe_error(exc)})")
             result = outcome.Error(unavailable)
         except Exception as exc:  # noqa: BLE001 - not swallowed: it is the asker's answer

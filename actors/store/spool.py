@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-_encoder = msgspec.json.Encoder()
+# enc_hook=str like the database writer: metadata the database would take as text must
+# not become unspoolable during an outage.
+_encoder = msgspec.json.Encoder(enc_hook=str)
+READ_CHUNK_BYTES = 1 << 20
 _decoder: msgspec.json.Decoder[StoreWrite] = msgspec.json.Decoder(StoreWrite)
 
 
@@ -62,6 +65,7 @@ class Spool:
         self._cursor_path = directory / "cursor"
         self._rejected_path = directory / "rejected.jsonl"
         self._fd = os.open(self._records_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _fsync_directory(directory)  # the new file's name is durable too
         self._cursor = self._read_cursor()
         self._cut_torn_tail()
         self._size = os.fstat(self._fd).st_size  # kept in step by append and commit
@@ -70,6 +74,7 @@ class Spool:
         self._replayed_total = 0
         self._rejected_total = 0
         self._largest_backlog = self._pending_records
+        self._rejected_lines: set[int] = set()  # end offsets of lines already rejected
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -105,26 +110,35 @@ class Spool:
 
     def peek(self, max_records: int) -> SpoolChunk:
         """Up to ``max_records`` records from the cursor on, and where they end. A line
-        that does not decode is moved to ``rejected.jsonl`` (never silently lost)."""
-        size = self._size
+        that does not decode is moved to ``rejected.jsonl`` (once; never silently lost)."""
         offset = self._cursor
         lines = 0
         records: list[StoreWrite] = []
-        while offset < size and len(records) < max_records:
-            chunk = os.pread(self._fd, min(size - offset, 1 << 20), offset)
-            for line in chunk.splitlines(keepends=True):
-                if not line.endswith(b"\n") or len(records) >= max_records:
-                    break
-                offset += len(line)
-                lines += 1
-                try:
-                    records.append(_decoder.decode(line))
-                except msgspec.DecodeError as exc:
+        while offset < self._size and len(records) < max_records:
+            line = self._line_at(offset)
+            if line is None:
+                break
+            offset += len(line)
+            lines += 1
+            try:
+                records.append(_decoder.decode(line))
+            except msgspec.DecodeError as exc:
+                if offset not in self._rejected_lines:
+                    self._rejected_lines.add(offset)
                     self._reject_line(line, str(exc))
-            else:
-                continue
-            break
         return SpoolChunk(records, offset, lines)
+
+    def _line_at(self, offset: int) -> bytes | None:
+        """The complete line starting at ``offset`` (any length), or None if unfinished."""
+        window = READ_CHUNK_BYTES
+        while True:
+            data = os.pread(self._fd, min(window, self._size - offset), offset)
+            end = data.find(b"\n")
+            if end >= 0:
+                return data[: end + 1]
+            if offset + len(data) >= self._size:
+                return None
+            window *= 2  # a record longer than the window (a long transcript): read more
 
     def commit(self, chunk: SpoolChunk) -> None:
         """The chunk's records are in PostgreSQL. When all are, start afresh."""
@@ -169,18 +183,22 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self._cursor_path)
+        _fsync_directory(self._cursor_path.parent)
         self._cursor = offset
 
     def _cut_torn_tail(self) -> None:
+        """Drop bytes after the last newline (an append that never returned)."""
         size = os.fstat(self._fd).st_size
-        if size == 0:
-            return
-        tail_start = max(0, size - (1 << 20))
-        tail = os.pread(self._fd, size - tail_start, tail_start)
-        last_newline = tail.rfind(b"\n")
-        keep = tail_start + last_newline + 1 if last_newline >= 0 else tail_start
-        if keep < size:
-            os.ftruncate(self._fd, keep)
+        end = size
+        while end > 0:
+            start = max(0, end - READ_CHUNK_BYTES)
+            last_newline = os.pread(self._fd, end - start, start).rfind(b"\n")
+            if last_newline >= 0:
+                end = start + last_newline + 1
+                break
+            end = start
+        if end < size:
+            os.ftruncate(self._fd, end)
             os.fsync(self._fd)
 
     def _count_pending(self) -> int:
@@ -188,7 +206,7 @@ class Spool:
         offset = self._cursor
         size = os.fstat(self._fd).st_size
         while offset < size:
-            chunk = os.pread(self._fd, min(size - offset, 1 << 20), offset)
+            chunk = os.pread(self._fd, min(size - offset, READ_CHUNK_BYTES), offset)
             count += chunk.count(b"\n")
             offset += len(chunk)
         return count
@@ -200,3 +218,11 @@ class Spool:
             rejected.flush()
             os.fsync(rejected.fileno())
         self._rejected_total += 1
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

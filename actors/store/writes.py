@@ -5,11 +5,9 @@ spool after a crash, leaves the same rows as if it had been written once:
 
 * ``event_log`` and ``function_calls``: inserts keyed by the record's own id, ``ON
   CONFLICT DO NOTHING``.
-* ``calls``: an upsert keyed by call_sid that *merges*: a field the update leaves out
-  (``None``) keeps the row's value, so updates from the call bridge, the status callback
-  and the stream end can arrive in any order. The status never goes back to ``active``;
-  the first final status stands, except that the engine's verdict (it knows whether the
-  call failed) replaces a final status that came only from Twilio's callback.
+* ``calls``: an upsert keyed by call_sid that *merges* by the rules next to
+  ``_upsert_call_sql``, so that updates from the call bridge, the status callback and the
+  stream end give the same row in any order, and applying one twice changes nothing.
 """
 
 from __future__ import annotations
@@ -46,23 +44,30 @@ _CALL_COLUMNS = (
     "twilio_status", "twilio_duration_s",
 )  # fmt: skip
 
-# Fields where the first value recorded stands (a late or replayed update cannot move
-# them), and fields where the newest non-null value wins (the bridge reports them when the
-# call ends, complete).
-_FIRST_WINS = ("project_id", "from_number", "to_number", "started_at", "answered_at")
-_LAST_WINS = (
+# How a call's row merges updates, so that the result does not depend on their order:
+# * the status with the higher rank wins (failed > missed > completed > active); at equal
+#   rank the engine's word beats Twilio's; an update that does not win only fills fields
+#   the row does not have yet, so a row never says "completed" with another update's error;
+# * started_at and answered_at keep the earliest time reported;
+# * intent keeps the most urgent (emergency > routine > unknown);
+# * the call's identity (project, numbers) keeps its first value.
+# Two updates that both lose to a third and give the same field different values (which
+# the bridge and Twilio never do: each field has one reporter) are settled by arrival.
+_RANK = "CASE {0} WHEN 'failed' THEN 3 WHEN 'missed' THEN 2 WHEN 'completed' THEN 1 ELSE 0 END"
+_SOURCE = "CASE {0} WHEN 'engine' THEN 1 ELSE 0 END"
+_WINS = (
+    f"(({_RANK.format('EXCLUDED.status')}) > ({_RANK.format('calls.status')}) OR "
+    f"(({_RANK.format('EXCLUDED.status')}) = ({_RANK.format('calls.status')}) AND "
+    f"({_SOURCE.format('EXCLUDED.status_source')}) > ({_SOURCE.format('calls.status_source')})))"
+)
+_IDENTITY = ("project_id", "from_number", "to_number")
+_EARLIEST = ("started_at", "answered_at")
+_OUTCOME = (
     "end_reason", "error", "ended_at", "duration_s", "transcript", "usage", "cost_usd",
     "time_to_first_audio_ms", "stream_sid", "engine_instance", "twilio_status",
     "twilio_duration_s",
 )  # fmt: skip
-
-# Is the incoming status allowed to replace the row's? (see the module docstring)
-_STATUS_WINS = """(
-    EXCLUDED.status <> 'active' AND (
-        calls.status = 'active'
-        OR (EXCLUDED.status_source = 'engine' AND calls.status_source <> 'engine')
-    )
-)"""
+_URGENCY = "CASE {0} WHEN 'emergency' THEN 2 WHEN 'routine' THEN 1 ELSE 0 END"
 
 
 def _upsert_call_sql() -> str:
@@ -70,13 +75,19 @@ def _upsert_call_sql() -> str:
         f"${n}::jsonb" if column in ("transcript", "usage") else f"${n}"
         for n, column in enumerate(_CALL_COLUMNS, start=1)
     )
-    merges = [f"{c} = COALESCE(calls.{c}, EXCLUDED.{c})" for c in _FIRST_WINS]
-    merges += [f"{c} = COALESCE(EXCLUDED.{c}, calls.{c})" for c in _LAST_WINS]
+    merges = [f"{c} = COALESCE(calls.{c}, EXCLUDED.{c})" for c in _IDENTITY]
+    merges += [f"{c} = LEAST(calls.{c}, EXCLUDED.{c})" for c in _EARLIEST]
     merges += [
-        f"status = CASE WHEN {_STATUS_WINS} THEN EXCLUDED.status ELSE calls.status END",
-        "status_source = CASE WHEN "
-        f"{_STATUS_WINS} THEN EXCLUDED.status_source ELSE calls.status_source END",
-        "intent = CASE WHEN EXCLUDED.intent = 'unknown' THEN calls.intent ELSE EXCLUDED.intent END",
+        f"{c} = CASE WHEN {_WINS} THEN COALESCE(EXCLUDED.{c}, calls.{c}) "
+        f"ELSE COALESCE(calls.{c}, EXCLUDED.{c}) END"
+        for c in _OUTCOME
+    ]
+    merges += [
+        f"status = CASE WHEN {_WINS} THEN EXCLUDED.status ELSE calls.status END",
+        f"status_source = CASE WHEN {_WINS} THEN EXCLUDED.status_source "
+        "ELSE calls.status_source END",
+        f"intent = CASE WHEN ({_URGENCY.format('EXCLUDED.intent')}) > "
+        f"({_URGENCY.format('calls.intent')}) THEN EXCLUDED.intent ELSE calls.intent END",
         "updated_at = now()",
     ]
     return (
