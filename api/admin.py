@@ -120,8 +120,11 @@ class AdminApi:
         return Response(200, await self._ask(partial(ops.get_project, project_id=params["id"])))
 
     async def _put(self, request: Request, params: dict[str, str]) -> Response:
-        project = parse_project(decode_json_object(request.body), path_id=params["id"])
-        view, created = await self._ask(partial(ops.put_project, project=project))
+        body = decode_json_object(request.body)
+        project = parse_project(body, path_id=params["id"])
+        keep_secret = "function_secret" not in body  # write-only: omitted means unchanged
+        work = partial(ops.put_project, project=project, keep_secret=keep_secret)
+        view, created = await self._ask(work)
         return Response(201 if created else 200, view)
 
     async def _patch(self, request: Request, params: dict[str, str]) -> Response:

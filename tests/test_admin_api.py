@@ -58,6 +58,7 @@ async def test_every_admin_route_needs_the_admin_token(
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert ADMIN_TOKEN not in response.body.decode()
     assert right.status not in (401, 403)
+    assert right.status < 500, right.body
 
 
 async def test_project_lifecycle(fresh_database: str, tmp_path: Path) -> None:
@@ -92,6 +93,21 @@ async def test_project_lifecycle(fresh_database: str, tmp_path: Path) -> None:
             "PUT", f"{base}/smith-plumbing", json=PLUMBER | {"voice": "cedar"}, token=ADMIN_TOKEN
         )
         assert (replaced.status, replaced.json()["voice"]) == (200, "cedar")
+        # The secret is write-only: a PUT that leaves it out keeps it; null clears it.
+        without_secret = {k: v for k, v in PLUMBER.items() if k != "function_secret"}
+        kept = await http_request(
+            "PUT", f"{base}/smith-plumbing", json=without_secret, token=ADMIN_TOKEN
+        )
+        assert kept.json()["function_secret_set"] is True
+        cleared = await http_request(
+            "PUT", f"{base}/smith-plumbing", json=PLUMBER | {"function_secret": None},
+            token=ADMIN_TOKEN,
+        )  # fmt: skip
+        assert cleared.json()["function_secret_set"] is False
+        nul = await http_request(
+            "PATCH", f"{base}/smith-plumbing", json={"name": "Smith\u0000"}, token=ADMIN_TOKEN
+        )
+        assert nul.status == 422
         assert replaced.json()["name"] == "Smith Plumbing"
         put_new = await http_request(
             "PUT", f"{base}/jones-hvac", json=PLUMBER | {"id": "jones-hvac"}, token=ADMIN_TOKEN

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -37,6 +38,7 @@ from engine.messages import Alert
 from engine.projects import FieldError, ValidationFailed
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from actors.store.db import Connection, Database
@@ -59,7 +61,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncp
 
 WRITE_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 10.0
-QUERY_CONCURRENCY = 4
+# Below the pool's 8 connections, so admin queries (which may wait on a row lock) can
+# never take the connection the write batches need.
+QUERY_CONCURRENCY = 2
+# Server-side bounds for admin queries, under the asker's 10 s: a query the asker gave up
+# on does not go on to commit later.
+QUERY_STATEMENT_TIMEOUT_MS = 8000
+QUERY_LOCK_TIMEOUT_MS = 5000
 # While the spool holds records, how often to try Postgres again (doubling up to the max).
 REPLAY_RETRY_S = 0.5
 REPLAY_RETRY_MAX_S = 10.0
@@ -262,7 +270,7 @@ class StoreActor:
     async def _answer(self, db: Database, query: StoreQuery, limiter: trio.CapacityLimiter) -> None:
         try:
             result: outcome.Outcome[object] = outcome.Value(
-                await db.transaction(query.work, timeout_s=QUERY_TIMEOUT_S)
+                await db.transaction(partial(_bounded, query.work), timeout_s=QUERY_TIMEOUT_S)
             )
         except INVALID_RECORD_ERRORS as exc:
             # Input that passed validation but not PostgreSQL (a NUL byte, say): the
@@ -303,3 +311,15 @@ class StoreActor:
     def _raise_alert(self, level: AlertLevel, title: str, message: str) -> None:
         if self._alerts is not None:
             self._alerts.send_nowait(Alert(level, "databaseError", title, message))
+
+
+async def _bounded(
+    work: Callable[[Connection], Awaitable[object]], connection: Connection
+) -> object:
+    """Run an admin query with server-side statement and lock timeouts (this transaction
+    only: ``SET LOCAL``)."""
+    await connection.execute(
+        f"SET LOCAL statement_timeout = {QUERY_STATEMENT_TIMEOUT_MS}; "
+        f"SET LOCAL lock_timeout = {QUERY_LOCK_TIMEOUT_MS}"
+    )
+    return await work(connection)

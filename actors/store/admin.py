@@ -104,17 +104,25 @@ async def create_project(connection: Connection, project: Project) -> dict[str, 
     return await _view(connection, project)
 
 
-async def put_project(connection: Connection, project: Project) -> tuple[dict[str, Any], bool]:
-    """Create or replace; returns the project and whether it was created."""
-    assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PROJECT_COLUMNS[1:])
+async def put_project(
+    connection: Connection, project: Project, *, keep_secret: bool = False
+) -> tuple[dict[str, Any], bool]:
+    """Create or replace; returns the project and whether it was created. The secret is
+    write-only: with ``keep_secret`` (the body did not mention it) the stored one stays,
+    so a configuration file that leaves secrets out does not erase them."""
+    kept = {"function_secret"} if keep_secret else set()
+    assignments = ", ".join(
+        f"{c} = projects.{c}" if c in kept else f"{c} = EXCLUDED.{c}" for c in _PROJECT_COLUMNS[1:]
+    )
     placeholders = ", ".join(f"${n}" for n in range(1, len(_PROJECT_COLUMNS) + 1))
-    created = await connection.fetchval(
+    row = await connection.fetchrow(
         f"INSERT INTO projects ({', '.join(_PROJECT_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608 - constants only
         f"ON CONFLICT (id) DO UPDATE SET {assignments}, updated_at = now() "
-        "RETURNING (xmax = 0)",
+        "RETURNING (xmax = 0) AS created, *",
         *_project_values(project),
     )
-    return await _view(connection, project), bool(created)
+    assert row is not None  # an upsert always returns its row
+    return await _view(connection, _project_from_row(row)), bool(row["created"])
 
 
 async def patch_project_row(

@@ -100,7 +100,7 @@ class Database:
 
 @asynccontextmanager
 async def open_database(
-    dsn: str, *, connect_timeout_s: float, max_connections: int = 4
+    dsn: str, *, connect_timeout_s: float, max_connections: int = 8
 ) -> AsyncIterator[Database]:
     """A connected pool, or ``StartupError`` naming the server (password hidden)."""
     try:
