@@ -201,3 +201,39 @@ async def test_admin_queries_get_a_clear_unavailable_while_postgres_is_down(
             assert await ask_store(queries, admin.list_projects, timeout_s=10) == []
             stop.request()
             await server.stop()
+
+
+async def test_a_store_restarted_during_an_outage_starts_and_spools(
+    aio_loop: None, base_dir: Path
+) -> None:
+    inbox: Mailbox[StoreWrite] = Mailbox("store", 64, OverflowPolicy.BLOCK)
+    with trio.fail_after(WAIT_S):
+        async with trio.open_nursery() as nursery:
+            server = Server(nursery, base_dir / "postgres", free_port())
+            dsn = await server.start()
+            store = StoreActor(dsn, inbox, spool_dir=base_dir / "spool", batch_delay_s=0.01)
+            running = RunningStore(store, inbox)
+            first = StopSignal()
+            async with trio.open_nursery() as first_run:  # the engine's start: database up
+                await first_run.start(store.run, first)
+                first.request()
+            await server.stop()
+            # The supervisor restarts the same actor while PostgreSQL is away: it starts at
+            # once, and what it is sent waits in the spool.
+            second = StopSignal()
+            await nursery.start(store.run, second)
+            await running.send(burst(0, 25))
+            await running.wait_until(lambda: stats(running).spool.pending_records == 100)
+            assert not stats(running).database_up
+            await server.start()
+            await running.wait_until(
+                lambda: (
+                    stats(running).records_written_total == 100
+                    and stats(running).spool.pending_records == 0
+                )
+            )
+            second.request()
+            async with open_database(dsn, connect_timeout_s=10) as db:
+                calls = await db.fetchval("SELECT count(*) FROM calls", timeout_s=5)
+            await server.stop()
+    assert calls == 25

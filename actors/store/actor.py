@@ -33,6 +33,7 @@ from actors.store.queries import StoreUnavailable
 from actors.store.spool import Spool, SpoolStatistics
 from actors.store.writes import write_records
 from engine.config import AlertLevel
+from engine.errors import StartupError
 from engine.events import describe_error
 from engine.messages import Alert
 from engine.projects import FieldError, ValidationFailed
@@ -58,6 +59,7 @@ INVALID_RECORD_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.IntegrityConstraintViolationError,
 )
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
+CONNECT_FAILURES: tuple[type[BaseException], ...] = (StartupError, *UNAVAILABLE_ERRORS)
 
 WRITE_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 10.0
@@ -114,17 +116,18 @@ class StoreActor:
         self._retry_s = REPLAY_RETRY_S
         self._next_replay_at_s = 0.0
         self._last_error: str | None = None
+        # The actor object outlives a restart by its supervisor: this says which start it is.
+        self._started_once = False
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         spool = self._spool = Spool(self._spool_dir)
         try:
-            async with open_database(self._dsn, connect_timeout_s=self._connect_timeout_s) as db:
-                applied = await apply_migrations(db, load_migrations())
-                if applied:
-                    log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
+            async with contextlib.AsyncExitStack() as resources:
+                db = await self._connect(resources, spool, stop, task_status)
+                if db is None:
+                    return  # stopped before the database came back: all is spooled
                 if spool.pending:
                     log.warning("spool holds %d records from before: replaying", spool.pending)
-                task_status.started()
                 async with trio.open_nursery() as nursery:
                     if self._queries is not None:
                         nursery.start_soon(self._serve_queries, db, self._queries, stop)
@@ -135,6 +138,47 @@ class StoreActor:
             spool.append([*self._pending, *self._inbox.drain_nowait()])
             self._pending = []
             spool.close()
+
+    async def _connect(
+        self,
+        resources: contextlib.AsyncExitStack,
+        spool: Spool,
+        stop: StopSignal,
+        task_status: trio.TaskStatus[None],
+    ) -> Database | None:
+        """The pool, migrated. The engine's first start needs the database (a bad one is a
+        start-up error, said in one line). A restart by the supervisor does not: it reports
+        started at once and keeps taking records into the spool until the database
+        answers, so a crash during an outage neither stops the engine nor blocks senders."""
+        if not self._started_once:
+            db = await self._open(resources)
+            self._started_once = True
+            task_status.started()
+            return db
+        task_status.started()
+        while not stop.requested:
+            attempt = contextlib.AsyncExitStack()
+            try:
+                db = await self._open(attempt)
+            except CONNECT_FAILURES as exc:
+                await attempt.aclose()
+                self._database_down(exc)
+                if await self._collect_batch(stop, self._until_replay_s()):
+                    spool.append(self._pending)
+                    self._pending = []
+                continue
+            await resources.enter_async_context(attempt)
+            return db
+        return None
+
+    async def _open(self, resources: contextlib.AsyncExitStack) -> Database:
+        db = await resources.enter_async_context(
+            open_database(self._dsn, connect_timeout_s=self._connect_timeout_s)
+        )
+        applied = await apply_migrations(db, load_migrations())
+        if applied:
+            log.info("applied migrations %s", ", ".join(f"{v:04d}" for v in applied))
+        return db
 
     def statistics(self) -> StoreStatistics:
         spool = self._spool
