@@ -239,3 +239,44 @@ async def test_every_order_and_duplicate_of_call_updates_gives_one_row(
     # failed (the engine's) outranks every other status; its error stands; the outcome
     # fields of the others fill only what the failure did not say.
     assert row[3:8] == ("failed", "engine", "emergency", "caller_hung_up", "model disconnected")
+
+
+async def test_a_read_only_database_spools_records_instead_of_rejecting_them(
+    fresh_database: str, postgres_server_dsn: str, tmp_path: Path
+) -> None:
+    name = fresh_database.rsplit("/", 1)[1]
+    admin = await aio_as_trio(asyncpg.connect)(postgres_server_dsn)
+
+    async def set_read_only(read_only: bool) -> None:
+        # As in a failover: the server turns read-only and existing sessions are cut.
+        setting = "on" if read_only else "off"
+        await aio_as_trio(admin.execute)(
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = {setting}'
+        )
+        await aio_as_trio(admin.execute)(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+
+    inbox: Mailbox[StoreWrite] = Mailbox("store", 16, OverflowPolicy.BLOCK)
+    store = StoreActor(fresh_database, inbox, spool_dir=tmp_path, batch_delay_s=0.01)
+    stop = StopSignal()
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(store.run, stop)
+                await set_read_only(True)
+                for n in range(5):
+                    inbox.send_nowait(event(n))
+                # Polled: the store reports; the failure comes from the real server.
+                while store.statistics().spool.pending_records < 5:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                assert not store.statistics().database_up
+                assert store.statistics().spool.rejected_total == 0
+                await set_read_only(False)
+                while store.statistics().spool.pending_records:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                stop.request()
+    finally:
+        await aio_as_trio(admin.close)()
+    assert await count_rows(fresh_database) == 5
+    assert not (tmp_path / "rejected.jsonl").exists()
