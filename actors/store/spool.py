@@ -114,31 +114,31 @@ class Spool:
         offset = self._cursor
         lines = 0
         records: list[StoreWrite] = []
+        window = READ_CHUNK_BYTES
         while offset < self._size and len(records) < max_records:
-            line = self._line_at(offset)
-            if line is None:
-                break
-            offset += len(line)
-            lines += 1
-            try:
-                records.append(_decoder.decode(line))
-            except msgspec.DecodeError as exc:
-                if offset not in self._rejected_lines:
-                    self._rejected_lines.add(offset)
-                    self._reject_line(line, str(exc))
+            data = os.pread(self._fd, min(window, self._size - offset), offset)
+            start = 0
+            while len(records) < max_records and (end := data.find(b"\n", start)) >= 0:
+                line = data[start : end + 1]
+                start = end + 1
+                offset += len(line)
+                lines += 1
+                self._decode_into(records, line, offset)
+            if start == 0:  # no complete line in the window
+                if offset + len(data) >= self._size:
+                    break  # only an unfinished tail is left
+                window *= 2  # a record longer than the window (a long transcript)
+            else:
+                window = READ_CHUNK_BYTES
         return SpoolChunk(records, offset, lines)
 
-    def _line_at(self, offset: int) -> bytes | None:
-        """The complete line starting at ``offset`` (any length), or None if unfinished."""
-        window = READ_CHUNK_BYTES
-        while True:
-            data = os.pread(self._fd, min(window, self._size - offset), offset)
-            end = data.find(b"\n")
-            if end >= 0:
-                return data[: end + 1]
-            if offset + len(data) >= self._size:
-                return None
-            window *= 2  # a record longer than the window (a long transcript): read more
+    def _decode_into(self, records: list[StoreWrite], line: bytes, end_offset: int) -> None:
+        try:
+            records.append(_decoder.decode(line))
+        except msgspec.DecodeError as exc:
+            if end_offset not in self._rejected_lines:
+                self._rejected_lines.add(end_offset)
+                self._reject_line(line, str(exc))
 
     def commit(self, chunk: SpoolChunk) -> None:
         """The chunk's records are in PostgreSQL. When all are, start afresh."""

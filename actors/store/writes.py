@@ -38,7 +38,8 @@ ON CONFLICT (id) DO NOTHING
 """
 
 _CALL_COLUMNS = (
-    "call_sid", "project_id", "from_number", "to_number", "status", "status_source", "intent",
+    "call_sid", "project_id", "from_number", "to_number", "status", "status_source",
+    "status_rank", "intent",
     "end_reason", "error", "started_at", "answered_at", "ended_at", "duration_s", "transcript",
     "usage", "cost_usd", "time_to_first_audio_ms", "stream_sid", "engine_instance",
     "twilio_status", "twilio_duration_s",
@@ -53,13 +54,9 @@ _CALL_COLUMNS = (
 # * the call's identity (project, numbers) keeps its first value.
 # Two updates that both lose to a third and give the same field different values (which
 # the bridge and Twilio never do: each field has one reporter) are settled by arrival.
-_RANK = "CASE {0} WHEN 'failed' THEN 3 WHEN 'missed' THEN 2 WHEN 'completed' THEN 1 ELSE 0 END"
-_SOURCE = "CASE {0} WHEN 'engine' THEN 1 ELSE 0 END"
-_WINS = (
-    f"(({_RANK.format('EXCLUDED.status')}) > ({_RANK.format('calls.status')}) OR "
-    f"(({_RANK.format('EXCLUDED.status')}) = ({_RANK.format('calls.status')}) AND "
-    f"({_SOURCE.format('EXCLUDED.status_source')}) > ({_SOURCE.format('calls.status_source')})))"
-)
+_STATUS_RANK = {"active": 0, "completed": 1, "missed": 2, "failed": 3}
+_SOURCE_RANK = {"twilio": 0, "engine": 1}
+_WINS = "(EXCLUDED.status_rank > calls.status_rank)"
 _IDENTITY = ("project_id", "from_number", "to_number")
 _EARLIEST = ("started_at", "answered_at")
 _OUTCOME = (
@@ -86,6 +83,7 @@ def _upsert_call_sql() -> str:
         f"status = CASE WHEN {_WINS} THEN EXCLUDED.status ELSE calls.status END",
         f"status_source = CASE WHEN {_WINS} THEN EXCLUDED.status_source "
         "ELSE calls.status_source END",
+        "status_rank = GREATEST(calls.status_rank, EXCLUDED.status_rank)",
         f"intent = CASE WHEN ({_URGENCY.format('EXCLUDED.intent')}) > "
         f"({_URGENCY.format('calls.intent')}) THEN EXCLUDED.intent ELSE calls.intent END",
         "updated_at = now()",
@@ -118,6 +116,8 @@ def call_row(record: CallUpdated) -> tuple[Any, ...]:
     # A new row needs a status; an existing one keeps its own unless this one may win.
     values["status"] = record.status or "active"
     values["status_source"] = record.source
+    # Status first, source second: one number the merge compares (see _WINS).
+    values["status_rank"] = _STATUS_RANK[values["status"]] * 2 + _SOURCE_RANK[record.source]
     values["intent"] = record.intent or "unknown"
     for column in ("transcript", "usage"):
         value = values[column]

@@ -40,6 +40,8 @@ CREATE TABLE calls (
                                         CHECK (status IN ('active', 'completed', 'missed', 'failed')),
     status_source           text        NOT NULL DEFAULT 'engine'
                                         CHECK (status_source IN ('engine', 'twilio')),
+    -- Precedence of the status and its source, kept by the store's merge (writes.py).
+    status_rank             smallint    NOT NULL DEFAULT 0,
     intent                  text        NOT NULL DEFAULT 'unknown'
                                         CHECK (intent IN ('emergency', 'routine', 'unknown')),
     end_reason              text,
