@@ -26,7 +26,13 @@ from actors.store.queries import StoreQuery, StoreUnavailable, ask_store
 from engine.embedded_postgres import open_embedded_postgres
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
-from engine.messages import CallUpdated, EventLogWritten, FunctionCallRecorded, StoreWrite
+from engine.messages import (
+    Alert,
+    CallUpdated,
+    EventLogWritten,
+    FunctionCallRecorded,
+    StoreWrite,
+)
 
 WAIT_S = 60.0
 START = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
@@ -108,9 +114,13 @@ class RunningStore:
 
 
 @asynccontextmanager
-async def running_store(dsn: str, spool_dir: Path) -> AsyncIterator[RunningStore]:
+async def running_store(
+    dsn: str, spool_dir: Path, alerts: Mailbox[Alert] | None = None
+) -> AsyncIterator[RunningStore]:
     inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
-    store = StoreActor(dsn, inbox, spool_dir=spool_dir, batch_max=200, batch_delay_s=0.02)
+    store = StoreActor(
+        dsn, inbox, spool_dir=spool_dir, alerts=alerts, batch_max=200, batch_delay_s=0.02
+    )
     stop = StopSignal()
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run, stop)
@@ -128,7 +138,8 @@ async def test_outage_and_engine_restart_lose_nothing_and_duplicate_nothing(
         async with trio.open_nursery() as nursery:
             server = Server(nursery, base_dir / "postgres", free_port())
             dsn = await server.start()
-            async with running_store(dsn, spool_dir) as running:
+            alerts: Mailbox[Alert] = Mailbox("alerts", 16, OverflowPolicy.DROP_NEWEST)
+            async with running_store(dsn, spool_dir, alerts) as running:
                 await running.send(burst(0, 100))
                 await running.wait_until(lambda: stats(running).records_written_total >= 400)
 
@@ -171,6 +182,11 @@ async def test_outage_and_engine_restart_lose_nothing_and_duplicate_nothing(
                 functions = await db.fetchval("SELECT count(*) FROM function_calls", timeout_s=5)
             await server.stop()
     assert spooled_while_down >= 600
+    raised = [(a.type, a.level.name, a.title) for a in alerts.drain_nowait()]
+    assert raised[:2] == [
+        ("databaseError", "ERROR", "Database unavailable"),
+        ("databaseError", "INFO", "Database back"),
+    ]
     assert largest_spool >= 440  # what the second engine found and replayed
     assert (events, event_rows) == (450, 450)
     assert [tuple(row) for row in calls] == [("completed", 450)]

@@ -73,6 +73,7 @@ QUERY_LOCK_TIMEOUT_MS = 5000
 # While the spool holds records, how often to try Postgres again (doubling up to the max).
 REPLAY_RETRY_S = 0.5
 REPLAY_RETRY_MAX_S = 10.0
+REPLAY_CHUNK_MIN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class StoreActor:
         self._database_up = True
         self._retry_s = REPLAY_RETRY_S
         self._next_replay_at_s = 0.0
+        self._replay_chunk = batch_max
         self._last_error: str | None = None
         # The actor object outlives a restart by its supervisor: this says which start it is.
         self._started_once = False
@@ -247,7 +249,7 @@ class StoreActor:
         """Write spooled records in order, a chunk at a time, until none are left or the
         database fails again."""
         while spool.pending:
-            chunk = spool.peek(self._batch_max)
+            chunk = spool.peek(self._replay_chunk)
             if chunk.lines == 0:  # cannot happen unless the file changed under us
                 log.error("spool: %d records pending but none readable", spool.pending)
                 return
@@ -257,9 +259,13 @@ class StoreActor:
                 if not await self._write_one_by_one(db, spool, chunk.records, exc):
                     return  # the database failed half-way: the chunk stays spooled
             except UNAVAILABLE_ERRORS as exc:
+                if isinstance(exc, trio.TooSlowError | TimeoutError):
+                    # A slow database: smaller chunks, or the replay never catches up.
+                    self._replay_chunk = max(REPLAY_CHUNK_MIN, self._replay_chunk // 2)
                 self._database_down(exc)
                 return
             spool.commit(chunk)
+            self._replay_chunk = min(self._batch_max, self._replay_chunk * 2)
             await trio.lowlevel.checkpoint()  # a long replay never starves other tasks
         self._database_back()
 
