@@ -66,6 +66,17 @@ def postgres_server_dsn() -> Iterator[str]:
 
 
 @pytest.fixture
+def base_dir() -> Iterator[Path]:
+    """A fresh directory under /tmp, mode 0755: the embedded PostgreSQL runs as the
+    `postgres` user when the tests run as root, and must traverse it (pytest's tmp_path
+    lives under a 0700 directory)."""
+    path = Path(tempfile.mkdtemp(prefix="afterhours-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
 async def aio_loop() -> AsyncIterator[None]:
     async with trio_asyncio.open_loop():
         yield

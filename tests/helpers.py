@@ -3,6 +3,7 @@ and the whole engine running in the test's own Trio run."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ async def http_request(
         name, _, value = line.partition(":")
         response_headers[name.strip().lower()] = value.strip()
     return HttpResponse(int(status_line.split()[1]), response_headers, response_body)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def engine_settings(database_url: str, data_dir: Path) -> dict[str, str]:

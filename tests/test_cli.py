@@ -7,13 +7,11 @@ and driven by what the process prints or by its exit, never by a fixed sleep.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 import trio
 
 from engine.config import ENV_NAMES
-from tests.helpers import http_request
+from tests.helpers import free_port, http_request
 
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 5.0  # the bar: exit within 5 s of SIGTERM
@@ -31,21 +29,6 @@ def engine_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
     env.update(settings)
     return env
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    # Under /tmp and 0755: the embedded PostgreSQL runs as `postgres` and must traverse it.
-    path = Path(tempfile.mkdtemp(prefix="afterhours-cli-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def postgres_pids(data_dir: Path) -> list[int]:
@@ -106,10 +89,10 @@ async def closing(engine: Engine) -> AsyncIterator[Engine]:
         await engine.close()
 
 
-async def start(workdir: Path, env: dict[str, str]) -> Engine:
+async def start(base_dir: Path, env: dict[str, str]) -> Engine:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "api.cli", "serve"],
-        cwd=workdir,
+        cwd=base_dir,
         env={**env, "PYTHONPATH": str(Path(__file__).parents[1])},
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -117,15 +100,15 @@ async def start(workdir: Path, env: dict[str, str]) -> Engine:
     return Engine(process)
 
 
-async def run_to_exit(workdir: Path, env: dict[str, str]) -> tuple[int, str]:
-    engine = await start(workdir, env)
+async def run_to_exit(base_dir: Path, env: dict[str, str]) -> tuple[int, str]:
+    engine = await start(base_dir, env)
     async with closing(engine):
         code = await engine.finish()
     return code, engine.output
 
 
-async def test_invalid_setting_is_one_line_and_exit_2(workdir: Path) -> None:
-    code, output = await run_to_exit(workdir, engine_env(PORT="eighty"))
+async def test_invalid_setting_is_one_line_and_exit_2(base_dir: Path) -> None:
+    code, output = await run_to_exit(base_dir, engine_env(PORT="eighty"))
     assert code == 2
     assert output.splitlines() == [
         "afterhours: invalid PORT='eighty': expected an integer from 0 to 65535"
@@ -142,21 +125,21 @@ async def test_invalid_setting_is_one_line_and_exit_2(workdir: Path) -> None:
     ],
 )
 async def test_data_dir_owned_by_someone_else_is_refused(
-    workdir: Path, tokens: dict[str, str]
+    base_dir: Path, tokens: dict[str, str]
 ) -> None:
-    foreign = workdir / "foreign"
+    foreign = base_dir / "foreign"
     foreign.mkdir()
     os.chown(foreign, 65534, 65534)
-    code, output = await run_to_exit(workdir, engine_env(DATA_DIR=str(foreign), **tokens))
+    code, output = await run_to_exit(base_dir, engine_env(DATA_DIR=str(foreign), **tokens))
     assert code == 2
     assert len(output.splitlines()) == 1
     assert f"DATA_DIR={foreign} is owned by uid 65534" in output
 
 
-async def test_sigterm_during_embedded_start_up_exits_cleanly(workdir: Path) -> None:
+async def test_sigterm_during_embedded_start_up_exits_cleanly(base_dir: Path) -> None:
     port = free_port()
-    cluster = workdir / ".afterhours" / "postgres"
-    engine = await start(workdir, engine_env(PORT=str(port)))
+    cluster = base_dir / ".afterhours" / "postgres"
+    engine = await start(base_dir, engine_env(PORT=str(port)))
     async with closing(engine):
         # A first run spends about a second in initdb: stop it right there.
         await engine.wait_for_line("initialising a new PostgreSQL cluster")
@@ -167,7 +150,7 @@ async def test_sigterm_during_embedded_start_up_exits_cleanly(workdir: Path) -> 
     assert "Traceback" not in engine.output
     assert postgres_pids(cluster) == []
     # The interrupted first run left nothing that stops the next one.
-    engine = await start(workdir, engine_env(PORT=str(port)))
+    engine = await start(base_dir, engine_env(PORT=str(port)))
     async with closing(engine):
         await engine.wait_for_line("ready:")
         engine.process.send_signal(signal.SIGTERM)
@@ -176,9 +159,9 @@ async def test_sigterm_during_embedded_start_up_exits_cleanly(workdir: Path) -> 
     assert postgres_pids(cluster) == []
 
 
-async def test_unreachable_database_is_one_clear_line(workdir: Path) -> None:
+async def test_unreachable_database_is_one_clear_line(base_dir: Path) -> None:
     env = engine_env(DATABASE_URL="postgresql://afterhours:pw-s3cret@127.0.0.1:1/afterhours")
-    code, output = await run_to_exit(workdir, env)
+    code, output = await run_to_exit(base_dir, env)
     assert code == 1
     assert "Traceback" not in output
     assert "cannot start: store failed to start: cannot reach the database at " in output
@@ -186,30 +169,30 @@ async def test_unreachable_database_is_one_clear_line(workdir: Path) -> None:
     assert "pw-s3cret" not in output
 
 
-async def test_port_in_use_is_one_clear_line_and_nothing_left_running(workdir: Path) -> None:
+async def test_port_in_use_is_one_clear_line_and_nothing_left_running(base_dir: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        code, output = await run_to_exit(workdir, engine_env(PORT=str(port)))
+        code, output = await run_to_exit(base_dir, engine_env(PORT=str(port)))
     assert code == 1
     assert "Traceback" not in output
     assert f"cannot listen on 127.0.0.1:{port} (HOST/PORT): Address already in use" in output
     # The embedded PostgreSQL had started (and migrated) before the API failed to bind:
     # it was stopped on the way out.
     assert "applied migrations" in output
-    assert postgres_pids(workdir / ".afterhours" / "postgres") == []
+    assert postgres_pids(base_dir / ".afterhours" / "postgres") == []
 
 
 async def test_embedded_engine_serves_stops_on_sigterm_and_recovers_from_a_kill(
-    workdir: Path,
+    base_dir: Path,
 ) -> None:
     port = free_port()
     env = engine_env(PORT=str(port))
-    cluster = workdir / ".afterhours" / "postgres"
+    cluster = base_dir / ".afterhours" / "postgres"
 
     # 1. First run: embedded PostgreSQL initialised, /health answers, SIGTERM exits 0 fast.
-    engine = await start(workdir, env)
+    engine = await start(base_dir, env)
     async with closing(engine):
         await engine.wait_for_line("ready:")
         health = await http_request("GET", f"http://127.0.0.1:{port}/health")
@@ -220,12 +203,12 @@ async def test_embedded_engine_serves_stops_on_sigterm_and_recovers_from_a_kill(
     assert code == 0, engine.output
     assert postgres_pids(cluster) == []
     for token in ("admin_token", "twilio_auth_token"):
-        assert (workdir / ".afterhours" / token).stat().st_mode & 0o777 == 0o600
-        assert f"stored in {workdir / '.afterhours' / token}" in engine.output
-    assert (workdir / ".afterhours" / "admin_token").read_text() not in engine.output
+        assert (base_dir / ".afterhours" / token).stat().st_mode & 0o777 == 0o600
+        assert f"stored in {base_dir / '.afterhours' / token}" in engine.output
+    assert (base_dir / ".afterhours" / "admin_token").read_text() not in engine.output
 
     # 2. A SIGKILLed engine leaves its PostgreSQL behind as an orphan...
-    engine = await start(workdir, env)
+    engine = await start(base_dir, env)
     async with closing(engine):
         await engine.wait_for_line("ready:")
         engine.process.kill()
@@ -234,7 +217,7 @@ async def test_embedded_engine_serves_stops_on_sigterm_and_recovers_from_a_kill(
     assert orphans
 
     # 3. ...which the next start finds and replaces, and SIGTERM again leaves nothing.
-    engine = await start(workdir, env)
+    engine = await start(base_dir, env)
     async with closing(engine):
         await engine.wait_for_line("ready:")
         assert not set(orphans) & set(postgres_pids(cluster))

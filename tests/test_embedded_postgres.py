@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -23,22 +20,9 @@ import trio
 from engine.embedded_postgres import find_postgres_bindir, open_embedded_postgres
 from engine.errors import StartupError
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 TEST_TIMEOUT_S = 60.0
 PSQL_TIMEOUT_S = 15.0
 IS_ROOT = os.geteuid() == 0
-
-
-@pytest.fixture
-def base_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="afterhours-pg-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ statistics under a deadline.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,23 +30,10 @@ from engine.messages import (
     FunctionCallRecorded,
     StoreWrite,
 )
+from tests.helpers import free_port
 
 WAIT_S = 60.0
 START = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def base_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="afterhours-outage-", dir="/tmp"))
-    path.chmod(0o755)  # the postgres system user must traverse it
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def burst(first: int, count: int) -> list[StoreWrite]:
