@@ -26,14 +26,21 @@ from api.asgi import (
 if TYPE_CHECKING:
     from api.admin import AdminApi
     from api.health import HealthView
+    from api.twilio_webhooks import TwilioWebhooks
 
 log = logging.getLogger("afterhours.api")
 
 
 class App:
-    def __init__(self, health: HealthView, admin: AdminApi | None = None) -> None:
+    def __init__(
+        self,
+        health: HealthView,
+        admin: AdminApi | None = None,
+        twilio: TwilioWebhooks | None = None,
+    ) -> None:
         self._health = health
         self._admin = admin
+        self._twilio = twilio
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -57,6 +64,10 @@ class App:
             return Response(200, self._health.body())
         if request.path.startswith("/admin/") and self._admin is not None:
             return await self._admin.handle(request)
+        if request.path.startswith("/twilio/") and self._twilio is not None:
+            answer = await self._twilio.handle(request)
+            if answer is not None:
+                return answer
         return error(404, f"no route for {request.path}")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

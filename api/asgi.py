@@ -30,6 +30,7 @@ class Request:
     headers: dict[str, str]
     query: dict[str, list[str]]
     body: bytes = b""
+    query_string: str = ""  # as sent: signatures are computed over it
 
     def bearer_token(self) -> str | None:
         scheme, _, token = self.headers.get("authorization", "").partition(" ")
@@ -39,8 +40,9 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    body: object
+    body: object  # encoded as JSON, unless it is bytes with another content type
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: bytes = b"application/json"
 
 
 def error(status: int, message: str, **extra: object) -> Response:
@@ -73,13 +75,19 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
         headers=headers,
         query=parse_qs(scope.get("query_string", b"").decode("latin-1")),
         body=b"".join(chunks),
+        query_string=scope.get("query_string", b"").decode("latin-1"),
     )
 
 
 async def send_response(send: Send, response: Response) -> None:
-    payload = b"" if response.status == 204 else _encoder.encode(response.body)
+    if response.status == 204:
+        payload = b""
+    elif isinstance(response.body, bytes) and response.content_type != b"application/json":
+        payload = response.body
+    else:
+        payload = _encoder.encode(response.body)
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", response.content_type),
         (b"content-length", str(len(payload)).encode()),
         (b"cache-control", b"no-store"),
         *response.headers,

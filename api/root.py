@@ -33,6 +33,7 @@ from api.admin import AdminApi
 from api.app import App
 from api.health import HealthView
 from api.server import ApiServer
+from api.twilio_webhooks import TwilioWebhooks
 from api.watchdog import ShutdownWatchdog
 from engine.children import KILL_GRACE_S
 from engine.embedded_postgres import open_embedded_postgres
@@ -195,7 +196,19 @@ def _build_tree(
         report=report,
     )
     api = ApiServer(
-        App(HealthView(lambda: calls.statistics().active), AdminApi(queries, settings.admin_token)),
+        App(
+            HealthView(lambda: calls.statistics().active),
+            AdminApi(queries, settings.admin_token),
+            TwilioWebhooks(
+                settings,
+                queries=queries,
+                store=store_inbox,
+                alerts=alerts_inbox,
+                calls_at_capacity=lambda: (
+                    calls.statistics().active >= calls.statistics().max_children
+                ),
+            ),
+        ),
         host=settings.host,
         port=settings.port,
     )

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import msgspec
 import trio
@@ -19,6 +19,8 @@ from engine.config import settings_from_mapping
 
 HTTP_TIMEOUT_S = 10.0
 ADMIN_TOKEN = "a" * 32
+TWILIO_AUTH_TOKEN = "b" * 32
+PUBLIC_URL = "http://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -39,28 +41,36 @@ async def http_request(
     body: bytes | None = None,
     token: str | None = None,
     declared_length: int | None = None,
+    form: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> HttpResponse:
     """One request on a fresh connection (``Connection: close``), read to EOF."""
     parts = urlsplit(url)
     assert parts.hostname is not None
     assert parts.port is not None
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    payload = msgspec.json.encode(json) if json is not None else (body or b"")
+    content_type = "application/json"
+    if form is not None:
+        payload, content_type = urlencode(form).encode(), "application/x-www-form-urlencoded"
+    else:
+        payload = msgspec.json.encode(json) if json is not None else (body or b"")
     length = len(payload) if declared_length is None else declared_length
-    headers = f"Host: {parts.netloc}\r\nConnection: close\r\nContent-Length: {length}\r\n"
+    head = f"Host: {parts.netloc}\r\nConnection: close\r\nContent-Length: {length}\r\n"
     if payload:
-        headers += "Content-Type: application/json\r\n"
+        head += f"Content-Type: {content_type}\r\n"
     if token is not None:
-        headers += f"Authorization: Bearer {token}\r\n"
+        head += f"Authorization: Bearer {token}\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
     with trio.fail_after(HTTP_TIMEOUT_S):
         stream = await trio.open_tcp_stream(parts.hostname, parts.port)
         async with stream:
-            await stream.send_all(f"{method} {target} HTTP/1.1\r\n{headers}\r\n".encode() + payload)
+            await stream.send_all(f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode() + payload)
             chunks = []
             while chunk := await stream.receive_some(65536):
                 chunks.append(chunk)
-    head, _, response_body = b"".join(chunks).partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    response_head, _, response_body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *header_lines = response_head.decode("latin-1").split("\r\n")
     response_headers = {}
     for line in header_lines:
         name, _, value = line.partition(":")
@@ -78,11 +88,11 @@ def engine_settings(database_url: str, data_dir: Path) -> dict[str, str]:
     return {
         "HOST": "127.0.0.1",
         "PORT": "0",
-        "PUBLIC_URL": "http://127.0.0.1:8080",
+        "PUBLIC_URL": PUBLIC_URL,
         "DATABASE_URL": database_url,
         "DATA_DIR": str(data_dir),
         "ADMIN_TOKEN": ADMIN_TOKEN,
-        "TWILIO_AUTH_TOKEN": "b" * 32,
+        "TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN,
         "DRAIN_TIMEOUT_S": "5",
     }
 

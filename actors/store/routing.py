@@ -1,0 +1,28 @@
+"""Which project answers a number: the voice webhook's one query, through the query lane."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from actors.store.db import Connection
+
+
+class NumberRoute(msgspec.Struct, frozen=True):
+    number: str
+    project_id: str
+    system: str  # "openai": answered here; "vapi": answered by another system
+    on_call_number: str | None
+
+
+async def route_number(connection: Connection, number: str) -> NumberRoute | None:
+    row = await connection.fetchrow(
+        "SELECT n.number, n.project_id, n.system, p.on_call_number "
+        "FROM phone_numbers n JOIN projects p ON p.id = n.project_id WHERE n.number = $1",
+        number,
+    )
+    if row is None:
+        return None
+    return NumberRoute(row["number"], row["project_id"], row["system"], row["on_call_number"])

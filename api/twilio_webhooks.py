@@ -1,0 +1,212 @@
+"""Twilio's HTTP webhooks: the incoming call (``POST /twilio/voice``) and the call status
+callback (``POST /twilio/status``).
+
+Every request must carry a valid ``X-Twilio-Signature`` over the URL Twilio used
+(``PUBLIC_URL`` + path + query) and the form parameters; anything else gets 403 and an
+event_log entry, nothing more. The incoming call is routed by its ``To`` number: a number
+this engine answers gets ``<Connect><Stream>`` to the media stream with the project and a
+one-time stream token; an unknown number, a number another system answers, or an engine
+at capacity gets polite TwiML (dial the on-call number if the project has one) and the call
+is recorded as missed with the reason. The status callback updates the call's record on
+whichever instance it reaches (the store's merge makes the order irrelevant).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import trio
+from twilio.request_validator import RequestValidator
+
+from actors.store.queries import StoreUnavailable, ask_store
+from actors.store.routing import NumberRoute, route_number
+from api.asgi import Request, Response
+from engine.config import AlertLevel
+from engine.messages import Alert, CallUpdated, utc_now
+from engine.stream_tokens import issue_token
+from engine.twiml import connect_stream, turn_away
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors.store.queries import StoreQuery
+    from engine.config import Settings
+    from engine.mailbox import Outbox
+    from engine.messages import StoreWrite
+
+log = logging.getLogger("afterhours.twilio")
+
+ROUTE_TIMEOUT_S = 3.0  # Twilio waits 15 s for TwiML; we answer well before
+RECORD_SEND_TIMEOUT_S = 2.0
+MEDIA_PATH = "/twilio/media"
+
+UNKNOWN_NUMBER = "We're sorry, this number is not in service. Goodbye."
+ELSEWHERE = "We're sorry, we cannot take your call on this line right now."
+AT_CAPACITY = "All of our lines are busy right now."
+UNAVAILABLE = "We're sorry, we cannot take your call right now. Please try again shortly."
+
+# Twilio's final call statuses, as our call statuses.
+_FINAL: dict[str, Literal["completed", "missed", "failed"]] = {
+    "completed": "completed",
+    "busy": "missed",
+    "no-answer": "missed",
+    "canceled": "missed",
+    "failed": "failed",
+}
+
+
+class FormParams(dict[str, str]):
+    """Form parameters as Twilio's validator reads them (``getlist`` for repeats)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self._pairs = pairs
+
+    def getlist(self, name: str) -> list[str]:
+        return [value for key, value in self._pairs if key == name]
+
+
+class TwilioWebhooks:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        queries: Outbox[StoreQuery],
+        store: Outbox[StoreWrite],
+        alerts: Outbox[Alert],
+        calls_at_capacity: Callable[[], bool],
+    ) -> None:
+        token = settings.twilio_auth_token
+        self._validator = RequestValidator(token.reveal()) if token else None
+        self._stream_key = token.reveal().encode() if token else b""
+        self._public_url = settings.public_url
+        self._queries = queries
+        self._store = store
+        self._alerts = alerts
+        self._at_capacity = calls_at_capacity
+
+    def stream_url(self) -> str:
+        parts = urlsplit(self._public_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path + MEDIA_PATH, "", ""))
+
+    async def handle(self, request: Request) -> Response | None:
+        if request.path not in ("/twilio/voice", "/twilio/status"):
+            return None
+        if request.method != "POST":
+            return Response(405, {"error": "use POST"}, [(b"allow", b"POST")])
+        form = request.body.decode("utf-8", "replace")
+        params = FormParams(parse_qsl(form, keep_blank_values=True))
+        if not self._signed(request, params):
+            await self._report_bad_signature(request, params)
+            return Response(403, {"error": "invalid X-Twilio-Signature"})
+        if request.path == "/twilio/voice":
+            return await self._incoming_call(params)
+        await self._status_callback(params)
+        return Response(204, None)
+
+    def _signed(self, request: Request, params: FormParams) -> bool:
+        signature = request.headers.get("x-twilio-signature", "")
+        if self._validator is None or not signature:
+            return False
+        query = f"?{request.query_string}" if request.query_string else ""
+        url = self._public_url + request.path + query
+        return bool(self._validator.validate(url, params, signature))
+
+    async def _report_bad_signature(self, request: Request, params: FormParams) -> None:
+        call_sid = params.get("CallSid")
+        log.warning(
+            "rejected %s: missing or invalid signature (CallSid %s)", request.path, call_sid
+        )
+        self._alerts.send_nowait(
+            Alert(
+                AlertLevel.WARNING,
+                "twilioError",
+                "Webhook signature rejected",
+                f"{request.path} arrived without a valid X-Twilio-Signature",
+                call_sid=call_sid,
+                metadata={"path": request.path},
+            )
+        )
+
+    async def _incoming_call(self, params: FormParams) -> Response:
+        call_sid, to_number = params.get("CallSid", ""), params.get("To", "")
+        try:
+            route = await ask_store(
+                self._queries, lambda c: route_number(c, to_number), timeout_s=ROUTE_TIMEOUT_S
+            )
+        except StoreUnavailable:
+            await self._record_missed(params, None, "database_unavailable")
+            return _twiml(turn_away(UNAVAILABLE, None))
+        if route is None:
+            await self._record_missed(params, None, "unknown_number")
+            return _twiml(turn_away(UNKNOWN_NUMBER, None))
+        if route.system != "openai":
+            await self._record_missed(params, route, "answered_elsewhere")
+            return _twiml(turn_away(ELSEWHERE, route.on_call_number))
+        if self._at_capacity():
+            await self._record_missed(params, route, "engine_at_capacity")
+            return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
+        await self._record(
+            CallUpdated(
+                call_sid,
+                project_id=route.project_id,
+                from_number=params.get("From"),
+                to_number=to_number,
+                status="active",
+                started_at=utc_now(),
+            )
+        )
+        token = issue_token(self._stream_key, call_sid, route.project_id, trio.current_time())
+        parameters = {"project": route.project_id, "token": token, "callSid": call_sid}
+        return _twiml(connect_stream(self.stream_url(), parameters))
+
+    async def _status_callback(self, params: FormParams) -> None:
+        twilio_status = params.get("CallStatus", "")
+        duration = params.get("CallDuration", "")
+        now = utc_now()
+        seconds = int(duration) if duration.isdigit() else None
+        await self._record(
+            CallUpdated(
+                params.get("CallSid", ""),
+                source="twilio",
+                from_number=params.get("From"),
+                to_number=params.get("To"),
+                status=_FINAL.get(twilio_status),
+                twilio_status=twilio_status or None,
+                twilio_duration_s=seconds,
+                ended_at=now if twilio_status in _FINAL else None,
+                started_at=now - timedelta(seconds=seconds) if seconds is not None else None,
+            )
+        )
+
+    async def _record_missed(
+        self, params: FormParams, route: NumberRoute | None, reason: str
+    ) -> None:
+        now: datetime = utc_now()
+        await self._record(
+            CallUpdated(
+                params.get("CallSid", ""),
+                project_id=route.project_id if route else None,
+                from_number=params.get("From"),
+                to_number=params.get("To"),
+                status="missed",
+                end_reason=reason,
+                started_at=now,
+                ended_at=now,
+                duration_s=0.0,
+            )
+        )
+
+    async def _record(self, update: CallUpdated) -> None:
+        with trio.move_on_after(RECORD_SEND_TIMEOUT_S):
+            await self._store.send(update)
+            return
+        log.error("call %s: the store's inbox stayed full; record not queued", update.call_sid)
+
+
+def _twiml(xml: str) -> Response:
+    return Response(200, xml.encode(), [], content_type=b"text/xml")
