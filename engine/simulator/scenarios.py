@@ -1,0 +1,48 @@
+"""What the simulated model does on each caller turn: speak, or call a tool.
+
+A scenario is a list of steps consumed one at a time: the model's first response (the
+greeting) takes none; every later response takes the next step. ``Say`` speaks a line;
+``Call`` calls a function and, once the tool's output comes back, the following step runs
+in the same turn (as a real model continues after a tool result).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: str
+    arguments: dict[str, Any]
+
+
+Step = Say | Call
+
+SCENARIOS: Final[dict[str, tuple[Step, ...]]] = {
+    "conversation": (
+        Say("I understand. Can you tell me a little more about the problem?"),
+        Say("Thank you. Someone will call you back in the morning."),
+    ),
+    "emergency": (
+        Call(
+            "classify_call", {"intent": "emergency", "summary": "burst pipe flooding the basement"}
+        ),
+        Say("That sounds urgent. I'm connecting you to the on-call technician now."),
+        Call("transfer_to_on_call", {"reason": "burst pipe"}),
+    ),
+    "booking": (
+        Call("classify_call", {"intent": "routine", "summary": "dripping kitchen tap"}),
+        Call("get_slots", {"day": "tomorrow"}),
+        Say("I have nine o'clock tomorrow morning. Shall I book it?"),
+        Call("book_appointment", {"slot_id": "slot-1", "name": "Sam", "problem": "dripping tap"}),
+        Say("You're booked for nine tomorrow. Goodbye!"),
+        Call("end_call", {"reason": "booked"}),
+    ),
+}
