@@ -27,11 +27,13 @@ import trio
 import trio_asyncio
 
 from actors.alerts import AlertActor, alert_for
+from actors.call import ModelEndpoint
 from actors.metrics import MetricsAggregator, MetricsSample
 from actors.store.actor import StoreActor
 from api.admin import AdminApi
 from api.app import App
 from api.health import HealthView
+from api.media_server import MediaServer
 from api.server import ApiServer
 from api.twilio_webhooks import TwilioWebhooks
 from api.watchdog import ShutdownWatchdog
@@ -41,6 +43,7 @@ from engine.group import DynamicGroup
 from engine.lifecycle import StopSignal
 from engine.logs import mask_secret
 from engine.mailbox import Mailbox, OverflowPolicy
+from engine.simulator.model import SimulatedModel
 from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
 
 if TYPE_CHECKING:
@@ -165,6 +168,42 @@ async def _stop_on_signals(
                 root_scope.cancel()
 
 
+class _Model:
+    """Where calls find the model: OpenAI when a key is configured, otherwise the
+    simulated model, run in-process as a supervised child (the embedded default)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._simulated_url = ""
+        self.simulator = SimulatedModel() if settings.openai_api_key is None else None
+
+    def endpoint(self) -> ModelEndpoint:
+        settings = self._settings
+        if settings.openai_api_key is not None:
+            return ModelEndpoint(
+                settings.openai_realtime_url,
+                settings.openai_realtime_model,
+                settings.openai_api_key.reveal(),
+            )
+        return ModelEndpoint(self._simulated_url, settings.openai_realtime_model, "simulated")
+
+    def specs(self) -> list[ChildSpec]:
+        if self.simulator is None:
+            return []
+        return [ChildSpec("model-simulator", self._run_simulator, shutdown_s=SERVICE_SHUTDOWN_S)]
+
+    async def _run_simulator(self, stop: StopSignal, *, task_status: trio.TaskStatus[str]) -> None:
+        assert self.simulator is not None
+        async with trio.open_nursery() as nursery:
+            self._simulated_url = await nursery.start(self.simulator.serve)
+            log.info(
+                "no OPENAI_API_KEY: calls talk to the simulated model at %s", self._simulated_url
+            )
+            task_status.started(self._simulated_url)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+
 def _build_tree(
     settings: Settings, dsn: str, *, on_stopping: Callable[[], None]
 ) -> tuple[Supervisor, DynamicGroup, ApiServer]:
@@ -195,6 +234,10 @@ def _build_tree(
         shutdown_s=settings.drain_timeout_s,
         report=report,
     )
+    model = _Model(settings)
+    media = MediaServer(
+        settings, calls=calls, store=store_inbox, queries=queries, model=model.endpoint
+    )
     api = ApiServer(
         App(
             HealthView(lambda: calls.statistics().active),
@@ -207,6 +250,7 @@ def _build_tree(
                 calls_at_capacity=lambda: (
                     calls.statistics().active >= calls.statistics().max_children
                 ),
+                stream_url=lambda: media.public_url,
             ),
         ),
         host=settings.host,
@@ -216,6 +260,9 @@ def _build_tree(
         ChildSpec("store", store.run, shutdown_s=STORE_SHUTDOWN_S),
         ChildSpec("metrics", metrics.run, shutdown_s=SERVICE_SHUTDOWN_S),
         ChildSpec("alerts", alerts.run, shutdown_s=SERVICE_SHUTDOWN_S),
+        *model.specs(),
+        # Stopped after the calls group has drained the calls it carries.
+        ChildSpec("media", media.run, shutdown_s=SERVICE_SHUTDOWN_S),
         # The group drains calls for DRAIN_TIMEOUT_S, then kills stragglers.
         ChildSpec("calls", calls.run, shutdown_s=settings.drain_timeout_s + 2 * KILL_GRACE_S),
         ChildSpec("api", api.run, shutdown_s=API_SHUTDOWN_S),

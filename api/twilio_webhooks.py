@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 import trio
 from twilio.request_validator import RequestValidator
@@ -41,7 +41,6 @@ log = logging.getLogger("afterhours.twilio")
 
 ROUTE_TIMEOUT_S = 3.0  # Twilio waits 15 s for TwiML; we answer well before
 RECORD_SEND_TIMEOUT_S = 2.0
-MEDIA_PATH = "/twilio/media"
 
 UNKNOWN_NUMBER = "We're sorry, this number is not in service. Goodbye."
 ELSEWHERE = "We're sorry, we cannot take your call on this line right now."
@@ -78,6 +77,7 @@ class TwilioWebhooks:
         store: Outbox[StoreWrite],
         alerts: Outbox[Alert],
         calls_at_capacity: Callable[[], bool],
+        stream_url: Callable[[], str],
     ) -> None:
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token.reveal()) if token else None
@@ -87,11 +87,7 @@ class TwilioWebhooks:
         self._store = store
         self._alerts = alerts
         self._at_capacity = calls_at_capacity
-
-    def stream_url(self) -> str:
-        parts = urlsplit(self._public_url)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        return urlunsplit((scheme, parts.netloc, parts.path + MEDIA_PATH, "", ""))
+        self._stream_url = stream_url  # the media listener's public URL, known once it binds
 
     async def handle(self, request: Request) -> Response | None:
         if request.path not in ("/twilio/voice", "/twilio/status"):
@@ -162,7 +158,7 @@ class TwilioWebhooks:
         )
         token = issue_token(self._stream_key, call_sid, route.project_id, trio.current_time())
         parameters = {"project": route.project_id, "token": token, "callSid": call_sid}
-        return _twiml(connect_stream(self.stream_url(), parameters))
+        return _twiml(connect_stream(self._stream_url(), parameters))
 
     async def _status_callback(self, params: FormParams) -> None:
         twilio_status = params.get("CallStatus", "")

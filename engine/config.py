@@ -110,6 +110,11 @@ class Settings:
     drain_timeout_s: float
     max_concurrent_calls: int
     log_format: Literal["text", "json"]
+    # The Twilio media streams have their own listener (the per-frame path does not go
+    # through Hypercorn): its port (default PORT + 1; 0 = any free port), and the URL Twilio
+    # must use for it (default: PUBLIC_URL's host on MEDIA_PORT, ws:// or wss:// to match).
+    media_port: int
+    public_media_url: str | None
 
     @property
     def is_local(self) -> bool:
@@ -189,6 +194,12 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             "MAX_CONCURRENT_CALLS", raw.get("MAX_CONCURRENT_CALLS"), 100, MAX_CONCURRENT_CALLS_RANGE
         ),
         log_format=_parse_log_format(raw.get("LOG_FORMAT")),
+        media_port=_parse_int(
+            "MEDIA_PORT", raw.get("MEDIA_PORT"), port + 1 if port else 0, PORT_RANGE
+        ),
+        public_media_url=_parse_optional_url(
+            "PUBLIC_MEDIA_URL", raw.get("PUBLIC_MEDIA_URL"), ("ws", "wss")
+        ),
     )
 
 

@@ -54,6 +54,8 @@ FULL: dict[str, str] = {
     "DRAIN_TIMEOUT_S": "12.5",
     "MAX_CONCURRENT_CALLS": "7",
     "LOG_FORMAT": "json",
+    "MEDIA_PORT": "9001",
+    "PUBLIC_MEDIA_URL": "wss://calls.example.com/twilio/media",
 }
 
 
@@ -87,8 +89,11 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         drain_timeout_s=30.0,
         max_concurrent_calls=100,
         log_format="text",
+        media_port=8081,
+        public_media_url=None,
     )
     assert settings.is_local
+    assert settings_from_mapping({"PORT": "0"}).media_port == 0
 
 
 def test_every_variable_set() -> None:

@@ -87,6 +87,12 @@ async def get_project(connection: Connection, project_id: str) -> dict[str, Any]
     return await _view(connection, _project_from_row(row))
 
 
+async def load_project(connection: Connection, project_id: str) -> Project | None:
+    """The project itself (with its secret), for the engine's own use, never for output."""
+    row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
+    return None if row is None else _project_from_row(row)
+
+
 async def list_projects(connection: Connection) -> list[dict[str, Any]]:
     rows = await connection.fetch("SELECT * FROM projects ORDER BY id")
     return [await _view(connection, _project_from_row(row)) for row in rows]

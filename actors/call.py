@@ -1,0 +1,351 @@
+"""The call actor: one per live call, between the caller (Twilio) and the model.
+
+It owns the call's two sockets and its state. Two readers, one per socket, and nothing
+else on the per-frame path: each reader handles every message one read delivers and
+writes straight to the other socket (no channel, no task per frame); caller audio goes to
+the model as Twilio sent it (``audio/pcmu`` both ways). After each audio delta it sends a
+Twilio ``mark`` carrying how much of that item has been sent; Twilio echoes the mark once
+the caller has heard it, so a barge-in truncates the model's item to what was heard.
+
+Within a call one failure ends the call (a plain nursery: one cancels all); the calls
+group reports it and never restarts it. The record is finalised exactly once, in
+``finally``, after the model socket is closed (a leaked model session costs money).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+import trio
+
+from engine.messages import CallUpdated, utc_now
+from engine.realtime_codec import (
+    AudioDelta,
+    CallerTranscript,
+    FunctionCallDone,
+    RealtimeProtocolError,
+    ResponseDone,
+    ServerError,
+    SpeechStarted,
+    TranscriptDone,
+    TurnDetection,
+    decode_server_event,
+    encode_append,
+    encode_function_output,
+    encode_response_create,
+    encode_session_update,
+    encode_truncate,
+    encode_user_text,
+)
+from engine.twilio_codec import (
+    Dtmf,
+    Mark,
+    Media,
+    Stop,
+    TwilioProtocolError,
+    decode_twilio,
+    encode_clear,
+    encode_mark,
+    encode_media,
+)
+from engine.ws import WebSocket, WebSocketClosed, connect
+
+if TYPE_CHECKING:
+    from engine.lifecycle import StopSignal
+    from engine.mailbox import Outbox
+    from engine.messages import StoreWrite
+    from engine.projects import Project
+
+log = logging.getLogger("afterhours.call")
+
+MODEL_CONNECT_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 5.0
+FINALISE_TIMEOUT_S = 2.0
+MAX_MODEL_MESSAGE_BYTES = 16 << 20
+_json = msgspec.json.Encoder()
+
+BUILTIN_TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "classify_call",
+        "description": "Record how urgent the call is, once you know.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "intent": {"type": "string", "enum": ["emergency", "routine", "unknown"]},
+                "summary": {"type": "string"},
+            },
+            "required": ["intent", "summary"],
+        },
+    },
+    {
+        "type": "function",
+        "name": "transfer_to_on_call",
+        "description": "Transfer the caller to the on-call technician (emergencies only).",
+        "parameters": {
+            "type": "object",
+            "properties": {"reason": {"type": "string"}},
+            "required": ["reason"],
+        },
+    },
+    {
+        "type": "function",
+        "name": "end_call",
+        "description": "Hang up after your goodbye has played.",
+        "parameters": {
+            "type": "object",
+            "properties": {"reason": {"type": "string"}},
+            "required": ["reason"],
+        },
+    },
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEndpoint:
+    url: str  # ws(s)://.../v1/realtime
+    model: str
+    api_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallSetup:
+    call_sid: str
+    stream_sid: str
+    project: Project
+    model: ModelEndpoint
+
+
+@dataclass
+class _Playback:
+    """What the caller has heard of the model's current item (from marks)."""
+
+    item_id: str = ""
+    sent_ms: int = 0
+    played_ms: int = 0
+    dropped_responses: set[str] = field(default_factory=set)
+
+
+class CallEnded(Exception):
+    def __init__(self, reason: str, failed: bool = False) -> None:
+        self.reason = reason
+        self.failed = failed
+        super().__init__(reason)
+
+
+class CallActor:
+    def __init__(
+        self, setup: CallSetup, twilio: WebSocket, store: Outbox[StoreWrite], done: trio.Event
+    ) -> None:
+        self._setup = setup
+        self._twilio = twilio
+        self._store = store
+        self._done = done
+        self._model: WebSocket | None = None
+        self._playback = _Playback()
+        self._transcript: list[dict[str, Any]] = []
+        self._usage: dict[str, int] = {}
+        self._intent: Literal["emergency", "routine", "unknown"] | None = None
+        self._pending_calls: dict[str, list[FunctionCallDone]] = {}
+        self._started_at_s = 0.0
+        self._first_audio_ms: int | None = None
+        self._ended = CallEnded("caller_hung_up")
+
+    async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        self._started_at_s = trio.current_time()
+        started_at = utc_now()
+        try:
+            self._model = await self._open_model()
+            task_status.started()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._guard, self._pump_twilio, nursery.cancel_scope)
+                nursery.start_soon(self._guard, self._pump_model, nursery.cancel_scope)
+                with stop.interruptible():
+                    await trio.sleep_forever()
+                self._ended = CallEnded("engine_stopping")
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.move_on_after(FINALISE_TIMEOUT_S) as scope:
+                scope.shield = True
+                if self._model is not None:
+                    await self._model.aclose()  # at once: an open model session costs money
+                await self._finalise(started_at)
+            self._done.set()
+
+    async def _open_model(self) -> WebSocket:
+        setup = self._setup
+        model = await connect(
+            f"{setup.model.url}?model={setup.model.model}",
+            headers=[("Authorization", f"Bearer {setup.model.api_key}")],
+            max_message_bytes=MAX_MODEL_MESSAGE_BYTES,
+            send_timeout_s=SEND_TIMEOUT_S,
+            connect_timeout_s=MODEL_CONNECT_TIMEOUT_S,
+        )
+        project = setup.project
+        await model.send_text(
+            encode_session_update(
+                project, model=setup.model.model, builtin_tools=BUILTIN_TOOLS, vad=TurnDetection()
+            )
+        )
+        greeting = project.greeting or f"Thank you for calling {project.name}. How can I help?"
+        await model.send_text(
+            encode_response_create(f'Greet the caller. Say exactly: "{greeting}"')
+        )
+        return model
+
+    async def _guard(self, pump: Any, scope: trio.CancelScope) -> None:
+        """A pump's end is the call's end: record why, and stop the other pump."""
+        try:
+            await pump()
+        except CallEnded as ended:
+            self._ended = ended
+        except WebSocketClosed as closed:
+            self._ended = (
+                CallEnded("caller_hung_up")
+                if pump == self._pump_twilio
+                else (CallEnded(f"model_disconnected: {closed.reason or closed.code}", failed=True))
+            )
+        except trio.TooSlowError:
+            self._ended = CallEnded("peer_not_reading", failed=True)
+        scope.cancel()
+
+    # -- caller -> model ------------------------------------------------------------------
+
+    async def _pump_twilio(self) -> None:
+        assert self._model is not None
+        while True:
+            for message in await self._twilio.receive_batch():
+                try:
+                    event = decode_twilio(message)
+                except TwilioProtocolError as exc:
+                    log.warning("call %s: bad Twilio frame: %s", self._setup.call_sid, exc)
+                    continue
+                if isinstance(event, Media):
+                    await self._model.send_text(encode_append(event.media.payload))
+                elif isinstance(event, Mark):
+                    self._heard(event.mark.name)
+                elif isinstance(event, Dtmf):
+                    await self._model.send_text(
+                        encode_user_text(f"The caller pressed {event.dtmf.digit}.")
+                    )
+                    await self._model.send_text(encode_response_create())
+                elif isinstance(event, Stop):
+                    raise CallEnded("caller_hung_up")
+
+    def _heard(self, mark: str) -> None:
+        item_id, _, ms = mark.rpartition(":")
+        if item_id == self._playback.item_id and ms.isdigit():
+            self._playback.played_ms = max(self._playback.played_ms, int(ms))
+
+    # -- model -> caller ------------------------------------------------------------------
+
+    async def _pump_model(self) -> None:
+        assert self._model is not None
+        while True:
+            for message in await self._model.receive_batch():
+                try:
+                    event = decode_server_event(message)
+                except RealtimeProtocolError as exc:
+                    log.warning("call %s: bad Realtime frame: %s", self._setup.call_sid, exc)
+                    continue
+                if isinstance(event, AudioDelta):
+                    await self._play(event)
+                elif isinstance(event, SpeechStarted):
+                    await self._barge_in()
+                elif isinstance(event, TranscriptDone):
+                    self._say("assistant", event.transcript)
+                elif isinstance(event, CallerTranscript):
+                    self._say("caller", event.transcript)
+                elif isinstance(event, FunctionCallDone):
+                    self._pending_calls.setdefault(event.response_id, []).append(event)
+                elif isinstance(event, ResponseDone):
+                    await self._response_done(event)
+                elif isinstance(event, ServerError) and not event.benign:
+                    log.error("call %s: model error %s", self._setup.call_sid, event.error.message)
+                    raise CallEnded(f"model_error: {event.error.code or event.error.type}", True)
+
+    async def _play(self, delta: AudioDelta) -> None:
+        playback = self._playback
+        if delta.response_id in playback.dropped_responses:
+            return  # interrupted: the caller must not hear the rest
+        if delta.item_id != playback.item_id:
+            playback.item_id, playback.sent_ms, playback.played_ms = delta.item_id, 0, 0
+        if self._first_audio_ms is None:
+            self._first_audio_ms = int((trio.current_time() - self._started_at_s) * 1000)
+        stream_sid = self._setup.stream_sid
+        await self._twilio.send_text(encode_media(stream_sid, delta.delta))
+        playback.sent_ms += _audio_ms(delta.delta)
+        await self._twilio.send_text(encode_mark(stream_sid, f"{delta.item_id}:{playback.sent_ms}"))
+
+    async def _barge_in(self) -> None:
+        playback = self._playback
+        if not playback.item_id or playback.played_ms >= playback.sent_ms:
+            return  # nothing is playing: the caller is simply taking their turn
+        assert self._model is not None
+        await self._twilio.send_text(encode_clear(self._setup.stream_sid))
+        await self._model.send_text(encode_truncate(playback.item_id, playback.played_ms))
+        playback.sent_ms = playback.played_ms  # what was cleared will never be heard
+
+    async def _response_done(self, done: ResponseDone) -> None:
+        for key, value in (done.response.usage or {}).items():
+            if isinstance(value, int):
+                self._usage[key] = self._usage.get(key, 0) + value
+        if done.response.status == "cancelled":
+            self._playback.dropped_responses.add(done.response.id)
+        calls = self._pending_calls.pop(done.response.id, [])
+        if done.response.status != "completed" or not calls:
+            return  # only a completed response's tool calls run (protocols.md 1.4)
+        assert self._model is not None
+        for call in calls:
+            output = self._run_tool(call)
+            await self._model.send_text(encode_function_output(call.call_id, output))
+        await self._model.send_text(encode_response_create())
+
+    def _run_tool(self, call: FunctionCallDone) -> str:
+        try:
+            arguments = msgspec.json.decode(call.arguments)
+        except msgspec.DecodeError:
+            return _json.encode({"error": "arguments were not valid JSON"}).decode()
+        if call.name == "classify_call" and isinstance(arguments, dict):
+            intent = arguments.get("intent")
+            self._intent = "unknown"
+            if intent in ("emergency", "routine"):
+                self._intent = "emergency" if intent == "emergency" else "routine"
+            return _json.encode({"ok": True, "intent": self._intent}).decode()
+        if call.name == "end_call":
+            raise CallEnded("end_call")
+        # The project's own functions and the transfer come with the rest of the bridge.
+        return _json.encode({"error": f"{call.name} is not available on this line yet"}).decode()
+
+    def _say(self, role: str, text: str) -> None:
+        offset_ms = int((trio.current_time() - self._started_at_s) * 1000)
+        self._transcript.append({"role": role, "text": text, "offset_ms": offset_ms})
+
+    async def _finalise(self, started_at: Any) -> None:
+        ended = self._ended
+        duration_s = trio.current_time() - self._started_at_s
+        record = CallUpdated(
+            self._setup.call_sid,
+            project_id=self._setup.project.id,
+            status="failed" if ended.failed else "completed",
+            intent=self._intent,
+            end_reason=ended.reason,
+            error=ended.reason if ended.failed else None,
+            started_at=started_at,
+            ended_at=utc_now(),
+            duration_s=round(duration_s, 3),
+            transcript=self._transcript,
+            usage=self._usage,
+            time_to_first_audio_ms=self._first_audio_ms,
+            stream_sid=self._setup.stream_sid,
+        )
+        await self._store.send(record)
+
+
+def _audio_ms(delta_b64: str) -> int:
+    """Milliseconds of 8 kHz mu-law in a base64 payload (8 bytes per ms)."""
+    padding = delta_b64.count("=", -2)
+    return (len(delta_b64) * 3 // 4 - padding) // 8

@@ -1,0 +1,200 @@
+"""The Twilio media stream listener: the per-frame path's front door.
+
+It has its own port (``MEDIA_PORT``): the hot path does not go through Hypercorn. An
+upgrade must carry a valid ``X-Twilio-Signature`` over the stream URL Twilio was given
+(empty parameters: protocols.md 2.6); the stream's ``start`` must carry the one-time
+token the voice webhook issued for that CallSid and project (expired, foreign or reused:
+refused, closed with 1008). Then the call's actor starts in the dynamic call group and
+this connection's task keeps the socket open until the call ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+from twilio.request_validator import RequestValidator
+
+from actors.call import CallActor, CallSetup, ModelEndpoint
+from actors.store.admin import load_project
+from actors.store.queries import StoreUnavailable, ask_store
+from engine.errors import ChildStartError, StartupError
+from engine.group import GroupRefused
+from engine.messages import CallUpdated, utc_now
+from engine.stream_tokens import InvalidStreamToken, check_token
+from engine.twilio_codec import Connected, Start, TwilioProtocolError, decode_twilio
+from engine.ws import HandshakeFailed, Rejection, WebSocket, WebSocketClosed, accept
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from websockets.http11 import Request
+
+    from actors.store.queries import StoreQuery
+    from engine.config import Settings
+    from engine.group import DynamicGroup
+    from engine.lifecycle import StopSignal
+    from engine.mailbox import Outbox
+    from engine.messages import StoreWrite
+    from engine.projects import Project
+
+log = logging.getLogger("afterhours.media")
+
+MEDIA_PATH = "/twilio/media"
+HANDSHAKE_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 5.0
+MAX_TWILIO_MESSAGE_BYTES = 64 * 1024  # a media frame is ~400 bytes
+PROJECT_TIMEOUT_S = 3.0
+
+
+class MediaServer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        calls: DynamicGroup,
+        store: Outbox[StoreWrite],
+        queries: Outbox[StoreQuery],
+        model: Callable[[], ModelEndpoint],
+    ) -> None:
+        token = settings.twilio_auth_token
+        self._validator = RequestValidator(token.reveal()) if token else None
+        self._stream_key = token.reveal().encode() if token else b""
+        self._settings = settings
+        self._calls = calls
+        self._store = store
+        self._queries = queries
+        self._model = model
+        self._used_tokens: set[str] = set()
+        self.public_url = ""
+
+    async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[str]) -> None:
+        settings = self._settings
+        serve = partial(trio.serve_tcp, self._connection, settings.media_port, host=settings.host)
+        bind_error: OSError | None = None
+        async with trio.open_nursery() as nursery:
+            try:
+                listeners = await nursery.start(serve)
+            except OSError as exc:
+                bind_error = exc  # raised below, outside the nursery, as one clear error
+            else:
+                port = listeners[0].socket.getsockname()[1]
+                self.public_url = settings.public_media_url or _derived_url(
+                    settings.public_url, port
+                )
+                log.info("media streams on port %d (Twilio uses %s)", port, self.public_url)
+                task_status.started(self.public_url)
+                await stop.wait()
+                nursery.cancel_scope.cancel()  # live calls are drained by the calls group first
+        if bind_error is not None:
+            raise StartupError(
+                f"cannot listen on {settings.host}:{settings.media_port} (MEDIA_PORT): "
+                f"{bind_error.strerror or bind_error}"
+            )
+
+    def _check(self, request: Request) -> Rejection | None:
+        if request.path.split("?")[0] != urlsplit(self.public_url).path:
+            return Rejection(404, "no media stream here")
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if self._validator is None or not signature:
+            return Rejection(403, "missing X-Twilio-Signature")
+        query = request.path.partition("?")[2]
+        url = self.public_url + (f"?{query}" if query else "")
+        if not self._validator.validate(url, {}, signature):
+            return Rejection(403, "invalid X-Twilio-Signature")
+        return None
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                socket, _ = await accept(
+                    stream,
+                    check=self._check,
+                    max_message_bytes=MAX_TWILIO_MESSAGE_BYTES,
+                    send_timeout_s=SEND_TIMEOUT_S,
+                    handshake_timeout_s=HANDSHAKE_TIMEOUT_S,
+                )
+            except (HandshakeFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                log.warning("media stream refused: %s", exc)
+                return
+            try:
+                await self._serve_call(socket)
+            finally:
+                await socket.aclose()
+
+    async def _serve_call(self, socket: WebSocket) -> None:
+        try:
+            with trio.fail_after(START_TIMEOUT_S):
+                start = await _read_start(socket)
+            project = await self._admit(start)
+        except (StreamRefused, WebSocketClosed, trio.TooSlowError, TwilioProtocolError) as exc:
+            log.warning("media stream closed before the call began: %s", exc)
+            return
+        call_sid = start.start.callSid
+        setup = CallSetup(call_sid, start.streamSid, project, self._model())
+        done = trio.Event()
+        try:
+            await self._calls.start_child(call_sid, CallActor(setup, socket, self._store, done).run)
+        except (GroupRefused, ChildStartError) as exc:
+            log.error("call %s could not start: %s", call_sid, exc)
+            failed = CallUpdated(
+                call_sid,
+                project_id=project.id,
+                status="failed",
+                end_reason="call_start_failed",
+                error=str(exc),
+                ended_at=utc_now(),
+            )
+            await self._store.send(failed)
+            return
+        await done.wait()
+
+    async def _admit(self, start: Start) -> Project:
+        parameters = start.start.customParameters
+        call_sid, project_id = start.start.callSid, parameters.get("project", "")
+        token = parameters.get("token", "")
+        try:
+            check_token(self._stream_key, token, call_sid, project_id, trio.current_time())
+        except InvalidStreamToken as exc:
+            raise StreamRefused(str(exc)) from None
+        if token in self._used_tokens:
+            raise StreamRefused("stream token already used")
+        self._used_tokens.add(token)
+        try:
+            row = await ask_store(
+                self._queries, partial(_project, project_id=project_id), timeout_s=PROJECT_TIMEOUT_S
+            )
+        except StoreUnavailable as exc:
+            raise StreamRefused(f"project unavailable: {exc}") from None
+        if row is None:
+            raise StreamRefused(f"no project {project_id!r}")
+        return row
+
+
+class StreamRefused(Exception):
+    pass
+
+
+async def _read_start(socket: WebSocket) -> Start:
+    while True:
+        for message in await socket.receive_batch():
+            event = decode_twilio(message)
+            if isinstance(event, Start):
+                return event
+            if not isinstance(event, Connected):
+                raise TwilioProtocolError(f"{type(event).__name__} before start")
+
+
+async def _project(connection: Any, project_id: str) -> Project | None:
+    return await load_project(connection, project_id)
+
+
+def _derived_url(public_url: str, port: int) -> str:
+    parts = urlsplit(public_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    host = parts.hostname or "127.0.0.1"
+    return urlunsplit((scheme, f"{host}:{port}", MEDIA_PATH, "", ""))
