@@ -1,0 +1,122 @@
+"""A whole call through the real path: signed webhook, TwiML, signed media stream, the
+call actor, the simulated model, and the record in PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import trio
+from twilio.request_validator import RequestValidator
+
+from actors.store.db import open_database
+from engine.simulator.mulaw import FRAME_BYTES, silence, tone
+from engine.ws import WebSocket, connect
+from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
+
+STREAM_SID = "MZ" + "1" * 32
+
+
+async def open_stream(xml: str) -> tuple[WebSocket, dict[str, str]]:
+    url = re.search(r'<Stream url="([^"]+)"', xml)
+    assert url is not None
+    parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', xml))
+    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(url[1], {})
+    socket = await connect(
+        url[1], headers=[("X-Twilio-Signature", signature)], max_message_bytes=1 << 20,
+        send_timeout_s=5, connect_timeout_s=5,
+    )  # fmt: skip
+    return socket, parameters
+
+
+async def send(socket: WebSocket, event: dict[str, Any]) -> None:
+    await socket.send_text(json.dumps(event).encode())
+
+
+async def speak(socket: WebSocket, audio: bytes) -> None:
+    for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
+        payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
+        await send(socket, {"event": "media", "streamSid": STREAM_SID, "sequenceNumber": str(n),
+                            "media": {"track": "inbound", "chunk": str(n), "timestamp": str(20 * n),
+                                      "payload": payload}})  # fmt: skip
+
+
+async def listen(socket: WebSocket, until_silent_s: float) -> list[dict[str, Any]]:
+    """What the engine sends until it has been quiet for a while; marks are echoed back
+    at once, as if played instantly."""
+    received: list[dict[str, Any]] = []
+    while True:
+        with trio.move_on_after(until_silent_s) as quiet:
+            batch = await socket.receive_batch()
+        if quiet.cancelled_caught:
+            return received
+        for message in batch:
+            event = json.loads(message)
+            received.append(event)
+            if event["event"] == "mark":
+                await send(socket, {"event": "mark", "streamSid": STREAM_SID,
+                                    "sequenceNumber": "0", "mark": event["mark"]})  # fmt: skip
+
+
+async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        await setup_project(engine)
+        twiml = await twilio_post(engine, "/twilio/voice", call("CA900", ANSWERED))
+        socket, parameters = await open_stream(twiml.body.decode())
+        with trio.fail_after(30):
+            await send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await send(socket, {"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
+                                "start": {"streamSid": STREAM_SID, "callSid": "CA900",
+                                          "accountSid": "AC1", "tracks": ["inbound"],
+                                          "customParameters": parameters}})  # fmt: skip
+            greeting = await listen(socket, until_silent_s=1.0)
+            await speak(socket, silence(100) + tone(400) + silence(700))
+            answer = await listen(socket, until_silent_s=1.0)
+            await send(socket, {"event": "stop", "sequenceNumber": "99", "streamSid": STREAM_SID,
+                                "stop": {"accountSid": "AC1", "callSid": "CA900"}})  # fmt: skip
+            hung_up_at_s = trio.current_time()
+            assert engine.simulated_model is not None
+            model_stats = engine.simulated_model.stats
+            # Polled: the call ends by itself; the model session must be gone within 1 s.
+            while engine.calls.statistics().active or model_stats.sessions_open:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            model_closed_after_s = trio.current_time() - hung_up_at_s
+            await socket.aclose()
+            record = await wait_for_final(fresh_database, "CA900")
+            health = await http_request("GET", f"{engine.bound_urls[0]}/health")
+    assert health.json()["activeSessions"] == 0
+    assert model_closed_after_s < 1.0
+    assert model_stats.sessions_total == 1
+    assert model_stats.violations == []  # every client event the engine sent was valid GA
+    media = [e for e in greeting if e["event"] == "media"]
+    assert media, "the caller heard no greeting"
+    assert all(e["streamSid"] == STREAM_SID for e in greeting)
+    assert any(e["event"] == "mark" for e in greeting)
+    assert any(e["event"] == "media" for e in answer)
+    assert record["status"] == "completed"
+    assert record["end_reason"] == "caller_hung_up"
+    transcript = json.loads(record["transcript"])
+    assert transcript[0]["role"] == "assistant"
+    assert transcript[0]["text"] == "Thank you for calling Smith Plumbing. How can I help?"
+    assert [t["role"] for t in transcript] == ["assistant", "caller", "assistant"]
+    assert record["time_to_first_audio_ms"] is not None
+    assert json.loads(record["usage"])["output_tokens"] > 0
+    assert record["stream_sid"] == STREAM_SID
+
+
+async def wait_for_final(dsn: str, call_sid: str) -> dict[str, Any]:
+    with trio.fail_after(10):
+        while True:
+            async with open_database(dsn, connect_timeout_s=5) as db:
+                rows = await db.fetch(
+                    "SELECT * FROM calls WHERE call_sid = $1", call_sid, timeout_s=5
+                )
+            if rows and rows[0]["status"] != "active":
+                return dict(rows[0])
+            await trio.sleep(0.05)
