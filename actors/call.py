@@ -16,17 +16,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
 import msgspec
 import trio
 
-from engine.messages import CallUpdated, utc_now
+from actors.functions import call_function
+from engine.config import AlertLevel
+from engine.messages import (
+    Alert,
+    CallUpdated,
+    FunctionCallRecorded,
+    new_event_id,
+    utc_now,
+)
 from engine.realtime_codec import (
     AudioDelta,
     CallerTranscript,
     FunctionCallDone,
     RealtimeProtocolError,
+    ResponseCreated,
     ResponseDone,
     ServerError,
     SpeechStarted,
@@ -64,8 +75,16 @@ log = logging.getLogger("afterhours.call")
 MODEL_CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 5.0
 FINALISE_TIMEOUT_S = 2.0
+RECORD_SEND_TIMEOUT_S = 2.0
+# A business function slower than this gets a short "one moment" from the model.
+FILLER_AFTER_S = 1.0
+FILLER_INSTRUCTIONS = (
+    'Tell the caller in a few words that you are checking. Say: "One moment, let me check."'
+)
 MAX_MODEL_MESSAGE_BYTES = 16 << 20
 _json = msgspec.json.Encoder()
+
+_BUILTINS = frozenset({"classify_call", "transfer_to_on_call", "end_call"})
 
 BUILTIN_TOOLS: list[dict[str, Any]] = [
     {
@@ -138,11 +157,17 @@ class CallEnded(Exception):
 
 class CallActor:
     def __init__(
-        self, setup: CallSetup, twilio: WebSocket, store: Outbox[StoreWrite], done: trio.Event
+        self,
+        setup: CallSetup,
+        twilio: WebSocket,
+        store: Outbox[StoreWrite],
+        alerts: Outbox[Alert],
+        done: trio.Event,
     ) -> None:
         self._setup = setup
         self._twilio = twilio
         self._store = store
+        self._alerts = alerts
         self._done = done
         self._model: WebSocket | None = None
         self._playback = _Playback()
@@ -153,6 +178,12 @@ class CallActor:
         self._started_at_s = 0.0
         self._first_audio_ms: int | None = None
         self._ended = CallEnded("caller_hung_up")
+        self._nursery: trio.Nursery | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._responding: str | None = None
+        self._response_wanted = False
+        self._tools_running = 0
+        self._function_results: dict[str, str] = {}
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         self._started_at_s = trio.current_time()
@@ -160,7 +191,8 @@ class CallActor:
         try:
             self._model = await self._open_model()
             task_status.started()
-            async with trio.open_nursery() as nursery:
+            async with httpx.AsyncClient() as http, trio.open_nursery() as nursery:
+                self._http, self._nursery = http, nursery
                 nursery.start_soon(self._guard, self._pump_twilio, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._pump_model, nursery.cancel_scope)
                 with stop.interruptible():
@@ -194,22 +226,27 @@ class CallActor:
         await model.send_text(
             encode_response_create(f'Greet the caller. Say exactly: "{greeting}"')
         )
+        self._responding = "greeting"
         return model
 
-    async def _guard(self, pump: Any, scope: trio.CancelScope) -> None:
-        """A pump's end is the call's end: record why, and stop the other pump."""
+    async def _guard(self, work: Any, scope: trio.CancelScope) -> None:
+        """Run one of the call's tasks; if it ends the call (a hang-up, a broken socket,
+        ``end_call``), record why and stop the others. A task that simply finishes (the
+        tools of one response) leaves the call running."""
         try:
-            await pump()
+            await work()
         except CallEnded as ended:
             self._ended = ended
         except WebSocketClosed as closed:
-            self._ended = (
-                CallEnded("caller_hung_up")
-                if pump == self._pump_twilio
-                else (CallEnded(f"model_disconnected: {closed.reason or closed.code}", failed=True))
-            )
+            if work == self._pump_twilio:
+                self._ended = CallEnded("caller_hung_up")
+            else:
+                reason = f"model_disconnected: {closed.reason or closed.code}"
+                self._ended = CallEnded(reason, failed=True)
         except trio.TooSlowError:
             self._ended = CallEnded("peer_not_reading", failed=True)
+        else:
+            return
         scope.cancel()
 
     # -- caller -> model ------------------------------------------------------------------
@@ -228,10 +265,9 @@ class CallActor:
                 elif isinstance(event, Mark):
                     self._heard(event.mark.name)
                 elif isinstance(event, Dtmf):
-                    await self._model.send_text(
-                        encode_user_text(f"The caller pressed {event.dtmf.digit}.")
-                    )
-                    await self._model.send_text(encode_response_create())
+                    text = f"The caller pressed {event.dtmf.digit} on the keypad."
+                    await self._model.send_text(encode_user_text(text))
+                    await self._create_response()
                 elif isinstance(event, Stop):
                     raise CallEnded("caller_hung_up")
 
@@ -261,6 +297,8 @@ class CallActor:
                     self._say("caller", event.transcript)
                 elif isinstance(event, FunctionCallDone):
                     self._pending_calls.setdefault(event.response_id, []).append(event)
+                elif isinstance(event, ResponseCreated):
+                    self._responding = event.response.id
                 elif isinstance(event, ResponseDone):
                     await self._response_done(event)
                 elif isinstance(event, ServerError) and not event.benign:
@@ -290,21 +328,100 @@ class CallActor:
         playback.sent_ms = playback.played_ms  # what was cleared will never be heard
 
     async def _response_done(self, done: ResponseDone) -> None:
+        self._responding = None
         for key, value in (done.response.usage or {}).items():
             if isinstance(value, int):
                 self._usage[key] = self._usage.get(key, 0) + value
         if done.response.status == "cancelled":
             self._playback.dropped_responses.add(done.response.id)
         calls = self._pending_calls.pop(done.response.id, [])
-        if done.response.status != "completed" or not calls:
-            return  # only a completed response's tool calls run (protocols.md 1.4)
-        assert self._model is not None
-        for call in calls:
-            output = self._run_tool(call)
-            await self._model.send_text(encode_function_output(call.call_id, output))
-        await self._model.send_text(encode_response_create())
+        if done.response.status == "completed" and calls:  # protocols.md 1.4
+            self._tools_running += 1
+            assert self._nursery is not None
+            self._nursery.start_soon(
+                self._guard, partial(self._run_tools, calls), self._nursery.cancel_scope
+            )
+        elif self._response_wanted and not self._tools_running:
+            await self._create_response()
 
-    def _run_tool(self, call: FunctionCallDone) -> str:
+    async def _create_response(self, instructions: str | None = None) -> None:
+        """One response at a time: ask now, or as soon as the current one is done."""
+        assert self._model is not None
+        if self._responding is not None:
+            self._response_wanted = True
+            return
+        self._response_wanted = False
+        self._responding = "requested"
+        await self._model.send_text(encode_response_create(instructions))
+
+    async def _run_tools(self, calls: list[FunctionCallDone]) -> None:
+        """The tool calls of one response, in order; their outputs, then one response.
+        A business function that takes longer than ``FILLER_AFTER_S`` gets a short
+        "one moment" from the model, so the caller never sits in dead air."""
+        assert self._model is not None
+        try:
+            for call in calls:
+                if call.name in _BUILTINS:
+                    output = self._run_builtin(call)
+                else:
+                    output = await self._run_function_with_filler(call)
+                await self._model.send_text(encode_function_output(call.call_id, output))
+        finally:
+            self._tools_running -= 1
+        await self._create_response()
+
+    async def _run_function_with_filler(self, call: FunctionCallDone) -> str:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._filler_if_slow, nursery.cancel_scope)
+            output = await self._run_function(call)
+            nursery.cancel_scope.cancel()
+        return output
+
+    async def _filler_if_slow(self, scope: trio.CancelScope) -> None:
+        await trio.sleep(FILLER_AFTER_S)
+        with trio.CancelScope(shield=True):  # never half-send a frame
+            await self._create_response(FILLER_INSTRUCTIONS)
+
+    async def _run_function(self, call: FunctionCallDone) -> str:
+        """The project's own function over HTTP; recorded either way."""
+        assert self._http is not None
+        try:
+            arguments = msgspec.json.decode(call.arguments)
+        except msgspec.DecodeError:
+            arguments = call.arguments
+        setup = self._setup
+        result = await call_function(
+            self._http, setup.project, call.name, arguments, setup.call_sid
+        )
+        record = FunctionCallRecorded(
+            new_event_id(),
+            setup.call_sid,
+            call.name,
+            result.outcome,
+            result.latency_ms,
+            utc_now(),
+            project_id=setup.project.id,
+            arguments=arguments if isinstance(arguments, dict) else {"raw": call.arguments},
+            http_status=result.http_status,
+            error=result.error,
+        )
+        with trio.move_on_after(RECORD_SEND_TIMEOUT_S):
+            await self._store.send(record)
+        if result.outcome != "ok":
+            self._alerts.send_nowait(
+                Alert(
+                    AlertLevel.ERROR,
+                    "functionCallFailure",
+                    "Function call failed",
+                    f"Function {call.name} failed: {result.error}",
+                    project_id=setup.project.id,
+                    call_sid=setup.call_sid,
+                    metadata={"functionName": call.name, "error": result.error},
+                )
+            )
+        return result.output
+
+    def _run_builtin(self, call: FunctionCallDone) -> str:
         try:
             arguments = msgspec.json.decode(call.arguments)
         except msgspec.DecodeError:
@@ -317,7 +434,7 @@ class CallActor:
             return _json.encode({"ok": True, "intent": self._intent}).decode()
         if call.name == "end_call":
             raise CallEnded("end_call")
-        # The project's own functions and the transfer come with the rest of the bridge.
+        # The transfer through Twilio's REST API comes with the rest of the bridge.
         return _json.encode({"error": f"{call.name} is not available on this line yet"}).decode()
 
     def _say(self, role: str, text: str) -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from engine.group import DynamicGroup
     from engine.lifecycle import StopSignal
     from engine.mailbox import Outbox
-    from engine.messages import StoreWrite
+    from engine.messages import Alert, StoreWrite
     from engine.projects import Project
 
 log = logging.getLogger("afterhours.media")
@@ -59,6 +59,7 @@ class MediaServer:
         calls: DynamicGroup,
         store: Outbox[StoreWrite],
         queries: Outbox[StoreQuery],
+        alerts: Outbox[Alert],
         model: Callable[[], ModelEndpoint],
     ) -> None:
         token = settings.twilio_auth_token
@@ -68,6 +69,7 @@ class MediaServer:
         self._calls = calls
         self._store = store
         self._queries = queries
+        self._alerts = alerts
         self._model = model
         self._used_tokens: set[str] = set()
         self.public_url = ""
@@ -138,7 +140,8 @@ class MediaServer:
         setup = CallSetup(call_sid, start.streamSid, project, self._model())
         done = trio.Event()
         try:
-            await self._calls.start_child(call_sid, CallActor(setup, socket, self._store, done).run)
+            actor = CallActor(setup, socket, self._store, self._alerts, done)
+            await self._calls.start_child(call_sid, actor.run)
         except (GroupRefused, ChildStartError) as exc:
             log.error("call %s could not start: %s", call_sid, exc)
             failed = CallUpdated(

@@ -237,7 +237,12 @@ def _build_tree(
     )
     model = _Model(settings)
     media = MediaServer(
-        settings, calls=calls, store=store_inbox, queries=queries, model=model.endpoint
+        settings,
+        calls=calls,
+        store=store_inbox,
+        queries=queries,
+        alerts=alerts_inbox,
+        model=model.endpoint,
     )
     api = ApiServer(
         App(

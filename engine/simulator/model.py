@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import itertools
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -162,6 +163,10 @@ class _Session:
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
         self.session.update(event["session"])
+        # A project's instructions may name the scenario to play: "[scenario: booking]".
+        match = re.search(r"\[scenario: *(\w+)\]", str(event["session"].get("instructions", "")))
+        if match and match[1] in SCENARIOS:
+            self.steps = list(SCENARIOS[match[1]])
         await self.send({"type": "session.updated", "session": self.session})
 
     async def on_input_audio_buffer_append(self, event: dict[str, Any]) -> None:

@@ -1,0 +1,63 @@
+"""A business's function backend for tests: a tiny real HTTP server on 127.0.0.1 that
+records what it received and answers by the function's name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import msgspec
+import trio
+
+
+@dataclass
+class Received:
+    body: bytes
+    headers: dict[str, str]
+
+    def json(self) -> Any:
+        return msgspec.json.decode(self.body)
+
+
+@dataclass
+class FunctionBackend:
+    """``answers`` maps a function name to (HTTP status, body bytes, delay in seconds)."""
+
+    answers: dict[str, tuple[int, bytes, float]] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    url: str = ""
+
+    async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            )
+            self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/functions"
+            task_status.started(self.url)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            headers = {}
+            for line in head.decode().split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            while len(body) < int(headers.get("content-length", "0")):
+                body += await stream.receive_some(65536)
+            request = Received(body, headers)
+            self.received.append(request)
+            name = request.json().get("name", "")
+            status, answer, delay_s = self.answers.get(name, (200, b'{"ok": true}', 0.0))
+            await trio.sleep(delay_s)
+            reply = (
+                f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n"
+            ).encode() + answer
+            await stream.send_all(reply)
