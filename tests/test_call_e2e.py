@@ -12,10 +12,12 @@ from typing import Any
 import trio
 from twilio.request_validator import RequestValidator
 
+from actors.functions import sign
 from actors.store.db import open_database
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
-from engine.ws import WebSocket, connect
-from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine
+from engine.ws import WebSocket, WebSocketClosed, connect
+from tests.function_backend import FunctionBackend
+from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 
 STREAM_SID = "MZ" + "1" * 32
@@ -51,7 +53,10 @@ async def listen(socket: WebSocket, until_silent_s: float) -> list[dict[str, Any
     received: list[dict[str, Any]] = []
     while True:
         with trio.move_on_after(until_silent_s) as quiet:
-            batch = await socket.receive_batch()
+            try:
+                batch = await socket.receive_batch()
+            except WebSocketClosed:
+                return received  # the engine ended the call
         if quiet.cancelled_caught:
             return received
         for message in batch:
@@ -120,3 +125,74 @@ async def wait_for_final(dsn: str, call_sid: str) -> dict[str, Any]:
             if rows and rows[0]["status"] != "active":
                 return dict(rows[0])
             await trio.sleep(0.05)
+
+
+BOOKING_PROJECT: dict[str, Any] = {
+    "id": "smith-plumbing",
+    "name": "Smith Plumbing",
+    "timezone": "America/Chicago",
+    "instructions": "You book plumbing visits. [scenario: booking]",
+    "function_secret": "fn-secret-123456",
+    "function_timeout_s": 5,
+    "tools": [
+        {"name": "get_slots", "description": "Free slots",
+         "parameters": {"type": "object", "properties": {"day": {"type": "string"}}}},
+        {"name": "book_appointment", "description": "Book a slot",
+         "parameters": {"type": "object", "properties": {"slot_id": {"type": "string"}}}},
+    ],
+}  # fmt: skip
+
+
+async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    backend = FunctionBackend(
+        {"get_slots": (200, b'{"slots": [{"id": "slot-1", "time": "09:00"}]}', 0.0),
+         "book_appointment": (200, b'{"booked": true, "reference": "B-42"}', 1.5)}
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(backend.serve)
+        async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+            base = engine.bound_urls[0] + "/admin/projects"
+            body = BOOKING_PROJECT | {"function_url": url}
+            assert (await http_request("POST", base, json=body, token=ADMIN_TOKEN)).status == 201
+            await http_request("POST", f"{base}/smith-plumbing/phone-numbers",
+                               json={"number": ANSWERED}, token=ADMIN_TOKEN)  # fmt: skip
+            twiml = await twilio_post(engine, "/twilio/voice", call("CA901", ANSWERED))
+            socket, parameters = await open_stream(twiml.body.decode())
+            with trio.fail_after(60):
+                await start_call(socket, "CA901", parameters)
+                await listen(socket, until_silent_s=1.0)  # the greeting
+                for _ in range(3):  # the problem; yes, book it; thanks (the model hangs up)
+                    await speak(socket, silence(100) + tone(400) + silence(700))
+                    await listen(socket, until_silent_s=2.5)
+                record = await wait_for_final(fresh_database, "CA901")
+                async with open_database(fresh_database, connect_timeout_s=5) as db:
+                    functions = await db.fetch(
+                        "SELECT name, outcome, http_status, latency_ms FROM function_calls "
+                        "ORDER BY at", timeout_s=5,
+                    )  # fmt: skip
+            await socket.aclose()
+        nursery.cancel_scope.cancel()
+    assert (record["status"], record["end_reason"], record["intent"]) == (
+        "completed", "end_call", "routine",
+    )  # fmt: skip
+    said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
+    assert "One moment, let me check." in said  # the slow booking did not leave dead air
+    assert "You're booked for nine tomorrow. Goodbye!" in said
+    assert [(f["name"], f["outcome"], f["http_status"]) for f in functions] == [
+        ("get_slots", "ok", 200), ("book_appointment", "ok", 200),
+    ]  # fmt: skip
+    assert functions[1]["latency_ms"] >= 1500
+    assert [r.json()["name"] for r in backend.received] == ["get_slots", "book_appointment"]
+    assert all(r.json()["call_sid"] == "CA901" for r in backend.received)
+    assert all(r.headers["x-afterhours-signature"] == sign("fn-secret-123456", r.body)
+               for r in backend.received)  # fmt: skip
+
+
+async def start_call(socket: WebSocket, call_sid: str, parameters: dict[str, str]) -> None:
+    await send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    await send(socket, {"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
+                        "start": {"streamSid": STREAM_SID, "callSid": call_sid,
+                                  "accountSid": "AC1", "tracks": ["inbound"],
+                                  "customParameters": parameters}})  # fmt: skip
