@@ -196,3 +196,68 @@ async def start_call(socket: WebSocket, call_sid: str, parameters: dict[str, str
                         "start": {"streamSid": STREAM_SID, "callSid": call_sid,
                                   "accountSid": "AC1", "tracks": ["inbound"],
                                   "customParameters": parameters}})  # fmt: skip
+
+
+PROJECT_WITH_LONG_GREETING: dict[str, Any] = {
+    "id": "smith-plumbing",
+    "name": "Smith Plumbing",
+    "timezone": "America/Chicago",
+    "greeting": "Thanks for calling Smith Plumbing. " * 12,  # several seconds of speech
+}
+
+
+async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        base = engine.bound_urls[0] + "/admin/projects"
+        created = await http_request(
+            "POST", base, json=PROJECT_WITH_LONG_GREETING, token=ADMIN_TOKEN
+        )
+        assert created.status == 201
+        await http_request("POST", f"{base}/smith-plumbing/phone-numbers",
+                           json={"number": ANSWERED}, token=ADMIN_TOKEN)  # fmt: skip
+        twiml = await twilio_post(engine, "/twilio/voice", call("CA902", ANSWERED))
+        socket, parameters = await open_stream(twiml.body.decode())
+        with trio.fail_after(30):
+            await start_call(socket, "CA902", parameters)
+            # The caller hears only the first three media chunks, then talks over the rest.
+            heard_mark, after_speech = await hear_some_then_interrupt(socket, chunks_heard=3)
+            await send(socket, {"event": "dtmf", "sequenceNumber": "50", "streamSid": STREAM_SID,
+                                "dtmf": {"track": "inbound_track", "digit": "1"}})  # fmt: skip
+            await listen(socket, until_silent_s=1.0)
+            await send(socket, {"event": "stop", "sequenceNumber": "99", "streamSid": STREAM_SID,
+                                "stop": {"accountSid": "AC1", "callSid": "CA902"}})  # fmt: skip
+            record = await wait_for_final(fresh_database, "CA902")
+            await socket.aclose()
+        assert engine.simulated_model is not None
+        stats = engine.simulated_model.stats
+    assert any(e["event"] == "clear" for e in after_speech)
+    item_id, heard_ms = heard_mark.rsplit(":", 1)
+    assert stats.truncations == [(item_id, int(heard_ms))]  # exactly what was played
+    assert stats.caller_texts == ["The caller pressed 1 on the keypad."]
+    assert record["status"] == "completed"
+
+
+async def hear_some_then_interrupt(
+    socket: WebSocket, chunks_heard: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """Echo the marks of the first ``chunks_heard`` media chunks (they played), then
+    speak while the rest is still queued; return the last mark heard and what followed."""
+    heard = ""
+    media_seen = 0
+    while media_seen < chunks_heard or not heard:
+        for message in await socket.receive_batch():
+            event = json.loads(message)
+            if event["event"] == "media":
+                media_seen += 1
+            elif event["event"] == "mark" and media_seen <= chunks_heard:
+                heard = event["mark"]["name"]
+                await send(socket, {"event": "mark", "streamSid": STREAM_SID,
+                                    "sequenceNumber": "0", "mark": event["mark"]})  # fmt: skip
+    await speak(socket, tone(200))
+    after: list[dict[str, Any]] = []
+    with trio.move_on_after(2.0):
+        while not any(e["event"] == "clear" for e in after):
+            after += [json.loads(m) for m in await socket.receive_batch()]
+    return heard, after

@@ -41,6 +41,8 @@ class ModelStatistics:
     sessions_open: int = 0
     client_events_total: int = 0
     violations: list[str] = field(default_factory=list)
+    truncations: list[tuple[str, int]] = field(default_factory=list)  # (item_id, audio_end_ms)
+    caller_texts: list[str] = field(default_factory=list)  # text items (e.g. keypad digits)
 
 
 class SimulatedModel:
@@ -245,7 +247,16 @@ class _Session:
             return
         await self.cancel_response("client_cancelled")
 
+    async def on_conversation_item_create(self, event: dict[str, Any]) -> None:
+        item = event["item"]
+        if item.get("type") == "message" and item.get("role") == "user":
+            texts = [
+                c.get("text", "") for c in item.get("content", []) if c.get("type") == "input_text"
+            ]
+            self.model.stats.caller_texts.extend(texts)
+
     async def on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
+        self.model.stats.truncations.append((event["item_id"], event["audio_end_ms"]))
         await self.send(
             {
                 "type": "conversation.item.truncated",
