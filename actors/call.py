@@ -23,6 +23,13 @@ import httpx
 import msgspec
 import trio
 
+from actors.call_limits import (
+    SAY_DURATION_GOODBYE,
+    SAY_SILENCE_GOODBYE,
+    SAY_STILL_THERE,
+    SAY_WRAP_UP,
+    CallLimits,
+)
 from actors.functions import call_function
 from engine.config import AlertLevel
 from engine.messages import (
@@ -41,6 +48,7 @@ from engine.realtime_codec import (
     ResponseDone,
     ServerError,
     SpeechStarted,
+    SpeechStopped,
     TranscriptDone,
     TurnDetection,
     decode_server_event,
@@ -75,6 +83,7 @@ log = logging.getLogger("afterhours.call")
 MODEL_CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 5.0
 FINALISE_TIMEOUT_S = 2.0
+GOODBYE_GRACE_S = 10.0
 RECORD_SEND_TIMEOUT_S = 2.0
 # A business function slower than this gets a short "one moment" from the model.
 FILLER_AFTER_S = 1.0
@@ -184,6 +193,8 @@ class CallActor:
         self._response_wanted = False
         self._tools_running = 0
         self._function_results: dict[str, str] = {}
+        self._limits: CallLimits | None = None
+        self._hang_up_reason: str | None = None  # hang up once the goodbye has played
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         self._started_at_s = trio.current_time()
@@ -193,6 +204,11 @@ class CallActor:
             task_status.started()
             async with httpx.AsyncClient() as http, trio.open_nursery() as nursery:
                 self._http, self._nursery = http, nursery
+                project = self._setup.project
+                self._limits = CallLimits(
+                    project.silence_timeout_s, project.max_call_s, self._started_at_s
+                )
+                nursery.start_soon(self._guard, self._watch_limits, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._pump_twilio, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._pump_model, nursery.cancel_scope)
                 with stop.interruptible():
@@ -264,6 +280,8 @@ class CallActor:
                     await self._model.send_text(encode_append(event.media.payload))
                 elif isinstance(event, Mark):
                     self._heard(event.mark.name)
+                    self._activity(caller=False)  # the model's words are still playing
+                    self._maybe_hang_up()
                 elif isinstance(event, Dtmf):
                     text = f"The caller pressed {event.dtmf.digit} on the keypad."
                     await self._model.send_text(encode_user_text(text))
@@ -288,9 +306,13 @@ class CallActor:
                     log.warning("call %s: bad Realtime frame: %s", self._setup.call_sid, exc)
                     continue
                 if isinstance(event, AudioDelta):
+                    self._activity(caller=False)
                     await self._play(event)
                 elif isinstance(event, SpeechStarted):
+                    self._activity(caller=True)
                     await self._barge_in()
+                elif isinstance(event, SpeechStopped):
+                    self._activity(caller=True)
                 elif isinstance(event, TranscriptDone):
                     self._say("assistant", event.transcript)
                 elif isinstance(event, CallerTranscript):
@@ -343,6 +365,7 @@ class CallActor:
             )
         elif self._response_wanted and not self._tools_running:
             await self._create_response()
+        self._maybe_hang_up()
 
     async def _create_response(self, instructions: str | None = None) -> None:
         """One response at a time: ask now, or as soon as the current one is done."""
@@ -368,6 +391,9 @@ class CallActor:
                 await self._model.send_text(encode_function_output(call.call_id, output))
         finally:
             self._tools_running -= 1
+        if self._hang_up_reason is not None:
+            self._maybe_hang_up()  # end_call: the goodbye was said before the tool call
+            return
         await self._create_response()
 
     async def _run_function_with_filler(self, call: FunctionCallDone) -> str:
@@ -433,9 +459,41 @@ class CallActor:
                 self._intent = "emergency" if intent == "emergency" else "routine"
             return _json.encode({"ok": True, "intent": self._intent}).decode()
         if call.name == "end_call":
-            raise CallEnded("end_call")
+            self._hang_up_reason = "end_call"
+            return _json.encode({"ok": True, "note": "the call ends after your goodbye"}).decode()
         # The transfer through Twilio's REST API comes with the rest of the bridge.
         return _json.encode({"error": f"{call.name} is not available on this line yet"}).decode()
+
+    def _activity(self, *, caller: bool) -> None:
+        if self._limits is not None:
+            self._limits.activity(trio.current_time(), caller=caller)
+
+    def _maybe_hang_up(self) -> None:
+        """End the call once a pending hang-up's last words have been heard."""
+        playback = self._playback
+        drained = playback.played_ms >= playback.sent_ms
+        if self._hang_up_reason is not None and self._responding is None and drained:
+            raise CallEnded(self._hang_up_reason)
+
+    async def _watch_limits(self) -> None:
+        """Silence and duration limits (actors/call_limits.py); a goodbye that never
+        finishes playing still ends the call after ``GOODBYE_GRACE_S``."""
+        limits = self._limits
+        assert limits is not None
+        while True:
+            await trio.sleep_until(limits.next_check_s())
+            action = limits.due(trio.current_time())
+            if action == "prompt_silence":
+                await self._create_response(SAY_STILL_THERE)
+            elif action == "warn_duration":
+                await self._create_response(SAY_WRAP_UP)
+            elif action in ("end_silence", "end_duration"):
+                reason = "silence_timeout" if action == "end_silence" else "max_duration"
+                self._hang_up_reason = reason
+                goodbye = SAY_SILENCE_GOODBYE if action == "end_silence" else SAY_DURATION_GOODBYE
+                await self._create_response(goodbye)
+                await trio.sleep(GOODBYE_GRACE_S)
+                raise CallEnded(reason)
 
     def _say(self, role: str, text: str) -> None:
         offset_ms = int((trio.current_time() - self._started_at_s) * 1000)

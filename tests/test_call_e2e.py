@@ -261,3 +261,31 @@ async def hear_some_then_interrupt(
         while not any(e["event"] == "clear" for e in after):
             after += [json.loads(m) for m in await socket.receive_batch()]
     return heard, after
+
+
+async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    quiet_project = {
+        "id": "smith-plumbing", "name": "Smith Plumbing", "timezone": "America/Chicago",
+        "silence_timeout_s": 5,
+    }  # fmt: skip
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        base = engine.bound_urls[0] + "/admin/projects"
+        assert (
+            await http_request("POST", base, json=quiet_project, token=ADMIN_TOKEN)
+        ).status == 201
+        await http_request("POST", f"{base}/smith-plumbing/phone-numbers",
+                           json={"number": ANSWERED}, token=ADMIN_TOKEN)  # fmt: skip
+        twiml = await twilio_post(engine, "/twilio/voice", call("CA903", ANSWERED))
+        socket, parameters = await open_stream(twiml.body.decode())
+        with trio.fail_after(40):  # real time: two 5 s silences (the minimum a project allows)
+            await start_call(socket, "CA903", parameters)
+            await listen(socket, until_silent_s=20.0)  # until the engine hangs up
+            record = await wait_for_final(fresh_database, "CA903")
+            await socket.aclose()
+    said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
+    assert said[1] == "Are you still there?"
+    assert said[2].startswith("I have not heard anything, so I will hang up now.")
+    assert (record["status"], record["end_reason"]) == ("completed", "silence_timeout")
+    assert 10 <= record["duration_s"] < 20
