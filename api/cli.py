@@ -20,6 +20,8 @@ import trio
 
 from api.admin_cli import add_commands, run_command
 from api.root import Engine, run_engine
+from api.simulate_cli import add_commands as add_simulation_commands
+from api.simulate_cli import run_command as run_simulation
 from engine import __version__
 from engine.config import Settings, load_settings
 from engine.errors import StartupError, find_escalation, find_startup_error
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "--env-file", type=Path, default=Path(".env"), help="dotenv file to read (default: .env)"
     )
     add_commands(commands)
+    add_simulation_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.env_file)
@@ -51,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"afterhours: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.command in ("call", "simulate"):
+        return run_simulation(args, settings)
     return run_command(args, settings)
 
 

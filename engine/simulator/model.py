@@ -85,8 +85,8 @@ class SimulatedModel:
             self.stats.sessions_open += 1
             try:
                 await _Session(self, socket).run()
-            except (WebSocketClosed, trio.TooSlowError):
-                pass
+            except* (WebSocketClosed, trio.TooSlowError):
+                pass  # the session is over: the engine hung up or stopped reading
             finally:
                 self.stats.sessions_open -= 1
                 await socket.aclose()

@@ -1,0 +1,248 @@
+"""A simulated Twilio caller: places calls through the engine's real path.
+
+Signed voice webhook, TwiML, signed media stream, ``connected`` and ``start``, caller
+audio paced at 20 ms per frame (silence, then "speech" for each turn), the engine's audio
+played back at real-time rate with its marks returned once played (as Twilio does),
+``stop``, then the signed status callback. Used by ``afterhours call`` and ``afterhours
+simulate``, and by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from dataclasses import dataclass, field
+
+import httpx
+import msgspec
+import trio
+from twilio.request_validator import RequestValidator
+
+from engine.simulator.mulaw import FRAME_BYTES, silence, tone
+from engine.ws import WebSocket, WebSocketClosed, connect
+
+FRAME_S = 0.020
+_json = msgspec.json.Encoder()
+
+# What the caller does: (seconds of silence, seconds of speech) per turn.
+CALLER_SCRIPTS: dict[str, list[tuple[float, float]]] = {
+    "conversation": [(2.0, 0.8), (2.5, 0.8), (2.5, 0.0)],
+    "quick": [(1.0, 0.5), (1.5, 0.0)],
+    "silent": [(12.0, 0.0)],
+}
+
+
+@dataclass
+class CallSummary:
+    call_sid: str
+    twiml_ok: bool = False
+    heard_ms: int = 0
+    time_to_first_audio_ms: int | None = None
+    marks_returned: int = 0
+    clears: int = 0
+    ended_by: str = ""
+    error: str | None = None
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CallerConfig:
+    engine_url: str  # http://host:port where the engine's API listens
+    public_url: str  # what the engine believes Twilio uses (signatures are over it)
+    auth_token: str  # TWILIO_AUTH_TOKEN
+    to_number: str
+    from_number: str = "+15550100000"
+
+
+async def place_call(config: CallerConfig, script: str = "conversation") -> CallSummary:
+    summary = CallSummary("CA" + secrets.token_hex(16))
+    validator = RequestValidator(config.auth_token)
+    form = {
+        "CallSid": summary.call_sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": config.from_number,
+        "To": config.to_number,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        twiml = await _post(http, validator, config, "/twilio/voice", form)
+        stream = re.search(r'<Stream url="([^"]+)"', twiml)
+        if stream is None:
+            summary.ended_by, summary.error = "engine", "turned away: " + twiml[:200]
+            return summary
+        summary.twiml_ok = True
+        parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
+        started_s = trio.current_time()
+        await _stream(summary, validator, stream[1], parameters, script)
+        duration = str(int(trio.current_time() - started_s))
+        await _post(
+            http,
+            validator,
+            config,
+            "/twilio/status",
+            form | {"CallStatus": "completed", "CallDuration": duration},
+        )
+    return summary
+
+
+async def _post(
+    http: httpx.AsyncClient,
+    validator: RequestValidator,
+    config: CallerConfig,
+    path: str,
+    form: dict[str, str],
+) -> str:
+    signature = validator.compute_signature(config.public_url + path, form)
+    response = await http.post(
+        config.engine_url + path, data=form, headers={"X-Twilio-Signature": signature}
+    )
+    return response.text
+
+
+async def _stream(
+    summary: CallSummary,
+    validator: RequestValidator,
+    url: str,
+    parameters: dict[str, str],
+    script: str,
+) -> None:
+    signature = validator.compute_signature(url, {})
+    socket = await connect(
+        url,
+        headers=[("X-Twilio-Signature", signature)],
+        max_message_bytes=1 << 20,
+        send_timeout_s=5,
+        connect_timeout_s=10,
+    )
+    stream_sid = "MZ" + secrets.token_hex(16)
+    try:
+        await _send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        await _send(
+            socket,
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": stream_sid,
+                "start": {
+                    "streamSid": stream_sid,
+                    "callSid": summary.call_sid,
+                    "accountSid": "AC" + "0" * 32,
+                    "tracks": ["inbound"],
+                    "customParameters": parameters,
+                },
+            },
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_listen, socket, stream_sid, summary, nursery.cancel_scope)
+            await _speak(socket, stream_sid, CALLER_SCRIPTS[script])
+            summary.ended_by = "caller"
+            await _send(
+                socket,
+                {
+                    "event": "stop",
+                    "sequenceNumber": "9999",
+                    "streamSid": stream_sid,
+                    "stop": {"accountSid": "AC" + "0" * 32, "callSid": summary.call_sid},
+                },
+            )
+            nursery.cancel_scope.cancel()
+    except* WebSocketClosed:
+        summary.ended_by = summary.ended_by or "engine"
+    finally:
+        await socket.aclose()
+
+
+async def _send(socket: WebSocket, event: dict[str, object]) -> None:
+    await socket.send_text(_json.encode(event))
+
+
+async def _speak(socket: WebSocket, stream_sid: str, script: list[tuple[float, float]]) -> None:
+    """Caller audio at Twilio's pace: one 160-byte frame every 20 ms."""
+    audio = b"".join(silence(int(quiet * 1000)) + tone(int(talk * 1000)) for quiet, talk in script)
+    next_frame_s = trio.current_time()
+    for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
+        payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
+        await _send(
+            socket,
+            {
+                "event": "media",
+                "sequenceNumber": str(n + 2),
+                "streamSid": stream_sid,
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(n + 1),
+                    "timestamp": str(n * 20),
+                    "payload": payload,
+                },
+            },
+        )
+        next_frame_s += FRAME_S
+        await trio.sleep_until(next_frame_s)
+
+
+@dataclass
+class _Playback:
+    until_s: float
+    generation: int = 0  # a clear starts a new generation: older marks are dropped
+
+
+async def _listen(
+    socket: WebSocket, stream_sid: str, summary: CallSummary, scope: trio.CancelScope
+) -> None:
+    """Play the engine's audio at real-time rate and return each mark once played (a
+    task per mark, so reading goes on meanwhile, as on Twilio's side); a ``clear`` drops
+    what was queued and the marks behind it."""
+    started_s = trio.current_time()
+    playback = _Playback(started_s)
+    try:
+        async with trio.open_nursery() as marks:
+            while True:
+                try:
+                    batch = await socket.receive_batch()
+                except WebSocketClosed:
+                    summary.ended_by = summary.ended_by or "engine"
+                    scope.cancel()
+                    return
+                for message in batch:
+                    event = msgspec.json.decode(message)
+                    kind = event.get("event")
+                    now_s = trio.current_time()
+                    if kind == "media":
+                        ms = len(base64.b64decode(event["media"]["payload"])) // 8
+                        summary.heard_ms += ms
+                        if summary.time_to_first_audio_ms is None:
+                            summary.time_to_first_audio_ms = int((now_s - started_s) * 1000)
+                        playback.until_s = max(playback.until_s, now_s) + ms / 1000
+                    elif kind == "mark":
+                        due = (playback.until_s, playback.generation)
+                        marks.start_soon(
+                            _return_mark, socket, stream_sid, event["mark"], due, playback, summary
+                        )
+                    elif kind == "clear":
+                        summary.clears += 1
+                        playback.until_s, playback.generation = now_s, playback.generation + 1
+    except* WebSocketClosed:
+        summary.ended_by = summary.ended_by or "engine"
+        scope.cancel()
+
+
+async def _return_mark(
+    socket: WebSocket,
+    stream_sid: str,
+    mark: object,
+    due: tuple[float, int],
+    playback: _Playback,
+    summary: CallSummary,
+) -> None:
+    await trio.sleep_until(due[0])
+    if playback.generation != due[1]:
+        return  # cleared before it played
+    try:
+        await _send(
+            socket, {"event": "mark", "sequenceNumber": "0", "streamSid": stream_sid, "mark": mark}
+        )
+    except WebSocketClosed:
+        return
+    summary.marks_returned += 1
