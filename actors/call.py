@@ -31,6 +31,7 @@ from actors.call_limits import (
     CallLimits,
 )
 from actors.functions import call_function
+from actors.twilio_rest import REST_TIMEOUT_S, TwilioRest, TwilioRestError
 from engine.config import AlertLevel
 from engine.messages import (
     Alert,
@@ -70,6 +71,7 @@ from engine.twilio_codec import (
     encode_mark,
     encode_media,
 )
+from engine.twiml import transfer
 from engine.ws import WebSocket, WebSocketClosed, connect
 
 if TYPE_CHECKING:
@@ -145,6 +147,7 @@ class CallSetup:
     stream_sid: str
     project: Project
     model: ModelEndpoint
+    twilio_rest: TwilioRest | None = None  # None: no Twilio account configured
 
 
 @dataclass
@@ -216,10 +219,12 @@ class CallActor:
                 self._ended = CallEnded("engine_stopping")
                 nursery.cancel_scope.cancel()
         finally:
-            with trio.move_on_after(FINALISE_TIMEOUT_S) as scope:
+            with trio.move_on_after(FINALISE_TIMEOUT_S + REST_TIMEOUT_S) as scope:
                 scope.shield = True
                 if self._model is not None:
                     await self._model.aclose()  # at once: an open model session costs money
+                if self._ended.reason == "transferred":
+                    await self._transfer()  # before our socket closes: Twilio takes the call
                 await self._finalise(started_at)
             self._done.set()
 
@@ -461,8 +466,44 @@ class CallActor:
         if call.name == "end_call":
             self._hang_up_reason = "end_call"
             return _json.encode({"ok": True, "note": "the call ends after your goodbye"}).decode()
-        # The transfer through Twilio's REST API comes with the rest of the bridge.
-        return _json.encode({"error": f"{call.name} is not available on this line yet"}).decode()
+        if call.name == "transfer_to_on_call":
+            return self._prepare_transfer()
+        return _json.encode({"error": f"unknown tool {call.name}"}).decode()
+
+    def _prepare_transfer(self) -> str:
+        """The transfer happens once the model's last words have been heard."""
+        if not self._setup.project.on_call_number:
+            return _json.encode({"error": "this business has no on-call number"}).decode()
+        if self._setup.twilio_rest is None:
+            note = "transfers need a Twilio account (TWILIO_ACCOUNT_SID)"
+            return _json.encode({"error": note}).decode()
+        self._hang_up_reason = "transferred"
+        return _json.encode(
+            {"ok": True, "note": "the caller is connected after your words"}
+        ).decode()
+
+    async def _transfer(self) -> None:
+        setup = self._setup
+        assert setup.twilio_rest is not None
+        assert setup.project.on_call_number is not None
+        try:
+            async with httpx.AsyncClient() as client:
+                await setup.twilio_rest.update_call(
+                    client, setup.call_sid, transfer(setup.project.on_call_number)
+                )
+        except TwilioRestError as exc:
+            log.error("call %s: transfer failed: %s", setup.call_sid, exc)
+            self._ended = CallEnded("transfer_failed", failed=True)
+            self._alerts.send_nowait(
+                Alert(
+                    AlertLevel.ERROR,
+                    "twilioError",
+                    "Transfer failed",
+                    str(exc),
+                    project_id=setup.project.id,
+                    call_sid=setup.call_sid,
+                )
+            )
 
     def _activity(self, *, caller: bool) -> None:
         if self._limits is not None:

@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 from actors.call import CallActor, CallSetup, ModelEndpoint
 from actors.store.admin import load_project
 from actors.store.queries import StoreUnavailable, ask_store
+from actors.twilio_rest import TwilioRest
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
 from engine.messages import CallUpdated, utc_now
@@ -72,6 +73,10 @@ class MediaServer:
         self._alerts = alerts
         self._model = model
         self._used_tokens: set[str] = set()
+        sid = settings.twilio_account_sid
+        self._twilio_rest = (
+            TwilioRest(settings.twilio_api_base_url, sid, token.reveal()) if sid and token else None
+        )
         self.public_url = ""
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[str]) -> None:
@@ -137,7 +142,7 @@ class MediaServer:
             log.warning("media stream closed before the call began: %s", exc)
             return
         call_sid = start.start.callSid
-        setup = CallSetup(call_sid, start.streamSid, project, self._model())
+        setup = CallSetup(call_sid, start.streamSid, project, self._model(), self._twilio_rest)
         done = trio.Event()
         try:
             actor = CallActor(setup, socket, self._store, self._alerts, done)

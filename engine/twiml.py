@@ -16,6 +16,14 @@ def connect_stream(stream_url: str, parameters: dict[str, str]) -> str:
     return str(response)
 
 
+def transfer(on_call_number: str) -> str:
+    """Hand the live call to the on-call technician (replaces the media stream)."""
+    response = VoiceResponse()
+    response.say("Connecting you to the on-call technician now.")
+    response.dial(on_call_number, timeout=30)
+    return str(response)
+
+
 def turn_away(message: str, on_call_number: str | None) -> str:
     """Say why the call cannot be answered here, then dial the on-call number if there
     is one, or hang up: a caller is never left in silence."""

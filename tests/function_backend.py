@@ -15,6 +15,7 @@ import trio
 class Received:
     body: bytes
     headers: dict[str, str]
+    path: str = ""
 
     def json(self) -> Any:
         return msgspec.json.decode(self.body)
@@ -38,20 +39,9 @@ class FunctionBackend:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            headers = {}
-            for line in head.decode().split("\r\n")[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            while len(body) < int(headers.get("content-length", "0")):
-                body += await stream.receive_some(65536)
-            request = Received(body, headers)
+            request = await read_request(stream)
+            if request is None:
+                return
             self.received.append(request)
             name = request.json().get("name", "")
             status, answer, delay_s = self.answers.get(name, (200, b'{"ok": true}', 0.0))
@@ -61,3 +51,47 @@ class FunctionBackend:
                 f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n"
             ).encode() + answer
             await stream.send_all(reply)
+
+
+async def read_request(stream: trio.SocketStream) -> Received | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    request_line, *lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    while len(body) < int(headers.get("content-length", "0")):
+        body += await stream.receive_some(65536)
+    return Received(body, headers, request_line.split(" ")[1])
+
+
+@dataclass
+class TwilioRestStandIn:
+    """A local stand-in for Twilio's REST API: records each request, answers 200."""
+
+    received: list[Received] = field(default_factory=list)
+
+    async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            task_status.started(f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}")
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            request = await read_request(stream)
+            if request is None:
+                return
+            self.received.append(request)
+            answer = b'{"sid": "CA", "status": "in-progress"}'
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
+                + answer
+            )

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import trio
 from twilio.request_validator import RequestValidator
@@ -16,7 +17,7 @@ from actors.functions import sign
 from actors.store.db import open_database
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
 from engine.ws import WebSocket, WebSocketClosed, connect
-from tests.function_backend import FunctionBackend
+from tests.function_backend import FunctionBackend, TwilioRestStandIn
 from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 
@@ -29,9 +30,12 @@ async def open_stream(xml: str) -> tuple[WebSocket, dict[str, str]]:
     parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', xml))
     signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(url[1], {})
     socket = await connect(
-        url[1], headers=[("X-Twilio-Signature", signature)], max_message_bytes=1 << 20,
-        send_timeout_s=5, connect_timeout_s=5,
-    )  # fmt: skip
+        url[1],
+        headers=[("X-Twilio-Signature", signature)],
+        max_message_bytes=1 << 20,
+        send_timeout_s=5,
+        connect_timeout_s=5,
+    )
     return socket, parameters
 
 
@@ -42,9 +46,20 @@ async def send(socket: WebSocket, event: dict[str, Any]) -> None:
 async def speak(socket: WebSocket, audio: bytes) -> None:
     for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
         payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
-        await send(socket, {"event": "media", "streamSid": STREAM_SID, "sequenceNumber": str(n),
-                            "media": {"track": "inbound", "chunk": str(n), "timestamp": str(20 * n),
-                                      "payload": payload}})  # fmt: skip
+        await send(
+            socket,
+            {
+                "event": "media",
+                "streamSid": STREAM_SID,
+                "sequenceNumber": str(n),
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(n),
+                    "timestamp": str(20 * n),
+                    "payload": payload,
+                },
+            },
+        )
 
 
 async def listen(socket: WebSocket, until_silent_s: float) -> list[dict[str, Any]]:
@@ -63,8 +78,15 @@ async def listen(socket: WebSocket, until_silent_s: float) -> list[dict[str, Any
             event = json.loads(message)
             received.append(event)
             if event["event"] == "mark":
-                await send(socket, {"event": "mark", "streamSid": STREAM_SID,
-                                    "sequenceNumber": "0", "mark": event["mark"]})  # fmt: skip
+                await send(
+                    socket,
+                    {
+                        "event": "mark",
+                        "streamSid": STREAM_SID,
+                        "sequenceNumber": "0",
+                        "mark": event["mark"],
+                    },
+                )
 
 
 async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
@@ -76,15 +98,33 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
         socket, parameters = await open_stream(twiml.body.decode())
         with trio.fail_after(30):
             await send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
-            await send(socket, {"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
-                                "start": {"streamSid": STREAM_SID, "callSid": "CA900",
-                                          "accountSid": "AC1", "tracks": ["inbound"],
-                                          "customParameters": parameters}})  # fmt: skip
+            await send(
+                socket,
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": STREAM_SID,
+                    "start": {
+                        "streamSid": STREAM_SID,
+                        "callSid": "CA900",
+                        "accountSid": "AC1",
+                        "tracks": ["inbound"],
+                        "customParameters": parameters,
+                    },
+                },
+            )
             greeting = await listen(socket, until_silent_s=1.0)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await send(socket, {"event": "stop", "sequenceNumber": "99", "streamSid": STREAM_SID,
-                                "stop": {"accountSid": "AC1", "callSid": "CA900"}})  # fmt: skip
+            await send(
+                socket,
+                {
+                    "event": "stop",
+                    "sequenceNumber": "99",
+                    "streamSid": STREAM_SID,
+                    "stop": {"accountSid": "AC1", "callSid": "CA900"},
+                },
+            )
             hung_up_at_s = trio.current_time()
             assert engine.simulated_model is not None
             model_stats = engine.simulated_model.stats
@@ -135,67 +175,96 @@ BOOKING_PROJECT: dict[str, Any] = {
     "function_secret": "fn-secret-123456",
     "function_timeout_s": 5,
     "tools": [
-        {"name": "get_slots", "description": "Free slots",
-         "parameters": {"type": "object", "properties": {"day": {"type": "string"}}}},
-        {"name": "book_appointment", "description": "Book a slot",
-         "parameters": {"type": "object", "properties": {"slot_id": {"type": "string"}}}},
+        {
+            "name": "get_slots",
+            "description": "Free slots",
+            "parameters": {"type": "object", "properties": {"day": {"type": "string"}}},
+        },
+        {
+            "name": "book_appointment",
+            "description": "Book a slot",
+            "parameters": {"type": "object", "properties": {"slot_id": {"type": "string"}}},
+        },
     ],
-}  # fmt: skip
+}
 
 
 async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
     fresh_database: str, tmp_path: Path
 ) -> None:
     backend = FunctionBackend(
-        {"get_slots": (200, b'{"slots": [{"id": "slot-1", "time": "09:00"}]}', 0.0),
-         "book_appointment": (200, b'{"booked": true, "reference": "B-42"}', 1.5)}
-    )  # fmt: skip
+        {
+            "get_slots": (200, b'{"slots": [{"id": "slot-1", "time": "09:00"}]}', 0.0),
+            "book_appointment": (200, b'{"booked": true, "reference": "B-42"}', 1.5),
+        }
+    )
     async with trio.open_nursery() as nursery:
         url = await nursery.start(backend.serve)
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
             base = engine.bound_urls[0] + "/admin/projects"
             body = BOOKING_PROJECT | {"function_url": url}
             assert (await http_request("POST", base, json=body, token=ADMIN_TOKEN)).status == 201
-            await http_request("POST", f"{base}/smith-plumbing/phone-numbers",
-                               json={"number": ANSWERED}, token=ADMIN_TOKEN)  # fmt: skip
+            await http_request(
+                "POST",
+                f"{base}/smith-plumbing/phone-numbers",
+                json={"number": ANSWERED},
+                token=ADMIN_TOKEN,
+            )
             twiml = await twilio_post(engine, "/twilio/voice", call("CA901", ANSWERED))
             socket, parameters = await open_stream(twiml.body.decode())
             with trio.fail_after(60):
                 await start_call(socket, "CA901", parameters)
                 await listen(socket, until_silent_s=1.0)  # the greeting
-                for _ in range(3):  # the problem; yes, book it; thanks (the model hangs up)
+                for _ in range(2):  # the problem; yes, book it (then the model says goodbye)
                     await speak(socket, silence(100) + tone(400) + silence(700))
                     await listen(socket, until_silent_s=2.5)
                 record = await wait_for_final(fresh_database, "CA901")
                 async with open_database(fresh_database, connect_timeout_s=5) as db:
                     functions = await db.fetch(
                         "SELECT name, outcome, http_status, latency_ms FROM function_calls "
-                        "ORDER BY at", timeout_s=5,
-                    )  # fmt: skip
+                        "ORDER BY at",
+                        timeout_s=5,
+                    )
             await socket.aclose()
         nursery.cancel_scope.cancel()
     assert (record["status"], record["end_reason"], record["intent"]) == (
-        "completed", "end_call", "routine",
-    )  # fmt: skip
+        "completed",
+        "end_call",
+        "routine",
+    )
     said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
     assert "One moment, let me check." in said  # the slow booking did not leave dead air
     assert "You're booked for nine tomorrow. Goodbye!" in said
     assert [(f["name"], f["outcome"], f["http_status"]) for f in functions] == [
-        ("get_slots", "ok", 200), ("book_appointment", "ok", 200),
-    ]  # fmt: skip
+        ("get_slots", "ok", 200),
+        ("book_appointment", "ok", 200),
+    ]
     assert functions[1]["latency_ms"] >= 1500
     assert [r.json()["name"] for r in backend.received] == ["get_slots", "book_appointment"]
     assert all(r.json()["call_sid"] == "CA901" for r in backend.received)
-    assert all(r.headers["x-afterhours-signature"] == sign("fn-secret-123456", r.body)
-               for r in backend.received)  # fmt: skip
+    assert all(
+        r.headers["x-afterhours-signature"] == sign("fn-secret-123456", r.body)
+        for r in backend.received
+    )
 
 
 async def start_call(socket: WebSocket, call_sid: str, parameters: dict[str, str]) -> None:
     await send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
-    await send(socket, {"event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
-                        "start": {"streamSid": STREAM_SID, "callSid": call_sid,
-                                  "accountSid": "AC1", "tracks": ["inbound"],
-                                  "customParameters": parameters}})  # fmt: skip
+    await send(
+        socket,
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": STREAM_SID,
+            "start": {
+                "streamSid": STREAM_SID,
+                "callSid": call_sid,
+                "accountSid": "AC1",
+                "tracks": ["inbound"],
+                "customParameters": parameters,
+            },
+        },
+    )
 
 
 PROJECT_WITH_LONG_GREETING: dict[str, Any] = {
@@ -215,19 +284,37 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
             "POST", base, json=PROJECT_WITH_LONG_GREETING, token=ADMIN_TOKEN
         )
         assert created.status == 201
-        await http_request("POST", f"{base}/smith-plumbing/phone-numbers",
-                           json={"number": ANSWERED}, token=ADMIN_TOKEN)  # fmt: skip
+        await http_request(
+            "POST",
+            f"{base}/smith-plumbing/phone-numbers",
+            json={"number": ANSWERED},
+            token=ADMIN_TOKEN,
+        )
         twiml = await twilio_post(engine, "/twilio/voice", call("CA902", ANSWERED))
         socket, parameters = await open_stream(twiml.body.decode())
         with trio.fail_after(30):
             await start_call(socket, "CA902", parameters)
             # The caller hears only the first three media chunks, then talks over the rest.
             heard_mark, after_speech = await hear_some_then_interrupt(socket, chunks_heard=3)
-            await send(socket, {"event": "dtmf", "sequenceNumber": "50", "streamSid": STREAM_SID,
-                                "dtmf": {"track": "inbound_track", "digit": "1"}})  # fmt: skip
+            await send(
+                socket,
+                {
+                    "event": "dtmf",
+                    "sequenceNumber": "50",
+                    "streamSid": STREAM_SID,
+                    "dtmf": {"track": "inbound_track", "digit": "1"},
+                },
+            )
             await listen(socket, until_silent_s=1.0)
-            await send(socket, {"event": "stop", "sequenceNumber": "99", "streamSid": STREAM_SID,
-                                "stop": {"accountSid": "AC1", "callSid": "CA902"}})  # fmt: skip
+            await send(
+                socket,
+                {
+                    "event": "stop",
+                    "sequenceNumber": "99",
+                    "streamSid": STREAM_SID,
+                    "stop": {"accountSid": "AC1", "callSid": "CA902"},
+                },
+            )
             record = await wait_for_final(fresh_database, "CA902")
             await socket.aclose()
         assert engine.simulated_model is not None
@@ -253,8 +340,15 @@ async def hear_some_then_interrupt(
                 media_seen += 1
             elif event["event"] == "mark" and media_seen <= chunks_heard:
                 heard = event["mark"]["name"]
-                await send(socket, {"event": "mark", "streamSid": STREAM_SID,
-                                    "sequenceNumber": "0", "mark": event["mark"]})  # fmt: skip
+                await send(
+                    socket,
+                    {
+                        "event": "mark",
+                        "streamSid": STREAM_SID,
+                        "sequenceNumber": "0",
+                        "mark": event["mark"],
+                    },
+                )
     await speak(socket, tone(200))
     after: list[dict[str, Any]] = []
     with trio.move_on_after(2.0):
@@ -267,16 +361,22 @@ async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
     fresh_database: str, tmp_path: Path
 ) -> None:
     quiet_project = {
-        "id": "smith-plumbing", "name": "Smith Plumbing", "timezone": "America/Chicago",
+        "id": "smith-plumbing",
+        "name": "Smith Plumbing",
+        "timezone": "America/Chicago",
         "silence_timeout_s": 5,
-    }  # fmt: skip
+    }
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
         base = engine.bound_urls[0] + "/admin/projects"
         assert (
             await http_request("POST", base, json=quiet_project, token=ADMIN_TOKEN)
         ).status == 201
-        await http_request("POST", f"{base}/smith-plumbing/phone-numbers",
-                           json={"number": ANSWERED}, token=ADMIN_TOKEN)  # fmt: skip
+        await http_request(
+            "POST",
+            f"{base}/smith-plumbing/phone-numbers",
+            json={"number": ANSWERED},
+            token=ADMIN_TOKEN,
+        )
         twiml = await twilio_post(engine, "/twilio/voice", call("CA903", ANSWERED))
         socket, parameters = await open_stream(twiml.body.decode())
         with trio.fail_after(40):  # real time: two 5 s silences (the minimum a project allows)
@@ -289,3 +389,58 @@ async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
     assert said[2].startswith("I have not heard anything, so I will hang up now.")
     assert (record["status"], record["end_reason"]) == ("completed", "silence_timeout")
     assert 10 <= record["duration_s"] < 20
+
+
+async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_api(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    emergency_project = {
+        "id": "smith-plumbing",
+        "name": "Smith Plumbing",
+        "timezone": "America/Chicago",
+        "instructions": "Handle after-hours calls. [scenario: emergency]",
+        "on_call_number": "+15551234567",
+    }
+    twilio = TwilioRestStandIn()
+    account = "AC" + "ab" * 16
+    async with trio.open_nursery() as nursery:
+        rest_url = await nursery.start(twilio.serve)
+        async with running_engine(
+            fresh_database,
+            tmp_path,
+            MEDIA_PORT="0",
+            TWILIO_ACCOUNT_SID=account,
+            TWILIO_API_BASE_URL=rest_url,
+        ) as engine:
+            base = engine.bound_urls[0] + "/admin/projects"
+            created = await http_request("POST", base, json=emergency_project, token=ADMIN_TOKEN)
+            assert created.status == 201
+            await http_request(
+                "POST",
+                f"{base}/smith-plumbing/phone-numbers",
+                json={"number": ANSWERED},
+                token=ADMIN_TOKEN,
+            )
+            twiml = await twilio_post(engine, "/twilio/voice", call("CA904", ANSWERED))
+            socket, parameters = await open_stream(twiml.body.decode())
+            with trio.fail_after(30):
+                await start_call(socket, "CA904", parameters)
+                await listen(socket, until_silent_s=1.0)
+                await speak(socket, silence(100) + tone(400) + silence(700))
+                await listen(socket, until_silent_s=3.0)  # until the engine hands the call over
+                record = await wait_for_final(fresh_database, "CA904")
+            await socket.aclose()
+        nursery.cancel_scope.cancel()
+    (update,) = twilio.received
+    assert update.path == f"/2010-04-01/Accounts/{account}/Calls/CA904.json"
+    expected_auth = base64.b64encode(f"{account}:{TWILIO_AUTH_TOKEN}".encode()).decode()
+    assert update.headers["authorization"] == f"Basic {expected_auth}"
+    twiml_sent = parse_qs(update.body.decode())["Twiml"][0]
+    assert '<Dial timeout="30">+15551234567</Dial>' in twiml_sent
+    assert (record["status"], record["end_reason"], record["intent"]) == (
+        "completed",
+        "transferred",
+        "emergency",
+    )
+    said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
+    assert said[-1] == "That sounds urgent. I'm connecting you to the on-call technician now."

@@ -306,6 +306,12 @@ class _Session:
             )
             if isinstance(step, Say):
                 await self.speak(response_id, step.text)
+                # Words then a tool call in one response, as a real model does ("I'm
+                # connecting you now" + transfer_to_on_call).
+                follow = self.steps[0] if self.steps else None
+                if isinstance(follow, Call) and follow.after_words:
+                    self.steps.pop(0)
+                    await self.call_tool(response_id, follow)
             else:
                 await self.call_tool(response_id, step)
             self.responding = None

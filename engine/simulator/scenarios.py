@@ -21,6 +21,7 @@ class Say:
 class Call:
     name: str
     arguments: dict[str, Any]
+    after_words: bool = False  # made in the same response as the preceding Say
 
 
 Step = Say | Call
@@ -35,7 +36,7 @@ SCENARIOS: Final[dict[str, tuple[Step, ...]]] = {
             "classify_call", {"intent": "emergency", "summary": "burst pipe flooding the basement"}
         ),
         Say("That sounds urgent. I'm connecting you to the on-call technician now."),
-        Call("transfer_to_on_call", {"reason": "burst pipe"}),
+        Call("transfer_to_on_call", {"reason": "burst pipe"}, after_words=True),
     ),
     "booking": (
         Call("classify_call", {"intent": "routine", "summary": "dripping kitchen tap"}),
@@ -43,6 +44,6 @@ SCENARIOS: Final[dict[str, tuple[Step, ...]]] = {
         Say("I have nine o'clock tomorrow morning. Shall I book it?"),
         Call("book_appointment", {"slot_id": "slot-1", "name": "Sam", "problem": "dripping tap"}),
         Say("You're booked for nine tomorrow. Goodbye!"),
-        Call("end_call", {"reason": "booked"}),
+        Call("end_call", {"reason": "booked"}, after_words=True),
     ),
 }
