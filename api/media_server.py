@@ -11,6 +11,7 @@ this connection's task keeps the socket open until the call ends.
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +22,7 @@ from twilio.request_validator import RequestValidator
 from actors.call import CallActor, CallSetup, ModelEndpoint
 from actors.store.admin import load_project
 from actors.store.queries import StoreUnavailable, ask_store
+from actors.store.routing import claim_stream
 from actors.twilio_rest import TwilioRest
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
@@ -72,12 +74,12 @@ class MediaServer:
         self._queries = queries
         self._alerts = alerts
         self._model = model
-        self._used_tokens: set[str] = set()
         sid = settings.twilio_account_sid
         self._twilio_rest = (
             TwilioRest(settings.twilio_api_base_url, sid, token.reveal()) if sid and token else None
         )
         self.public_url = ""
+        self.bound_port = 0
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[str]) -> None:
         settings = self._settings
@@ -89,7 +91,7 @@ class MediaServer:
             except OSError as exc:
                 bind_error = exc  # raised below, outside the nursery, as one clear error
             else:
-                port = listeners[0].socket.getsockname()[1]
+                port = self.bound_port = listeners[0].socket.getsockname()[1]
                 self.public_url = settings.public_media_url or _derived_url(
                     settings.public_url, port
                 )
@@ -166,13 +168,15 @@ class MediaServer:
         call_sid, project_id = start.start.callSid, parameters.get("project", "")
         token = parameters.get("token", "")
         try:
-            check_token(self._stream_key, token, call_sid, project_id, trio.current_time())
+            check_token(self._stream_key, token, call_sid, project_id, time.time())
         except InvalidStreamToken as exc:
             raise StreamRefused(str(exc)) from None
-        if token in self._used_tokens:
-            raise StreamRefused("stream token already used")
-        self._used_tokens.add(token)
         try:
+            claim = partial(
+                claim_stream, call_sid=call_sid, stream_sid=start.streamSid, project_id=project_id
+            )
+            if not await ask_store(self._queries, claim, timeout_s=PROJECT_TIMEOUT_S):
+                raise StreamRefused("stream token already used: the call has a stream")
             row = await ask_store(
                 self._queries, partial(_project, project_id=project_id), timeout_s=PROJECT_TIMEOUT_S
             )

@@ -79,6 +79,7 @@ class Engine:
     supervisor: Supervisor
     calls: DynamicGroup
     simulated_model: SimulatedModel | None  # when no OPENAI_API_KEY is configured
+    media: MediaServer
 
 
 @asynccontextmanager
@@ -130,10 +131,10 @@ async def _run_tree(
     task_status: trio.TaskStatus[Engine],
     on_ready: Callable[[Engine], None] | None,
 ) -> None:
-    supervisor, calls, api, model = _build_tree(settings, dsn, on_stopping=watchdog.arm)
+    supervisor, calls, api, model, media = _build_tree(settings, dsn, on_stopping=watchdog.arm)
 
     def ready(value: object = None) -> None:
-        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls, model.simulator)
+        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls, model.simulator, media)
         task_status.started(engine)
         if on_ready is not None:
             on_ready(engine)
@@ -207,7 +208,7 @@ class _Model:
 
 def _build_tree(
     settings: Settings, dsn: str, *, on_stopping: Callable[[], None]
-) -> tuple[Supervisor, DynamicGroup, ApiServer, _Model]:
+) -> tuple[Supervisor, DynamicGroup, ApiServer, _Model, MediaServer]:
     # Mailboxes belong to the root, not the actors: a restarted actor finds its unread mail.
     store_inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
     metrics_inbox: Mailbox[MetricsSample] = Mailbox("metrics", 1024, OverflowPolicy.DROP_NEWEST)
@@ -280,4 +281,4 @@ def _build_tree(
         report=report,
         on_stopping=on_stopping,
     )
-    return supervisor, calls, api, model
+    return supervisor, calls, api, model, media

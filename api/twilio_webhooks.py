@@ -14,6 +14,7 @@ whichever instance it reaches (the store's merge makes the order irrelevant).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qsl
@@ -156,7 +157,8 @@ class TwilioWebhooks:
                 started_at=utc_now(),
             )
         )
-        token = issue_token(self._stream_key, call_sid, route.project_id, trio.current_time())
+        # Wall-clock time: the stream may reach another instance (Trio's clock is per process).
+        token = issue_token(self._stream_key, call_sid, route.project_id, time.time())
         parameters = {"project": route.project_id, "token": token, "callSid": call_sid}
         return _twiml(connect_stream(self._stream_url(), parameters))
 

@@ -3,7 +3,8 @@
 The voice webhook puts a token in the TwiML's stream parameters; the media stream must
 present it. A token is an HMAC over the CallSid, the project and an expiry (a minute), so
 any engine instance holding the same key can check it without shared state; that it is
-used only once is checked against the store when the stream starts. Pure functions.
+used only once is checked against the store when the stream starts. Pure functions; the
+times are wall-clock seconds (``time.time()``), shared by every instance.
 """
 
 from __future__ import annotations

@@ -1,0 +1,143 @@
+"""The media stream listener: two instances sharing one PostgreSQL, one-time stream
+tokens across them, and the bad input a stream can bring."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import trio
+from twilio.request_validator import RequestValidator
+
+from engine.simulator.mulaw import silence, tone
+from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
+from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.test_call_e2e import STREAM_SID, listen, send, speak, start_call, wait_for_final
+from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
+
+# Both instances sit behind one balancer: Twilio knows one media URL for both.
+SHARED_MEDIA_URL = "ws://media.example.test/twilio/media"
+
+
+async def stream_to(
+    port: int, parameters: dict[str, str], signature_url: str = SHARED_MEDIA_URL
+) -> WebSocket:
+    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(signature_url, {})
+    return await connect(
+        f"ws://127.0.0.1:{port}/twilio/media",
+        headers=[("X-Twilio-Signature", signature)],
+        max_message_bytes=1 << 20,
+        send_timeout_s=5,
+        connect_timeout_s=5,
+    )
+
+
+def params(xml: str) -> dict[str, str]:
+    return dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', xml))
+
+
+async def test_webhook_stream_and_callback_on_different_instances_and_tokens_used_once(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    shared = {"MEDIA_PORT": "0", "PUBLIC_MEDIA_URL": SHARED_MEDIA_URL}
+    async with (
+        running_engine(fresh_database, tmp_path / "a", **shared) as first,
+        running_engine(fresh_database, tmp_path / "b", **shared) as second,
+    ):
+        await setup_project(first)
+        twiml = await twilio_post(first, "/twilio/voice", call("CA700", ANSWERED))
+        assert SHARED_MEDIA_URL in twiml.body.decode()
+        parameters = params(twiml.body.decode())
+        # The stream reaches the second instance; the call runs there.
+        socket = await stream_to(second.media.bound_port, parameters)
+        with trio.fail_after(30):
+            await start_call(socket, "CA700", parameters)
+            await listen(socket, until_silent_s=1.0)
+            assert second.calls.statistics().active == 1
+            assert first.calls.statistics().active == 0
+            # A replay of the same stream start, to the first instance, is refused.
+            replay = await stream_to(first.media.bound_port, parameters)
+            await start_call(replay, "CA700", parameters)
+            with pytest.raises(WebSocketClosed):
+                await replay.receive_batch()
+            await replay.aclose()
+            await speak(socket, silence(100) + tone(300) + silence(700))
+            await listen(socket, until_silent_s=1.0)
+            await send(
+                socket,
+                {
+                    "event": "stop",
+                    "sequenceNumber": "9",
+                    "streamSid": STREAM_SID,
+                    "stop": {"accountSid": "AC1", "callSid": "CA700"},
+                },
+            )
+            await socket.aclose()
+            # The status callback lands on the first instance.
+            final = call("CA700", ANSWERED) | {"CallStatus": "completed", "CallDuration": "7"}
+            assert (await twilio_post(first, "/twilio/status", final)).status == 204
+            record = await wait_for_final(fresh_database, "CA700")
+            while record["twilio_status"] is None:
+                await trio.sleep(0.05)
+                record = await wait_for_final(fresh_database, "CA700")
+    assert (record["status"], record["end_reason"], record["twilio_status"]) == (
+        "completed",
+        "caller_hung_up",
+        "completed",
+    )
+    assert record["project_id"] == "smith-plumbing"
+
+
+async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        await setup_project(engine)
+        port = engine.media.bound_port
+        url = engine.media.public_url
+        # An upgrade signed over another URL (or with another token) is refused.
+        with pytest.raises(HandshakeFailed, match="403"):
+            await stream_to(port, {}, signature_url="ws://elsewhere.test/twilio/media")
+        # Media before start: the stream is closed before any call begins.
+        early = await stream_to(port, {}, signature_url=url)
+        await send(
+            early, {"event": "media", "streamSid": STREAM_SID, "media": {"payload": "/////w=="}}
+        )
+        with pytest.raises(WebSocketClosed):
+            await early.receive_batch()
+        await early.aclose()
+        # A stream whose token was issued for another call is refused.
+        twiml = await twilio_post(engine, "/twilio/voice", call("CA701", ANSWERED))
+        parameters = params(twiml.body.decode())
+        foreign = await stream_to(port, parameters, signature_url=url)
+        await start_call(foreign, "CA999", parameters)
+        with pytest.raises(WebSocketClosed):
+            await foreign.receive_batch()
+        await foreign.aclose()
+        # Garbage in the middle of a real call is logged and skipped: the call goes on.
+        socket = await stream_to(port, parameters, signature_url=url)
+        with trio.fail_after(30):
+            await start_call(socket, "CA701", parameters)
+            await listen(socket, until_silent_s=1.0)
+            await socket.send_text(b"{not json")
+            await socket.send_text(b'{"event":"media","streamSid":"MZ-other","media":{}}')
+            await speak(socket, silence(100) + tone(300) + silence(700))
+            answer = await listen(socket, until_silent_s=1.0)
+            await send(
+                socket,
+                {
+                    "event": "stop",
+                    "sequenceNumber": "9",
+                    "streamSid": STREAM_SID,
+                    "stop": {"accountSid": "AC1", "callSid": "CA701"},
+                },
+            )
+            await socket.aclose()
+            record = await wait_for_final(fresh_database, "CA701")
+        health = await http_request("GET", f"{engine.bound_urls[0]}/health")
+    assert any(event["event"] == "media" for event in answer)  # the model still answered
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
+    assert health.status == 200
+    assert json.loads(record["transcript"])[1]["role"] == "caller"
