@@ -40,6 +40,7 @@ from engine.messages import (
     new_event_id,
     utc_now,
 )
+from engine.pricing import add_usage, call_cost_usd
 from engine.realtime_codec import (
     AudioDelta,
     CallerTranscript,
@@ -184,7 +185,7 @@ class CallActor:
         self._model: WebSocket | None = None
         self._playback = _Playback()
         self._transcript: list[dict[str, Any]] = []
-        self._usage: dict[str, int] = {}
+        self._usage: dict[str, Any] = {}
         self._intent: Literal["emergency", "routine", "unknown"] | None = None
         self._pending_calls: dict[str, list[FunctionCallDone]] = {}
         self._started_at_s = 0.0
@@ -356,9 +357,7 @@ class CallActor:
 
     async def _response_done(self, done: ResponseDone) -> None:
         self._responding = None
-        for key, value in (done.response.usage or {}).items():
-            if isinstance(value, int):
-                self._usage[key] = self._usage.get(key, 0) + value
+        add_usage(self._usage, done.response.usage or {})
         if done.response.status == "cancelled":
             self._playback.dropped_responses.add(done.response.id)
         calls = self._pending_calls.pop(done.response.id, [])
@@ -555,6 +554,7 @@ class CallActor:
             duration_s=round(duration_s, 3),
             transcript=self._transcript,
             usage=self._usage,
+            cost_usd=call_cost_usd(self._usage, duration_s),
             time_to_first_audio_ms=self._first_audio_ms,
             stream_sid=self._setup.stream_sid,
         )

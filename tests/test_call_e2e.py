@@ -152,6 +152,7 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
     assert [t["role"] for t in transcript] == ["assistant", "caller", "assistant"]
     assert record["time_to_first_audio_ms"] is not None
     assert json.loads(record["usage"])["output_tokens"] > 0
+    assert float(record["cost_usd"]) > 0.0125  # the model's tokens plus a started minute
     assert record["stream_sid"] == STREAM_SID
 
 

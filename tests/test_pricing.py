@@ -1,0 +1,36 @@
+"""Call cost arithmetic on the usage shape of protocols.md 1.10."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.pricing import add_usage, call_cost_usd
+
+USAGE = {
+    "total_tokens": 1377,
+    "input_tokens": 1209,
+    "output_tokens": 168,
+    "input_token_details": {
+        "text_tokens": 1150,
+        "audio_tokens": 59,
+        "image_tokens": 0,
+        "cached_tokens": 1088,
+        "cached_tokens_details": {"text_tokens": 1088, "audio_tokens": 0},
+    },
+    "output_token_details": {"text_tokens": 36, "audio_tokens": 132},
+}
+
+
+def test_usage_adds_up_across_responses_including_nested_details() -> None:
+    total: dict[str, object] = {}
+    add_usage(total, USAGE)
+    add_usage(total, USAGE)
+    assert total["input_tokens"] == 2418
+    assert total["input_token_details"]["cached_tokens_details"]["text_tokens"] == 2176  # type: ignore[index]
+
+
+def test_cost_of_the_documented_response_plus_twilio_minutes() -> None:
+    # (62*4 + 1088*0.4 + 59*32 + 36*16 + 132*64) / 1e6 = 0.011595; 61 s = 2 started minutes.
+    tokens = (62 * 4 + 1088 * 0.4 + 59 * 32 + 36 * 16 + 132 * 64) / 1_000_000
+    assert call_cost_usd(USAGE, duration_s=61) == pytest.approx(tokens + 2 * 0.0125, abs=1e-6)
+    assert call_cost_usd({}, duration_s=0) == 0
