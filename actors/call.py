@@ -55,6 +55,7 @@ from engine.realtime_codec import (
     TurnDetection,
     decode_server_event,
     encode_append,
+    encode_assistant_text,
     encode_function_output,
     encode_response_create,
     encode_session_update,
@@ -73,7 +74,7 @@ from engine.twilio_codec import (
     encode_media,
 )
 from engine.twiml import transfer
-from engine.ws import WebSocket, WebSocketClosed, connect
+from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
 
 if TYPE_CHECKING:
     from engine.lifecycle import StopSignal
@@ -86,6 +87,8 @@ log = logging.getLogger("afterhours.call")
 MODEL_CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 5.0
 FINALISE_TIMEOUT_S = 2.0
+# Reconnect attempts after the model socket drops, and the wait before each.
+RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 GOODBYE_GRACE_S = 10.0
 RECORD_SEND_TIMEOUT_S = 2.0
 # A business function slower than this gets a short "one moment" from the model.
@@ -199,6 +202,8 @@ class CallActor:
         self._function_results: dict[str, str] = {}
         self._limits: CallLimits | None = None
         self._hang_up_reason: str | None = None  # hang up once the goodbye has played
+        self._reconnects = 0
+        self._frames_dropped = 0
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         self._started_at_s = trio.current_time()
@@ -230,6 +235,18 @@ class CallActor:
             self._done.set()
 
     async def _open_model(self) -> WebSocket:
+        model = await self._connect_model()
+        project = self._setup.project
+        greeting = project.greeting or f"Thank you for calling {project.name}. How can I help?"
+        await model.send_text(
+            encode_response_create(f'Greet the caller. Say exactly: "{greeting}"')
+        )
+        self._responding = "greeting"
+        return model
+
+    async def _connect_model(self) -> WebSocket:
+        """A model session configured for this call (the greeting is the caller's first
+        start only)."""
         setup = self._setup
         model = await connect(
             f"{setup.model.url}?model={setup.model.model}",
@@ -238,18 +255,65 @@ class CallActor:
             send_timeout_s=SEND_TIMEOUT_S,
             connect_timeout_s=MODEL_CONNECT_TIMEOUT_S,
         )
-        project = setup.project
         await model.send_text(
             encode_session_update(
-                project, model=setup.model.model, builtin_tools=BUILTIN_TOOLS, vad=TurnDetection()
+                setup.project,
+                model=setup.model.model,
+                builtin_tools=BUILTIN_TOOLS,
+                vad=TurnDetection(),
             )
         )
-        greeting = project.greeting or f"Thank you for calling {project.name}. How can I help?"
-        await model.send_text(
-            encode_response_create(f'Greet the caller. Say exactly: "{greeting}"')
-        )
-        self._responding = "greeting"
         return model
+
+    async def _reconnect(self, closed: WebSocketClosed) -> bool:
+        """The model socket dropped mid-call: a new session, the conversation so far
+        restored from the transcript, and the call carries on. False when every attempt
+        failed (the call then ends, recorded as failed)."""
+        setup = self._setup
+        log.warning("call %s: model socket dropped (%s); reconnecting", setup.call_sid, closed)
+        self._openai_alert(AlertLevel.WARNING, "Model connection dropped", str(closed))
+        for delay_s in RECONNECT_BACKOFF_S:
+            await trio.sleep(delay_s)
+            try:
+                model = await self._connect_model()
+                for turn in self._transcript:
+                    text = str(turn["text"])
+                    restore = (
+                        encode_user_text if turn["role"] == "caller" else encode_assistant_text
+                    )
+                    await model.send_text(restore(text))
+            except (OSError, HandshakeFailed, WebSocketClosed, trio.TooSlowError) as exc:
+                log.warning("call %s: reconnect failed: %s", setup.call_sid, exc)
+                continue
+            old, self._model = self._model, model
+            if old is not None:
+                await old.aclose()
+            self._responding, self._playback = None, _Playback()
+            self._reconnects += 1
+            return True
+        self._openai_alert(AlertLevel.ERROR, "Model unreachable", "every reconnect failed")
+        return False
+
+    def _openai_alert(self, level: AlertLevel, title: str, message: str) -> None:
+        setup = self._setup
+        alert = Alert(
+            level,
+            "openaiError",
+            title,
+            message,
+            project_id=setup.project.id,
+            call_sid=setup.call_sid,
+        )
+        self._alerts.send_nowait(alert)
+
+    async def _to_model(self, data: bytes) -> None:
+        """Send to the model; while its socket is being replaced the frame is dropped
+        (the model reader handles the reconnect)."""
+        assert self._model is not None
+        try:
+            await self._model.send_text(data)
+        except WebSocketClosed:
+            self._frames_dropped += 1
 
     async def _guard(self, work: Any, scope: trio.CancelScope) -> None:
         """Run one of the call's tasks; if it ends the call (a hang-up, a broken socket,
@@ -283,14 +347,14 @@ class CallActor:
                     log.warning("call %s: bad Twilio frame: %s", self._setup.call_sid, exc)
                     continue
                 if isinstance(event, Media):
-                    await self._model.send_text(encode_append(event.media.payload))
+                    await self._to_model(encode_append(event.media.payload))
                 elif isinstance(event, Mark):
                     self._heard(event.mark.name)
                     self._activity(caller=False)  # the model's words are still playing
                     self._maybe_hang_up()
                 elif isinstance(event, Dtmf):
                     text = f"The caller pressed {event.dtmf.digit} on the keypad."
-                    await self._model.send_text(encode_user_text(text))
+                    await self._to_model(encode_user_text(text))
                     await self._create_response()
                 elif isinstance(event, Stop):
                     raise CallEnded("caller_hung_up")
@@ -303,6 +367,14 @@ class CallActor:
     # -- model -> caller ------------------------------------------------------------------
 
     async def _pump_model(self) -> None:
+        while True:
+            try:
+                await self._read_model()
+            except WebSocketClosed as closed:
+                if not await self._reconnect(closed):
+                    raise
+
+    async def _read_model(self) -> None:
         assert self._model is not None
         while True:
             for message in await self._model.receive_batch():
@@ -352,7 +424,7 @@ class CallActor:
             return  # nothing is playing: the caller is simply taking their turn
         assert self._model is not None
         await self._twilio.send_text(encode_clear(self._setup.stream_sid))
-        await self._model.send_text(encode_truncate(playback.item_id, playback.played_ms))
+        await self._to_model(encode_truncate(playback.item_id, playback.played_ms))
         playback.sent_ms = playback.played_ms  # what was cleared will never be heard
 
     async def _response_done(self, done: ResponseDone) -> None:
@@ -379,7 +451,7 @@ class CallActor:
             return
         self._response_wanted = False
         self._responding = "requested"
-        await self._model.send_text(encode_response_create(instructions))
+        await self._to_model(encode_response_create(instructions))
 
     async def _run_tools(self, calls: list[FunctionCallDone]) -> None:
         """The tool calls of one response, in order; their outputs, then one response.
@@ -392,7 +464,7 @@ class CallActor:
                     output = self._run_builtin(call)
                 else:
                     output = await self._run_function_with_filler(call)
-                await self._model.send_text(encode_function_output(call.call_id, output))
+                await self._to_model(encode_function_output(call.call_id, output))
         finally:
             self._tools_running -= 1
         if self._hang_up_reason is not None:

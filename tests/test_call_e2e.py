@@ -445,3 +445,39 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
     )
     said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
     assert said[-1] == "That sounds urgent. I'm connecting you to the on-call technician now."
+
+
+async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        await setup_project(engine)
+        assert engine.simulated_model is not None
+        model = engine.simulated_model
+        twiml = await twilio_post(engine, "/twilio/voice", call("CA905", ANSWERED))
+        socket, parameters = await open_stream(twiml.body.decode())
+        with trio.fail_after(30):
+            await start_call(socket, "CA905", parameters)
+            await listen(socket, until_silent_s=1.0)  # the greeting, from the first session
+            model.drop_sessions()  # a network fault between the engine and the model
+            while model.stats.sessions_total < 2:  # noqa: ASYNC110 - the engine reconnects
+                await trio.sleep(0.02)
+            await speak(socket, silence(100) + tone(400) + silence(700))
+            answer = await listen(socket, until_silent_s=1.0)
+            await send(
+                socket,
+                {
+                    "event": "stop",
+                    "sequenceNumber": "9",
+                    "streamSid": STREAM_SID,
+                    "stop": {"accountSid": "AC1", "callSid": "CA905"},
+                },
+            )
+            record = await wait_for_final(fresh_database, "CA905")
+            await socket.aclose()
+    assert any(e["event"] == "media" for e in answer)  # the new session answered
+    # The conversation so far was restored into the new session.
+    assert model.stats.assistant_texts == ["Thank you for calling Smith Plumbing. How can I help?"]
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
+    roles = [t["role"] for t in json.loads(record["transcript"])]
+    assert roles == ["assistant", "caller", "assistant"]

@@ -43,6 +43,7 @@ class ModelStatistics:
     violations: list[str] = field(default_factory=list)
     truncations: list[tuple[str, int]] = field(default_factory=list)  # (item_id, audio_end_ms)
     caller_texts: list[str] = field(default_factory=list)  # text items (e.g. keypad digits)
+    assistant_texts: list[str] = field(default_factory=list)  # restored after a reconnect
 
 
 class SimulatedModel:
@@ -56,6 +57,13 @@ class SimulatedModel:
         self.silence_ms = silence_ms
         self.stats = ModelStatistics()
         self._ids = itertools.count(1)
+        self._sessions: set[trio.CancelScope] = set()
+
+    def drop_sessions(self) -> None:
+        """End every open session abruptly (what a network fault or a server restart
+        does to the engine's model sockets)."""
+        for scope in tuple(self._sessions):
+            scope.cancel()
 
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
@@ -83,11 +91,15 @@ class SimulatedModel:
                 return
             self.stats.sessions_total += 1
             self.stats.sessions_open += 1
+            scope = trio.CancelScope()
+            self._sessions.add(scope)
             try:
-                await _Session(self, socket).run()
+                with scope:
+                    await _Session(self, socket).run()
             except* (WebSocketClosed, trio.TooSlowError):
                 pass  # the session is over: the engine hung up or stopped reading
             finally:
+                self._sessions.discard(scope)
                 self.stats.sessions_open -= 1
                 await socket.aclose()
 
@@ -249,6 +261,9 @@ class _Session:
 
     async def on_conversation_item_create(self, event: dict[str, Any]) -> None:
         item = event["item"]
+        if item.get("type") == "message" and item.get("role") == "assistant":
+            for content in item.get("content", []):
+                self.model.stats.assistant_texts.append(content.get("text", ""))
         if item.get("type") == "message" and item.get("role") == "user":
             texts = [
                 c.get("text", "") for c in item.get("content", []) if c.get("type") == "input_text"
