@@ -15,6 +15,7 @@ from twilio.request_validator import RequestValidator
 
 from actors.functions import sign
 from actors.store.db import open_database
+from api.root import Engine
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
 from engine.ws import WebSocket, WebSocketClosed, connect
 from tests.function_backend import FunctionBackend, TwilioRestStandIn
@@ -202,17 +203,8 @@ async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
     async with trio.open_nursery() as nursery:
         url = await nursery.start(backend.serve)
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-            base = engine.bound_urls[0] + "/admin/projects"
-            body = BOOKING_PROJECT | {"function_url": url}
-            assert (await http_request("POST", base, json=body, token=ADMIN_TOKEN)).status == 201
-            await http_request(
-                "POST",
-                f"{base}/smith-plumbing/phone-numbers",
-                json={"number": ANSWERED},
-                token=ADMIN_TOKEN,
-            )
-            twiml = await twilio_post(engine, "/twilio/voice", call("CA901", ANSWERED))
-            socket, parameters = await open_stream(twiml.body.decode())
+            project = BOOKING_PROJECT | {"function_url": url}
+            socket, parameters = await answered_call(engine, project, "CA901")
             with trio.fail_after(60):
                 await start_call(socket, "CA901", parameters)
                 await listen(socket, until_silent_s=1.0)  # the greeting
@@ -280,19 +272,7 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
     fresh_database: str, tmp_path: Path
 ) -> None:
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        base = engine.bound_urls[0] + "/admin/projects"
-        created = await http_request(
-            "POST", base, json=PROJECT_WITH_LONG_GREETING, token=ADMIN_TOKEN
-        )
-        assert created.status == 201
-        await http_request(
-            "POST",
-            f"{base}/smith-plumbing/phone-numbers",
-            json={"number": ANSWERED},
-            token=ADMIN_TOKEN,
-        )
-        twiml = await twilio_post(engine, "/twilio/voice", call("CA902", ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        socket, parameters = await answered_call(engine, PROJECT_WITH_LONG_GREETING, "CA902")
         with trio.fail_after(30):
             await start_call(socket, "CA902", parameters)
             # The caller hears only the first three media chunks, then talks over the rest.
@@ -368,18 +348,7 @@ async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
         "silence_timeout_s": 5,
     }
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        base = engine.bound_urls[0] + "/admin/projects"
-        assert (
-            await http_request("POST", base, json=quiet_project, token=ADMIN_TOKEN)
-        ).status == 201
-        await http_request(
-            "POST",
-            f"{base}/smith-plumbing/phone-numbers",
-            json={"number": ANSWERED},
-            token=ADMIN_TOKEN,
-        )
-        twiml = await twilio_post(engine, "/twilio/voice", call("CA903", ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        socket, parameters = await answered_call(engine, quiet_project, "CA903")
         with trio.fail_after(40):  # real time: two 5 s silences (the minimum a project allows)
             await start_call(socket, "CA903", parameters)
             await listen(socket, until_silent_s=20.0)  # until the engine hangs up
@@ -413,17 +382,7 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
             TWILIO_ACCOUNT_SID=account,
             TWILIO_API_BASE_URL=rest_url,
         ) as engine:
-            base = engine.bound_urls[0] + "/admin/projects"
-            created = await http_request("POST", base, json=emergency_project, token=ADMIN_TOKEN)
-            assert created.status == 201
-            await http_request(
-                "POST",
-                f"{base}/smith-plumbing/phone-numbers",
-                json={"number": ANSWERED},
-                token=ADMIN_TOKEN,
-            )
-            twiml = await twilio_post(engine, "/twilio/voice", call("CA904", ANSWERED))
-            socket, parameters = await open_stream(twiml.body.decode())
+            socket, parameters = await answered_call(engine, emergency_project, "CA904")
             with trio.fail_after(30):
                 await start_call(socket, "CA904", parameters)
                 await listen(socket, until_silent_s=1.0)
@@ -481,3 +440,22 @@ async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     roles = [t["role"] for t in json.loads(record["transcript"])]
     assert roles == ["assistant", "caller", "assistant"]
+
+
+async def answered_call(
+    engine: Engine, project: dict[str, Any], call_sid: str
+) -> tuple[WebSocket, dict[str, str]]:
+    """Create ``project`` with the answered number, let the webhook answer a call to it,
+    and open its signed media stream (not yet started)."""
+    base = engine.bound_urls[0] + "/admin/projects"
+    created = await http_request("POST", base, json=project, token=ADMIN_TOKEN)
+    assert created.status == 201, created.body
+    added = await http_request(
+        "POST",
+        f"{base}/{project['id']}/phone-numbers",
+        json={"number": ANSWERED},
+        token=ADMIN_TOKEN,
+    )
+    assert added.status == 201, added.body
+    twiml = await twilio_post(engine, "/twilio/voice", call(call_sid, ANSWERED))
+    return await open_stream(twiml.body.decode())
