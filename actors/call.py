@@ -159,6 +159,7 @@ class _Playback:
     """What the caller has heard of the model's current item (from marks)."""
 
     item_id: str = ""
+    response_id: str = ""
     sent_ms: int = 0
     played_ms: int = 0
     dropped_responses: set[str] = field(default_factory=set)
@@ -347,6 +348,9 @@ class CallActor:
                     log.warning("call %s: bad Twilio frame: %s", self._setup.call_sid, exc)
                     continue
                 if isinstance(event, Media):
+                    if event.streamSid != self._setup.stream_sid:
+                        log.warning("call %s: media for another stream", self._setup.call_sid)
+                        continue
                     await self._to_model(encode_append(event.media.payload))
                 elif isinstance(event, Mark):
                     self._heard(event.mark.name)
@@ -411,6 +415,7 @@ class CallActor:
             return  # interrupted: the caller must not hear the rest
         if delta.item_id != playback.item_id:
             playback.item_id, playback.sent_ms, playback.played_ms = delta.item_id, 0, 0
+        playback.response_id = delta.response_id
         if self._first_audio_ms is None:
             self._first_audio_ms = int((trio.current_time() - self._started_at_s) * 1000)
         stream_sid = self._setup.stream_sid
@@ -423,6 +428,8 @@ class CallActor:
         if not playback.item_id or playback.played_ms >= playback.sent_ms:
             return  # nothing is playing: the caller is simply taking their turn
         assert self._model is not None
+        # Deltas of this response may still be on their way: the caller must not hear them.
+        playback.dropped_responses.add(playback.response_id)
         await self._twilio.send_text(encode_clear(self._setup.stream_sid))
         await self._to_model(encode_truncate(playback.item_id, playback.played_ms))
         playback.sent_ms = playback.played_ms  # what was cleared will never be heard

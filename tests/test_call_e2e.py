@@ -277,6 +277,7 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
             await start_call(socket, "CA902", parameters)
             # The caller hears only the first three media chunks, then talks over the rest.
             heard_mark, after_speech = await hear_some_then_interrupt(socket, chunks_heard=3)
+            later = await listen(socket, until_silent_s=0.5)
             await send(
                 socket,
                 {
@@ -303,6 +304,8 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
     assert any(e["event"] == "clear" for e in after_speech)
     item_id, heard_ms = heard_mark.rsplit(":", 1)
     assert stats.truncations == [(item_id, int(heard_ms))]  # exactly what was played
+    # Nothing more of the interrupted item reached the caller after the clear.
+    assert not [e for e in later if e["event"] == "mark" and e["mark"]["name"].startswith(item_id)]
     assert stats.caller_texts == ["The caller pressed 1 on the keypad."]
     assert record["status"] == "completed"
 
