@@ -117,15 +117,7 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
             greeting = await listen(socket, until_silent_s=1.0)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await send(
-                socket,
-                {
-                    "event": "stop",
-                    "sequenceNumber": "99",
-                    "streamSid": STREAM_SID,
-                    "stop": {"accountSid": "AC1", "callSid": "CA900"},
-                },
-            )
+            await hang_up(socket, "CA900")
             hung_up_at_s = trio.current_time()
             assert engine.simulated_model is not None
             model_stats = engine.simulated_model.stats
@@ -288,15 +280,7 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
                 },
             )
             await listen(socket, until_silent_s=1.0)
-            await send(
-                socket,
-                {
-                    "event": "stop",
-                    "sequenceNumber": "99",
-                    "streamSid": STREAM_SID,
-                    "stop": {"accountSid": "AC1", "callSid": "CA902"},
-                },
-            )
+            await hang_up(socket, "CA902")
             record = await wait_for_final(fresh_database, "CA902")
             await socket.aclose()
         assert engine.simulated_model is not None
@@ -426,15 +410,7 @@ async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
                 await trio.sleep(0.02)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await send(
-                socket,
-                {
-                    "event": "stop",
-                    "sequenceNumber": "9",
-                    "streamSid": STREAM_SID,
-                    "stop": {"accountSid": "AC1", "callSid": "CA905"},
-                },
-            )
+            await hang_up(socket, "CA905")
             record = await wait_for_final(fresh_database, "CA905")
             await socket.aclose()
     assert any(e["event"] == "media" for e in answer)  # the new session answered
@@ -462,3 +438,11 @@ async def answered_call(
     assert added.status == 201, added.body
     twiml = await twilio_post(engine, "/twilio/voice", call(call_sid, ANSWERED))
     return await open_stream(twiml.body.decode())
+
+
+async def hang_up(socket: WebSocket, call_sid: str) -> None:
+    """What Twilio sends when the caller hangs up."""
+    stop = {"accountSid": "AC1", "callSid": call_sid}
+    await send(
+        socket, {"event": "stop", "sequenceNumber": "99", "streamSid": STREAM_SID, "stop": stop}
+    )

@@ -14,7 +14,15 @@ from twilio.request_validator import RequestValidator
 from engine.simulator.mulaw import silence, tone
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
 from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine
-from tests.test_call_e2e import STREAM_SID, listen, send, speak, start_call, wait_for_final
+from tests.test_call_e2e import (
+    STREAM_SID,
+    hang_up,
+    listen,
+    send,
+    speak,
+    start_call,
+    wait_for_final,
+)
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 
 # Both instances sit behind one balancer: Twilio knows one media URL for both.
@@ -65,15 +73,7 @@ async def test_webhook_stream_and_callback_on_different_instances_and_tokens_use
             await replay.aclose()
             await speak(socket, silence(100) + tone(300) + silence(700))
             await listen(socket, until_silent_s=1.0)
-            await send(
-                socket,
-                {
-                    "event": "stop",
-                    "sequenceNumber": "9",
-                    "streamSid": STREAM_SID,
-                    "stop": {"accountSid": "AC1", "callSid": "CA700"},
-                },
-            )
+            await hang_up(socket, "CA700")
             await socket.aclose()
             # The status callback lands on the first instance.
             final = call("CA700", ANSWERED) | {"CallStatus": "completed", "CallDuration": "7"}
@@ -125,15 +125,7 @@ async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
             await socket.send_text(b'{"event":"media","streamSid":"MZ-other","media":{}}')
             await speak(socket, silence(100) + tone(300) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await send(
-                socket,
-                {
-                    "event": "stop",
-                    "sequenceNumber": "9",
-                    "streamSid": STREAM_SID,
-                    "stop": {"accountSid": "AC1", "callSid": "CA701"},
-                },
-            )
+            await hang_up(socket, "CA701")
             await socket.aclose()
             record = await wait_for_final(fresh_database, "CA701")
         health = await http_request("GET", f"{engine.bound_urls[0]}/health")
