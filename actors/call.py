@@ -620,6 +620,13 @@ class CallActor:
 
     async def _finalise(self, started_at: Any) -> None:
         ended = self._ended
+        if self._reconnects:
+            log.warning(
+                "call %s: %d model reconnect(s); %d caller frame(s) dropped meanwhile",
+                self._setup.call_sid,
+                self._reconnects,
+                self._frames_dropped,
+            )
         duration_s = trio.current_time() - self._started_at_s
         record = CallUpdated(
             self._setup.call_sid,

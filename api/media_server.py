@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -178,7 +178,9 @@ class MediaServer:
             if not await ask_store(self._queries, claim, timeout_s=PROJECT_TIMEOUT_S):
                 raise StreamRefused("stream token already used: the call has a stream")
             row = await ask_store(
-                self._queries, partial(_project, project_id=project_id), timeout_s=PROJECT_TIMEOUT_S
+                self._queries,
+                partial(load_project, project_id=project_id),
+                timeout_s=PROJECT_TIMEOUT_S,
             )
         except StoreUnavailable as exc:
             raise StreamRefused(f"project unavailable: {exc}") from None
@@ -199,10 +201,6 @@ async def _read_start(socket: WebSocket) -> Start:
                 return event
             if not isinstance(event, Connected):
                 raise TwilioProtocolError(f"{type(event).__name__} before start")
-
-
-async def _project(connection: Any, project_id: str) -> Project | None:
-    return await load_project(connection, project_id)
 
 
 def _derived_url(public_url: str, port: int) -> str:

@@ -9,7 +9,7 @@ time, and most need no action).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -290,6 +290,3 @@ def decode_server_event(frame: str | bytes) -> ServerEvent | OtherServerEvent:
         return other
     except msgspec.DecodeError as exc:
         raise RealtimeProtocolError(f"not JSON: {exc}") from None
-
-
-ResponseStatus = Literal["completed", "cancelled", "failed", "incomplete", "in_progress"]

@@ -15,7 +15,6 @@ protocol means half-close; every write has a deadline.
 
 from __future__ import annotations
 
-import logging
 import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -30,8 +29,6 @@ from websockets.uri import parse_uri
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-log = logging.getLogger("afterhours.ws")
 
 HandshakeT = TypeVar("HandshakeT", Request, Response)
 

@@ -98,22 +98,7 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
         twiml = await twilio_post(engine, "/twilio/voice", call("CA900", ANSWERED))
         socket, parameters = await open_stream(twiml.body.decode())
         with trio.fail_after(30):
-            await send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
-            await send(
-                socket,
-                {
-                    "event": "start",
-                    "sequenceNumber": "1",
-                    "streamSid": STREAM_SID,
-                    "start": {
-                        "streamSid": STREAM_SID,
-                        "callSid": "CA900",
-                        "accountSid": "AC1",
-                        "tracks": ["inbound"],
-                        "customParameters": parameters,
-                    },
-                },
-            )
+            await start_call(socket, "CA900", parameters)
             greeting = await listen(socket, until_silent_s=1.0)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
