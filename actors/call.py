@@ -15,6 +15,7 @@ group reports it and never restarts it. The record is finalised exactly once, in
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,7 +31,9 @@ from actors.call_limits import (
     SAY_WRAP_UP,
     CallLimits,
 )
+from actors.early_sessions import take_early
 from actors.functions import call_function
+from actors.model_link import CONNECT_ERRORS, ModelEndpoint, open_model_socket
 from actors.twilio_rest import REST_TIMEOUT_S, TwilioRest, TwilioRestError
 from engine.config import AlertLevel
 from engine.messages import (
@@ -40,7 +43,7 @@ from engine.messages import (
     new_event_id,
     utc_now,
 )
-from engine.pricing import add_usage, call_cost_usd
+from engine.pricing import DEFAULT_PRICES, Prices, add_usage, call_cost_usd
 from engine.realtime_codec import (
     AudioDelta,
     CallerTranscript,
@@ -49,6 +52,7 @@ from engine.realtime_codec import (
     ResponseCreated,
     ResponseDone,
     ServerError,
+    SessionCreated,
     SpeechStarted,
     SpeechStopped,
     TranscriptDone,
@@ -73,10 +77,11 @@ from engine.twilio_codec import (
     encode_mark,
     encode_media,
 )
-from engine.twiml import transfer
-from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
+from engine.twiml import transfer, turn_away
+from engine.ws import WebSocket, WebSocketClosed
 
 if TYPE_CHECKING:
+    from actors.early_sessions import EarlyRequest
     from engine.lifecycle import StopSignal
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite
@@ -84,11 +89,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("afterhours.call")
 
-MODEL_CONNECT_TIMEOUT_S = 10.0
-SEND_TIMEOUT_S = 5.0
 FINALISE_TIMEOUT_S = 2.0
-# Reconnect attempts after the model socket drops, and the wait before each.
+# Reconnect attempts after the model socket drops: the wait before each retry, and the
+# most a reconnection may take in all before the call is ended politely.
 RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+RECONNECT_BUDGET_S = 15.0
+# The first connection: retries after a quick refusal, within one connect timeout.
+FIRST_BACKOFF_S = (0.2, 0.5, 1.0)
+# Realtime error codes after which the session is replaced rather than the call ended.
+SESSION_GONE_CODES = frozenset({"session_expired"})
 GOODBYE_GRACE_S = 10.0
 RECORD_SEND_TIMEOUT_S = 2.0
 # A business function slower than this gets a short "one moment" from the model.
@@ -96,8 +105,19 @@ FILLER_AFTER_S = 1.0
 FILLER_INSTRUCTIONS = (
     'Tell the caller in a few words that you are checking. Say: "One moment, let me check."'
 )
-MAX_MODEL_MESSAGE_BYTES = 16 << 20
+# A session is renewed this long before its cap, at the first quiet moment (nobody
+# speaking, nothing playing, no tool running); at the cap itself it is renewed regardless.
+RENEW_MARGIN_S = 60.0
+RENEW_MARGIN_FRACTION = 0.1  # for short caps: renew in the last tenth
+QUIET_POLL_S = 0.2
+SORRY_MODEL_DOWN = (
+    "We are sorry, our assistant is not available right now. Please call again later."
+)
 _json = msgspec.json.Encoder()
+
+# Close codes the WebSocket layer sends when the peer broke the protocol (RFC 6455 7.4.1):
+# 1002 protocol error, 1007 invalid data, 1009 message too big.
+_PROTOCOL_CLOSE_CODES = frozenset({1002, 1007, 1009})
 
 _BUILTINS = frozenset({"classify_call", "transfer_to_on_call", "end_call"})
 
@@ -139,19 +159,15 @@ BUILTIN_TOOLS: list[dict[str, Any]] = [
 
 
 @dataclass(frozen=True, slots=True)
-class ModelEndpoint:
-    url: str  # ws(s)://.../v1/realtime
-    model: str
-    api_key: str
-
-
-@dataclass(frozen=True, slots=True)
 class CallSetup:
     call_sid: str
     stream_sid: str
     project: Project
     model: ModelEndpoint
     twilio_rest: TwilioRest | None = None  # None: no Twilio account configured
+    early: Outbox[EarlyRequest] | None = None  # sessions opened at webhook time
+    session_max_s: float = 3600.0  # the model's session cap (MODEL_SESSION_MAX_S)
+    prices: Prices = DEFAULT_PRICES
 
 
 @dataclass
@@ -163,6 +179,10 @@ class _Playback:
     sent_ms: int = 0
     played_ms: int = 0
     dropped_responses: set[str] = field(default_factory=set)
+
+
+class ModelUnavailable(Exception):
+    """No model session could be opened within the budget."""
 
 
 class CallEnded(Exception):
@@ -204,14 +224,28 @@ class CallActor:
         self._limits: CallLimits | None = None
         self._hang_up_reason: str | None = None  # hang up once the goodbye has played
         self._reconnects = 0
+        self._renewals = 0
         self._frames_dropped = 0
+        self._early_session = False
+        self._session_started_s = 0.0
+        self._session_expires_s: float | None = None
+        self._receiving: trio.CancelScope | None = None  # the model reader's wait
+        self._caller_speaking = False
+        self._replacing = trio.Lock()  # one session replacement at a time
+        # Barge-in: what the caller heard of each interrupted item, the audio generated
+        # for each item, and where each assistant item's words are in the transcript.
+        self._heard_ms: dict[str, int] = {}
+        self._generated_ms: dict[str, int] = {}
+        self._said_at: dict[str, int] = {}
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         self._started_at_s = trio.current_time()
         started_at = utc_now()
+        # Started at once: from here the call is this actor's, and a model that cannot be
+        # reached ends it politely (the caller told, the record failed with the reason).
+        task_status.started()
         try:
-            self._model = await self._open_model()
-            task_status.started()
+            self._model = await self._first_session()
             async with httpx.AsyncClient() as http, trio.open_nursery() as nursery:
                 self._http, self._nursery = http, nursery
                 project = self._setup.project
@@ -219,12 +253,17 @@ class CallActor:
                     project.silence_timeout_s, project.max_call_s, self._started_at_s
                 )
                 nursery.start_soon(self._guard, self._watch_limits, nursery.cancel_scope)
+                nursery.start_soon(self._guard, self._renew_sessions, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._pump_twilio, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._pump_model, nursery.cancel_scope)
                 with stop.interruptible():
                     await trio.sleep_forever()
                 self._ended = CallEnded("engine_stopping")
                 nursery.cancel_scope.cancel()
+        except ModelUnavailable as exc:
+            log.error("call %s: the model is unreachable: %s", self._setup.call_sid, exc)
+            self._openai_alert(AlertLevel.ERROR, "Model unreachable", str(exc))
+            self._ended = CallEnded("model_unreachable", failed=True)
         finally:
             with trio.move_on_after(FINALISE_TIMEOUT_S + REST_TIMEOUT_S) as scope:
                 scope.shield = True
@@ -232,12 +271,30 @@ class CallActor:
                     await self._model.aclose()  # at once: an open model session costs money
                 if self._ended.reason == "transferred":
                     await self._transfer()  # before our socket closes: Twilio takes the call
+                elif self._ended.failed and self._ended.reason.startswith("model_"):
+                    await self._apologise()
                 await self._finalise(started_at)
             self._done.set()
 
-    async def _open_model(self) -> WebSocket:
-        model = await self._connect_model()
-        project = self._setup.project
+    async def _first_session(self) -> WebSocket:
+        """The session opened when the webhook answered, if this instance has it, else a
+        new one; configured, then asked to greet."""
+        setup = self._setup
+        model = await take_early(
+            setup.early, setup.call_sid, connect_timeout_s=setup.model.connect_timeout_s
+        )
+        if model is not None:
+            self._early_session = True
+            try:
+                await self._configure(model)
+            except (WebSocketClosed, trio.TooSlowError) as exc:
+                log.warning("call %s: early session unusable (%s)", setup.call_sid, exc)
+                await model.aclose()
+                model = None
+        if model is None:
+            # The caller hears silence meanwhile: the whole budget is one connect timeout.
+            model = await self._new_session(setup.model.connect_timeout_s, FIRST_BACKOFF_S)
+        project = setup.project
         greeting = project.greeting or f"Thank you for calling {project.name}. How can I help?"
         await model.send_text(
             encode_response_create(f'Greet the caller. Say exactly: "{greeting}"')
@@ -245,17 +302,34 @@ class CallActor:
         self._responding = "greeting"
         return model
 
-    async def _connect_model(self) -> WebSocket:
-        """A model session configured for this call (the greeting is the caller's first
-        start only)."""
+    async def _new_session(self, budget_s: float, backoff_s: tuple[float, ...]) -> WebSocket:
+        """A configured model session: one attempt, then one after each delay of
+        ``backoff_s``, within ``budget_s`` in all. ``ModelUnavailable`` with the last
+        error when none succeeded."""
+        last_error = f"no answer within {budget_s:g} s"
+        with trio.move_on_after(budget_s):
+            for delay_s in (0.0, *backoff_s):
+                await trio.sleep(delay_s)
+                try:
+                    model = await open_model_socket(self._setup.model)
+                except CONNECT_ERRORS as exc:
+                    last_error = _describe(exc)
+                    log.warning("call %s: model connection failed: %s", self._setup.call_sid, exc)
+                    continue
+                try:
+                    await self._configure(model)
+                except (WebSocketClosed, trio.TooSlowError) as exc:
+                    last_error = _describe(exc)
+                    await model.aclose()
+                    continue
+                return model
+        raise ModelUnavailable(last_error)
+
+    async def _configure(self, model: WebSocket) -> None:
+        """This call's session: the project's instructions, tools and voice settings."""
         setup = self._setup
-        model = await connect(
-            f"{setup.model.url}?model={setup.model.model}",
-            headers=[("Authorization", f"Bearer {setup.model.api_key}")],
-            max_message_bytes=MAX_MODEL_MESSAGE_BYTES,
-            send_timeout_s=SEND_TIMEOUT_S,
-            connect_timeout_s=MODEL_CONNECT_TIMEOUT_S,
-        )
+        self._session_started_s = trio.current_time()
+        self._session_expires_s = None
         await model.send_text(
             encode_session_update(
                 setup.project,
@@ -264,36 +338,83 @@ class CallActor:
                 vad=TurnDetection(),
             )
         )
-        return model
 
-    async def _reconnect(self, closed: WebSocketClosed) -> bool:
-        """The model socket dropped mid-call: a new session, the conversation so far
-        restored from the transcript, and the call carries on. False when every attempt
-        failed (the call then ends, recorded as failed)."""
-        setup = self._setup
-        log.warning("call %s: model socket dropped (%s); reconnecting", setup.call_sid, closed)
-        self._openai_alert(AlertLevel.WARNING, "Model connection dropped", str(closed))
-        for delay_s in RECONNECT_BACKOFF_S:
-            await trio.sleep(delay_s)
-            try:
-                model = await self._connect_model()
-                for turn in self._transcript:
-                    text = str(turn["text"])
-                    restore = (
-                        encode_user_text if turn["role"] == "caller" else encode_assistant_text
-                    )
-                    await model.send_text(restore(text))
-            except (OSError, HandshakeFailed, WebSocketClosed, trio.TooSlowError) as exc:
-                log.warning("call %s: reconnect failed: %s", setup.call_sid, exc)
-                continue
-            old, self._model = self._model, model
-            if old is not None:
-                await old.aclose()
-            self._responding, self._playback = None, _Playback()
-            self._reconnects += 1
+    async def _replace_session(self, why: str, current: WebSocket) -> bool:
+        """A new session with the conversation so far restored from the transcript, in
+        place of ``current`` (dropped, expired, or about to reach its cap). False when
+        another task replaced it first; ``ModelUnavailable`` when every attempt failed."""
+        async with self._replacing:
+            if current is not self._model:
+                return False
+            await self._replace_locked(why)
             return True
-        self._openai_alert(AlertLevel.ERROR, "Model unreachable", "every reconnect failed")
-        return False
+
+    async def _replace_locked(self, why: str) -> None:
+        model = await self._new_session(RECONNECT_BUDGET_S, RECONNECT_BACKOFF_S)
+        try:
+            for turn in self._transcript:
+                restore = encode_user_text if turn["role"] == "caller" else encode_assistant_text
+                await model.send_text(restore(str(turn["text"])))
+        except (WebSocketClosed, trio.TooSlowError):
+            await model.aclose()
+            raise ModelUnavailable(f"the new session closed while restoring ({why})") from None
+        self._model = model  # the old one is closed by its reader (_pump_model)
+        self._responding, self._playback = None, _Playback()
+        if self._receiving is not None:
+            self._receiving.cancel()  # the old session's reader stops waiting on it
+        log.info("call %s: model session replaced (%s)", self._setup.call_sid, why)
+
+    async def _renew_sessions(self) -> None:
+        """Renew the model session before its cap (MODEL_SESSION_MAX_S, or the server's
+        ``expires_at`` if sooner) at a quiet moment, so a long call never hits the cap."""
+        while True:
+            renew_at_s, cap_at_s = self._renewal_times()
+            now_s = trio.current_time()
+            if now_s < renew_at_s:
+                # Re-read every second: session.created may bring an earlier expiry.
+                await trio.sleep_until(min(renew_at_s, now_s + 1.0))
+                continue
+            # Quiet depends on five pieces of state changed in as many places: a poll
+            # a few times a second, for the last minute of a session, is the simple way.
+            while not self._quiet() and trio.current_time() < cap_at_s:  # noqa: ASYNC110
+                await trio.sleep(QUIET_POLL_S)
+            assert self._model is not None
+            try:
+                renewed = await self._replace_session("session renewal", self._model)
+            except ModelUnavailable as exc:
+                self._openai_alert(AlertLevel.ERROR, "Model unreachable", str(exc))
+                raise CallEnded("model_unreachable", failed=True) from None
+            self._renewals += renewed
+
+    def _renewal_times(self) -> tuple[float, float]:
+        cap_at_s = self._session_started_s + self._setup.session_max_s
+        if self._session_expires_s is not None:
+            cap_at_s = min(cap_at_s, self._session_expires_s)
+        lifetime_s = cap_at_s - self._session_started_s
+        margin_s = min(RENEW_MARGIN_S, RENEW_MARGIN_FRACTION * lifetime_s)
+        return cap_at_s - margin_s, cap_at_s
+
+    def _quiet(self) -> bool:
+        playback = self._playback
+        return (
+            self._responding is None
+            and not self._caller_speaking
+            and not self._tools_running
+            and playback.played_ms >= playback.sent_ms
+        )
+
+    async def _apologise(self) -> None:
+        """The model is gone: the caller hears so and reaches the on-call technician if
+        the project has one (Twilio REST; without a Twilio account the stream just ends)."""
+        setup = self._setup
+        if setup.twilio_rest is None:
+            return
+        try:
+            async with httpx.AsyncClient() as client:
+                twiml = turn_away(SORRY_MODEL_DOWN, setup.project.on_call_number)
+                await setup.twilio_rest.update_call(client, setup.call_sid, twiml)
+        except TwilioRestError as exc:
+            log.error("call %s: could not tell the caller: %s", setup.call_sid, exc)
 
     def _openai_alert(self, level: AlertLevel, title: str, message: str) -> None:
         setup = self._setup
@@ -326,7 +447,7 @@ class CallActor:
             self._ended = ended
         except WebSocketClosed as closed:
             if work == self._pump_twilio:
-                self._ended = CallEnded("caller_hung_up")
+                self._ended = self._twilio_closed(closed)
             else:
                 reason = f"model_disconnected: {closed.reason or closed.code}"
                 self._ended = CallEnded(reason, failed=True)
@@ -335,6 +456,14 @@ class CallActor:
         else:
             return
         scope.cancel()
+
+    def _twilio_closed(self, closed: WebSocketClosed) -> CallEnded:
+        """Twilio's socket closed: a hang-up, unless we closed it over a frame we could
+        not accept (too big, not UTF-8, not WebSocket): then the call failed."""
+        if closed.code in _PROTOCOL_CLOSE_CODES:
+            log.error("call %s: Twilio stream closed: %s", self._setup.call_sid, closed)
+            return CallEnded(f"twilio_stream_error: {closed.code} {closed.reason}", failed=True)
+        return CallEnded("caller_hung_up")
 
     # -- caller -> model ------------------------------------------------------------------
 
@@ -372,16 +501,35 @@ class CallActor:
 
     async def _pump_model(self) -> None:
         while True:
+            model = self._model
+            assert model is not None
             try:
-                await self._read_model()
+                await self._read_model(model)
             except WebSocketClosed as closed:
-                if not await self._reconnect(closed):
-                    raise
+                if model is self._model:  # not replaced on purpose: the session is lost
+                    log.warning("call %s: model socket lost (%s)", self._setup.call_sid, closed)
+                    self._openai_alert(AlertLevel.WARNING, "Model connection dropped", str(closed))
+                    await self._reconnect(str(closed), model)
+            if model is not self._model:
+                await model.aclose()  # replaced: only this reader ever read from it
 
-    async def _read_model(self) -> None:
-        assert self._model is not None
-        while True:
-            for message in await self._model.receive_batch():
+    async def _reconnect(self, why: str, model: WebSocket) -> None:
+        try:
+            replaced = await self._replace_session(why, model)
+        except ModelUnavailable as exc:
+            self._openai_alert(AlertLevel.ERROR, "Model unreachable", str(exc))
+            raise CallEnded(f"model_disconnected: {why}", failed=True) from None
+        self._reconnects += replaced
+
+    async def _read_model(self, model: WebSocket) -> None:
+        """Handle the session's events until it closes or is replaced."""
+        while model is self._model:
+            with trio.CancelScope() as self._receiving:
+                batch = await model.receive_batch()
+            self._receiving = None
+            if model is not self._model:
+                return
+            for message in batch:
                 try:
                     event = decode_server_event(message)
                 except RealtimeProtocolError as exc:
@@ -389,14 +537,21 @@ class CallActor:
                     continue
                 if isinstance(event, AudioDelta):
                     self._activity(caller=False)
+                    self._generated_ms[event.item_id] = self._generated_ms.get(
+                        event.item_id, 0
+                    ) + _audio_ms(event.delta)
                     await self._play(event)
                 elif isinstance(event, SpeechStarted):
+                    self._caller_speaking = True
                     self._activity(caller=True)
                     await self._barge_in()
                 elif isinstance(event, SpeechStopped):
+                    self._caller_speaking = False
                     self._activity(caller=True)
                 elif isinstance(event, TranscriptDone):
+                    self._said_at[event.item_id] = len(self._transcript)
                     self._say("assistant", event.transcript)
+                    self._trim_to_heard(event.item_id)
                 elif isinstance(event, CallerTranscript):
                     self._say("caller", event.transcript)
                 elif isinstance(event, FunctionCallDone):
@@ -405,9 +560,36 @@ class CallActor:
                     self._responding = event.response.id
                 elif isinstance(event, ResponseDone):
                     await self._response_done(event)
+                elif isinstance(event, SessionCreated):
+                    self._note_expiry(event.session)
                 elif isinstance(event, ServerError) and not event.benign:
+                    code = event.error.code or event.error.type
+                    if code in SESSION_GONE_CODES:
+                        await self._reconnect(code, model)
+                        return
                     log.error("call %s: model error %s", self._setup.call_sid, event.error.message)
-                    raise CallEnded(f"model_error: {event.error.code or event.error.type}", True)
+                    raise CallEnded(f"model_error: {code}", True)
+
+    def _note_expiry(self, session: dict[str, Any]) -> None:
+        """``expires_at`` (unix seconds) in the server's session, on the Trio clock."""
+        expires_at = session.get("expires_at")
+        if isinstance(expires_at, int | float) and not isinstance(expires_at, bool):
+            remaining_s = float(expires_at) - time.time()
+            if remaining_s > 0:
+                self._session_expires_s = trio.current_time() + remaining_s
+
+    def _trim_to_heard(self, item_id: str) -> None:
+        """An interrupted item's words, cut to the share of its audio the caller heard
+        (the model's transcript covers everything it generated)."""
+        if item_id not in self._heard_ms or item_id not in self._said_at:
+            return
+        index = self._said_at.pop(item_id)
+        generated_ms = max(self._generated_ms.get(item_id, 0), 1)
+        share = min(1.0, self._heard_ms[item_id] / generated_ms)
+        turn = self._transcript[index]
+        words = str(turn["text"]).split()
+        turn["text"] = " ".join(words[: round(len(words) * share)])
+        turn["interrupted"] = True
 
     async def _play(self, delta: AudioDelta) -> None:
         playback = self._playback
@@ -430,6 +612,8 @@ class CallActor:
         assert self._model is not None
         # Deltas of this response may still be on their way: the caller must not hear them.
         playback.dropped_responses.add(playback.response_id)
+        self._heard_ms[playback.item_id] = playback.played_ms
+        self._trim_to_heard(playback.item_id)  # if its transcript is already in
         await self._twilio.send_text(encode_clear(self._setup.stream_sid))
         await self._to_model(encode_truncate(playback.item_id, playback.played_ms))
         playback.sent_ms = playback.played_ms  # what was cleared will never be heard
@@ -627,6 +811,13 @@ class CallActor:
                 self._reconnects,
                 self._frames_dropped,
             )
+        log.info(
+            "call %s ended (%s); early session %s, %d session renewal(s)",
+            self._setup.call_sid,
+            ended.reason,
+            "used" if self._early_session else "not used",
+            self._renewals,
+        )
         duration_s = trio.current_time() - self._started_at_s
         record = CallUpdated(
             self._setup.call_sid,
@@ -640,11 +831,17 @@ class CallActor:
             duration_s=round(duration_s, 3),
             transcript=self._transcript,
             usage=self._usage,
-            cost_usd=call_cost_usd(self._usage, duration_s),
+            cost_usd=call_cost_usd(self._usage, duration_s, self._setup.prices),
             time_to_first_audio_ms=self._first_audio_ms,
             stream_sid=self._setup.stream_sid,
         )
         await self._store.send(record)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
 
 
 def _audio_ms(delta_b64: str) -> int:

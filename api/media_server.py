@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 from twilio.request_validator import RequestValidator
 
-from actors.call import CallActor, CallSetup, ModelEndpoint
+from actors.call import CallActor, CallSetup
 from actors.store.admin import load_project
 from actors.store.queries import StoreUnavailable, ask_store
 from actors.store.routing import claim_stream
@@ -36,12 +36,15 @@ if TYPE_CHECKING:
 
     from websockets.http11 import Request
 
+    from actors.early_sessions import EarlyRequest
+    from actors.model_link import ModelEndpoint
     from actors.store.queries import StoreQuery
     from engine.config import Settings
     from engine.group import DynamicGroup
     from engine.lifecycle import StopSignal
     from engine.mailbox import Outbox
     from engine.messages import Alert, StoreWrite
+    from engine.pricing import Prices
     from engine.projects import Project
 
 log = logging.getLogger("afterhours.media")
@@ -64,6 +67,8 @@ class MediaServer:
         queries: Outbox[StoreQuery],
         alerts: Outbox[Alert],
         model: Callable[[], ModelEndpoint],
+        early: Outbox[EarlyRequest] | None,
+        prices: Prices,
     ) -> None:
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token.reveal()) if token else None
@@ -74,6 +79,8 @@ class MediaServer:
         self._queries = queries
         self._alerts = alerts
         self._model = model
+        self._early = early
+        self._prices = prices
         sid = settings.twilio_account_sid
         self._twilio_rest = (
             TwilioRest(settings.twilio_api_base_url, sid, token.reveal()) if sid and token else None
@@ -144,7 +151,16 @@ class MediaServer:
             log.warning("media stream closed before the call began: %s", exc)
             return
         call_sid = start.start.callSid
-        setup = CallSetup(call_sid, start.streamSid, project, self._model(), self._twilio_rest)
+        setup = CallSetup(
+            call_sid,
+            start.streamSid,
+            project,
+            self._model(),
+            self._twilio_rest,
+            early=self._early,
+            session_max_s=self._settings.model_session_max_s,
+            prices=self._prices,
+        )
         done = trio.Event()
         try:
             actor = CallActor(setup, socket, self._store, self._alerts, done)

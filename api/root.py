@@ -10,6 +10,8 @@ Tree (started top to bottom, stopped bottom to top):
     +-- store     permanent   owns Postgres; drains its inbox on stop
     +-- metrics   permanent
     +-- alerts    permanent
+    +-- early     permanent   model sessions opened at webhook time
+    +-- media     permanent   the Twilio media stream listener
     +-- calls     permanent   dynamic group of temporary call actors
     +-- api       permanent   Hypercorn (trio worker)
 """
@@ -27,8 +29,9 @@ import trio
 import trio_asyncio
 
 from actors.alerts import AlertActor, alert_for
-from actors.call import ModelEndpoint
+from actors.early_sessions import EarlyRequest, EarlySessions
 from actors.metrics import MetricsAggregator, MetricsSample
+from actors.model_link import ModelEndpoint
 from actors.store.actor import StoreActor
 from api.admin import AdminApi
 from api.app import App
@@ -39,11 +42,14 @@ from api.twilio_webhooks import TwilioWebhooks
 from api.watchdog import ShutdownWatchdog
 from engine.children import KILL_GRACE_S
 from engine.embedded_postgres import open_embedded_postgres
+from engine.errors import StartupError
 from engine.group import DynamicGroup
 from engine.lifecycle import StopSignal
 from engine.logs import mask_secret
 from engine.mailbox import Mailbox, OverflowPolicy
+from engine.pricing import DEFAULT_PRICES, Prices, PriceTableError, prices_from_toml
 from engine.simulator.model import SimulatedModel
+from engine.stream_tokens import TOKEN_LIFETIME_S
 from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
 
 if TYPE_CHECKING:
@@ -80,6 +86,7 @@ class Engine:
     calls: DynamicGroup
     simulated_model: SimulatedModel | None  # when no OPENAI_API_KEY is configured
     media: MediaServer
+    early: EarlySessions
 
 
 @asynccontextmanager
@@ -131,10 +138,11 @@ async def _run_tree(
     task_status: trio.TaskStatus[Engine],
     on_ready: Callable[[Engine], None] | None,
 ) -> None:
-    supervisor, calls, api, model, media = _build_tree(settings, dsn, on_stopping=watchdog.arm)
+    tree = _build_tree(settings, dsn, load_prices(settings), on_stopping=watchdog.arm)
+    supervisor, calls, api, model, media, early = tree
 
     def ready(value: object = None) -> None:
-        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls, model.simulator, media)
+        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls, model.simulator, media, early)
         task_status.started(engine)
         if on_ready is not None:
             on_ready(engine)
@@ -186,8 +194,14 @@ class _Model:
                 settings.openai_realtime_url,
                 settings.openai_realtime_model,
                 settings.openai_api_key.reveal(),
+                connect_timeout_s=settings.model_connect_timeout_s,
             )
-        return ModelEndpoint(self._simulated_url, settings.openai_realtime_model, "simulated")
+        return ModelEndpoint(
+            self._simulated_url,
+            settings.openai_realtime_model,
+            "simulated",
+            connect_timeout_s=settings.model_connect_timeout_s,
+        )
 
     def specs(self) -> list[ChildSpec]:
         if self.simulator is None:
@@ -206,9 +220,22 @@ class _Model:
             nursery.cancel_scope.cancel()
 
 
+def load_prices(settings: Settings) -> Prices:
+    """The built-in prices, or those of ``PRICES_FILE``; a bad file stops the start."""
+    path = settings.prices_file
+    if path is None:
+        return DEFAULT_PRICES
+    try:
+        return prices_from_toml(path.read_text(encoding="utf-8"), str(path))
+    except OSError as exc:
+        raise StartupError(f"PRICES_FILE {path}: {exc.strerror or exc}") from None
+    except PriceTableError as exc:
+        raise StartupError(f"PRICES_FILE {exc}") from None
+
+
 def _build_tree(
-    settings: Settings, dsn: str, *, on_stopping: Callable[[], None]
-) -> tuple[Supervisor, DynamicGroup, ApiServer, _Model, MediaServer]:
+    settings: Settings, dsn: str, prices: Prices, *, on_stopping: Callable[[], None]
+) -> tuple[Supervisor, DynamicGroup, ApiServer, _Model, MediaServer, EarlySessions]:
     # Mailboxes belong to the root, not the actors: a restarted actor finds its unread mail.
     store_inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
     metrics_inbox: Mailbox[MetricsSample] = Mailbox("metrics", 1024, OverflowPolicy.DROP_NEWEST)
@@ -237,6 +264,14 @@ def _build_tree(
         report=report,
     )
     model = _Model(settings)
+    # Dropping is safe here: a call without an early session connects when its stream starts.
+    early_inbox: Mailbox[EarlyRequest] = Mailbox("early-sessions", 128, OverflowPolicy.DROP_NEWEST)
+    early = EarlySessions(
+        early_inbox,
+        model.endpoint,
+        hold_s=TOKEN_LIFETIME_S,
+        max_held=settings.max_concurrent_calls,
+    )
     media = MediaServer(
         settings,
         calls=calls,
@@ -244,6 +279,8 @@ def _build_tree(
         queries=queries,
         alerts=alerts_inbox,
         model=model.endpoint,
+        early=early_inbox,
+        prices=prices,
     )
     api = ApiServer(
         App(
@@ -258,6 +295,7 @@ def _build_tree(
                     calls.statistics().active >= calls.statistics().max_children
                 ),
                 stream_url=lambda: media.public_url,
+                early=early_inbox,
             ),
         ),
         host=settings.host,
@@ -268,6 +306,7 @@ def _build_tree(
         ChildSpec("metrics", metrics.run, shutdown_s=SERVICE_SHUTDOWN_S),
         ChildSpec("alerts", alerts.run, shutdown_s=SERVICE_SHUTDOWN_S),
         *model.specs(),
+        ChildSpec("early", early.run, shutdown_s=SERVICE_SHUTDOWN_S),
         # Stopped after the calls group has drained the calls it carries.
         ChildSpec("media", media.run, shutdown_s=SERVICE_SHUTDOWN_S),
         # The group drains calls for DRAIN_TIMEOUT_S, then kills stragglers.
@@ -281,4 +320,4 @@ def _build_tree(
         report=report,
         on_stopping=on_stopping,
     )
-    return supervisor, calls, api, model, media
+    return supervisor, calls, api, model, media, early

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 import trio
 from twilio.request_validator import RequestValidator
 
+from actors.early_sessions import DiscardEarly, OpenEarly
 from actors.store.queries import StoreUnavailable, ask_store
 from actors.store.routing import NumberRoute, route_number
 from api.asgi import Request, Response
@@ -33,6 +34,7 @@ from engine.twiml import connect_stream, turn_away
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from actors.early_sessions import EarlyRequest
     from actors.store.queries import StoreQuery
     from engine.config import Settings
     from engine.mailbox import Outbox
@@ -79,6 +81,7 @@ class TwilioWebhooks:
         alerts: Outbox[Alert],
         calls_at_capacity: Callable[[], bool],
         stream_url: Callable[[], str],
+        early: Outbox[EarlyRequest] | None = None,
     ) -> None:
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token.reveal()) if token else None
@@ -89,6 +92,7 @@ class TwilioWebhooks:
         self._alerts = alerts
         self._at_capacity = calls_at_capacity
         self._stream_url = stream_url  # the media listener's public URL, known once it binds
+        self._early = early
 
     async def handle(self, request: Request) -> Response | None:
         if request.path not in ("/twilio/voice", "/twilio/status"):
@@ -160,10 +164,16 @@ class TwilioWebhooks:
         # Wall-clock time: the stream may reach another instance (Trio's clock is per process).
         token = issue_token(self._stream_key, call_sid, route.project_id, time.time())
         parameters = {"project": route.project_id, "token": token, "callSid": call_sid}
+        if self._early is not None:
+            # The model handshake overlaps Twilio opening the stream (dropped when busy).
+            self._early.send_nowait(OpenEarly(call_sid))
         return _twiml(connect_stream(self._stream_url(), parameters))
 
     async def _status_callback(self, params: FormParams) -> None:
         twilio_status = params.get("CallStatus", "")
+        if twilio_status in _FINAL and self._early is not None:
+            # Ended before (or without) its stream here: an early session is not needed.
+            self._early.send_nowait(DiscardEarly(params.get("CallSid", "")))
         duration = params.get("CallDuration", "")
         now = utc_now()
         seconds = int(duration) if duration.isdigit() else None

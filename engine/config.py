@@ -115,6 +115,12 @@ class Settings:
     # must use for it (default: PUBLIC_URL's host on MEDIA_PORT, ws:// or wss:// to match).
     media_port: int
     public_media_url: str | None
+    # The model: how long its handshake may take, and the longest one Realtime session
+    # may live (OpenAI's cap has moved 15 -> 30 -> 60 min; calls renew before it).
+    model_connect_timeout_s: float
+    model_session_max_s: float
+    # USD prices for the cost of each call (engine/pricing.py); None: the built-in table.
+    prices_file: Path | None
 
     @property
     def is_local(self) -> bool:
@@ -200,6 +206,13 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         public_media_url=_parse_optional_url(
             "PUBLIC_MEDIA_URL", raw.get("PUBLIC_MEDIA_URL"), ("ws", "wss")
         ),
+        model_connect_timeout_s=_parse_seconds(
+            "MODEL_CONNECT_TIMEOUT_S", raw.get("MODEL_CONNECT_TIMEOUT_S"), 10.0, (0.0, 60.0)
+        ),
+        model_session_max_s=_parse_seconds(
+            "MODEL_SESSION_MAX_S", raw.get("MODEL_SESSION_MAX_S"), 3600.0, (5.0, 86400.0)
+        ),
+        prices_file=_parse_optional_path("PRICES_FILE", raw.get("PRICES_FILE")),
     )
 
 
@@ -267,6 +280,29 @@ def _parse_int(name: str, value: str | None, default: int, allowed: tuple[int, i
     if _DIGITS.fullmatch(value) is None or not low <= int(value) <= high:
         raise ConfigError(name, value, f"expected an integer from {low} to {high}")
     return int(value)
+
+
+def _parse_seconds(
+    name: str, value: str | None, default: float, allowed: tuple[float, float]
+) -> float:
+    """Seconds greater than ``allowed[0]`` and at most ``allowed[1]``."""
+    if value is None:
+        return default
+    low, high = allowed
+    if _DECIMAL.fullmatch(value) is None or not low < float(value) <= high:
+        raise ConfigError(
+            name, value, f"expected a number of seconds greater than {low:g} and at most {high:g}"
+        )
+    return float(value)
+
+
+def _parse_optional_path(name: str, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    try:
+        return Path(value).expanduser().resolve()
+    except (RuntimeError, ValueError, OSError):
+        raise ConfigError(name, value, "expected a file path") from None
 
 
 def _parse_drain_timeout(value: str | None) -> float:

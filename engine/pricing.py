@@ -2,13 +2,16 @@
 
 Pure. Prices are USD per million tokens (gpt-realtime's published prices) and per
 started minute for Twilio (inbound voice, US local number, plus Media Streams, billed by
-the started minute). Vendors change prices: they live here in one record.
+the started minute). Vendors change prices, and operators get discounts: ``PRICES_FILE``
+names a TOML file whose ``[prices]`` table overrides any of the fields below
+(``prices_from_toml``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 
@@ -25,6 +28,33 @@ class Prices:
 
 
 DEFAULT_PRICES = Prices()
+PRICE_NAMES = tuple(f.name for f in fields(Prices))
+
+
+class PriceTableError(ValueError):
+    """A price file that cannot be used; the message names the file and the key."""
+
+
+def prices_from_toml(text: str, source: str) -> Prices:
+    """The built-in prices overridden by the ``[prices]`` table of a TOML document.
+    Unknown keys (typos) and negative or non-numeric prices are refused."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PriceTableError(f"{source}: not valid TOML: {exc}") from None
+    table = document.get("prices")
+    if not isinstance(table, dict) or set(document) != {"prices"}:
+        raise PriceTableError(f"{source}: expected exactly one [prices] table")
+    overrides: dict[str, float] = {}
+    for key, value in table.items():
+        if key not in PRICE_NAMES:
+            raise PriceTableError(
+                f"{source}: unknown price {key!r}; known: {', '.join(PRICE_NAMES)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise PriceTableError(f"{source}: {key} must be a number of USD, 0 or more")
+        overrides[key] = float(value)
+    return replace(DEFAULT_PRICES, **overrides)
 
 
 def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> None:

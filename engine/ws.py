@@ -28,7 +28,10 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+
+    # (host, port) -> a connected byte stream.
+    OpenStream = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
 HandshakeT = TypeVar("HandshakeT", Request, Response)
 
@@ -205,23 +208,32 @@ async def connect(
     max_message_bytes: int,
     send_timeout_s: float,
     connect_timeout_s: float,
+    open_stream: OpenStream | None = None,
 ) -> WebSocket:
-    """Client side, ``ws://`` or ``wss://`` (TLS through ``trio.SSLStream``)."""
+    """Client side, ``ws://`` or ``wss://`` (TLS through ``trio.SSLStream``).
+    ``open_stream`` replaces the TCP connection (in-memory transports for tests run
+    under a mock clock)."""
     uri = parse_uri(url)
     protocol = ClientProtocol(uri, max_size=max_message_bytes)
     with trio.fail_after(connect_timeout_s):
-        stream: trio.abc.Stream = await trio.open_tcp_stream(uri.host, uri.port)
-        if uri.secure:
-            tls = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=uri.host)
-            await tls.do_handshake()
-            stream = tls
-        socket = WebSocket(stream, protocol, send_timeout_s)
-        request = protocol.connect()
-        for name, value in headers:
-            request.headers[name] = value
-        protocol.send_request(request)
-        await socket._flush()
-        response = await _read_handshake(stream, protocol, Response)
+        opener = open_stream or trio.open_tcp_stream
+        stream: trio.abc.Stream = await opener(uri.host, uri.port)
+        try:
+            if uri.secure:
+                tls = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=uri.host)
+                await tls.do_handshake()
+                stream = tls
+            socket = WebSocket(stream, protocol, send_timeout_s)
+            request = protocol.connect()
+            for name, value in headers:
+                request.headers[name] = value
+            protocol.send_request(request)
+            await socket._flush()
+            response = await _read_handshake(stream, protocol, Response)
+        except BaseException:
+            # A peer that never answers (timeout), a cancelled call: no socket is leaked.
+            await trio.aclose_forcefully(stream)
+            raise
     if protocol.handshake_exc is not None or response.status_code != 101:
         await trio.aclose_forcefully(stream)
         raise HandshakeFailed(f"upgrade refused: HTTP {response.status_code}")

@@ -56,6 +56,9 @@ FULL: dict[str, str] = {
     "LOG_FORMAT": "json",
     "MEDIA_PORT": "9001",
     "PUBLIC_MEDIA_URL": "wss://calls.example.com/twilio/media",
+    "MODEL_CONNECT_TIMEOUT_S": "5",
+    "MODEL_SESSION_MAX_S": "1800",
+    "PRICES_FILE": "/etc/afterhours/prices.toml",
 }
 
 
@@ -91,6 +94,9 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         log_format="text",
         media_port=8081,
         public_media_url=None,
+        model_connect_timeout_s=10.0,
+        model_session_max_s=3600.0,
+        prices_file=None,
     )
     assert settings.is_local
     assert settings_from_mapping({"PORT": "0"}).media_port == 0
@@ -172,6 +178,9 @@ def test_settings_are_frozen() -> None:
         ("MAX_CONCURRENT_CALLS", "100000", "max_concurrent_calls", 100_000),
         ("LOG_FORMAT", "JSON", "log_format", "json"),
         ("ADMIN_TOKEN", "x" * 16, "admin_token", Secret("x" * 16)),
+        ("MODEL_CONNECT_TIMEOUT_S", "0.5", "model_connect_timeout_s", 0.5),
+        ("MODEL_SESSION_MAX_S", "10", "model_session_max_s", 10.0),
+        ("PRICES_FILE", "/etc/p.toml", "prices_file", Path("/etc/p.toml")),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
 )
@@ -196,6 +205,20 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             "-1",
             "invalid PORT='-1': expected an integer from 0 to 65535",
             id="port-negative",
+        ),
+        pytest.param(
+            "MODEL_CONNECT_TIMEOUT_S",
+            "0",
+            "invalid MODEL_CONNECT_TIMEOUT_S='0': expected a number of seconds greater than 0 "
+            "and at most 60",
+            id="connect-timeout-zero",
+        ),
+        pytest.param(
+            "MODEL_SESSION_MAX_S",
+            "5",
+            "invalid MODEL_SESSION_MAX_S='5': expected a number of seconds greater than 5 "
+            "and at most 86400",
+            id="session-max-short",
         ),
         pytest.param(
             "PORT",

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from engine.pricing import add_usage, call_cost_usd
+from engine.pricing import (
+    DEFAULT_PRICES,
+    PriceTableError,
+    add_usage,
+    call_cost_usd,
+    prices_from_toml,
+)
 
 USAGE = {
     "total_tokens": 1377,
@@ -34,3 +42,30 @@ def test_cost_of_the_documented_response_plus_twilio_minutes() -> None:
     tokens = (62 * 4 + 1088 * 0.4 + 59 * 32 + 36 * 16 + 132 * 64) / 1_000_000
     assert call_cost_usd(USAGE, duration_s=61) == pytest.approx(tokens + 2 * 0.0125, abs=1e-6)
     assert call_cost_usd({}, duration_s=0) == 0
+
+
+def test_a_price_file_overrides_only_the_prices_it_names() -> None:
+    text = "[prices]\naudio_out_per_m = 20\ntwilio_inbound_per_min = 0.01\n"
+    prices = prices_from_toml(text, "p")
+    assert prices.audio_out_per_m == 20.0
+    assert prices.twilio_inbound_per_min == 0.01
+    assert prices.audio_in_per_m == DEFAULT_PRICES.audio_in_per_m
+    usage = {"output_token_details": {"audio_tokens": 1_000_000}}
+    assert call_cost_usd(usage, 0, prices) == 20.0
+    assert call_cost_usd(usage, 0) == DEFAULT_PRICES.audio_out_per_m
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[prices]\naudio_out_per_n = 1\n", "unknown price 'audio_out_per_n'"),
+        ("[prices]\naudio_out_per_m = -1\n", "audio_out_per_m must be a number"),
+        ('[prices]\naudio_out_per_m = "cheap"\n', "audio_out_per_m must be a number"),
+        ("audio_out_per_m = 1\n", "exactly one [prices] table"),
+        ("[prices\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_price_file_is_refused_with_the_file_and_key_named(text: str, message: str) -> None:
+    with pytest.raises(PriceTableError, match=re.escape(message)) as caught:
+        prices_from_toml(text, "/etc/afterhours/prices.toml")
+    assert "/etc/afterhours/prices.toml" in str(caught.value)

@@ -1,0 +1,196 @@
+"""Model sessions opened while Twilio is still fetching the TwiML.
+
+The voice webhook asks for a session as it answers (``OpenEarly``); the handshake with
+the model (TCP, TLS, HTTP upgrade: a few hundred ms to OpenAI) then overlaps Twilio
+setting up the media stream, and the call actor takes the open socket when the stream
+starts (``TakeEarly``) instead of making the caller wait for it. A session is held at most
+``hold_s`` (the stream token's lifetime: after that no stream can start for that call)
+and closed earlier when the call ends before its stream starts (``DiscardEarly``, from the
+status callback). When the stream reaches another instance, that instance connects
+itself and this one closes its unused session when the hold ends: an idle Realtime
+session bills no tokens, so the cost of that case is one held socket for under a minute.
+
+Mailbox: ``early-sessions``, DROP_NEWEST. A dropped ``OpenEarly`` costs that call the
+handshake at stream start; a dropped ``TakeEarly`` makes the taker connect itself after
+its short wait. Nothing else depends on this actor, so it loses nothing by dropping.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from actors.model_link import CONNECT_ERRORS, open_model_socket
+from engine.ws import WebSocket
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors.model_link import ModelEndpoint
+    from engine.lifecycle import StopSignal
+    from engine.mailbox import Inbox, Outbox
+
+log = logging.getLogger("afterhours.early")
+
+SWEEP_EVERY_S = 1.0
+CLOSE_ALL_S = 2.0
+REPLY_WAIT_S = 0.2  # the taker's wait for this actor to answer, beyond the handshake
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEarly:
+    call_sid: str
+
+
+@dataclass(frozen=True, slots=True)
+class TakeEarly:
+    call_sid: str
+    reply: trio.MemorySendChannel[WebSocket | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardEarly:
+    call_sid: str
+
+
+EarlyRequest = OpenEarly | TakeEarly | DiscardEarly
+
+
+@dataclass(eq=False)
+class _Early:
+    expires_at_s: float
+    ready: trio.Event = field(default_factory=trio.Event)
+    socket: WebSocket | None = None
+
+
+@dataclass
+class EarlyStatistics:
+    opened_total: int = 0
+    taken_total: int = 0
+    expired_total: int = 0
+    failed_total: int = 0
+    held: int = 0
+
+
+class EarlySessions:
+    def __init__(
+        self,
+        inbox: Inbox[EarlyRequest],
+        endpoint: Callable[[], ModelEndpoint],
+        *,
+        hold_s: float,
+        max_held: int,
+    ) -> None:
+        self._inbox = inbox
+        self._endpoint = endpoint
+        self._hold_s = hold_s
+        self._max_held = max_held
+        self._held: dict[str, _Early] = {}
+        self.stats = EarlyStatistics()
+
+    async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sweep)
+                task_status.started()
+                while (request := await self._inbox.receive_until(stop)) is not None:
+                    self._handle(request, nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            # Closed together, within a bound: each close is a small handshake.
+            with trio.move_on_after(CLOSE_ALL_S) as scope:
+                scope.shield = True
+                async with trio.open_nursery() as closing:
+                    for call_sid in tuple(self._held):
+                        closing.start_soon(self._close, call_sid)
+
+    def _handle(self, request: EarlyRequest, nursery: trio.Nursery) -> None:
+        if isinstance(request, OpenEarly):
+            if request.call_sid in self._held or len(self._held) >= self._max_held:
+                return
+            early = _Early(trio.current_time() + self._hold_s)
+            self._held[request.call_sid] = early
+            self.stats.held = len(self._held)
+            nursery.start_soon(self._open, request.call_sid, early)
+        elif isinstance(request, TakeEarly):
+            nursery.start_soon(self._hand_over, request)
+        else:
+            nursery.start_soon(self._close, request.call_sid)
+
+    async def _open(self, call_sid: str, early: _Early) -> None:
+        try:
+            socket = await open_model_socket(self._endpoint())
+        except CONNECT_ERRORS as exc:
+            # The call actor will try again itself and report what it finds.
+            log.warning("call %s: early model connection failed: %s", call_sid, exc)
+            self.stats.failed_total += 1
+            if self._held.get(call_sid) is early:
+                del self._held[call_sid]
+                self.stats.held = len(self._held)
+        else:
+            if self._held.get(call_sid) is early:
+                early.socket = socket
+                self.stats.opened_total += 1
+            else:  # discarded while connecting
+                await socket.aclose()
+        finally:
+            early.ready.set()
+
+    async def _hand_over(self, request: TakeEarly) -> None:
+        early = self._held.get(request.call_sid)
+        socket = None
+        if early is not None:
+            await early.ready.wait()  # bounded: the handshake has its own timeout
+            if self._held.get(request.call_sid) is early:
+                del self._held[request.call_sid]
+                self.stats.held = len(self._held)
+                socket = early.socket
+        try:
+            request.reply.send_nowait(socket)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            if socket is not None:  # the taker gave up waiting: nobody owns this socket
+                await socket.aclose()
+            return
+        if socket is not None:
+            self.stats.taken_total += 1
+
+    async def _close(self, call_sid: str) -> None:
+        early = self._held.pop(call_sid, None)
+        self.stats.held = len(self._held)
+        if early is not None and early.socket is not None:
+            await early.socket.aclose()
+
+    async def _sweep(self) -> None:
+        while True:
+            await trio.sleep(SWEEP_EVERY_S)
+            now_s = trio.current_time()
+            for call_sid, early in tuple(self._held.items()):
+                if early.expires_at_s <= now_s and early.ready.is_set():
+                    log.info("call %s: early model session unused; closed", call_sid)
+                    self.stats.expired_total += 1
+                    await self._close(call_sid)
+
+
+async def take_early(
+    outbox: Outbox[EarlyRequest] | None, call_sid: str, *, connect_timeout_s: float
+) -> WebSocket | None:
+    """The session opened for ``call_sid`` at webhook time, or None (none was opened, it
+    failed, or this actor is busy: the caller connects itself)."""
+    if outbox is None:
+        return None
+    send, receive = trio.open_memory_channel[WebSocket | None](1)
+    async with send, receive:
+        if not outbox.send_nowait(TakeEarly(call_sid, send)):
+            return None
+        with trio.move_on_after(connect_timeout_s + REPLY_WAIT_S):
+            return await receive.receive()
+        try:  # answered just as the wait ended: the socket is ours to close
+            late = receive.receive_nowait()
+        except trio.WouldBlock:
+            return None
+        if late is not None:
+            await late.aclose()
+    return None
