@@ -55,6 +55,7 @@ from engine.realtime_codec import (
     SessionCreated,
     SpeechStarted,
     SpeechStopped,
+    TranscriptDelta,
     TranscriptDone,
     TurnDetection,
     decode_server_event,
@@ -237,6 +238,10 @@ class CallActor:
         self._heard_ms: dict[str, int] = {}
         self._generated_ms: dict[str, int] = {}
         self._said_at: dict[str, int] = {}
+        # Words streamed so far per assistant item: a cancelled response sends no
+        # transcript.done, so its words are known only from the deltas.
+        self._partial_text: dict[str, str] = {}
+        self._response_items: dict[str, list[str]] = {}
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         self._started_at_s = trio.current_time()
@@ -548,10 +553,11 @@ class CallActor:
                 elif isinstance(event, SpeechStopped):
                     self._caller_speaking = False
                     self._activity(caller=True)
+                elif isinstance(event, TranscriptDelta):
+                    self._words_streamed(event)
                 elif isinstance(event, TranscriptDone):
-                    self._said_at[event.item_id] = len(self._transcript)
-                    self._say("assistant", event.transcript)
-                    self._trim_to_heard(event.item_id)
+                    self._partial_text.pop(event.item_id, None)
+                    self._assistant_said(event.item_id, event.transcript)
                 elif isinstance(event, CallerTranscript):
                     self._say("caller", event.transcript)
                 elif isinstance(event, FunctionCallDone):
@@ -569,6 +575,18 @@ class CallActor:
                         return
                     log.error("call %s: model error %s", self._setup.call_sid, event.error.message)
                     raise CallEnded(f"model_error: {code}", True)
+
+    def _words_streamed(self, event: TranscriptDelta) -> None:
+        item_id = event.item_id
+        if item_id not in self._partial_text:
+            self._partial_text[item_id] = ""
+            self._response_items.setdefault(event.response_id, []).append(item_id)
+        self._partial_text[item_id] += event.delta
+
+    def _assistant_said(self, item_id: str, text: str) -> None:
+        self._said_at[item_id] = len(self._transcript)
+        self._say("assistant", text)
+        self._trim_to_heard(item_id)
 
     def _note_expiry(self, session: dict[str, Any]) -> None:
         """``expires_at`` (unix seconds) in the server's session, on the Trio clock."""
@@ -620,6 +638,10 @@ class CallActor:
 
     async def _response_done(self, done: ResponseDone) -> None:
         self._responding = None
+        for item_id in self._response_items.pop(done.response.id, []):
+            text = self._partial_text.pop(item_id, None)
+            if text is not None:  # cancelled before its transcript.done: what was streamed
+                self._assistant_said(item_id, text.strip())
         add_usage(self._usage, done.response.usage or {})
         if done.response.status == "cancelled":
             self._playback.dropped_responses.add(done.response.id)

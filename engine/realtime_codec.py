@@ -155,6 +155,7 @@ class AudioDelta(msgspec.Struct, frozen=True, tag="response.output_audio.delta",
 class TranscriptDelta(
     msgspec.Struct, frozen=True, tag="response.output_audio_transcript.delta", tag_field="type"
 ):
+    response_id: str
     item_id: str
     delta: str
 

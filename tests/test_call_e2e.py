@@ -115,7 +115,9 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
             health = await http_request("GET", f"{engine.bound_urls[0]}/health")
     assert health.json()["activeSessions"] == 0
     assert model_closed_after_s < 1.0
+    # One model session, opened when the webhook answered and taken when the stream began.
     assert model_stats.sessions_total == 1
+    assert (engine.early.stats.opened_total, engine.early.stats.taken_total) == (1, 1)
     assert model_stats.violations == []  # every client event the engine sent was valid GA
     media = [e for e in greeting if e["event"] == "media"]
     assert media, "the caller heard no greeting"
@@ -237,11 +239,12 @@ async def start_call(socket: WebSocket, call_sid: str, parameters: dict[str, str
     )
 
 
+LONG_GREETING = ("Thanks for calling Smith Plumbing. " * 12).strip()  # seconds of speech
 PROJECT_WITH_LONG_GREETING: dict[str, Any] = {
     "id": "smith-plumbing",
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
-    "greeting": "Thanks for calling Smith Plumbing. " * 12,  # several seconds of speech
+    "greeting": LONG_GREETING,
 }
 
 
@@ -277,6 +280,13 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
     assert not [e for e in later if e["event"] == "mark" and e["mark"]["name"].startswith(item_id)]
     assert stats.caller_texts == ["The caller pressed 1 on the keypad."]
     assert record["status"] == "completed"
+    # The transcript keeps only the words of the greeting the caller heard.
+    greeting = json.loads(record["transcript"])[0]
+    assert greeting["role"] == "assistant"
+    assert greeting["interrupted"] is True
+    said = greeting["text"].split()
+    assert 0 < len(said) < len(LONG_GREETING.split())
+    assert LONG_GREETING.startswith(greeting["text"])
 
 
 async def hear_some_then_interrupt(

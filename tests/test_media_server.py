@@ -82,6 +82,14 @@ async def test_webhook_stream_and_callback_on_different_instances_and_tokens_use
             while record["twilio_status"] is None:
                 await trio.sleep(0.05)
                 record = await wait_for_final(fresh_database, "CA700")
+            # The first instance opened a model session at webhook time that nobody took;
+            # the status callback closed it (the stream token would have expired it).
+            assert (first.early.stats.opened_total, first.early.stats.taken_total) == (1, 0)
+            assert first.simulated_model is not None
+            while first.simulated_model.stats.sessions_open:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            assert first.early.stats.held == 0
+            assert second.early.stats.taken_total == 0  # it connected when the stream began
     assert (record["status"], record["end_reason"], record["twilio_status"]) == (
         "completed",
         "caller_hung_up",

@@ -356,11 +356,22 @@ class _Session:
             }
         )
         await self.send({"type": "conversation.item.added", "item": message})
-        audio = tone(max(300, MS_PER_WORD * len(text.split())))
-        for start in range(0, len(audio), AUDIO_CHUNK_BYTES):
+        words = text.split(" ")
+        audio = tone(max(300, MS_PER_WORD * len(words)))
+        starts = range(0, len(audio), AUDIO_CHUNK_BYTES)
+        said = 0
+        # The words interleaved with the audio, as a real model streams them (a response
+        # cancelled half-way has sent half its words).
+        for n, start in enumerate(starts, 1):
             chunk = base64.b64encode(audio[start : start + AUDIO_CHUNK_BYTES]).decode()
             await self.send({"type": "response.output_audio.delta", **ids, "delta": chunk})
-        await self.send({"type": "response.output_audio_transcript.delta", **ids, "delta": text})
+            upto = len(words) * n // len(starts)
+            if upto > said:
+                delta = " ".join(words[said:upto]) + (" " if upto < len(words) else "")
+                said = upto
+                await self.send(
+                    {"type": "response.output_audio_transcript.delta", **ids, "delta": delta}
+                )
         await self.send({"type": "response.output_audio.done", **ids})
         await self.send(
             {"type": "response.output_audio_transcript.done", **ids, "transcript": text}
