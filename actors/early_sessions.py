@@ -125,7 +125,8 @@ class EarlySessions:
             socket = await open_model_socket(self._endpoint())
         except CONNECT_ERRORS as exc:
             # The call actor will try again itself and report what it finds.
-            log.warning("call %s: early model connection failed: %s", call_sid, exc)
+            why = "no answer in time" if isinstance(exc, trio.TooSlowError) else exc
+            log.warning("call %s: early model connection failed: %s", call_sid, why)
             self.stats.failed_total += 1
             if self._held.get(call_sid) is early:
                 del self._held[call_sid]

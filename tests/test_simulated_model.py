@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+from openai.types.realtime import RealtimeSessionCreateResponse
 
 from engine.projects import parse_project
 from engine.realtime_codec import (
@@ -23,7 +25,7 @@ from engine.realtime_codec import (
 from engine.realtime_schema import validate_server_event
 from engine.simulator.model import SimulatedModel
 from engine.simulator.mulaw import silence, tone
-from engine.ws import HandshakeFailed, WebSocket, connect
+from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
 
 PROJECT = parse_project({"id": "acme", "name": "Acme", "timezone": "UTC"})
 
@@ -50,11 +52,22 @@ async def events_until(socket: WebSocket, last_type: str) -> list[dict[str, Any]
         while not events or events[-1]["type"] != last_type:
             for message in await socket.receive_batch():
                 event = json.loads(message)
-                validate_server_event(event)
+                validate(event)
                 events.append(event)
                 if event["type"] == last_type:
                     break
     return events
+
+
+def validate(event: dict[str, Any]) -> None:
+    """As protocols.md 1.13 says: the SDK's event union types session.created's session
+    as the request shape, so the server-only keys are checked against the response type."""
+    if event["type"] == "session.created":
+        RealtimeSessionCreateResponse.model_validate(event["session"])
+        server_keys = ("id", "object", "expires_at")
+        session = {k: v for k, v in event["session"].items() if k not in server_keys}
+        event = {**event, "session": session}
+    validate_server_event(event)
 
 
 def audio(payload: bytes) -> bytes:
@@ -144,3 +157,18 @@ async def test_an_upgrade_without_a_bearer_token_is_refused() -> None:
             await connect(url, headers=[], max_message_bytes=1 << 20, send_timeout_s=5,
                           connect_timeout_s=5)  # fmt: skip
         nursery.cancel_scope.cancel()
+
+
+async def test_a_capped_session_says_when_it_expires_then_ends_with_session_expired() -> None:
+    model = SimulatedModel()
+    model.session_max_s = 0.3
+    async with model_session(model) as socket:
+        opened_at = time.time()
+        created = await events_until(socket, "session.created")
+        expires_at = created[-1]["session"]["expires_at"]
+        error = await events_until(socket, "error")
+        with pytest.raises(WebSocketClosed):
+            await socket.receive_batch()
+    assert opened_at - 1 <= expires_at <= opened_at + 0.3
+    assert error[-1]["error"]["code"] == "session_expired"
+    assert model.stats.sessions_expired == 1

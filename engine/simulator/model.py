@@ -15,6 +15,7 @@ import base64
 import itertools
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -44,6 +45,7 @@ class ModelStatistics:
     truncations: list[tuple[str, int]] = field(default_factory=list)  # (item_id, audio_end_ms)
     caller_texts: list[str] = field(default_factory=list)  # text items (e.g. keypad digits)
     assistant_texts: list[str] = field(default_factory=list)  # restored after a reconnect
+    sessions_expired: int = 0  # sessions that reached session_max_s
 
 
 class SimulatedModel:
@@ -55,6 +57,9 @@ class SimulatedModel:
         self.scenario = scenario
         self.echo = echo
         self.silence_ms = silence_ms
+        # OpenAI ends a session at its cap (60 min today) with a session_expired error.
+        # Set it low to see an engine renew its sessions.
+        self.session_max_s = 3600.0
         self.stats = ModelStatistics()
         self._ids = itertools.count(1)
         self._sessions: set[trio.CancelScope] = set()
@@ -127,12 +132,31 @@ class _Session:
         self.nursery: trio.Nursery | None = None
 
     async def run(self) -> None:
-        await self.send({"type": "session.created", "session": self.session})
+        cap_s = self.model.session_max_s
+        # The server's own keys (protocols.md 1.13); expires_at in unix seconds.
+        created = self.session | {
+            "id": self.model.new_id("sess"),
+            "object": "realtime.session",
+            "expires_at": int(time.time() + cap_s),
+        }
+        await self.send({"type": "session.created", "session": created})
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
+            nursery.start_soon(self.expire, cap_s, nursery.cancel_scope)
             while True:
                 for message in await self.socket.receive_batch():
                     await self.handle(message)
+
+    async def expire(self, cap_s: float, session: trio.CancelScope) -> None:
+        await trio.sleep(cap_s)
+        self.model.stats.sessions_expired += 1
+        error = {
+            "type": "invalid_request_error",
+            "code": "session_expired",
+            "message": "Your session hit the maximum duration.",
+        }
+        await self.send({"type": "error", "error": error})
+        session.cancel()  # the server closes the socket
 
     async def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", self.model.new_id("event"))

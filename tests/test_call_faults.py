@@ -1,0 +1,180 @@
+"""Faults on a live call, through the real path: a model that never answers its
+handshake, an oversized frame from Twilio, and a model session reaching its cap."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+
+from actors.store.db import open_database
+from engine.simulator.mulaw import silence, tone
+from tests.function_backend import TwilioRestStandIn
+from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.test_call_e2e import (
+    STREAM_SID,
+    answered_call,
+    hang_up,
+    listen,
+    send,
+    speak,
+    start_call,
+    wait_for_final,
+)
+
+ON_CALL_PROJECT: dict[str, Any] = {
+    "id": "smith-plumbing",
+    "name": "Smith Plumbing",
+    "timezone": "America/Chicago",
+    "on_call_number": "+15551234567",
+}
+PLAIN_PROJECT: dict[str, Any] = {
+    "id": "smith-plumbing",
+    "name": "Smith Plumbing",
+    "timezone": "America/Chicago",
+}
+
+
+@dataclass
+class SilentServer:
+    """Accepts TCP connections and never answers (a model stuck before its handshake);
+    notes whether each connection was later closed by the other side."""
+
+    accepted: int = 0
+    closed_by_peer: int = 0
+    _done: list[trio.Event] = field(default_factory=list)
+
+    async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            task_status.started(
+                f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1/realtime"
+            )
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.accepted += 1
+        async with stream:
+            while await stream.receive_some(65536):
+                pass  # read the upgrade request, answer nothing
+            self.closed_by_peer += 1
+
+
+async def event_log(dsn: str, call_sid: str) -> list[tuple[str, str]]:
+    async with open_database(dsn, connect_timeout_s=5) as db:
+        rows = await db.fetch(
+            "SELECT type, message FROM event_log WHERE call_sid = $1 ORDER BY ts",
+            call_sid,
+            timeout_s=5,
+        )
+    return [(row["type"], row["message"]) for row in rows]
+
+
+async def test_a_model_that_never_answers_the_handshake_ends_the_call_politely(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    silent, twilio = SilentServer(), TwilioRestStandIn()
+    account = "AC" + "cd" * 16
+    async with trio.open_nursery() as nursery:
+        model_url = await nursery.start(silent.serve)
+        rest_url = await nursery.start(twilio.serve)
+        async with running_engine(
+            fresh_database,
+            tmp_path,
+            MEDIA_PORT="0",
+            OPENAI_API_KEY="sk-test-never-answers",
+            OPENAI_REALTIME_URL=model_url,
+            MODEL_CONNECT_TIMEOUT_S="0.5",
+            TWILIO_ACCOUNT_SID=account,
+            TWILIO_API_BASE_URL=rest_url,
+        ) as engine:
+            socket, parameters = await answered_call(engine, ON_CALL_PROJECT, "CA950")
+            with trio.fail_after(20):
+                await start_call(socket, "CA950", parameters)
+                record = await wait_for_final(fresh_database, "CA950")
+                await socket.aclose()
+                while engine.calls.statistics().active:  # noqa: ASYNC110
+                    await trio.sleep(0.02)
+                alerts = await event_log(fresh_database, "CA950")
+                health = await http_request("GET", f"{engine.bound_urls[0]}/health")
+        # Every connection the engine opened (early and at the stream start) was closed.
+        with trio.fail_after(5):
+            while silent.closed_by_peer < silent.accepted:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+        nursery.cancel_scope.cancel()
+    assert silent.accepted >= 2  # the early attempt at webhook time, then the call's own
+    assert (record["status"], record["end_reason"]) == ("failed", "model_unreachable")
+    assert record["error"] == "model_unreachable"
+    assert health.status == 200
+    assert ("openaiError", "Model unreachable: no answer within 0.5 s") in alerts
+    # The caller heard an apology and was put through to the on-call technician.
+    (update,) = twilio.received
+    assert update.path == f"/2010-04-01/Accounts/{account}/Calls/CA950.json"
+    twiml = parse_qs(update.body.decode())["Twiml"][0]
+    assert "our assistant is not available right now" in twiml
+    assert '<Dial timeout="30">+15551234567</Dial>' in twiml
+    assert TWILIO_AUTH_TOKEN not in repr(alerts)
+
+
+async def test_an_oversized_twilio_frame_ends_the_call_as_failed_and_closes_the_model(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        socket, parameters = await answered_call(engine, PLAIN_PROJECT, "CA951")
+        assert engine.simulated_model is not None
+        with trio.fail_after(20):
+            await start_call(socket, "CA951", parameters)
+            await listen(socket, until_silent_s=1.0)
+            payload = "A" * (128 * 1024)  # twice MAX_TWILIO_MESSAGE_BYTES
+            await send(
+                socket, {"event": "media", "streamSid": STREAM_SID, "media": {"payload": payload}}
+            )
+            record = await wait_for_final(fresh_database, "CA951")
+            while engine.simulated_model.stats.sessions_open:  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            await socket.aclose()
+            health = await http_request("GET", f"{engine.bound_urls[0]}/health")
+    assert record["status"] == "failed"
+    assert record["end_reason"].startswith("twilio_stream_error: 1009")
+    transcript = json.loads(record["transcript"])
+    assert transcript[0]["role"] == "assistant"  # what happened before is kept
+    assert health.status == 200
+    assert health.json()["activeSessions"] == 0
+
+
+async def test_a_session_near_its_cap_is_renewed_with_the_conversation(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(
+        fresh_database, tmp_path, MEDIA_PORT="0", MODEL_SESSION_MAX_S="6"
+    ) as engine:
+        model = engine.simulated_model
+        assert model is not None
+        model.session_max_s = 6.0  # the server ends sessions at 6 s; the engine renews first
+        socket, parameters = await answered_call(engine, PLAIN_PROJECT, "CA952")
+        with trio.fail_after(30):
+            await start_call(socket, "CA952", parameters)
+            await listen(socket, until_silent_s=1.0)
+            await speak(socket, silence(100) + tone(400) + silence(700))
+            await listen(socket, until_silent_s=1.0)
+            while model.stats.sessions_total < 2:
+                await listen(socket, until_silent_s=0.2)
+            await speak(socket, silence(100) + tone(400) + silence(700))
+            answer = await listen(socket, until_silent_s=1.0)
+            await hang_up(socket, "CA952")
+            record = await wait_for_final(fresh_database, "CA952")
+            await socket.aclose()
+    assert model.stats.sessions_expired == 0  # renewed before the server's cap
+    assert model.stats.sessions_total == 2
+    assert any(e["event"] == "media" for e in answer)  # the renewed session answered
+    # The conversation was carried into the new session: greeting, caller, answer.
+    assert model.stats.assistant_texts[0] == "Thank you for calling Smith Plumbing. How can I help?"
+    assert len(model.stats.assistant_texts) == 2
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
+    roles = [t["role"] for t in json.loads(record["transcript"])]
+    assert roles == ["assistant", "caller", "assistant", "caller", "assistant"]
