@@ -77,12 +77,13 @@ class SimulatedModel:
         """Listen on a free port; report ``ws://127.0.0.1:<port>/v1/realtime``."""
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(
-                partial(trio.serve_tcp, self._connection, 0, host="127.0.0.1")
+                partial(trio.serve_tcp, self.serve_stream, 0, host="127.0.0.1")
             )
             port = listeners[0].socket.getsockname()[1]
             task_status.started(f"ws://127.0.0.1:{port}/v1/realtime")
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """One connection: the upgrade, then a session until either side ends it."""
         async with stream:
             try:
                 socket, _ = await accept(

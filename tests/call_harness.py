@@ -1,0 +1,141 @@
+"""One call actor between a scripted Twilio peer and the simulated model, over in-memory
+byte streams, so a test can run a whole call under Trio's mock clock (minutes of call
+in milliseconds). The WebSocket framing, the actor and the model are the real ones; only
+the transport is memory instead of TCP, and the store is a mailbox the test reads."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+import trio.testing
+
+from actors.call import CallActor, CallSetup
+from actors.model_link import ModelEndpoint
+from engine.lifecycle import StopSignal
+from engine.mailbox import Mailbox, OverflowPolicy
+from engine.messages import Alert, CallUpdated, StoreWrite
+from engine.projects import parse_project
+from engine.simulator.model import SimulatedModel
+from engine.simulator.mulaw import FRAME_BYTES
+from engine.ws import WebSocket, WebSocketClosed, accept, connect
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+STREAM_SID = "MZ" + "7" * 32
+CALL_SID = "CA" + "7" * 32
+
+
+@dataclass
+class TwilioPeer:
+    """The caller's side as Twilio presents it: plays every mark back at once (the
+    audio "played"), and keeps what the engine sent."""
+
+    socket: WebSocket
+    received: list[dict[str, Any]] = field(default_factory=list)
+    closed: trio.Event = field(default_factory=trio.Event)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                for message in await self.socket.receive_batch():
+                    event = json.loads(message)
+                    self.received.append(event)
+                    if event["event"] == "mark":
+                        mark = {"event": "mark", "streamSid": STREAM_SID, "mark": event["mark"]}
+                        await self.send(mark)
+        except WebSocketClosed:
+            self.closed.set()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.socket.send_text(json.dumps(event).encode())
+
+    async def speak(self, audio: bytes) -> None:
+        for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
+            payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
+            media = {"track": "inbound", "chunk": str(n), "timestamp": "0", "payload": payload}
+            await self.send({"event": "media", "streamSid": STREAM_SID, "media": media})
+
+
+@dataclass
+class CallRun:
+    record: CallUpdated
+    twilio: TwilioPeer
+    model: SimulatedModel
+    alerts: list[Alert]
+
+
+async def _until_hung_up(
+    caller: Callable[[TwilioPeer], Awaitable[None]], twilio: TwilioPeer
+) -> None:
+    with contextlib.suppress(WebSocketClosed):  # the call ended while the caller talked
+        await caller(twilio)
+
+
+async def run_call(
+    project: dict[str, Any],
+    caller: Callable[[TwilioPeer], Awaitable[None]],
+    *,
+    model: SimulatedModel | None = None,
+    session_max_s: float = 3600.0,
+) -> CallRun:
+    """Run one call until the actor ends it; ``caller`` acts for the caller meanwhile."""
+    model = model or SimulatedModel()
+    store: Mailbox[StoreWrite] = Mailbox("store", 1024, OverflowPolicy.BLOCK)
+    alerts: Mailbox[Alert] = Mailbox("alerts", 64, OverflowPolicy.DROP_NEWEST)
+    async with trio.open_nursery() as nursery:
+
+        async def open_model(host: str, port: int) -> trio.abc.Stream:
+            ours, theirs = trio.testing.memory_stream_pair()
+            nursery.start_soon(model.serve_stream, theirs)
+            return ours
+
+        endpoint = ModelEndpoint(
+            "ws://model.test/v1/realtime", "gpt-realtime", "sk-sim", open_stream=open_model
+        )
+        engine_side, twilio_side = trio.testing.memory_stream_pair()
+        peer_socket: list[WebSocket] = []
+
+        async def open_twilio() -> None:
+            async def stream(host: str, port: int) -> trio.abc.Stream:
+                return twilio_side
+
+            peer_socket.append(
+                await connect(
+                    "ws://engine.test/twilio/media",
+                    headers=[],
+                    max_message_bytes=1 << 20,
+                    send_timeout_s=5,
+                    connect_timeout_s=5,
+                    open_stream=stream,
+                )
+            )
+
+        nursery.start_soon(open_twilio)
+        engine_socket, _ = await accept(
+            engine_side,
+            check=lambda request: None,
+            max_message_bytes=64 * 1024,
+            send_timeout_s=5,
+            handshake_timeout_s=5,
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        twilio = TwilioPeer(peer_socket[0])
+        nursery.start_soon(twilio.run)
+        setup = CallSetup(
+            CALL_SID, STREAM_SID, parse_project(project), endpoint, session_max_s=session_max_s
+        )
+        done = trio.Event()
+        actor = CallActor(setup, engine_socket, store, alerts, done)
+        await nursery.start(actor.run, StopSignal())
+        nursery.start_soon(_until_hung_up, caller, twilio)
+        await done.wait()
+        await engine_socket.aclose()
+        nursery.cancel_scope.cancel()
+    (record,) = [m for m in store.drain_nowait() if isinstance(m, CallUpdated)]
+    return CallRun(record, twilio, model, alerts.drain_nowait())

@@ -1,0 +1,79 @@
+"""Call limits end to end under Trio's mock clock: the call actor, the WebSocket layer and
+the simulated model are real; minutes of call pass in milliseconds (tests/call_harness)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from engine.simulator.model import SimulatedModel
+from engine.simulator.mulaw import silence, tone
+from tests.call_harness import TwilioPeer, run_call
+
+PROJECT: dict[str, Any] = {
+    "id": "smith-plumbing",
+    "name": "Smith Plumbing",
+    "timezone": "America/Chicago",
+    "max_call_s": 60,
+    "silence_timeout_s": 30,
+}
+
+
+async def chatty_caller(twilio: TwilioPeer) -> None:
+    """Says something every 25 s, so silence never ends the call."""
+    while True:
+        await trio.sleep(25)
+        await twilio.speak(silence(100) + tone(400) + silence(700))
+
+
+async def test_a_call_at_its_maximum_duration_is_warned_then_ended_politely(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    run = await run_call(PROJECT, chatty_caller)
+    record = run.record
+    said = [t["text"] for t in record.transcript or [] if t["role"] == "assistant"]
+    assert (record.status, record.end_reason) == ("completed", "max_duration")
+    assert record.duration_s is not None
+    assert 60 <= record.duration_s < 62  # the goodbye plays, then the call ends
+    assert "We will need to wrap up in a moment." in said  # 30 s before the end
+    assert said[-1] == "I am sorry, we have reached the time limit for this call. Goodbye."
+    # The goodbye was sent to the caller before the hang-up.
+    assert run.twilio.received[-1]["event"] == "mark"
+    assert run.model.stats.sessions_open == 0
+    assert run.model.stats.violations == []
+
+
+async def test_a_caller_who_never_speaks_is_asked_once_then_the_call_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def silent(twilio: TwilioPeer) -> None:
+        await trio.sleep_forever()
+
+    run = await run_call(PROJECT | {"max_call_s": 300}, silent)
+    record = run.record
+    said = [t["text"] for t in record.transcript or [] if t["role"] == "assistant"]
+    assert (record.status, record.end_reason) == ("completed", "silence_timeout")
+    assert said[1] == "Are you still there?"
+    assert record.duration_s is not None
+    assert 60 <= record.duration_s < 62  # 30 s to the prompt, 30 s more to the goodbye
+
+
+async def test_a_long_call_renews_its_model_session_before_each_cap(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = SimulatedModel()
+    model.session_max_s = 600.0  # the server ends a session after 10 min
+    project = PROJECT | {"max_call_s": 1800}
+    run = await run_call(project, chatty_caller, model=model, session_max_s=600.0)
+    record = run.record
+    assert (record.status, record.end_reason) == ("completed", "max_duration")
+    assert model.stats.sessions_expired == 0  # each renewed before the server's cap
+    # Renewed at ~540 s, ~1080 s and ~1620 s (in the last tenth of each session).
+    assert model.stats.sessions_total == 4
+    assert [alert.type for alert in run.alerts] == []  # a renewal is not a fault
+    # Every caller turn was answered, across the renewals.
+    roles = [t["role"] for t in record.transcript or []]
+    assert roles.count("caller") >= 60
+    assert roles.count("assistant") > roles.count("caller")
