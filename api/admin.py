@@ -15,6 +15,7 @@ query lane; a database that does not answer in time gives 503, never a hung requ
     DELETE /admin/phone-numbers/{number}
     POST   /admin/projects/{id}/api-keys            {"name": "..."}: the key, shown once
     DELETE /admin/api-keys/{key_id}                 revoke
+    GET    /admin/calls/{call_sid}                  one call's record (status, transcript, cost)
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class AdminApi:
             ("DELETE", re.compile(r"/admin/phone-numbers/(?P<number>[^/]+)"), self._delete_number),
             ("POST", re.compile(r"/admin/projects/(?P<id>[^/]+)/api-keys"), self._create_key),
             ("DELETE", re.compile(r"/admin/api-keys/(?P<key_id>[^/]+)"), self._revoke_key),
+            ("GET", re.compile(r"/admin/calls/(?P<call_sid>[^/]+)"), self._get_call),
         ]
 
     def authorized(self, request: Request) -> bool:
@@ -118,6 +120,9 @@ class AdminApi:
 
     async def _get(self, request: Request, params: dict[str, str]) -> Response:
         return Response(200, await self._ask(partial(ops.get_project, project_id=params["id"])))
+
+    async def _get_call(self, request: Request, params: dict[str, str]) -> Response:
+        return Response(200, await self._ask(partial(ops.get_call, call_sid=params["call_sid"])))
 
     async def _put(self, request: Request, params: dict[str, str]) -> Response:
         body = decode_json_object(request.body)

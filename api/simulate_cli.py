@@ -1,13 +1,16 @@
 """``afterhours call`` and ``afterhours simulate``: calls through the engine's real path,
 placed by the simulated Twilio caller (engine/simulator/caller.py), with a summary per
-call. With no accounts configured, ``make run`` plus ``afterhours simulate`` is a
-complete call in the logs and the database."""
+call read back from the engine's own record (``GET /admin/calls/{sid}``): status, end
+reason, intent, time to first audio, cost and transcript. With no accounts configured,
+``make run`` plus ``afterhours simulate`` is a complete call in the logs and the database.
+The exit status is 0 only when every call connected and its record is final."""
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import trio
 
 from engine.simulator.caller import CALLER_SCRIPTS, CallerConfig, CallSummary, place_call
@@ -30,26 +33,66 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         sub.add_argument("--url", help="the engine's base URL (default: http://HOST:PORT)")
 
 
+RECORD_WAIT_S = 10.0  # the store writes in batches: a record is final within moments
+
+
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
-    token = settings.twilio_auth_token
-    if token is None:
-        stored = settings.data_dir / "twilio_auth_token"
-        if not stored.exists():
-            print(f"afterhours: no TWILIO_AUTH_TOKEN and no {stored}", file=sys.stderr)
-            return 1
-        auth_token = stored.read_text().strip()
-    else:
-        auth_token = token.reveal()
+    auth_token = _token(settings, "TWILIO_AUTH_TOKEN")
+    admin_token = _token(settings, "ADMIN_TOKEN")
+    if auth_token is None or admin_token is None:
+        return 1
     engine_url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
     config = CallerConfig(engine_url, settings.public_url, auth_token, args.to, args.from_number)
     calls = 1 if args.command == "call" else args.calls
     concurrency = 1 if args.command == "call" else args.concurrency
     summaries = trio.run(_place_all, config, args.script, calls, concurrency)
+    records = trio.run(_records, engine_url, admin_token, summaries)
     for summary in summaries:
-        print(_line(summary))
+        print(_line(summary, records.get(summary.call_sid)))
     failed = [s for s in summaries if s.error or not s.twiml_ok]
-    print(f"{len(summaries) - len(failed)} of {len(summaries)} calls connected")
-    return 1 if failed else 0
+    final = [r for r in records.values() if r.get("status") not in (None, "active")]
+    print(
+        f"{len(summaries) - len(failed)} of {len(summaries)} calls connected; "
+        f"{len(final)} records final"
+    )
+    return 1 if failed or len(final) < len(summaries) else 0
+
+
+def _token(settings: Settings, name: str) -> str | None:
+    """The token from the settings, or the one the engine generated in DATA_DIR."""
+    value = settings.admin_token if name == "ADMIN_TOKEN" else settings.twilio_auth_token
+    if value is not None:
+        return value.reveal()
+    stored = settings.data_dir / name.lower()
+    if not stored.exists():
+        print(f"afterhours: no {name} and no {stored}", file=sys.stderr)
+        return None
+    return stored.read_text().strip()
+
+
+async def _records(
+    engine_url: str, admin_token: str, summaries: list[CallSummary]
+) -> dict[str, dict[str, Any]]:
+    """Each connected call's record, once final (or as it is after RECORD_WAIT_S)."""
+    records: dict[str, dict[str, Any]] = {}
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    async with httpx.AsyncClient(timeout=5, headers=headers) as http:
+        with trio.move_on_after(RECORD_WAIT_S):
+            for summary in summaries:
+                if not summary.twiml_ok:
+                    continue
+                while True:
+                    try:
+                        response = await http.get(f"{engine_url}/admin/calls/{summary.call_sid}")
+                    except httpx.HTTPError as exc:
+                        print(f"afterhours: cannot read records: {exc}", file=sys.stderr)
+                        return records
+                    if response.status_code == 200:
+                        records[summary.call_sid] = response.json()
+                        if response.json().get("status") != "active":
+                            break
+                    await trio.sleep(0.1)
+    return records
 
 
 async def _place_all(
@@ -71,11 +114,22 @@ async def _place_all(
     return summaries
 
 
-def _line(summary: CallSummary) -> str:
+def _line(summary: CallSummary, record: dict[str, Any] | None) -> str:
     if summary.error:
         return f"{summary.call_sid}  failed: {summary.error}"
     first = summary.time_to_first_audio_ms
-    return (
-        f"{summary.call_sid}  heard {summary.heard_ms / 1000:.1f} s of audio, first after "
-        f"{first} ms, {summary.marks_returned} marks played, ended by {summary.ended_by}"
+    heard = (
+        f"heard {summary.heard_ms / 1000:.1f} s of audio, first after {first} ms, "
+        f"ended by {summary.ended_by}"
     )
+    if record is None:
+        return f"{summary.call_sid}  {heard}; no record found"
+    cost = record.get("cost_usd")
+    lines = [
+        f"{summary.call_sid}  {record.get('status')} ({record.get('end_reason')}), "
+        f"intent {record.get('intent')}, first audio {record.get('time_to_first_audio_ms')} ms, "
+        f"cost ${cost if cost is not None else 0:.4f}; {heard}"
+    ]
+    for turn in record.get("transcript") or []:
+        lines.append(f"    {turn.get('role'):>9}: {turn.get('text')}")
+    return "\n".join(lines)

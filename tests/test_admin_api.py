@@ -41,6 +41,7 @@ ROUTES = [
     ("DELETE", "/admin/phone-numbers/+15550001111"),
     ("POST", "/admin/projects/smith-plumbing/api-keys"),
     ("DELETE", "/admin/api-keys/abc123"),
+    ("GET", "/admin/calls/CA123"),
 ]
 
 

@@ -113,6 +113,9 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
             await socket.aclose()
             record = await wait_for_final(fresh_database, "CA900")
             health = await http_request("GET", f"{engine.bound_urls[0]}/health")
+            calls_url = f"{engine.bound_urls[0]}/admin/calls"
+            shown = await http_request("GET", f"{calls_url}/CA900", token=ADMIN_TOKEN)
+            unknown = await http_request("GET", f"{calls_url}/CA404", token=ADMIN_TOKEN)
     assert health.json()["activeSessions"] == 0
     assert model_closed_after_s < 1.0
     # One model session, opened when the webhook answered and taken when the stream began.
@@ -134,6 +137,12 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
     assert json.loads(record["usage"])["output_tokens"] > 0
     assert float(record["cost_usd"]) > 0.0125  # the model's tokens plus a started minute
     assert record["stream_sid"] == STREAM_SID
+    # Operators read the same record through the admin API.
+    assert shown.status == 200
+    assert shown.json()["transcript"] == transcript
+    assert shown.json()["cost_usd"] == float(record["cost_usd"])
+    assert (shown.json()["status"], shown.json()["end_reason"]) == ("completed", "caller_hung_up")
+    assert unknown.status == 404
 
 
 async def wait_for_final(dsn: str, call_sid: str) -> dict[str, Any]:

@@ -93,6 +93,30 @@ async def load_project(connection: Connection, project_id: str) -> Project | Non
     return None if row is None else _project_from_row(row)
 
 
+_CALL_COLUMNS = (
+    "call_sid, project_id, from_number, to_number, status, intent, end_reason, error, "
+    "started_at, ended_at, duration_s, transcript, usage, cost_usd, time_to_first_audio_ms, "
+    "stream_sid, twilio_status, twilio_duration_s"
+)
+
+
+async def get_call(connection: Connection, call_sid: str) -> dict[str, Any]:
+    """One call's record as JSON-ready values."""
+    row = await connection.fetchrow(
+        f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_sid = $1",  # noqa: S608 -- constant columns
+        call_sid,
+    )
+    if row is None:
+        raise NotFound(f"no call {call_sid!r}")
+    call = dict(row)
+    for key in ("transcript", "usage"):
+        call[key] = msgspec.json.decode(call[key]) if call[key] is not None else None
+    for key in ("started_at", "ended_at"):
+        call[key] = call[key].isoformat() if call[key] is not None else None
+    call["cost_usd"] = float(call["cost_usd"]) if call["cost_usd"] is not None else None
+    return call
+
+
 async def list_projects(connection: Connection) -> list[dict[str, Any]]:
     rows = await connection.fetch("SELECT * FROM projects ORDER BY id")
     return [await _view(connection, _project_from_row(row)) for row in rows]
