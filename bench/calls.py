@@ -17,14 +17,18 @@ Figures, over a steady window after every call is up:
 
     .venv/bin/python -m bench.calls [--calls 20] [--seconds 30] [--database-url URL]
 
-Without --database-url the engine uses its embedded PostgreSQL in a temporary DATA_DIR.
+With --database-url (a server URL; BENCH_DATABASE_URL by default) the run gets a fresh
+database there, dropped afterwards; without it the engine uses its embedded PostgreSQL in
+a temporary DATA_DIR.
 Prints the figures and writes bench/results/calls-<N>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -40,13 +44,18 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import trio
 from twilio.request_validator import RequestValidator
 
 from engine.ws import WebSocket, WebSocketClosed, connect
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -339,6 +348,25 @@ async def read_records(url: str, call_sids: list[str]) -> list[dict[str, Any]]:
     return records
 
 
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new database on ``server_url``'s server for this run, dropped afterwards."""
+    name = f"afterhours_bench_{secrets.token_hex(6)}"
+
+    async def execute(sql: str) -> None:
+        connection = await asyncpg.connect(server_url, timeout=10)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20)
@@ -348,7 +376,11 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-"))
     workdir.chmod(0o755)
     try:
-        result = trio.run(bench, args.calls, args.seconds, args.database_url, workdir)
+        with contextlib.ExitStack() as stack:
+            database_url = None
+            if args.database_url:
+                database_url = stack.enter_context(fresh_database(args.database_url))
+            result = trio.run(bench, args.calls, args.seconds, database_url, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
