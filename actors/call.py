@@ -73,6 +73,7 @@ from engine.twilio_codec import (
     Media,
     Stop,
     TwilioProtocolError,
+    UnknownEvent,
     decode_twilio,
     encode_clear,
     encode_mark,
@@ -232,6 +233,7 @@ class CallActor:
         self._session_expires_s: float | None = None
         self._receiving: trio.CancelScope | None = None  # the model reader's wait
         self._caller_speaking = False
+        self._unknown_seen: set[str] = set()
         self._replacing = trio.Lock()  # one session replacement at a time
         # Barge-in: what the caller heard of each interrupted item, the audio generated
         # for each item, and where each assistant item's words are in the transcript.
@@ -496,6 +498,9 @@ class CallActor:
                     await self._create_response()
                 elif isinstance(event, Stop):
                     raise CallEnded("caller_hung_up")
+                elif isinstance(event, UnknownEvent) and event.event not in self._unknown_seen:
+                    self._unknown_seen.add(event.event)  # once per name: no log flood
+                    log.info("call %s: ignoring Twilio event %r", self._setup.call_sid, event.event)
 
     def _heard(self, mark: str) -> None:
         item_id, _, ms = mark.rpartition(":")

@@ -4,6 +4,7 @@ tokens across them, and the bad input a stream can bring."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -99,8 +100,9 @@ async def test_webhook_stream_and_callback_on_different_instances_and_tokens_use
 
 
 async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
-    fresh_database: str, tmp_path: Path
+    fresh_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="afterhours.call")
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
         await setup_project(engine)
         port = engine.media.bound_port
@@ -131,6 +133,8 @@ async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
             await listen(socket, until_silent_s=1.0)
             await socket.send_text(b"{not json")
             await socket.send_text(b'{"event":"media","streamSid":"MZ-other","media":{}}')
+            for _ in range(3):  # an event Twilio may add one day: logged once, ignored
+                await socket.send_text(b'{"event":"hologram","streamSid":"MZ"}')
             await speak(socket, silence(100) + tone(300) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
             await hang_up(socket, "CA701")
@@ -141,3 +145,5 @@ async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     assert health.status == 200
     assert json.loads(record["transcript"])[1]["role"] == "caller"
+    ignored = [r.getMessage() for r in caplog.records if "ignoring Twilio event" in r.getMessage()]
+    assert ignored == ["call CA701: ignoring Twilio event 'hologram'"]
