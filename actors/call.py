@@ -575,7 +575,10 @@ class CallActor:
                     self._note_expiry(event.session)
                 elif isinstance(event, ServerError) and not event.benign:
                     code = event.error.code or event.error.type
-                    if code in SESSION_GONE_CODES:
+                    if code in SESSION_GONE_CODES:  # the cap came before our renewal
+                        self._openai_alert(
+                            AlertLevel.WARNING, "Model session expired", event.error.message
+                        )
                         await self._reconnect(code, model)
                         return
                     log.error("call %s: model error %s", self._setup.call_sid, event.error.message)

@@ -77,3 +77,19 @@ async def test_a_long_call_renews_its_model_session_before_each_cap(
     roles = [t["role"] for t in record.transcript or []]
     assert roles.count("caller") >= 60
     assert roles.count("assistant") > roles.count("caller")
+
+
+async def test_a_session_the_server_expires_unannounced_is_replaced_and_the_call_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = SimulatedModel()
+    model.session_max_s = 100.0  # ends sessions at 100 s with session_expired...
+    model.announce_expiry = False  # ...without saying so in session.created
+    run = await run_call(PROJECT | {"max_call_s": 180}, chatty_caller, model=model)
+    record = run.record
+    assert model.stats.sessions_expired == 1
+    assert model.stats.sessions_total == 2
+    assert (record.status, record.end_reason) == ("completed", "max_duration")
+    assert [(a.type, a.title) for a in run.alerts] == [("openaiError", "Model session expired")]
+    roles = [t["role"] for t in record.transcript or []]
+    assert roles.count("caller") >= 6  # turns before and after the expiry were answered

@@ -60,6 +60,9 @@ class SimulatedModel:
         # OpenAI ends a session at its cap (60 min today) with a session_expired error.
         # Set it low to see an engine renew its sessions.
         self.session_max_s = 3600.0
+        # False: session.created says nothing of the cap (an engine must then handle the
+        # session_expired error itself).
+        self.announce_expiry = True
         self.stats = ModelStatistics()
         self._ids = itertools.count(1)
         self._sessions: set[trio.CancelScope] = set()
@@ -135,11 +138,9 @@ class _Session:
     async def run(self) -> None:
         cap_s = self.model.session_max_s
         # The server's own keys (protocols.md 1.13); expires_at in unix seconds.
-        created = self.session | {
-            "id": self.model.new_id("sess"),
-            "object": "realtime.session",
-            "expires_at": int(time.time() + cap_s),
-        }
+        created = self.session | {"id": self.model.new_id("sess"), "object": "realtime.session"}
+        if self.model.announce_expiry:
+            created["expires_at"] = int(time.time() + cap_s)
         await self.send({"type": "session.created", "session": created})
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
