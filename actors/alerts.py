@@ -1,25 +1,32 @@
 """The alert actor: decides who hears about a problem, once.
 
 Every alert becomes an ``event_log`` row (through the store) and a console log line at
-its level; critical alerts are always printed. ``ALERT_MIN_LEVEL`` filters the outside
-channels (webhook and email, added by the monitoring issue). The inbox drops the newest
-alert when full and counts it as suppressed: an alert flood is itself the symptom, and
-the actor must never slow the code that raises alerts.
+its level (critical ones always show). ``ALERT_MIN_LEVEL`` filters the outside channels,
+a webhook and email (actors/alert_channels.py), each behind its own bounded queue.
+Identical alerts (same type and project) within a minute are folded into one with a
+count. The inbox drops the newest alert when full and counts it: an alert flood is
+itself the symptom, and the actor must never slow the code that raises alerts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import msgspec
 import trio
 
+from actors.alert_channels import Outgoing
 from engine.config import AlertLevel
 from engine.events import ChildExited, ExitReason, SupervisorEscalated, SupervisorEvent
 from engine.messages import Alert, EventLogWritten, StoreWrite
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from actors.alert_channels import Channel
     from engine.lifecycle import StopSignal
     from engine.mailbox import Mailbox, Outbox
 
@@ -28,6 +35,8 @@ log = logging.getLogger("afterhours.alerts")
 # How long the alert actor waits for room in the store's inbox before it counts the row
 # as lost; the store's inbox blocks by policy, and the alert actor must keep moving.
 STORE_SEND_TIMEOUT_S = 2.0
+FOLD_WINDOW_S = 60.0
+CHANNEL_DRAIN_S = 2.0  # at shutdown, for the webhook and email queues
 
 _LOG_LEVELS = {
     AlertLevel.INFO: logging.INFO,
@@ -39,10 +48,12 @@ _LOG_LEVELS = {
 
 @dataclass(frozen=True, slots=True)
 class AlertStatistics:
-    alerts_total: int
+    alerts_total: int  # emitted (a folded group counts once)
     by_level: dict[str, int]
     forwarded_total: int  # at or above ALERT_MIN_LEVEL: for the outside channels
+    folded_total: int  # held back into a folded alert
     event_log_lost_total: int
+    channels: dict[str, dict[str, int]]
 
 
 _CRASHES = (ExitReason.FAILED, ExitReason.START_FAILED)
@@ -70,39 +81,131 @@ def alert_for(event: SupervisorEvent) -> Alert | None:
     return None
 
 
+@dataclass
+class _Fold:
+    until_s: float  # the fold window's end
+    last: Alert
+    count: int = 0  # identical alerts held back in this window
+
+
 class AlertActor:
+    """Every alert: a console line at its level and an ``event_log`` row; at or above
+    ``ALERT_MIN_LEVEL`` also the outside channels (actors/alert_channels.py). Identical
+    alerts (same type and project) within ``fold_window_s`` are folded: the first goes out
+    at once, the rest become one alert with their count when the window ends."""
+
     def __init__(
-        self, inbox: Mailbox[Alert], store: Outbox[StoreWrite], *, min_level: AlertLevel
+        self,
+        inbox: Mailbox[Alert],
+        store: Outbox[StoreWrite],
+        *,
+        min_level: AlertLevel,
+        channels: Sequence[Channel] = (),
+        fold_window_s: float = FOLD_WINDOW_S,
     ) -> None:
         self._inbox = inbox
         self._store = store
         self._min_level = min_level
+        self._channels = tuple(channels)
+        self._fold_window_s = fold_window_s
+        self._folds: dict[tuple[str, str | None], _Fold] = {}
         self._by_level = dict.fromkeys((level.name.lower() for level in AlertLevel), 0)
         self._forwarded_total = 0
+        self._folded_total = 0
         self._event_log_lost_total = 0
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
-        while (alert := await self._inbox.receive_until(stop)) is not None:
-            await self._handle(alert)
+        async with trio.open_nursery() as nursery:
+            for channel in self._channels:
+                nursery.start_soon(channel.run)
+            nursery.start_soon(self._unfold_every_second)
+            task_status.started()
+            while (alert := await self._inbox.receive_until(stop)) is not None:
+                await self._handle(alert)
+            nursery.cancel_scope.cancel()
+        # Stopping: what is queued still goes out, within the budget.
         for alert in self._inbox.drain_nowait():
             await self._handle(alert)
+        await self._unfold(everything=True)
+        with trio.move_on_after(CHANNEL_DRAIN_S):
+            async with trio.open_nursery() as draining:
+                for channel in self._channels:
+                    draining.start_soon(channel.drain, CHANNEL_DRAIN_S)
 
     def statistics(self) -> AlertStatistics:
         return AlertStatistics(
             alerts_total=sum(self._by_level.values()),
             by_level=dict(self._by_level),
             forwarded_total=self._forwarded_total,
+            folded_total=self._folded_total,
             event_log_lost_total=self._event_log_lost_total,
+            channels={
+                channel.name: {
+                    "delivered_total": channel.delivered_total,
+                    "failed_total": channel.failed_total,
+                    "queued": channel.queue.statistics().queued,
+                    "dropped_total": channel.queue.statistics().dropped_total,
+                }
+                for channel in self._channels
+            },
         )
 
     async def _handle(self, alert: Alert) -> None:
+        key = (alert.type, alert.project_id)
+        fold = self._folds.get(key)
+        now_s = trio.current_time()
+        if fold is not None and now_s < fold.until_s:
+            fold.count += 1
+            fold.last = alert
+            self._folded_total += 1
+            return
+        if fold is not None and fold.count:
+            await self._emit(_folded(fold, self._fold_window_s))
+        self._folds[key] = _Fold(now_s + self._fold_window_s, alert)
+        await self._emit(Outgoing(alert))
+
+    async def _unfold_every_second(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            await self._unfold()
+
+    async def _unfold(self, *, everything: bool = False) -> None:
+        """Windows that ended: one alert for what each held back."""
+        now_s = trio.current_time()
+        for key, fold in tuple(self._folds.items()):
+            if everything or now_s >= fold.until_s:
+                del self._folds[key]
+                if fold.count:
+                    await self._emit(_folded(fold, self._fold_window_s))
+
+    async def _emit(self, outgoing: Outgoing) -> None:
+        alert = outgoing.alert
         self._by_level[alert.level.name.lower()] += 1
-        log.log(_LOG_LEVELS[alert.level], "[%s] %s: %s", alert.type, alert.title, alert.message)
+        times = f" (x{outgoing.count})" if outgoing.count > 1 else ""
+        log.log(
+            _LOG_LEVELS[alert.level],
+            "[%s] %s: %s%s",
+            alert.type,
+            alert.title,
+            alert.message,
+            times,
+            extra={"call_sid": alert.call_sid, "project_id": alert.project_id},
+        )
         if alert.level >= self._min_level:
             self._forwarded_total += 1
+            for channel in self._channels:
+                channel.offer(outgoing)
+        row = EventLogWritten.from_alert(alert)
+        if outgoing.count > 1:
+            row = msgspec.structs.replace(row, metadata=row.metadata | {"count": outgoing.count})
         with trio.move_on_after(STORE_SEND_TIMEOUT_S):
-            await self._store.send(EventLogWritten.from_alert(alert))
+            await self._store.send(row)
             return
         self._event_log_lost_total += 1
         log.error("event_log row for alert %s lost: the store's inbox stayed full", alert.type)
+
+
+def _folded(fold: _Fold, window_s: float) -> Outgoing:
+    last = fold.last
+    message = f"{last.message} ({fold.count} like this within {window_s:g} s)"
+    return Outgoing(dataclasses.replace(last, message=message), fold.count)

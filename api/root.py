@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_asyncio
 
+from actors.alert_channels import Channel, email_channel, webhook_channel
 from actors.alerts import AlertActor, alert_for
 from actors.early_sessions import EarlyRequest, EarlySessions
 from actors.metrics import MetricsAggregator, MetricsSample
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from actors.store.queries import StoreQuery
     from engine.config import Settings
     from engine.events import SupervisorEvent
+    from engine.mailbox import Outbox
     from engine.messages import Alert, StoreWrite
 
 log = logging.getLogger("afterhours")
@@ -220,6 +222,21 @@ class _Model:
             nursery.cancel_scope.cancel()
 
 
+def alert_channels(settings: Settings, store: Outbox[StoreWrite]) -> list[Channel]:
+    """The outside alert channels the settings ask for."""
+    channels = []
+    if settings.alert_webhook_url:
+        secret = settings.alert_webhook_secret
+        channels.append(
+            webhook_channel(settings.alert_webhook_url, secret.reveal() if secret else None, store)
+        )
+    if settings.alert_email_recipient and settings.smtp_url:
+        channels.append(email_channel(settings.smtp_url, settings.alert_email_recipient, store))
+    elif settings.alert_email_recipient:
+        log.warning("ALERT_EMAIL_RECIPIENT is set but SMTP_URL is not: no alert email is sent")
+    return channels
+
+
 def load_prices(settings: Settings) -> Prices:
     """The built-in prices, or those of ``PRICES_FILE``; a bad file stops the start."""
     path = settings.prices_file
@@ -256,7 +273,12 @@ def _build_tree(
         queries=queries,
     )
     metrics = MetricsAggregator(metrics_inbox)
-    alerts = AlertActor(alerts_inbox, store_inbox, min_level=settings.alert_min_level)
+    alerts = AlertActor(
+        alerts_inbox,
+        store_inbox,
+        min_level=settings.alert_min_level,
+        channels=alert_channels(settings, store_inbox),
+    )
     calls = DynamicGroup(
         "calls",
         max_children=settings.max_concurrent_calls,

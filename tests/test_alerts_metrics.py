@@ -80,8 +80,8 @@ async def test_alert_actor_counts_rows_it_could_not_hand_to_the_store(
     inbox: Mailbox[Alert] = Mailbox("alerts", 8, OverflowPolicy.DROP_NEWEST)
     store: Mailbox[StoreWrite] = Mailbox("store", 1, OverflowPolicy.BLOCK)
     actor = AlertActor(inbox, store, min_level=AlertLevel.ERROR)
-    for n in range(3):
-        inbox.send_nowait(Alert(AlertLevel.ERROR, "databaseError", "Down", str(n)))
+    for n, kind in enumerate(("databaseError", "openaiError", "twilioError")):  # none folded
+        inbox.send_nowait(Alert(AlertLevel.ERROR, kind, "Down", str(n)))
     stop = StopSignal()
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run, stop)
