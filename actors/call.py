@@ -102,6 +102,8 @@ FIRST_BACKOFF_S = (0.2, 0.5, 1.0)
 SESSION_GONE_CODES = frozenset({"session_expired"})
 GOODBYE_GRACE_S = 10.0
 RECORD_SEND_TIMEOUT_S = 2.0
+# What a call needs once asked to stop: its goodbye heard, the record and a REST update.
+STOP_BUDGET_S = GOODBYE_GRACE_S + FINALISE_TIMEOUT_S + REST_TIMEOUT_S
 # A business function slower than this gets a short "one moment" from the model.
 FILLER_AFTER_S = 1.0
 FILLER_INSTRUCTIONS = (
@@ -112,6 +114,10 @@ FILLER_INSTRUCTIONS = (
 RENEW_MARGIN_S = 60.0
 RENEW_MARGIN_FRACTION = 0.1  # for short caps: renew in the last tenth
 QUIET_POLL_S = 0.2
+SAY_ENGINE_GOODBYE = (
+    'We must end the call now. Say: "I am sorry, I have to end our call now. '
+    'Please call back in a few minutes. Goodbye."'
+)
 SORRY_MODEL_DOWN = (
     "We are sorry, our assistant is not available right now. Please call again later."
 )
@@ -265,6 +271,11 @@ class CallActor:
                 nursery.start_soon(self._guard, self._pump_model, nursery.cancel_scope)
                 with stop.interruptible():
                     await trio.sleep_forever()
+                # The engine is stopping (after its drain): a goodbye the caller hears,
+                # then the hang-up; the readers end the call once it has played.
+                self._hang_up_reason = "engine_stopping"
+                await self._create_response(SAY_ENGINE_GOODBYE)
+                await trio.sleep(GOODBYE_GRACE_S)
                 self._ended = CallEnded("engine_stopping")
                 nursery.cancel_scope.cancel()
         except ModelUnavailable as exc:

@@ -61,7 +61,7 @@ class App:
         if request.path == "/health":
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on /health; use GET")
-            return Response(200, self._health.body())
+            return Response(self._health.http_status, self._health.body())
         if request.path.startswith("/admin/") and self._admin is not None:
             return await self._admin.handle(request)
         if request.path.startswith("/twilio/") and self._twilio is not None:

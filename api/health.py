@@ -1,7 +1,8 @@
 """``GET /health``: quick, for load balancers; no database round trip.
 
 The shape is the product description's: ``status``, ``timestamp``, ``uptime`` (whole
-seconds) and ``activeSessions`` (calls in progress).
+seconds) and ``activeSessions`` (calls in progress). While the engine drains before a
+stop, ``status`` is ``draining`` and the HTTP status 503, so balancers stop sending calls.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
+
+from engine.admission import Admission
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,14 +30,21 @@ class HealthView:
     """Reads only synchronous ``statistics()`` snapshots: no message round trip, so the
     probe answers even when every actor is busy."""
 
-    def __init__(self, active_sessions: Callable[[], int]) -> None:
+    def __init__(
+        self, active_sessions: Callable[[], int], admission: Admission | None = None
+    ) -> None:
         self._active_sessions = active_sessions
+        self._admission = admission or Admission()
         self._started_at_s = trio.current_time()
+
+    @property
+    def http_status(self) -> int:
+        return 503 if self._admission.draining else 200
 
     def body(self) -> HealthBody:
         now = datetime.now(UTC)
         return HealthBody(
-            status="ok",
+            status="draining" if self._admission.draining else "ok",
             timestamp=now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             uptime=int(trio.current_time() - self._started_at_s),
             activeSessions=self._active_sessions(),

@@ -30,17 +30,20 @@ import trio_asyncio
 
 from actors.alert_channels import Channel, email_channel, webhook_channel
 from actors.alerts import AlertActor, alert_for
+from actors.call import STOP_BUDGET_S
 from actors.early_sessions import EarlyRequest, EarlySessions
 from actors.metrics import MetricsAggregator, MetricsSample
 from actors.model_link import ModelEndpoint
 from actors.store.actor import StoreActor
 from api.admin import AdminApi
 from api.app import App
+from api.drain import Drain
 from api.health import HealthView
 from api.media_server import MediaServer
 from api.server import ApiServer
 from api.twilio_webhooks import TwilioWebhooks
 from api.watchdog import ShutdownWatchdog
+from engine.admission import Admission
 from engine.children import KILL_GRACE_S
 from engine.embedded_postgres import open_embedded_postgres
 from engine.errors import StartupError
@@ -68,13 +71,16 @@ STORE_SHUTDOWN_S = 10.0  # room to write the last batches
 SERVICE_SHUTDOWN_S = 3.0
 API_SHUTDOWN_S = 5.0
 EMBEDDED_POSTGRES_STOP_S = 10.0  # fast shutdown, then SIGKILL: 5 s each at most
+# After the drain, the calls still live are ended politely: each says goodbye.
+CALLS_SHUTDOWN_S = STOP_BUDGET_S
 
 
 def shutdown_deadline_s(settings: Settings) -> float:
-    """The longest an orderly stop can take when every budget is spent in full."""
-    budgets_s = STORE_SHUTDOWN_S + 2 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
-    calls_s = settings.drain_timeout_s + 2 * KILL_GRACE_S
-    return budgets_s + calls_s + 5 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
+    """The longest an orderly stop can take when every budget is spent in full: the
+    drain, then every child's shutdown budget and kill grace, then the database."""
+    budgets_s = STORE_SHUTDOWN_S + 5 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
+    calls_s = settings.drain_timeout_s + CALLS_SHUTDOWN_S + 2 * KILL_GRACE_S
+    return budgets_s + calls_s + 8 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,7 @@ class Engine:
     simulated_model: SimulatedModel | None  # when no OPENAI_API_KEY is configured
     media: MediaServer
     early: EarlySessions
+    drain: Drain  # Engine.drain.begin(): what a first SIGTERM does
 
 
 @asynccontextmanager
@@ -117,8 +124,9 @@ async def run_engine(
     """
     stop = StopSignal()
     watchdog = ShutdownWatchdog(shutdown_deadline_s(settings))
+    drains: list[Drain] = []  # the tree's drain, once the tree exists
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signals, stop, nursery.cancel_scope, watchdog)
+        nursery.start_soon(_stop_on_signals, stop, nursery.cancel_scope, watchdog, drains)
         try:
             # Until the database is up, a stop cancels the start-up outright; from then on
             # the supervisor handles a stop itself, in order, even while it is starting.
@@ -126,7 +134,9 @@ async def run_engine(
                 async with trio_asyncio.open_loop(), open_engine_database(settings) as dsn:
                     stop.detach(database_start)
                     if not database_start.cancel_called:
-                        await _run_tree(settings, dsn, stop, watchdog, task_status, on_ready)
+                        await _run_tree(
+                            settings, dsn, stop, watchdog, drains, task_status, on_ready
+                        )
         finally:
             watchdog.disarm()
             nursery.cancel_scope.cancel()  # the tree is down: stop listening for signals
@@ -137,19 +147,33 @@ async def _run_tree(
     dsn: str,
     stop: StopSignal,
     watchdog: ShutdownWatchdog,
+    drains: list[Drain],
     task_status: trio.TaskStatus[Engine],
     on_ready: Callable[[Engine], None] | None,
 ) -> None:
-    tree = _build_tree(settings, dsn, load_prices(settings), on_stopping=watchdog.arm)
+    admission = Admission()
+    tree = _build_tree(settings, dsn, load_prices(settings), admission, on_stopping=watchdog.arm)
     supervisor, calls, api, model, media, early = tree
+    drain = Drain(
+        admission,
+        lambda: calls.statistics().active,
+        stop,
+        drain_timeout_s=settings.drain_timeout_s,
+    )
 
     def ready(value: object = None) -> None:
-        engine = Engine(stop, api.bound_urls, dsn, supervisor, calls, model.simulator, media, early)
+        engine = Engine(
+            stop, api.bound_urls, dsn, supervisor, calls, model.simulator, media, early, drain
+        )
+        drains.append(drain)  # from now on a first signal drains
         task_status.started(engine)
         if on_ready is not None:
             on_ready(engine)
 
-    await supervisor.run(stop, task_status=_Started(ready))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain.run)
+        await supervisor.run(stop, task_status=_Started(ready))
+        nursery.cancel_scope.cancel()
 
 
 class _Started:
@@ -163,20 +187,34 @@ class _Started:
 
 
 async def _stop_on_signals(
-    stop: StopSignal, root_scope: trio.CancelScope, watchdog: ShutdownWatchdog
+    stop: StopSignal,
+    root_scope: trio.CancelScope,
+    watchdog: ShutdownWatchdog,
+    drains: list[Drain],
 ) -> None:
-    """First SIGINT/SIGTERM: graceful stop, with the watchdog armed in case it hangs
-    (the supervisor arms it too, for stops that do not come from a signal). A second
-    one: stop now."""
+    """First SIGINT/SIGTERM: drain (api/drain.py), then stop gracefully, with the
+    watchdog armed in case it hangs (the supervisor arms it too, for stops that do not
+    come from a signal); before the engine is ready there is nothing to drain: stop.
+    A second one shortens the drain (live calls are ended politely now). A third: stop
+    at once."""
+    received = 0
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
-            if not stop.requested:
-                log.info("%s received: stopping gracefully", name)
+            received += 1
+            if received == 1:
                 watchdog.arm()
-                stop.request()
+                if drains:
+                    log.info("%s received: draining, then stopping gracefully", name)
+                    drains[0].begin()
+                else:
+                    log.info("%s received: stopping gracefully", name)
+                    stop.request()
+            elif received == 2 and drains and not stop.requested:
+                log.warning("second %s: ending the drain; live calls are ended now", name)
+                drains[0].shorten()
             else:
-                log.warning("second %s: stopping now", name)
+                log.warning("%s again: stopping now", name)
                 root_scope.cancel()
 
 
@@ -251,7 +289,12 @@ def load_prices(settings: Settings) -> Prices:
 
 
 def _build_tree(
-    settings: Settings, dsn: str, prices: Prices, *, on_stopping: Callable[[], None]
+    settings: Settings,
+    dsn: str,
+    prices: Prices,
+    admission: Admission,
+    *,
+    on_stopping: Callable[[], None],
 ) -> tuple[Supervisor, DynamicGroup, ApiServer, _Model, MediaServer, EarlySessions]:
     # Mailboxes belong to the root, not the actors: a restarted actor finds its unread mail.
     store_inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
@@ -282,7 +325,7 @@ def _build_tree(
     calls = DynamicGroup(
         "calls",
         max_children=settings.max_concurrent_calls,
-        shutdown_s=settings.drain_timeout_s,
+        shutdown_s=CALLS_SHUTDOWN_S,
         report=report,
     )
     model = _Model(settings)
@@ -306,7 +349,7 @@ def _build_tree(
     )
     api = ApiServer(
         App(
-            HealthView(lambda: calls.statistics().active),
+            HealthView(lambda: calls.statistics().active, admission),
             AdminApi(queries, settings.admin_token),
             TwilioWebhooks(
                 settings,
@@ -318,6 +361,7 @@ def _build_tree(
                 ),
                 stream_url=lambda: media.public_url,
                 early=early_inbox,
+                admission=admission,
             ),
         ),
         host=settings.host,
@@ -331,8 +375,8 @@ def _build_tree(
         ChildSpec("early", early.run, shutdown_s=SERVICE_SHUTDOWN_S),
         # Stopped after the calls group has drained the calls it carries.
         ChildSpec("media", media.run, shutdown_s=SERVICE_SHUTDOWN_S),
-        # The group drains calls for DRAIN_TIMEOUT_S, then kills stragglers.
-        ChildSpec("calls", calls.run, shutdown_s=settings.drain_timeout_s + 2 * KILL_GRACE_S),
+        # Live calls had the drain to finish; those left say goodbye, then stragglers die.
+        ChildSpec("calls", calls.run, shutdown_s=CALLS_SHUTDOWN_S + 2 * KILL_GRACE_S),
         ChildSpec("api", api.run, shutdown_s=API_SHUTDOWN_S),
     ]
     supervisor = Supervisor(

@@ -26,6 +26,7 @@ from actors.early_sessions import DiscardEarly, OpenEarly
 from actors.store.queries import StoreUnavailable, ask_store
 from actors.store.routing import NumberRoute, route_number
 from api.asgi import Request, Response
+from engine.admission import Admission
 from engine.config import AlertLevel
 from engine.messages import Alert, CallUpdated, utc_now
 from engine.stream_tokens import issue_token
@@ -48,6 +49,7 @@ RECORD_SEND_TIMEOUT_S = 2.0
 UNKNOWN_NUMBER = "We're sorry, this number is not in service. Goodbye."
 ELSEWHERE = "We're sorry, we cannot take your call on this line right now."
 AT_CAPACITY = "All of our lines are busy right now."
+DRAINING = "We're sorry, we cannot take your call right now."
 UNAVAILABLE = "We're sorry, we cannot take your call right now. Please try again shortly."
 
 # Twilio's final call statuses, as our call statuses.
@@ -82,6 +84,7 @@ class TwilioWebhooks:
         calls_at_capacity: Callable[[], bool],
         stream_url: Callable[[], str],
         early: Outbox[EarlyRequest] | None = None,
+        admission: Admission | None = None,
     ) -> None:
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token.reveal()) if token else None
@@ -93,6 +96,7 @@ class TwilioWebhooks:
         self._at_capacity = calls_at_capacity
         self._stream_url = stream_url  # the media listener's public URL, known once it binds
         self._early = early
+        self._admission = admission or Admission()
 
     async def handle(self, request: Request) -> Response | None:
         if request.path not in ("/twilio/voice", "/twilio/status"):
@@ -148,6 +152,9 @@ class TwilioWebhooks:
         if route.system != "openai":
             await self._record_missed(params, route, "answered_elsewhere")
             return _twiml(turn_away(ELSEWHERE, route.on_call_number))
+        if self._admission.draining:  # a deploy or stop: live calls finish, new ones go
+            await self._record_missed(params, route, "engine_draining")
+            return _twiml(turn_away(DRAINING, route.on_call_number))
         if self._at_capacity():
             await self._record_missed(params, route, "engine_at_capacity")
             return _twiml(turn_away(AT_CAPACITY, route.on_call_number))

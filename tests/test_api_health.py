@@ -62,7 +62,7 @@ async def test_unknown_routes_and_methods_get_json_errors(
     assert wrong_method.json() == {"error": "POST not allowed on /health; use GET"}
 
 
-async def test_second_signal_stops_at_once_instead_of_waiting_for_the_drain(
+async def test_signals_drain_then_shorten_the_drain_then_stop_at_once(
     fresh_database: str, tmp_path: Path
 ) -> None:
     values = engine_settings(fresh_database, tmp_path) | {"DRAIN_TIMEOUT_S": "600"}
@@ -70,13 +70,22 @@ async def test_second_signal_stops_at_once_instead_of_waiting_for_the_drain(
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             engine: Engine = await nursery.start(run_engine, settings)
+            base = engine.bound_urls[0]
             await engine.calls.start_child("CA-never-ends", idle_and_deaf)
             os.kill(os.getpid(), signal.SIGTERM)
-            await engine.stop.wait()  # the signal handler turned it into a stop request
+            while not engine.drain.begun:  # noqa: ASYNC110 - the signal handler drains
+                await trio.sleep(0.01)
             first_signal_at_s = trio.current_time()
-            await trio.sleep(0.2)  # let the shutdown reach the calls group's drain
-            assert engine.calls.statistics().active == 1  # draining: a 600 s budget
-            os.kill(os.getpid(), signal.SIGTERM)
+            # Draining: balancers are told to go elsewhere; the live call carries on.
+            health = await http_request("GET", f"{base}/health")
+            assert (health.status, health.json()["status"]) == (503, "draining")
+            assert engine.calls.statistics().active == 1
+            assert not engine.stop.requested  # a 600 s drain has only begun
+            os.kill(os.getpid(), signal.SIGTERM)  # the second shortens the drain...
+            await engine.stop.wait()
+            await trio.sleep(0.2)
+            assert engine.calls.statistics().active == 1  # ...the call gets its goodbye time
+            os.kill(os.getpid(), signal.SIGTERM)  # the third stops at once
     assert trio.current_time() - first_signal_at_s < 5
     assert engine.calls.statistics().active == 0
 

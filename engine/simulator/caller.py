@@ -43,6 +43,7 @@ class CallSummary:
     clears: int = 0
     ended_by: str = ""
     error: str | None = None
+    status_callback_error: str | None = None
     events: list[str] = field(default_factory=list)
 
 
@@ -77,13 +78,17 @@ async def place_call(config: CallerConfig, script: str = "conversation") -> Call
         started_s = trio.current_time()
         await _stream(summary, validator, stream[1], parameters, script)
         duration = str(int(trio.current_time() - started_s))
-        await _post(
-            http,
-            validator,
-            config,
-            "/twilio/status",
-            form | {"CallStatus": "completed", "CallDuration": duration},
-        )
+        try:
+            await _post(
+                http,
+                validator,
+                config,
+                "/twilio/status",
+                form | {"CallStatus": "completed", "CallDuration": duration},
+            )
+        except httpx.HTTPError as exc:
+            # As with Twilio: a callback the engine cannot take is its loss, not the call's.
+            summary.status_callback_error = f"{type(exc).__name__}: {exc}"
     return summary
 
 

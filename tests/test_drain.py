@@ -1,0 +1,102 @@
+"""The graceful drain with simulated calls in progress: they finish, new callers are
+turned away politely, every record is final, and the engine then stops by itself; a call
+still live when the drain runs out is ended with a goodbye the caller hears."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from engine.simulator.caller import CallerConfig, CallSummary, place_call
+from tests.helpers import ADMIN_TOKEN, PUBLIC_URL, TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.test_call_e2e import wait_for_final
+from tests.test_simulated_caller import final_rows
+from tests.test_twilio_webhooks import ANSWERED, call, twilio_post
+
+ON_CALL = "+15551234567"
+
+
+async def add_project(base: str) -> None:
+    project = {"id": "smith-plumbing", "name": "Smith Plumbing", "timezone": "UTC",
+               "on_call_number": ON_CALL}  # fmt: skip
+    created = await http_request("POST", f"{base}/admin/projects", json=project, token=ADMIN_TOKEN)
+    assert created.status == 201, created.body
+    added = await http_request(
+        "POST", f"{base}/admin/projects/smith-plumbing/phone-numbers",
+        json={"number": ANSWERED}, token=ADMIN_TOKEN,
+    )  # fmt: skip
+    assert added.status == 201, added.body
+
+
+async def test_a_drain_lets_live_calls_finish_and_turns_new_ones_away(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    summaries: list[CallSummary] = []
+    async with running_engine(
+        fresh_database, tmp_path, MEDIA_PORT="0", DRAIN_TIMEOUT_S="30"
+    ) as engine:
+        base = engine.bound_urls[0]
+        await add_project(base)
+        config = CallerConfig(base, PUBLIC_URL, TWILIO_AUTH_TOKEN, ANSWERED)
+
+        async def one() -> None:
+            summaries.append(await place_call(config, "conversation"))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(one)
+                while engine.calls.statistics().active < 3:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                engine.drain.begin()  # what the first SIGTERM does
+                health = await http_request("GET", f"{base}/health")
+                turned_away = await twilio_post(engine, "/twilio/voice", call("CA-late", ANSWERED))
+                assert engine.calls.statistics().active == 3  # nobody was cut off
+            await engine.stop.wait()  # the drain ended by itself once the calls had
+            rows = await final_rows(fresh_database, expected=3)
+            late = await wait_for_final(fresh_database, "CA-late")
+    assert (health.status, health.json()["status"]) == (503, "draining")
+    assert f'<Dial timeout="30">{ON_CALL}</Dial>' in turned_away.body.decode()
+    assert "<Stream" not in turned_away.body.decode()
+    assert (late["status"], late["end_reason"]) == ("missed", "engine_draining")
+    assert [s.ended_by for s in summaries] == ["caller"] * 3
+    assert [s.status_callback_error for s in summaries] == [None] * 3  # the API was still up
+    for row in rows:
+        assert (row["status"], row["twilio_status"]) == ("completed", "completed")
+        assert [t["role"] for t in json.loads(row["transcript"])][:3] == [
+            "assistant", "caller", "assistant",
+        ]  # fmt: skip
+
+
+async def test_a_call_still_live_when_the_drain_runs_out_hears_a_goodbye(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    summary: list[CallSummary] = []
+    async with running_engine(
+        fresh_database, tmp_path, MEDIA_PORT="0", DRAIN_TIMEOUT_S="1"
+    ) as engine:
+        base = engine.bound_urls[0]
+        await add_project(base)
+        config = CallerConfig(base, PUBLIC_URL, TWILIO_AUTH_TOKEN, ANSWERED)
+
+        async def one() -> None:
+            summary.append(await place_call(config, "silent"))  # would stay 12 s
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one)
+                while engine.calls.statistics().active < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                await trio.sleep(1.0)  # the greeting has played
+                engine.drain.begin()
+            record: dict[str, Any] = await wait_for_final(fresh_database, summary[0].call_sid)
+    assert summary[0].ended_by == "engine"
+    assert (record["status"], record["end_reason"]) == ("completed", "engine_stopping")
+    said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
+    assert said[-1] == (
+        "I am sorry, I have to end our call now. Please call back in a few minutes. Goodbye."
+    )
+    assert record["duration_s"] < 10  # the hang-up came once the goodbye was heard
