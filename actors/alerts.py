@@ -114,6 +114,10 @@ class AlertActor:
         self._folded_total = 0
         self._event_log_lost_total = 0
 
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        return self._channels
+
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             for channel in self._channels:

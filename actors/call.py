@@ -36,12 +36,21 @@ from actors.functions import call_function
 from actors.model_link import CONNECT_ERRORS, ModelEndpoint, open_model_socket
 from actors.twilio_rest import REST_TIMEOUT_S, TwilioRest, TwilioRestError
 from engine.config import AlertLevel
+from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
 from engine.messages import (
     Alert,
     CallUpdated,
     FunctionCallRecorded,
     new_event_id,
     utc_now,
+)
+from engine.metric_samples import (
+    CallBegan,
+    CallFinished,
+    CallProgress,
+    FunctionCalled,
+    MetricsSample,
+    ModelConnected,
 )
 from engine.pricing import DEFAULT_PRICES, Prices, add_usage, call_cost_usd
 from engine.realtime_codec import (
@@ -114,6 +123,7 @@ FILLER_INSTRUCTIONS = (
 RENEW_MARGIN_S = 60.0
 RENEW_MARGIN_FRACTION = 0.1  # for short caps: renew in the last tenth
 QUIET_POLL_S = 0.2
+PROGRESS_EVERY_S = 5.0  # how often a live call reports its timings to the metrics
 SAY_ENGINE_GOODBYE = (
     'We must end the call now. Say: "I am sorry, I have to end our call now. '
     'Please call back in a few minutes. Goodbye."'
@@ -176,6 +186,7 @@ class CallSetup:
     early: Outbox[EarlyRequest] | None = None  # sessions opened at webhook time
     session_max_s: float = 3600.0  # the model's session cap (MODEL_SESSION_MAX_S)
     prices: Prices = DEFAULT_PRICES
+    metrics: Outbox[MetricsSample] | None = None  # DROP_NEWEST: a metric never waits
 
 
 @dataclass
@@ -241,6 +252,12 @@ class CallActor:
         self._caller_speaking = False
         self._unknown_seen: set[str] = set()
         self._replacing = trio.Lock()  # one session replacement at a time
+        # Timings for the metrics, reported every few seconds (CallProgress).
+        self._to_model_timing = Histogram(FAST_BUCKETS_S)
+        self._to_caller_timing = Histogram(FAST_BUCKETS_S)
+        self._turn_latency = Histogram(SLOW_BUCKETS_S)
+        self._barge_ins = 0
+        self._turn_began_s: float | None = None  # the caller stopped speaking
         # Barge-in: what the caller heard of each interrupted item, the audio generated
         # for each item, and where each assistant item's words are in the transcript.
         self._heard_ms: dict[str, int] = {}
@@ -257,6 +274,7 @@ class CallActor:
         # Started at once: from here the call is this actor's, and a model that cannot be
         # reached ends it politely (the caller told, the record failed with the reason).
         task_status.started()
+        self._report(CallBegan(self._setup.project.id))
         try:
             self._model = await self._first_session()
             async with httpx.AsyncClient() as http, trio.open_nursery() as nursery:
@@ -267,6 +285,7 @@ class CallActor:
                 )
                 nursery.start_soon(self._guard, self._watch_limits, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._renew_sessions, nursery.cancel_scope)
+                nursery.start_soon(self._report_progress)
                 nursery.start_soon(self._guard, self._pump_twilio, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._pump_model, nursery.cancel_scope)
                 with stop.interruptible():
@@ -328,12 +347,16 @@ class CallActor:
         with trio.move_on_after(budget_s):
             for delay_s in (0.0, *backoff_s):
                 await trio.sleep(delay_s)
+                began_s = trio.current_time()
                 try:
                     model = await open_model_socket(self._setup.model)
                 except CONNECT_ERRORS as exc:
                     last_error = _describe(exc)
                     log.warning("call %s: model connection failed: %s", self._setup.call_sid, exc)
+                    latency_s = trio.current_time() - began_s
+                    self._report(ModelConnected(False, latency_s, last_error))
                     continue
+                self._report(ModelConnected(True, trio.current_time() - began_s))
                 try:
                     await self._configure(model)
                 except (WebSocketClosed, trio.TooSlowError) as exc:
@@ -434,6 +457,25 @@ class CallActor:
         except TwilioRestError as exc:
             log.error("call %s: could not tell the caller: %s", setup.call_sid, exc)
 
+    def _report(self, sample: MetricsSample) -> None:
+        if self._setup.metrics is not None:
+            self._setup.metrics.send_nowait(sample)
+
+    def _progress(self) -> CallProgress:
+        barge_ins, self._barge_ins = self._barge_ins, 0
+        return CallProgress(
+            self._setup.project.id,
+            self._to_model_timing.take(),
+            self._to_caller_timing.take(),
+            self._turn_latency.take(),
+            barge_ins,
+        )
+
+    async def _report_progress(self) -> None:
+        while True:
+            await trio.sleep(PROGRESS_EVERY_S)
+            self._report(self._progress())
+
     def _openai_alert(self, level: AlertLevel, title: str, message: str) -> None:
         setup = self._setup
         alert = Alert(
@@ -488,7 +530,9 @@ class CallActor:
     async def _pump_twilio(self) -> None:
         assert self._model is not None
         while True:
-            for message in await self._twilio.receive_batch():
+            batch = await self._twilio.receive_batch()
+            read_at_s = trio.current_time()
+            for message in batch:
                 try:
                     event = decode_twilio(message)
                 except TwilioProtocolError as exc:
@@ -499,6 +543,7 @@ class CallActor:
                         log.warning("call %s: media for another stream", self._setup.call_sid)
                         continue
                     await self._to_model(encode_append(event.media.payload))
+                    self._to_model_timing.observe(trio.current_time() - read_at_s)
                 elif isinstance(event, Mark):
                     self._heard(event.mark.name)
                     self._activity(caller=False)  # the model's words are still playing
@@ -548,6 +593,7 @@ class CallActor:
             with trio.CancelScope() as self._receiving:
                 batch = await model.receive_batch()
             self._receiving = None
+            read_at_s = trio.current_time()
             if model is not self._model:
                 return
             for message in batch:
@@ -562,12 +608,14 @@ class CallActor:
                         event.item_id, 0
                     ) + _audio_ms(event.delta)
                     await self._play(event)
+                    self._to_caller_timing.observe(trio.current_time() - read_at_s)
                 elif isinstance(event, SpeechStarted):
                     self._caller_speaking = True
                     self._activity(caller=True)
                     await self._barge_in()
                 elif isinstance(event, SpeechStopped):
                     self._caller_speaking = False
+                    self._turn_began_s = read_at_s
                     self._activity(caller=True)
                 elif isinstance(event, TranscriptDelta):
                     self._words_streamed(event)
@@ -637,6 +685,9 @@ class CallActor:
         playback.response_id = delta.response_id
         if self._first_audio_ms is None:
             self._first_audio_ms = int((trio.current_time() - self._started_at_s) * 1000)
+        if self._turn_began_s is not None:  # the answer to the caller's turn begins
+            self._turn_latency.observe(trio.current_time() - self._turn_began_s)
+            self._turn_began_s = None
         stream_sid = self._setup.stream_sid
         await self._twilio.send_text(encode_media(stream_sid, delta.delta))
         playback.sent_ms += _audio_ms(delta.delta)
@@ -649,6 +700,7 @@ class CallActor:
         assert self._model is not None
         # Deltas of this response may still be on their way: the caller must not hear them.
         playback.dropped_responses.add(playback.response_id)
+        self._barge_ins += 1
         self._heard_ms[playback.item_id] = playback.played_ms
         self._trim_to_heard(playback.item_id)  # if its transcript is already in
         await self._twilio.send_text(encode_clear(self._setup.stream_sid))
@@ -741,6 +793,7 @@ class CallActor:
         )
         with trio.move_on_after(RECORD_SEND_TIMEOUT_S):
             await self._store.send(record)
+        self._report(FunctionCalled(setup.project.id, result.outcome, result.latency_ms / 1000))
         if result.outcome != "ok":
             self._alerts.send_nowait(
                 Alert(
@@ -877,6 +930,18 @@ class CallActor:
             stream_sid=self._setup.stream_sid,
         )
         await self._store.send(record)
+        self._report(self._progress())
+        self._report(
+            CallFinished(
+                self._setup.project.id,
+                "failed" if ended.failed else "completed",
+                ended.reason,
+                duration_s,
+                None if self._first_audio_ms is None else self._first_audio_ms / 1000,
+                self._reconnects,
+                self._renewals,
+            )
+        )
 
 
 def _describe(exc: BaseException) -> str:

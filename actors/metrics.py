@@ -1,76 +1,200 @@
-"""The metrics aggregator: folds the engine's events into counters.
+"""The metrics aggregator: folds what the engine reports into counters, histograms and
+rolling error rates.
 
 Its inbox drops the newest sample when full (and counts it): a metric must never slow
-the actor that reports it. The monitoring issue adds per-call metrics, rolling windows
-and the Prometheus view; this is the part the supervision tree feeds today.
+the actor that reports it. It folds runtime events (starts, exits, restarts,
+escalations) and the calls' samples (engine/metric_samples.py): calls by project and
+outcome, function calls with latency, model connections, reconnects and renewals,
+barge-ins, time to first audio, turn latency and per-frame forwarding latency. It also
+measures its own event-loop lag (how late a timer fires: the whole process's
+responsiveness). Over a rolling window it watches the share of failed calls and of failed
+function calls; past ``threshold`` it raises ``highErrorRate`` once per window.
+``statistics()`` is a synchronous snapshot for ``/metrics``, ``/stats`` and health.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import copy
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from engine.events import (
-    ChildExited,
-    ChildRestarted,
-    ChildStarted,
-    SupervisorEscalated,
-    SupervisorEvent,
+import trio
+
+from engine.config import AlertLevel
+from engine.events import ChildExited, ChildRestarted, ChildStarted, SupervisorEscalated
+from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
+from engine.messages import Alert
+from engine.metric_samples import (
+    CallBegan,
+    CallFinished,
+    CallProgress,
+    FunctionCalled,
+    MetricsSample,
+    ModelConnected,
 )
 
 if TYPE_CHECKING:
-    import trio
-
     from engine.lifecycle import StopSignal
-    from engine.mailbox import Mailbox
+    from engine.mailbox import Mailbox, Outbox
 
-MetricsSample = SupervisorEvent
+LAG_PROBE_S = 0.5
+ERROR_RATE_MIN_SAMPLES = 5  # a rate over fewer outcomes says nothing
+ErrorKind = Literal["calls", "function_calls"]
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
+class ErrorRateRule:
+    threshold: float = 0.25  # share of failures that raises highErrorRate
+    window_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConnection:
+    ok: bool
+    at_s: float  # Trio clock
+    latency_s: float
+    error: str | None
+
+
+@dataclass
 class MetricsStatistics:
-    samples_total: int
-    child_starts_total: dict[str, int]
-    child_exits_total: dict[str, int]  # keyed "supervisor/reason"
-    restarts_total: dict[str, int]  # keyed by child id
-    escalations_total: int
+    samples_total: int = 0
+    child_starts_total: dict[str, int] = field(default_factory=dict)
+    child_exits_total: dict[str, int] = field(default_factory=dict)  # "supervisor/reason"
+    restarts_total: dict[str, int] = field(default_factory=dict)  # by child id
+    escalations_total: int = 0
+    calls_started_total: dict[str, int] = field(default_factory=dict)  # by project
+    calls_total: dict[tuple[str, str], int] = field(default_factory=dict)  # (project, status)
+    function_calls_total: dict[tuple[str, str], int] = field(default_factory=dict)
+    function_call_seconds: Histogram = field(default_factory=lambda: Histogram(SLOW_BUCKETS_S))
+    model_connections_total: dict[str, int] = field(default_factory=dict)  # ok / failed
+    model_last_connection: ModelConnection | None = None
+    model_reconnects_total: int = 0
+    model_renewals_total: int = 0
+    barge_ins_total: int = 0
+    time_to_first_audio: Histogram = field(default_factory=lambda: Histogram(SLOW_BUCKETS_S))
+    turn_latency: Histogram = field(default_factory=lambda: Histogram(SLOW_BUCKETS_S))
+    forwarding_to_model: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS_S))
+    forwarding_to_caller: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS_S))
+    loop_lag: Histogram = field(default_factory=lambda: Histogram(FAST_BUCKETS_S))
+    loop_lag_last_s: float = 0.0
+    high_error_rate_alerts_total: dict[str, int] = field(default_factory=dict)
+    error_rates: dict[str, float] = field(default_factory=dict)  # current window's share
 
 
 class MetricsAggregator:
-    def __init__(self, inbox: Mailbox[MetricsSample]) -> None:
+    def __init__(
+        self,
+        inbox: Mailbox[MetricsSample],
+        *,
+        alerts: Outbox[Alert] | None = None,
+        error_rate: ErrorRateRule = ErrorRateRule(),
+    ) -> None:
         self._inbox = inbox
-        self._samples_total = 0
-        self._starts: Counter[str] = Counter()
-        self._exits: Counter[str] = Counter()
-        self._restarts: Counter[str] = Counter()
-        self._escalations_total = 0
+        self._alerts = alerts
+        self._rule = error_rate
+        self._stats = MetricsStatistics()
+        self._outcomes: dict[ErrorKind, deque[tuple[float, bool]]] = {
+            "calls": deque(),
+            "function_calls": deque(),
+        }
+        self._quiet_until_s: dict[ErrorKind, float] = {"calls": 0.0, "function_calls": 0.0}
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
-        while (sample := await self._inbox.receive_until(stop)) is not None:
-            self.fold(sample)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._probe_lag)
+            task_status.started()
+            while (sample := await self._inbox.receive_until(stop)) is not None:
+                self.fold(sample)
+            nursery.cancel_scope.cancel()
         for sample in self._inbox.drain_nowait():
             self.fold(sample)
 
+    def statistics(self) -> MetricsStatistics:
+        return copy.deepcopy(self._stats)
+
     def fold(self, sample: MetricsSample) -> None:
         """Pure bookkeeping, synchronous: no await between receiving and counting."""
-        self._samples_total += 1
+        stats = self._stats
+        stats.samples_total += 1
         match sample:
             case ChildStarted(supervisor=supervisor):
-                self._starts[supervisor] += 1
+                _add(stats.child_starts_total, supervisor)
             case ChildExited(supervisor=supervisor, reason=reason):
-                self._exits[f"{supervisor}/{reason.value}"] += 1
+                _add(stats.child_exits_total, f"{supervisor}/{reason.value}")
             case ChildRestarted(child_id=child_id):
-                self._restarts[child_id] += 1
+                _add(stats.restarts_total, child_id)
             case SupervisorEscalated():
-                self._escalations_total += 1
+                stats.escalations_total += 1
+            case CallBegan(project_id=project_id):
+                _add(stats.calls_started_total, project_id)
+            case CallProgress():
+                stats.forwarding_to_model.merge(sample.to_model)
+                stats.forwarding_to_caller.merge(sample.to_caller)
+                stats.turn_latency.merge(sample.turn_latency)
+                stats.barge_ins_total += sample.barge_ins
+            case CallFinished():
+                _add(stats.calls_total, (sample.project_id or "", sample.status))
+                if sample.time_to_first_audio_s is not None:
+                    stats.time_to_first_audio.observe(sample.time_to_first_audio_s)
+                stats.model_reconnects_total += sample.reconnects
+                stats.model_renewals_total += sample.renewals
+                if sample.status != "missed":  # a turned-away call is not an engine error
+                    self._outcome("calls", failed=sample.status == "failed")
+            case FunctionCalled():
+                _add(stats.function_calls_total, (sample.project_id, sample.outcome))
+                stats.function_call_seconds.observe(sample.latency_s)
+                self._outcome("function_calls", failed=sample.outcome != "ok")
+            case ModelConnected():
+                _add(stats.model_connections_total, "ok" if sample.ok else "failed")
+                stats.model_last_connection = ModelConnection(
+                    sample.ok, trio.current_time(), sample.latency_s, sample.error
+                )
 
-    def statistics(self) -> MetricsStatistics:
-        return MetricsStatistics(
-            samples_total=self._samples_total,
-            child_starts_total=dict(self._starts),
-            child_exits_total=dict(self._exits),
-            restarts_total=dict(self._restarts),
-            escalations_total=self._escalations_total,
-        )
+    def _outcome(self, kind: ErrorKind, *, failed: bool) -> None:
+        now_s = trio.current_time()
+        window = self._outcomes[kind]
+        window.append((now_s, failed))
+        while window and window[0][0] < now_s - self._rule.window_s:
+            window.popleft()
+        failures = sum(1 for _, bad in window if bad)
+        share = failures / len(window)
+        self._stats.error_rates[kind] = round(share, 4)
+        if (
+            len(window) >= ERROR_RATE_MIN_SAMPLES
+            and share >= self._rule.threshold
+            and now_s >= self._quiet_until_s[kind]
+        ):
+            self._quiet_until_s[kind] = now_s + self._rule.window_s  # once per window
+            _add(self._stats.high_error_rate_alerts_total, kind)
+            what = "calls" if kind == "calls" else "function calls"
+            if self._alerts is not None:
+                self._alerts.send_nowait(
+                    Alert(
+                        AlertLevel.CRITICAL if kind == "calls" else AlertLevel.ERROR,
+                        "highErrorRate",
+                        f"High error rate in {what}",
+                        f"{failures} of the last {len(window)} {what} failed "
+                        f"({share:.0%}; threshold {self._rule.threshold:.0%} over "
+                        f"{self._rule.window_s:g} s)",
+                        metadata={"kind": kind, "failed": failures, "total": len(window)},
+                    )
+                )
+
+    async def _probe_lag(self) -> None:
+        """How late a timer fires: every task in this process waits that much longer."""
+        while True:
+            asked_at_s = trio.current_time()
+            await trio.sleep(LAG_PROBE_S)
+            lag_s = max(0.0, trio.current_time() - asked_at_s - LAG_PROBE_S)
+            self._stats.loop_lag.observe(lag_s)
+            self._stats.loop_lag_last_s = lag_s
+
+
+def _add(counts: dict[K, int], key: K) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+__all__ = ["ErrorRateRule", "MetricsAggregator", "MetricsSample", "MetricsStatistics"]

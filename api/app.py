@@ -1,14 +1,19 @@
 """The HTTP API as a raw ASGI application.
 
-Routes: ``GET /health`` (no auth: for load balancers) and ``/admin/*`` (admin token; see
-api/admin.py). Unknown paths get a JSON 404, known paths with another method a 405 with
-``Allow``. The lifespan protocol is answered (Hypercorn's trio worker crashes at start-up
-on an app that ignores it: stack-notes section 2).
+Routes: ``GET /health`` and ``GET /health/detailed`` (no auth: for load balancers and
+probes; no secrets), ``GET /metrics`` and ``GET /stats`` (admin token; see
+api/observability.py), ``/admin/*`` (admin token; see api/admin.py) and ``/twilio/*``
+(Twilio's signature). Unknown paths get a JSON 404, known paths with another method a
+405. An exception in a handler answers 500 with a request id (also in the log and the
+``apiError`` alert), and the server goes on. The lifespan protocol is answered
+(Hypercorn's trio worker crashes at start-up on an app that ignores it: stack-notes
+section 2).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 from api.asgi import (
@@ -22,11 +27,18 @@ from api.asgi import (
     read_request,
     send_response,
 )
+from engine.config import AlertLevel
+from engine.messages import Alert
 
 if TYPE_CHECKING:
     from api.admin import AdminApi
     from api.health import HealthView
+    from api.observability import Observability
     from api.twilio_webhooks import TwilioWebhooks
+    from engine.mailbox import Outbox
+
+# Request counts by route group, so the label set stays bounded whatever the paths.
+_ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/twilio")
 
 log = logging.getLogger("afterhours.api")
 
@@ -37,10 +49,18 @@ class App:
         health: HealthView,
         admin: AdminApi | None = None,
         twilio: TwilioWebhooks | None = None,
+        observability: Observability | None = None,
+        alerts: Outbox[Alert] | None = None,
     ) -> None:
         self._health = health
         self._admin = admin
         self._twilio = twilio
+        self._observability = observability
+        self._alerts = alerts
+        self._requests: dict[tuple[str, int], int] = {}
+
+    def request_counts(self) -> dict[tuple[str, int], int]:
+        return dict(self._requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -52,16 +72,53 @@ class App:
             except BodyTooLarge:
                 await send_response(send, error(413, "request body too large"))
                 return
-            await send_response(send, await self._route(request))
+            response = await self._answer(request)
+            group = next((g for g in _ROUTE_GROUPS if request.path.startswith(g)), "other")
+            self._requests[(group, response.status)] = (
+                self._requests.get((group, response.status), 0) + 1
+            )
+            await send_response(send, response)
         else:
             # No WebSocket route yet: refuse the upgrade (ASGI: close before accept = 403).
             await send({"type": "websocket.close", "code": 1008})
+
+    async def _answer(self, request: Request) -> Response:
+        try:
+            return await self._route(request)
+        except Exception as exc:
+            request_id = secrets.token_hex(8)
+            log.exception("request %s (%s %s) failed", request_id, request.method, request.path)
+            if self._alerts is not None:
+                self._alerts.send_nowait(
+                    Alert(
+                        AlertLevel.ERROR,
+                        "apiError",
+                        "HTTP handler failed",
+                        f"{request.method} {request.path}: {type(exc).__name__} "
+                        f"(request {request_id})",
+                        metadata={"requestId": request_id, "path": request.path},
+                    )
+                )
+            return error(500, f"internal error; request id {request_id}", requestId=request_id)
 
     async def _route(self, request: Request) -> Response:
         if request.path == "/health":
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on /health; use GET")
             return Response(self._health.http_status, self._health.body())
+        observed = self._observability
+        if observed is not None and request.path in ("/health/detailed", "/metrics", "/stats"):
+            if request.method not in ("GET", "HEAD"):
+                return error(405, f"{request.method} not allowed on {request.path}; use GET")
+            if request.path == "/health/detailed":
+                return await observed.detailed_health()
+            if self._admin is None or not self._admin.authorized(request):
+                return Response(
+                    401,
+                    {"error": "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)"},
+                    [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
+                )
+            return observed.metrics() if request.path == "/metrics" else observed.stats()
         if request.path.startswith("/admin/") and self._admin is not None:
             return await self._admin.handle(request)
         if request.path.startswith("/twilio/") and self._twilio is not None:

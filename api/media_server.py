@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from engine.lifecycle import StopSignal
     from engine.mailbox import Outbox
     from engine.messages import Alert, StoreWrite
+    from engine.metric_samples import MetricsSample
     from engine.pricing import Prices
     from engine.projects import Project
 
@@ -69,6 +70,7 @@ class MediaServer:
         model: Callable[[], ModelEndpoint],
         early: Outbox[EarlyRequest] | None,
         prices: Prices,
+        metrics: Outbox[MetricsSample] | None = None,
     ) -> None:
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token.reveal()) if token else None
@@ -81,6 +83,7 @@ class MediaServer:
         self._model = model
         self._early = early
         self._prices = prices
+        self._metrics = metrics
         sid = settings.twilio_account_sid
         self._twilio_rest = (
             TwilioRest(settings.twilio_api_base_url, sid, token.reveal()) if sid and token else None
@@ -160,6 +163,7 @@ class MediaServer:
             early=self._early,
             session_max_s=self._settings.model_session_max_s,
             prices=self._prices,
+            metrics=self._metrics,
         )
         done = trio.Event()
         try:

@@ -22,7 +22,7 @@ import logging
 import signal
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import trio
@@ -32,7 +32,7 @@ from actors.alert_channels import Channel, email_channel, webhook_channel
 from actors.alerts import AlertActor, alert_for
 from actors.call import STOP_BUDGET_S
 from actors.early_sessions import EarlyRequest, EarlySessions
-from actors.metrics import MetricsAggregator, MetricsSample
+from actors.metrics import ErrorRateRule, MetricsAggregator, MetricsSample
 from actors.model_link import ModelEndpoint
 from actors.store.actor import StoreActor
 from api.admin import AdminApi
@@ -40,6 +40,7 @@ from api.app import App
 from api.drain import Drain
 from api.health import HealthView
 from api.media_server import MediaServer
+from api.observability import Observability, Sources
 from api.server import ApiServer
 from api.twilio_webhooks import TwilioWebhooks
 from api.watchdog import ShutdownWatchdog
@@ -315,7 +316,11 @@ def _build_tree(
         alerts=alerts_inbox,
         queries=queries,
     )
-    metrics = MetricsAggregator(metrics_inbox)
+    metrics = MetricsAggregator(
+        metrics_inbox,
+        alerts=alerts_inbox,
+        error_rate=ErrorRateRule(settings.alert_error_rate, settings.alert_error_rate_window_s),
+    )
     alerts = AlertActor(
         alerts_inbox,
         store_inbox,
@@ -346,27 +351,47 @@ def _build_tree(
         model=model.endpoint,
         early=early_inbox,
         prices=prices,
+        metrics=metrics_inbox,
     )
-    api = ApiServer(
-        App(
-            HealthView(lambda: calls.statistics().active, admission),
-            AdminApi(queries, settings.admin_token),
-            TwilioWebhooks(
-                settings,
-                queries=queries,
-                store=store_inbox,
-                alerts=alerts_inbox,
-                calls_at_capacity=lambda: (
-                    calls.statistics().active >= calls.statistics().max_children
-                ),
-                stream_url=lambda: media.public_url,
-                early=early_inbox,
-                admission=admission,
-            ),
+    # Every bounded mailbox, for /metrics and /stats.
+    mailboxes: list[Mailbox[Any]] = [store_inbox, queries, metrics_inbox, alerts_inbox]
+    mailboxes += [early_inbox, *(channel.queue for channel in alerts.channels)]
+    observability = Observability(
+        Sources(
+            metrics=metrics.statistics,
+            calls=calls.statistics,
+            mailboxes=lambda: [box.statistics() for box in mailboxes],
+            store=store.statistics,
+            alerts=alerts.statistics,
+            supervisor=lambda: supervisor.statistics(),
+            early=lambda: early.stats,
+            http_requests=lambda: app.request_counts(),
+            admission=admission,
+            queries=queries,
+            openai="configured" if settings.openai_api_key else "simulated",
+            twilio="configured"
+            if settings.twilio_account_sid and settings.twilio_auth_token
+            else "not_configured",
+        )
+    )
+    app = App(
+        HealthView(lambda: calls.statistics().active, admission),
+        AdminApi(queries, settings.admin_token),
+        TwilioWebhooks(
+            settings,
+            queries=queries,
+            store=store_inbox,
+            alerts=alerts_inbox,
+            calls_at_capacity=lambda: calls.statistics().active >= calls.statistics().max_children,
+            stream_url=lambda: media.public_url,
+            early=early_inbox,
+            admission=admission,
+            metrics=metrics_inbox,
         ),
-        host=settings.host,
-        port=settings.port,
+        observability,
+        alerts_inbox,
     )
+    api = ApiServer(app, host=settings.host, port=settings.port)
     specs = [
         ChildSpec("store", store.run, shutdown_s=STORE_SHUTDOWN_S),
         ChildSpec("metrics", metrics.run, shutdown_s=SERVICE_SHUTDOWN_S),

@@ -29,6 +29,7 @@ from api.asgi import Request, Response
 from engine.admission import Admission
 from engine.config import AlertLevel
 from engine.messages import Alert, CallUpdated, utc_now
+from engine.metric_samples import CallFinished
 from engine.stream_tokens import issue_token
 from engine.twiml import connect_stream, turn_away
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from engine.config import Settings
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite
+    from engine.metric_samples import MetricsSample
 
 log = logging.getLogger("afterhours.twilio")
 
@@ -85,6 +87,7 @@ class TwilioWebhooks:
         stream_url: Callable[[], str],
         early: Outbox[EarlyRequest] | None = None,
         admission: Admission | None = None,
+        metrics: Outbox[MetricsSample] | None = None,
     ) -> None:
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token.reveal()) if token else None
@@ -97,6 +100,7 @@ class TwilioWebhooks:
         self._stream_url = stream_url  # the media listener's public URL, known once it binds
         self._early = early
         self._admission = admission or Admission()
+        self._metrics = metrics
 
     async def handle(self, request: Request) -> Response | None:
         if request.path not in ("/twilio/voice", "/twilio/status"):
@@ -201,6 +205,9 @@ class TwilioWebhooks:
     async def _record_missed(
         self, params: FormParams, route: NumberRoute | None, reason: str
     ) -> None:
+        if self._metrics is not None:
+            project_id = route.project_id if route else None
+            self._metrics.send_nowait(CallFinished(project_id, "missed", reason, 0.0))
         now: datetime = utc_now()
         await self._record(
             CallUpdated(

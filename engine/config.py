@@ -121,6 +121,9 @@ class Settings:
     model_session_max_s: float
     # USD prices for the cost of each call (engine/pricing.py); None: the built-in table.
     prices_file: Path | None
+    # highErrorRate: the share of failed calls (or function calls) over a rolling window.
+    alert_error_rate: float
+    alert_error_rate_window_s: float
 
     @property
     def is_local(self) -> bool:
@@ -213,6 +216,10 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             "MODEL_SESSION_MAX_S", raw.get("MODEL_SESSION_MAX_S"), 3600.0, (5.0, 86400.0)
         ),
         prices_file=_parse_optional_path("PRICES_FILE", raw.get("PRICES_FILE")),
+        alert_error_rate=_parse_share("ALERT_ERROR_RATE", raw.get("ALERT_ERROR_RATE"), 0.25),
+        alert_error_rate_window_s=_parse_seconds(
+            "ALERT_ERROR_RATE_WINDOW_S", raw.get("ALERT_ERROR_RATE_WINDOW_S"), 300.0, (1.0, 86400.0)
+        ),
     )
 
 
@@ -293,6 +300,14 @@ def _parse_seconds(
         raise ConfigError(
             name, value, f"expected a number of seconds greater than {low:g} and at most {high:g}"
         )
+    return float(value)
+
+
+def _parse_share(name: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    if _DECIMAL.fullmatch(value) is None or not 0 < float(value) <= 1:
+        raise ConfigError(name, value, "expected a share greater than 0 and at most 1 (e.g. 0.25)")
     return float(value)
 
 

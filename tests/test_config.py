@@ -59,6 +59,8 @@ FULL: dict[str, str] = {
     "MODEL_CONNECT_TIMEOUT_S": "5",
     "MODEL_SESSION_MAX_S": "1800",
     "PRICES_FILE": "/etc/afterhours/prices.toml",
+    "ALERT_ERROR_RATE": "0.5",
+    "ALERT_ERROR_RATE_WINDOW_S": "600",
 }
 
 
@@ -97,6 +99,8 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         model_connect_timeout_s=10.0,
         model_session_max_s=3600.0,
         prices_file=None,
+        alert_error_rate=0.25,
+        alert_error_rate_window_s=300.0,
     )
     assert settings.is_local
     assert settings_from_mapping({"PORT": "0"}).media_port == 0
@@ -181,6 +185,8 @@ def test_settings_are_frozen() -> None:
         ("MODEL_CONNECT_TIMEOUT_S", "0.5", "model_connect_timeout_s", 0.5),
         ("MODEL_SESSION_MAX_S", "10", "model_session_max_s", 10.0),
         ("PRICES_FILE", "/etc/p.toml", "prices_file", Path("/etc/p.toml")),
+        ("ALERT_ERROR_RATE", "1", "alert_error_rate", 1.0),
+        ("ALERT_ERROR_RATE_WINDOW_S", "60", "alert_error_rate_window_s", 60.0),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
 )
@@ -219,6 +225,13 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             "invalid MODEL_SESSION_MAX_S='5': expected a number of seconds greater than 5 "
             "and at most 86400",
             id="session-max-short",
+        ),
+        pytest.param(
+            "ALERT_ERROR_RATE",
+            "1.5",
+            "invalid ALERT_ERROR_RATE='1.5': expected a share greater than 0 and at most 1 "
+            "(e.g. 0.25)",
+            id="error-rate-high",
         ),
         pytest.param(
             "PORT",

@@ -1,0 +1,188 @@
+"""What operators read about the engine itself: ``GET /health/detailed``, ``GET
+/metrics`` (Prometheus) and ``GET /stats`` (the engine's own JSON view).
+
+Everything is read from the actors' synchronous ``statistics()`` snapshots, except the
+detailed health's database check, which makes one real round trip through the store's
+query lane (bounded by ``DB_CHECK_TIMEOUT_S``). ``/metrics`` and ``/stats`` need the
+admin token (they show per-project figures); ``/health/detailed`` does not, and shows
+no secret: whether OpenAI and Twilio are configured, never their keys.
+
+Overall health: ``unhealthy`` (HTTP 503) when the database does not answer;
+``degraded`` when records wait in the spool, the last model connection failed within
+``RECENT_MODEL_FAILURE_S``, or the engine is draining; ``healthy`` otherwise.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from actors.store.queries import StoreUnavailable, ask_store
+from api.asgi import Response, error
+from api.prometheus import Snapshot, render
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from actors.alerts import AlertStatistics
+    from actors.early_sessions import EarlyStatistics
+    from actors.metrics import MetricsStatistics
+    from actors.store.actor import StoreStatistics
+    from actors.store.queries import StoreQuery
+    from api.asgi import Request
+    from engine.admission import Admission
+    from engine.group import GroupStatistics
+    from engine.mailbox import MailboxStatistics, Outbox
+    from engine.supervisor import SupervisorStatistics
+
+DB_CHECK_TIMEOUT_S = 2.0
+RECENT_MODEL_FAILURE_S = 300.0
+
+
+@dataclass(frozen=True)
+class Sources:
+    metrics: Callable[[], MetricsStatistics]
+    calls: Callable[[], GroupStatistics]
+    mailboxes: Callable[[], list[MailboxStatistics]]
+    store: Callable[[], StoreStatistics]
+    alerts: Callable[[], AlertStatistics]
+    supervisor: Callable[[], SupervisorStatistics]
+    early: Callable[[], EarlyStatistics]
+    http_requests: Callable[[], dict[tuple[str, int], int]]
+    admission: Admission
+    queries: Outbox[StoreQuery]
+    openai: str  # "configured" or "simulated"
+    twilio: str  # "configured" or "not_configured"
+
+
+class Observability:
+    def __init__(self, sources: Sources) -> None:
+        self._sources = sources
+        self._started_at_s = trio.current_time()
+
+    async def detailed_health(self) -> Response:
+        sources = self._sources
+        database = await self._database()
+        store = sources.store()
+        metrics = sources.metrics()
+        last = metrics.model_last_connection
+        openai: dict[str, Any] = {"status": sources.openai}
+        model_failing = False
+        if last is not None:
+            ago_s = trio.current_time() - last.at_s
+            openai["lastConnection"] = {
+                "ok": last.ok,
+                "secondsAgo": round(ago_s, 1),
+                "latencyMs": round(last.latency_s * 1000),
+                "error": last.error,
+            }
+            model_failing = not last.ok and ago_s < RECENT_MODEL_FAILURE_S
+            if model_failing:
+                openai["status"] = "failing"
+        calls = sources.calls()
+        server = {
+            "status": "draining" if sources.admission.draining else "up",
+            "uptime": int(trio.current_time() - self._started_at_s),
+            "activeSessions": calls.active,
+            "memoryUsage": _memory(),
+        }
+        spool = store.spool.pending_records
+        database["spooledRecords"] = spool
+        if database["status"] == "down":
+            status = "unhealthy"
+        elif spool or model_failing or sources.admission.draining:
+            status = "degraded"
+        else:
+            status = "healthy"
+        body = {
+            "status": status,
+            "timestamp": datetime.now(UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "services": {
+                "database": database,
+                "openai": openai,
+                "twilio": {"status": sources.twilio},
+                "server": server,
+            },
+        }
+        return Response(503 if status == "unhealthy" else 200, body)
+
+    async def _database(self) -> dict[str, Any]:
+        began_s = time.perf_counter()
+        try:
+            await ask_store(
+                self._sources.queries,
+                lambda connection: connection.fetchval("SELECT 1"),
+                timeout_s=DB_CHECK_TIMEOUT_S,
+            )
+        except StoreUnavailable as exc:
+            return {"status": "down", "error": str(exc)}
+        return {"status": "up", "latency": round((time.perf_counter() - began_s) * 1000, 1)}
+
+    def metrics(self) -> Response:
+        sources = self._sources
+        snapshot = Snapshot(
+            metrics=sources.metrics(),
+            calls=sources.calls(),
+            mailboxes=sources.mailboxes(),
+            store=sources.store(),
+            alerts=sources.alerts(),
+            http_requests=sources.http_requests(),
+            uptime_s=trio.current_time() - self._started_at_s,
+            draining=sources.admission.draining,
+        )
+        return Response(
+            200,
+            render(snapshot).encode(),
+            content_type=b"text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    def stats(self) -> Response:
+        sources = self._sources
+        metrics = sources.metrics()
+        supervisor = sources.supervisor()
+        body = {
+            "admission": sources.admission.state,
+            "calls": asdict(sources.calls()),
+            "supervisor": {
+                "restartsTotal": supervisor.restarts_total,
+                "stopping": supervisor.stopping,
+                "children": [asdict(child) for child in supervisor.children],
+            },
+            "mailboxes": [asdict(box) for box in sources.mailboxes()],
+            "store": asdict(sources.store()),
+            "alerts": asdict(sources.alerts()),
+            "earlySessions": asdict(sources.early()),
+            "metrics": {
+                "samplesTotal": metrics.samples_total,
+                "errorRates": metrics.error_rates,
+                "eventLoopLagLastS": round(metrics.loop_lag_last_s, 4),
+                "modelReconnectsTotal": metrics.model_reconnects_total,
+                "modelRenewalsTotal": metrics.model_renewals_total,
+                "bargeInsTotal": metrics.barge_ins_total,
+            },
+        }
+        return Response(200, body)
+
+
+def not_allowed(request: Request) -> Response:
+    return error(405, f"{request.method} not allowed on {request.path}; use GET")
+
+
+def _memory() -> dict[str, int]:
+    """Resident memory now (Linux /proc) and the peak, in bytes."""
+    usage = {"maxRssBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                usage["rssBytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return usage
