@@ -57,6 +57,7 @@ class AlertStatistics:
 
 
 _CRASHES = (ExitReason.FAILED, ExitReason.START_FAILED)
+CALLS_GROUP = "calls"  # the dynamic group's name (api/root.py)
 
 
 def alert_for(event: SupervisorEvent) -> Alert | None:
@@ -71,12 +72,24 @@ def alert_for(event: SupervisorEvent) -> Alert | None:
         )
     # A restart that fails before it started is as much a crash as a failure later on.
     if isinstance(event, ChildExited) and event.reason in _CRASHES:
+        metadata = {"supervisor": event.supervisor, "child": event.child_id}
+        if event.supervisor == CALLS_GROUP:  # one call's actor: that call failed
+            return Alert(
+                level=AlertLevel.ERROR,
+                type="sessionFailure",
+                title="A call's actor crashed",
+                message=event.error or "crashed",
+                call_sid=event.child_id,
+                metadata=metadata,
+            )
+        # A service actor (store, metrics, alerts, API...): restarted within the
+        # supervisor's intensity, but an operator must know.
         return Alert(
-            level=AlertLevel.ERROR,
+            level=AlertLevel.CRITICAL,
             type="actorCrashed",
             title=f"{event.supervisor}/{event.child_id} crashed",
             message=event.error or "crashed",
-            metadata={"supervisor": event.supervisor, "child": event.child_id},
+            metadata=metadata,
         )
     return None
 

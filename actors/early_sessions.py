@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from actors.model_link import CONNECT_ERRORS, open_model_socket
+from engine.metric_samples import ModelConnected
 from engine.ws import WebSocket
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from actors.model_link import ModelEndpoint
     from engine.lifecycle import StopSignal
     from engine.mailbox import Inbox, Outbox
+    from engine.metric_samples import MetricsSample
 
 log = logging.getLogger("afterhours.early")
 
@@ -83,11 +85,13 @@ class EarlySessions:
         *,
         hold_s: float,
         max_held: int,
+        metrics: Outbox[MetricsSample] | None = None,
     ) -> None:
         self._inbox = inbox
         self._endpoint = endpoint
         self._hold_s = hold_s
         self._max_held = max_held
+        self._metrics = metrics
         self._held: dict[str, _Early] = {}
         self.stats = EarlyStatistics()
 
@@ -121,17 +125,20 @@ class EarlySessions:
             nursery.start_soon(self._close, request.call_sid)
 
     async def _open(self, call_sid: str, early: _Early) -> None:
+        began_s = trio.current_time()
         try:
             socket = await open_model_socket(self._endpoint())
         except CONNECT_ERRORS as exc:
             # The call actor will try again itself and report what it finds.
-            why = "no answer in time" if isinstance(exc, trio.TooSlowError) else exc
+            why = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             log.warning("call %s: early model connection failed: %s", call_sid, why)
+            self._report(ModelConnected(False, trio.current_time() - began_s, why))
             self.stats.failed_total += 1
             if self._held.get(call_sid) is early:
                 del self._held[call_sid]
                 self.stats.held = len(self._held)
         else:
+            self._report(ModelConnected(True, trio.current_time() - began_s))
             if self._held.get(call_sid) is early:
                 early.socket = socket
                 self.stats.opened_total += 1
@@ -139,6 +146,10 @@ class EarlySessions:
                 await socket.aclose()
         finally:
             early.ready.set()
+
+    def _report(self, sample: MetricsSample) -> None:
+        if self._metrics is not None:
+            self._metrics.send_nowait(sample)
 
     async def _hand_over(self, request: TakeEarly) -> None:
         early = self._held.get(request.call_sid)

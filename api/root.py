@@ -341,6 +341,7 @@ def _build_tree(
         model.endpoint,
         hold_s=TOKEN_LIFETIME_S,
         max_held=settings.max_concurrent_calls,
+        metrics=metrics_inbox,
     )
     media = MediaServer(
         settings,

@@ -33,11 +33,18 @@ ESCALATION = SupervisorEscalated("afterhours", "store", "gave up")
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
-        pytest.param(CRASH, ("actorCrashed", AlertLevel.ERROR), id="crash"),
+        pytest.param(CRASH, ("actorCrashed", AlertLevel.CRITICAL), id="crash"),
         pytest.param(ESCALATION, ("supervisorEscalated", AlertLevel.CRITICAL), id="escalation"),
         pytest.param(exited(ExitReason.STOPPED), None, id="clean-stop"),
         pytest.param(
-            exited(ExitReason.START_FAILED, "x"), ("actorCrashed", AlertLevel.ERROR), id="no-start"
+            exited(ExitReason.START_FAILED, "x"),
+            ("actorCrashed", AlertLevel.CRITICAL),
+            id="no-start",
+        ),
+        pytest.param(
+            ChildExited("calls", "CA1", ExitReason.FAILED, "KeyError: x", uptime_s=3.0),
+            ("sessionFailure", AlertLevel.ERROR),
+            id="call-crash",
         ),
         pytest.param(ChildRestarted("afterhours", "store", 1), None, id="restart"),
     ],

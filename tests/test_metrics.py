@@ -1,0 +1,91 @@
+"""The metrics aggregator's rolling error rates and its samples (under a mock clock)."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from actors.metrics import ErrorRateRule, MetricsAggregator
+from engine.config import AlertLevel
+from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
+from engine.lifecycle import StopSignal
+from engine.mailbox import Mailbox, OverflowPolicy
+from engine.messages import Alert
+from engine.metric_samples import CallFinished, CallProgress, FunctionCalled, MetricsSample
+
+RULE = ErrorRateRule(threshold=0.5, window_s=60.0)
+
+
+def aggregator() -> tuple[MetricsAggregator, Mailbox[MetricsSample], Mailbox[Alert]]:
+    inbox: Mailbox[MetricsSample] = Mailbox("metrics", 256, OverflowPolicy.DROP_NEWEST)
+    alerts: Mailbox[Alert] = Mailbox("alerts", 16, OverflowPolicy.DROP_NEWEST)
+    return MetricsAggregator(inbox, alerts=alerts, error_rate=RULE), inbox, alerts
+
+
+async def test_a_burst_of_failed_function_calls_raises_high_error_rate_once_per_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    metrics, _, alerts = aggregator()
+    for _ in range(3):
+        metrics.fold(FunctionCalled("acme", "ok", 0.1))
+    for _ in range(3):  # 3 of 6 failed: at the threshold
+        metrics.fold(FunctionCalled("acme", "timeout", 5.0))
+    first = alerts.drain_nowait()
+    for _ in range(10):  # the burst goes on within the same window: no second alert
+        metrics.fold(FunctionCalled("acme", "error", 0.2))
+    within_window = alerts.drain_nowait()
+    await trio.sleep(61)
+    for _ in range(5):  # a new window, still failing: one more alert
+        metrics.fold(FunctionCalled("acme", "error", 0.2))
+    next_window = alerts.drain_nowait()
+    assert [(a.type, a.level) for a in first] == [("highErrorRate", AlertLevel.ERROR)]
+    assert first[0].message.startswith("3 of the last 6 function calls failed (50%")
+    assert within_window == []
+    assert len(next_window) == 1
+    stats = metrics.statistics()
+    assert stats.high_error_rate_alerts_total == {"function_calls": 2}
+    assert stats.function_calls_total[("acme", "error")] == 15
+    assert stats.function_call_seconds.count == 21
+
+
+async def test_failed_calls_raise_a_critical_alert_but_turned_away_calls_do_not_count(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    metrics, _, alerts = aggregator()
+    for _ in range(10):  # missed calls (unknown number, capacity) are not engine errors
+        metrics.fold(CallFinished("acme", "missed", "engine_at_capacity", 0.0))
+    assert alerts.drain_nowait() == []
+    for n in range(6):
+        if n % 2:
+            metrics.fold(CallFinished("acme", "failed", "x", 30.0, time_to_first_audio_s=0.4))
+        else:
+            metrics.fold(CallFinished("acme", "completed", "x", 30.0, time_to_first_audio_s=0.4))
+    (alert,) = alerts.drain_nowait()
+    assert (alert.type, alert.level) == ("highErrorRate", AlertLevel.CRITICAL)
+    stats = metrics.statistics()
+    assert stats.calls_total == {("acme", "missed"): 10, ("acme", "completed"): 3,
+                                 ("acme", "failed"): 3}  # fmt: skip
+    assert stats.time_to_first_audio.count == 6
+    assert stats.error_rates["calls"] == 0.5
+
+
+async def test_call_progress_merges_timings_and_the_lag_probe_runs(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    metrics, inbox, _ = aggregator()
+    forwarding = Histogram(FAST_BUCKETS_S)
+    for value_s in (0.0002, 0.0003, 0.004):
+        forwarding.observe(value_s)
+    inbox.send_nowait(
+        CallProgress("acme", forwarding, Histogram(FAST_BUCKETS_S), Histogram(SLOW_BUCKETS_S), 2)
+    )
+    stop = StopSignal()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(metrics.run, stop)
+        await trio.sleep(2.0)
+        stop.request()
+    stats = metrics.statistics()
+    assert stats.forwarding_to_model.count == 3
+    assert stats.forwarding_to_model.cumulative()[0] == ("0.0005", 2)
+    assert stats.barge_ins_total == 2
+    assert stats.loop_lag.count >= 3  # a probe every 0.5 s

@@ -1,0 +1,146 @@
+"""What operators read about the engine: /metrics (parsed with prometheus-client's own
+parser and checked against a scripted set of calls), /stats, and /health/detailed going
+unhealthy (503) while PostgreSQL is stopped and healthy again when it returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import App
+from api.asgi import Response
+from api.health import HealthView
+from engine.mailbox import Mailbox, OverflowPolicy
+from engine.messages import Alert
+from engine.simulator.caller import CallerConfig, place_call
+from tests.helpers import (
+    ADMIN_TOKEN,
+    PUBLIC_URL,
+    TWILIO_AUTH_TOKEN,
+    free_port,
+    http_request,
+    running_engine,
+)
+from tests.test_simulated_caller import final_rows
+from tests.test_store_outage import Server
+from tests.test_twilio_webhooks import ANSWERED, ELSEWHERE, call, setup_project, twilio_post
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text, by name and sorted labels."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_metrics_match_a_scripted_set_of_calls(fresh_database: str, tmp_path: Path) -> None:
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        base = engine.bound_urls[0]
+        await setup_project(engine)
+        config = CallerConfig(base, PUBLIC_URL, TWILIO_AUTH_TOKEN, ANSWERED)
+        with trio.fail_after(60):
+            for _ in range(2):
+                await place_call(config, "quick")
+            await twilio_post(engine, "/twilio/voice", call("CA-elsewhere", ELSEWHERE))
+            await final_rows(fresh_database, expected=2)
+            unauthorized = await http_request("GET", f"{base}/metrics")
+            while True:  # the metrics actor folds asynchronously: poll briefly
+                response = await http_request("GET", f"{base}/metrics", token=ADMIN_TOKEN)
+                found = samples(response.body.decode())
+                completed = (("project", "smith-plumbing"), ("status", "completed"))
+                if found.get(("afterhours_calls_total", completed)) == 2:
+                    break
+                await trio.sleep(0.05)
+            stats = await http_request("GET", f"{base}/stats", token=ADMIN_TOKEN)
+    assert unauthorized.status == 401
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert found[("afterhours_calls_started_total", (("project", "smith-plumbing"),))] == 2
+    missed = (("project", "smith-plumbing"), ("status", "missed"))  # its vapi number
+    assert found[("afterhours_calls_total", missed)] == 1
+    assert found[("afterhours_time_to_first_audio_seconds_count", ())] == 2
+    to_model = (("direction", "to_model"),)
+    assert found[("afterhours_forwarding_latency_seconds_count", to_model)] > 20  # frames
+    assert found[("afterhours_turn_latency_seconds_count", ())] >= 2  # each call's answer
+    assert found[("afterhours_model_connections_total", (("outcome", "ok"),))] >= 2
+    assert found[("afterhours_calls_active", ())] == 0
+    assert found[("afterhours_database_up", ())] == 1
+    webhook_ok = (("code", "200"), ("route", "/twilio"))
+    assert found[("afterhours_http_requests_total", webhook_ok)] >= 3  # 3 calls answered
+    assert ("afterhours_mailbox_dropped_total", (("mailbox", "metrics"),)) in found
+    assert stats.status == 200
+    body = stats.json()
+    assert {box["name"] for box in body["mailboxes"]} >= {"store", "metrics", "alerts"}
+    assert body["calls"]["completed_total"] == 2
+    assert body["admission"] == "accepting"
+
+
+async def test_detailed_health_is_unhealthy_while_postgres_is_down(
+    aio_loop: None, base_dir: Path, tmp_path: Path
+) -> None:
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            server = Server(nursery, base_dir / "postgres", free_port())
+            dsn = await server.start()
+            async with running_engine(dsn, tmp_path) as engine:
+                url = f"{engine.bound_urls[0]}/health/detailed"
+                healthy = await http_request("GET", url)
+                await server.stop()
+                down = await http_request("GET", url)
+                await server.start()
+                while (again := await http_request("GET", url)).status != 200:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
+            await server.stop()
+    body = healthy.json()
+    assert (healthy.status, body["status"]) == (200, "healthy")
+    services = body["services"]
+    assert services["database"]["status"] == "up"
+    assert services["database"]["latency"] >= 0
+    assert services["openai"] == {"status": "simulated"}
+    assert services["twilio"] == {"status": "not_configured"}
+    assert services["server"]["memoryUsage"]["rssBytes"] > 0
+    assert TWILIO_AUTH_TOKEN not in healthy.body.decode()
+    assert ADMIN_TOKEN not in healthy.body.decode()
+    assert (down.status, down.json()["status"]) == (503, "unhealthy")
+    assert down.json()["services"]["database"]["status"] == "down"
+    assert again.json()["status"] in ("healthy", "degraded")  # degraded: spool replaying
+    assert again.json()["services"]["database"]["status"] == "up"
+
+
+class Exploding:
+    """An admin API with a bug: every request raises."""
+
+    def authorized(self, request: Any) -> bool:
+        return True
+
+    async def handle(self, request: Any) -> Response:
+        raise KeyError("a bug")
+
+
+async def test_a_failing_handler_answers_500_with_a_request_id_and_an_alert() -> None:
+    alerts: Mailbox[Alert] = Mailbox("alerts", 8, OverflowPolicy.DROP_NEWEST)
+    app = App(HealthView(lambda: 0), admin=Exploding(), alerts=alerts)  # type: ignore[arg-type]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/admin/projects", "query_string": b"",
+             "headers": []}  # fmt: skip
+    await app(scope, receive, send)
+    await app({**scope, "path": "/health"}, receive, send)  # the app still answers
+    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    (alert,) = alerts.drain_nowait()
+    assert statuses == [500, 200]
+    assert b"internal error; request id" in bodies[0]
+    assert alert.type == "apiError"
+    assert alert.metadata["requestId"] in bodies[0].decode()
+    assert app.request_counts() == {("/admin", 500): 1, ("/health", 200): 1}
