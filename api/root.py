@@ -97,6 +97,7 @@ class Engine:
     media: MediaServer
     early: EarlySessions
     drain: Drain  # Engine.drain.begin(): what a first SIGTERM does
+    mailboxes: dict[str, Mailbox[Any]]  # by name, as /stats lists them
 
 
 @asynccontextmanager
@@ -154,7 +155,7 @@ async def _run_tree(
 ) -> None:
     admission = Admission()
     tree = _build_tree(settings, dsn, load_prices(settings), admission, on_stopping=watchdog.arm)
-    supervisor, calls, api, model, media, early = tree
+    supervisor, calls, api, model, media, early, mailboxes = tree
     drain = Drain(
         admission,
         lambda: calls.statistics().active,
@@ -164,7 +165,16 @@ async def _run_tree(
 
     def ready(value: object = None) -> None:
         engine = Engine(
-            stop, api.bound_urls, dsn, supervisor, calls, model.simulator, media, early, drain
+            stop,
+            api.bound_urls,
+            dsn,
+            supervisor,
+            calls,
+            model.simulator,
+            media,
+            early,
+            drain,
+            {box.name: box for box in mailboxes},
         )
         drains.append(drain)  # from now on a first signal drains
         task_status.started(engine)
@@ -296,7 +306,9 @@ def _build_tree(
     admission: Admission,
     *,
     on_stopping: Callable[[], None],
-) -> tuple[Supervisor, DynamicGroup, ApiServer, _Model, MediaServer, EarlySessions]:
+) -> tuple[
+    Supervisor, DynamicGroup, ApiServer, _Model, MediaServer, EarlySessions, list[Mailbox[Any]]
+]:
     # Mailboxes belong to the root, not the actors: a restarted actor finds its unread mail.
     store_inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
     metrics_inbox: Mailbox[MetricsSample] = Mailbox("metrics", 1024, OverflowPolicy.DROP_NEWEST)
@@ -412,4 +424,4 @@ def _build_tree(
         report=report,
         on_stopping=on_stopping,
     )
-    return supervisor, calls, api, model, media, early
+    return supervisor, calls, api, model, media, early, mailboxes

@@ -64,6 +64,9 @@ def ignore_event(event: SupervisorEvent) -> None:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for an event or a log: type and message, never a traceback."""
+    """One line for an event or a log: type and message, never a traceback. A group
+    (an actor's own nursery) is described by the errors inside it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe_error(inner) for inner in exc.exceptions)
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

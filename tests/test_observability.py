@@ -10,11 +10,14 @@ from typing import Any
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.store.db import open_database
 from api.app import App
 from api.asgi import Response
 from api.health import HealthView
+from engine.histogram import Histogram
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert
+from engine.metric_samples import CallProgress
 from engine.simulator.caller import CallerConfig, place_call
 from tests.helpers import (
     ADMIN_TOKEN,
@@ -144,3 +147,39 @@ async def test_a_failing_handler_answers_500_with_a_request_id_and_an_alert() ->
     assert alert.type == "apiError"
     assert alert.metadata["requestId"] in bodies[0].decode()
     assert app.request_counts() == {("/admin", 500): 1, ("/health", 200): 1}
+
+
+async def test_a_crashing_service_actor_is_restarted_and_a_critical_alert_says_so(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0]
+        # A sample the aggregator cannot fold (histograms with other buckets): it raises.
+        bad = CallProgress("acme", Histogram((1.0,)), Histogram((1.0,)), Histogram((1.0,)), 0)
+        engine.mailboxes["metrics"].send_nowait(bad)
+        with trio.fail_after(20):
+            while True:
+                stats = (await http_request("GET", f"{base}/stats", token=ADMIN_TOKEN)).json()
+                metrics_child = next(
+                    c for c in stats["supervisor"]["children"] if c["id"] == "metrics"
+                )
+                if metrics_child["restart_count"] == 1 and metrics_child["running"]:
+                    break
+                await trio.sleep(0.05)
+            rows = await event_log_rows(fresh_database)
+            health = await http_request("GET", f"{base}/health")
+    assert ("critical", "actorCrashed") in [(r["level"], r["type"]) for r in rows]
+    crash = next(r for r in rows if r["type"] == "actorCrashed")
+    assert "afterhours/metrics crashed" in crash["message"]
+    assert "histograms with different buckets" in crash["message"]
+    assert health.status == 200  # the engine carried on
+
+
+async def event_log_rows(dsn: str) -> list[dict[str, Any]]:
+    with trio.fail_after(10):
+        while True:
+            async with open_database(dsn, connect_timeout_s=5) as db:
+                rows = await db.fetch("SELECT level, type, message FROM event_log", timeout_s=5)
+            if any(row["type"] == "actorCrashed" for row in rows):
+                return [dict(row) for row in rows]
+            await trio.sleep(0.05)
