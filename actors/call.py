@@ -37,6 +37,7 @@ from actors.model_link import CONNECT_ERRORS, ModelEndpoint, open_model_socket
 from actors.twilio_rest import REST_TIMEOUT_S, TwilioRest, TwilioRestError
 from engine.config import AlertLevel
 from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
+from engine.logs import call_context
 from engine.messages import (
     Alert,
     CallUpdated,
@@ -271,6 +272,8 @@ class CallActor:
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         self._started_at_s = trio.current_time()
         started_at = utc_now()
+        # Every record logged by this call's tasks carries its CallSid and project.
+        call_context.set((self._setup.call_sid, self._setup.project.id))
         # Started at once: from here the call is this actor's, and a model that cannot be
         # reached ends it politely (the caller told, the record failed with the reason).
         task_status.started()
