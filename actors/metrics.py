@@ -72,6 +72,7 @@ class MetricsStatistics:
     model_connections_total: dict[str, int] = field(default_factory=dict)  # ok / failed
     model_last_connection: ModelConnection | None = None
     model_reconnects_total: int = 0
+    model_errors_total: int = 0  # calls ended by the model (unreachable, error, lost)
     model_renewals_total: int = 0
     barge_ins_total: int = 0
     time_to_first_audio: Histogram = field(default_factory=lambda: Histogram(SLOW_BUCKETS_S))
@@ -140,6 +141,8 @@ class MetricsAggregator:
                 if sample.time_to_first_audio_s is not None:
                     stats.time_to_first_audio.observe(sample.time_to_first_audio_s)
                 stats.model_reconnects_total += sample.reconnects
+                if sample.end_reason.startswith("model_"):
+                    stats.model_errors_total += 1
                 stats.model_renewals_total += sample.renewals
                 if sample.status != "missed":  # a turned-away call is not an engine error
                     self._outcome("calls", failed=sample.status == "failed")

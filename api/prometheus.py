@@ -101,6 +101,10 @@ def render(snapshot: Snapshot) -> str:
         {(k,): n for k, n in m.model_connections_total.items()},
         ("outcome",),
     )
+    text.family(
+        "model_errors_total", "counter", "Calls ended by the model: unreachable, error, lost."
+    )
+    text.sample("model_errors_total", m.model_errors_total)
     text.family("model_reconnects_total", "counter", "Model sessions replaced after a drop.")
     text.sample("model_reconnects_total", m.model_reconnects_total)
     text.family(

@@ -57,7 +57,8 @@ async def test_failed_calls_raise_a_critical_alert_but_turned_away_calls_do_not_
     assert alerts.drain_nowait() == []
     for n in range(6):
         if n % 2:
-            metrics.fold(CallFinished("acme", "failed", "x", 30.0, time_to_first_audio_s=0.4))
+            reason = "model_unreachable"
+            metrics.fold(CallFinished("acme", "failed", reason, 30.0, time_to_first_audio_s=0.4))
         else:
             metrics.fold(CallFinished("acme", "completed", "x", 30.0, time_to_first_audio_s=0.4))
     (alert,) = alerts.drain_nowait()
@@ -67,6 +68,7 @@ async def test_failed_calls_raise_a_critical_alert_but_turned_away_calls_do_not_
                                  ("acme", "failed"): 3}  # fmt: skip
     assert stats.time_to_first_audio.count == 6
     assert stats.error_rates["calls"] == 0.5
+    assert stats.model_errors_total == 3
 
 
 async def test_call_progress_merges_timings_and_the_lag_probe_runs(

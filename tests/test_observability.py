@@ -14,6 +14,9 @@ from actors.store.db import open_database
 from api.app import App
 from api.asgi import Response
 from api.health import HealthView
+from api.root import Engine, run_engine
+from engine.config import settings_from_mapping
+from engine.errors import find_escalation
 from engine.histogram import Histogram
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert
@@ -23,6 +26,7 @@ from tests.helpers import (
     ADMIN_TOKEN,
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
+    engine_settings,
     free_port,
     http_request,
     running_engine,
@@ -183,3 +187,25 @@ async def event_log_rows(dsn: str) -> list[dict[str, Any]]:
             if any(row["type"] == "actorCrashed" for row in rows):
                 return [dict(row) for row in rows]
             await trio.sleep(0.05)
+
+
+async def test_crashes_beyond_the_intensity_stop_the_engine_after_flushing_alerts(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    settings = settings_from_mapping(engine_settings(fresh_database, tmp_path))
+    bad = CallProgress("acme", Histogram((1.0,)), Histogram((1.0,)), Histogram((1.0,)), 0)
+    escalation = None
+    with trio.fail_after(60):
+        try:
+            async with trio.open_nursery() as nursery:
+                engine: Engine = await nursery.start(run_engine, settings)
+                for _ in range(4):  # 1 crash + 3 restarts within 60 s, then the 4th: too many
+                    engine.mailboxes["metrics"].send_nowait(bad)
+                await trio.sleep_forever()  # the engine ends itself
+        except BaseException as exc:  # noqa: BLE001 -- the escalation, as the CLI sees it
+            escalation = find_escalation(exc)
+    assert escalation is not None  # the CLI exits 3 on this: the process manager restarts it
+    rows = await event_log_rows(fresh_database)
+    kinds = [(r["level"], r["type"]) for r in rows]
+    assert kinds.count(("critical", "actorCrashed")) >= 1  # folded after the first
+    assert ("critical", "supervisorEscalated") in kinds  # written before the store stopped
