@@ -3,8 +3,8 @@
 Every alert becomes an ``event_log`` row (through the store) and a console log line at
 its level (critical ones always show). ``ALERT_MIN_LEVEL`` filters the outside channels,
 a webhook and email (actors/alert_channels.py), each behind its own bounded queue.
-Identical alerts (same type and project) within a minute are folded into one with a
-count. The inbox drops the newest alert when full and counts it: an alert flood is
+Identical alerts (same type, project, title and level) within a minute are folded into
+one with a count. The inbox drops the newest alert when full and counts it: an alert flood is
 itself the symptom, and the actor must never slow the code that raises alerts.
 """
 
@@ -104,8 +104,9 @@ class _Fold:
 class AlertActor:
     """Every alert: a console line at its level and an ``event_log`` row; at or above
     ``ALERT_MIN_LEVEL`` also the outside channels (actors/alert_channels.py). Identical
-    alerts (same type and project) within ``fold_window_s`` are folded: the first goes out
-    at once, the rest become one alert with their count when the window ends."""
+    alerts (same type, project, title and level) within ``fold_window_s`` are folded: the
+    first goes out at once, the rest become one alert with their count when the window
+    ends."""
 
     def __init__(
         self,
@@ -121,7 +122,7 @@ class AlertActor:
         self._min_level = min_level
         self._channels = tuple(channels)
         self._fold_window_s = fold_window_s
-        self._folds: dict[tuple[str, str | None], _Fold] = {}
+        self._folds: dict[tuple[str, str | None, str, AlertLevel], _Fold] = {}
         self._by_level = dict.fromkeys((level.name.lower() for level in AlertLevel), 0)
         self._forwarded_total = 0
         self._folded_total = 0
@@ -168,7 +169,7 @@ class AlertActor:
         )
 
     async def _handle(self, alert: Alert) -> None:
-        key = (alert.type, alert.project_id)
+        key = (alert.type, alert.project_id, alert.title, alert.level)
         fold = self._folds.get(key)
         now_s = trio.current_time()
         if fold is not None and now_s < fold.until_s:
@@ -224,5 +225,5 @@ class AlertActor:
 
 def _folded(fold: _Fold, window_s: float) -> Outgoing:
     last = fold.last
-    message = f"{last.message} ({fold.count} like this within {window_s:g} s)"
+    message = f"{last.message} ({fold.count} more like this within {window_s:g} s)"
     return Outgoing(dataclasses.replace(last, message=message), fold.count)

@@ -237,7 +237,7 @@ async def test_min_level_filters_channels_and_identical_alerts_are_folded() -> N
         ("functionCallFailure", None),
         ("functionCallFailure", 4),
     ]
-    assert "(4 like this within 0.5 s)" in bodies[1]["message"]
+    assert "(4 more like this within 0.5 s)" in bodies[1]["message"]
     logged = [r for r in rows.drain_nowait() if isinstance(r, EventLogWritten)]
     assert [(r.type, r.metadata.get("count")) for r in logged] == [
         ("twilioError", None),  # every alert has its event_log row, whatever its level
