@@ -73,9 +73,11 @@ async def read_request(stream: trio.SocketStream) -> Received | None:
 
 @dataclass
 class TwilioRestStandIn:
-    """A local stand-in for Twilio's REST API: records each request, answers 200."""
+    """A local HTTP peer (Twilio's REST API, an alert webhook): records each request and
+    answers ``status``."""
 
     received: list[Received] = field(default_factory=list)
+    status: int = 200
 
     async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
         async with trio.open_nursery() as nursery:
@@ -91,7 +93,7 @@ class TwilioRestStandIn:
             self.received.append(request)
             answer = b'{"sid": "CA", "status": "in-progress"}'
             await stream.send_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n".encode()
                 + f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
                 + answer
             )

@@ -20,33 +20,10 @@ from engine.config import AlertLevel
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert, EventLogWritten, StoreWrite
-from tests.function_backend import Received, read_request
+from tests.function_backend import TwilioRestStandIn
 
 SECRET = "alert-hook-secret"
 FAST_RETRY_S = (0.01, 0.02)
-
-
-@dataclass
-class Receiver:
-    """An HTTP endpoint that answers ``status`` and keeps every request."""
-
-    status: int = 200
-    received: list[Received] = field(default_factory=list)
-
-    async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
-        async with trio.open_nursery() as nursery:
-            serve = partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
-            listeners = await nursery.start(serve)
-            task_status.started(f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/hook")
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            request = await read_request(stream)
-            if request is None:
-                return
-            self.received.append(request)
-            head = f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            await stream.send_all(head.encode())
 
 
 @dataclass
@@ -114,7 +91,7 @@ def store() -> Mailbox[StoreWrite]:
 
 
 async def test_the_webhook_gets_the_signed_json_body() -> None:
-    receiver = Receiver()
+    receiver = TwilioRestStandIn()
     async with trio.open_nursery() as nursery:
         url = await nursery.start(receiver.serve)
         channel = webhook_channel(url, SECRET, store())
@@ -140,7 +117,7 @@ async def test_the_webhook_gets_the_signed_json_body() -> None:
 
 
 async def test_a_failing_webhook_is_retried_then_given_up_with_an_event_log_row() -> None:
-    receiver = Receiver(status=500)
+    receiver = TwilioRestStandIn(status=500)
     rows = store()
     async with trio.open_nursery() as nursery:
         url = await nursery.start(receiver.serve)
@@ -212,7 +189,7 @@ async def test_a_dead_mail_server_is_retried_then_given_up() -> None:
 
 
 async def test_min_level_filters_channels_and_identical_alerts_are_folded() -> None:
-    receiver = Receiver()
+    receiver = TwilioRestStandIn()
     rows = store()
     inbox: Mailbox[Alert] = Mailbox("alerts", 64, OverflowPolicy.DROP_NEWEST)
     async with trio.open_nursery() as nursery:
