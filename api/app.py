@@ -32,13 +32,14 @@ from engine.messages import Alert
 
 if TYPE_CHECKING:
     from api.admin import AdminApi
+    from api.analytics import AnalyticsApi
     from api.health import HealthView
     from api.observability import Observability
     from api.twilio_webhooks import TwilioWebhooks
     from engine.mailbox import Outbox
 
 # Request counts by route group, so the label set stays bounded whatever the paths.
-_ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/twilio")
+_ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio")
 
 log = logging.getLogger("afterhours.api")
 
@@ -51,12 +52,14 @@ class App:
         twilio: TwilioWebhooks | None = None,
         observability: Observability | None = None,
         alerts: Outbox[Alert] | None = None,
+        analytics: AnalyticsApi | None = None,
     ) -> None:
         self._health = health
         self._admin = admin
         self._twilio = twilio
         self._observability = observability
         self._alerts = alerts
+        self._analytics = analytics
         self._requests: dict[tuple[str, int], int] = {}
 
     def request_counts(self) -> dict[tuple[str, int], int]:
@@ -119,6 +122,8 @@ class App:
                     [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
                 )
             return observed.metrics() if request.path == "/metrics" else observed.stats()
+        if request.path.startswith("/analytics/") and self._analytics is not None:
+            return await self._analytics.handle(request)
         if request.path.startswith("/admin/") and self._admin is not None:
             return await self._admin.handle(request)
         if request.path.startswith("/twilio/") and self._twilio is not None:

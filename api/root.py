@@ -36,6 +36,7 @@ from actors.metrics import ErrorRateRule, MetricsAggregator, MetricsSample
 from actors.model_link import ModelEndpoint
 from actors.store.actor import StoreActor
 from api.admin import AdminApi
+from api.analytics import AnalyticsApi
 from api.app import App
 from api.drain import Drain
 from api.health import HealthView
@@ -403,6 +404,7 @@ def _build_tree(
         ),
         observability,
         alerts_inbox,
+        AnalyticsApi(queries, settings.admin_token),
     )
     api = ApiServer(app, host=settings.host, port=settings.port)
     specs = [
