@@ -69,6 +69,13 @@ class AdminApi:
             ("GET", re.compile(r"/admin/calls/(?P<call_sid>[^/]+)"), self._get_call),
         ]
 
+    def route_templates(self) -> set[tuple[str, str]]:
+        """(METHOD, path template) of every admin route, for the OpenAPI check."""
+        return {
+            (method, re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.pattern))
+            for method, pattern, _ in self._routes
+        }
+
     def authorized(self, request: Request) -> bool:
         token = request.bearer_token()
         if token is None or self._token is None:

@@ -44,6 +44,11 @@ if TYPE_CHECKING:
 
 ANALYTICS_TIMEOUT_S = 10.0
 _ROUTE = re.compile(r"/analytics/project/(?P<id>[^/]+)(?P<view>/recent|/statistics)?")
+ROUTES = {
+    ("GET", "/analytics/project/{projectId}"),
+    ("GET", "/analytics/project/{projectId}/recent"),
+    ("GET", "/analytics/project/{projectId}/statistics"),
+}
 
 
 class Forbidden(Exception):

@@ -16,6 +16,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
+from api.analytics import ROUTES as ANALYTICS_ROUTES
 from api.asgi import (
     BodyTooLarge,
     Receive,
@@ -27,6 +28,8 @@ from api.asgi import (
     read_request,
     send_response,
 )
+from api.openapi import document
+from api.twilio_webhooks import ROUTES as TWILIO_ROUTES
 from engine.config import AlertLevel
 from engine.messages import Alert
 
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from engine.mailbox import Outbox
 
 # Request counts by route group, so the label set stays bounded whatever the paths.
+OPENAPI = document()
 _ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio")
 
 log = logging.getLogger("afterhours.api")
@@ -64,6 +68,19 @@ class App:
 
     def request_counts(self) -> dict[tuple[str, int], int]:
         return dict(self._requests)
+
+    def routes(self) -> set[tuple[str, str]]:
+        """(METHOD, path template) of every route served, as /openapi.json lists them."""
+        served = {("GET", "/health"), ("GET", "/openapi.json")}
+        if self._observability is not None:
+            served |= {("GET", "/health/detailed"), ("GET", "/metrics"), ("GET", "/stats")}
+        if self._analytics is not None:
+            served |= ANALYTICS_ROUTES
+        if self._twilio is not None:
+            served |= TWILIO_ROUTES
+        if self._admin is not None:
+            served |= self._admin.route_templates()
+        return served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -109,6 +126,10 @@ class App:
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on /health; use GET")
             return Response(self._health.http_status, self._health.body())
+        if request.path == "/openapi.json":
+            if request.method not in ("GET", "HEAD"):
+                return error(405, f"{request.method} not allowed on /openapi.json; use GET")
+            return Response(200, OPENAPI)
         observed = self._observability
         if observed is not None and request.path in ("/health/detailed", "/metrics", "/stats"):
             if request.method not in ("GET", "HEAD"):

@@ -99,6 +99,7 @@ class Engine:
     early: EarlySessions
     drain: Drain  # Engine.drain.begin(): what a first SIGTERM does
     mailboxes: dict[str, Mailbox[Any]]  # by name, as /stats lists them
+    app: App
 
 
 @asynccontextmanager
@@ -176,6 +177,7 @@ async def _run_tree(
             early,
             drain,
             {box.name: box for box in mailboxes},
+            api.app,
         )
         drains.append(drain)  # from now on a first signal drains
         task_status.started(engine)

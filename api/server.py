@@ -29,6 +29,7 @@ HTTP_GRACEFUL_TIMEOUT_S = 2.0
 class ApiServer:
     def __init__(self, app: App, *, host: str, port: int) -> None:
         self._app = app
+        self.app = app  # read-only use: its statistics and route table
         self._host = host
         self._port = port
         self.bound_urls: list[str] = []

@@ -75,6 +75,9 @@ class FormParams(dict[str, str]):
         return [value for key, value in self._pairs if key == name]
 
 
+ROUTES = {("POST", "/twilio/voice"), ("POST", "/twilio/status")}
+
+
 class TwilioWebhooks:
     def __init__(
         self,
