@@ -1,9 +1,9 @@
 """The analytics reads, run on the store's query lane (one transaction each).
 
 Every query is bounded to one project and a time range, and served by the
-``calls_project_started`` index on ``(project_id, started_at)`` (covering the columns
-the aggregates read, so large windows are index-only scans; ``bench/analytics.py``
-checks the plans). Days are the project's local days: a call's day is
+``calls_project_started_cover`` index on ``(project_id, started_at, call_sid)``, which
+also carries the columns the aggregates read, so large windows are index-only scans
+(migration 0003; ``bench/analytics.py`` prints the plans). Days are the project's local days: a call's day is
 ``(started_at AT TIME ZONE tz)::date``, and the day series is zero-filled.
 """
 
