@@ -75,7 +75,9 @@ def document() -> dict[str, Any]:
             "title": "afterhours",
             "version": "1",
             "description": "The after-hours phone engine: health, monitoring, analytics, "
-            "administration and Twilio's webhooks.",
+            "administration and Twilio's webhooks. Twilio's media stream is a WebSocket on "
+            "its own port (MEDIA_PORT, path /twilio/media, signed upgrade), which OpenAPI "
+            "does not describe.",
         },
         "components": {
             "securitySchemes": {
