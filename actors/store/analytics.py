@@ -3,8 +3,9 @@
 Every query is bounded to one project and a time range, and served by the
 ``calls_project_started_cover`` index on ``(project_id, started_at, call_sid)``, which
 also carries the columns the aggregates read, so large windows are index-only scans
-(migration 0003; ``bench/analytics.py`` prints the plans). Days are the project's local days: a call's day is
-``(started_at AT TIME ZONE tz)::date``, and the day series is zero-filled.
+(migration 0003; ``bench/analytics.py`` prints the plans). Days are the project's local
+days: a call's day is ``(started_at AT TIME ZONE tz)::date``, and the day series is
+zero-filled.
 """
 
 from __future__ import annotations
