@@ -141,13 +141,19 @@ async def test_an_invalid_client_event_gets_an_error_and_is_counted() -> None:
     assert len(model.stats.violations) == 1
 
 
-async def test_echo_mode_returns_each_append_as_one_delta() -> None:
+async def test_echo_mode_returns_every_frame_as_one_delta() -> None:
     async with model_session(SimulatedModel(echo=True)) as socket:
         await events_until(socket, "session.created")
         payload = base64.b64encode(tone(20)).decode()
         await socket.send_text(encode_append(payload))
         echoed = await events_until(socket, "response.output_audio.delta")
+        two_frames = tone(20) + bytes(160)  # an engine that batches two frames per append
+        await socket.send_text(encode_append(base64.b64encode(two_frames).decode()))
+        first = await events_until(socket, "response.output_audio.delta")
+        second = await events_until(socket, "response.output_audio.delta")
     assert echoed[-1]["delta"] == payload
+    assert base64.b64decode(first[-1]["delta"]) == tone(20)
+    assert base64.b64decode(second[-1]["delta"]) == bytes(160)
 
 
 async def test_an_upgrade_without_a_bearer_token_is_refused() -> None:

@@ -34,6 +34,7 @@ _json = msgspec.json.Encoder()
 SPEECH_AMPLITUDE = 1000.0  # mean |sample| above this is speech (silence is 0)
 AUDIO_CHUNK_BYTES = 800  # 100 ms per delta
 MS_PER_WORD = 60
+FRAME_B64_CHARS = 4 * ((FRAME_BYTES + 2) // 3)  # one frame, base64
 
 
 @dataclass
@@ -190,16 +191,28 @@ class _Session:
             await handler(event)
 
     async def echo(self, event: dict[str, Any]) -> None:
-        await self.send(
-            {
-                "type": "response.output_audio.delta",
-                "response_id": "resp_echo",
-                "item_id": "item_echo",
-                "output_index": 0,
-                "content_index": 0,
-                "delta": event["audio"],
-            }
-        )
+        """Every 160 bytes (one 20 ms frame) of appended audio back as one delta, however
+        many frames the engine put in one append."""
+        audio_b64: str = event["audio"]
+        if len(audio_b64) <= FRAME_B64_CHARS:
+            chunks = [audio_b64]
+        else:
+            audio = base64.b64decode(audio_b64)
+            chunks = [
+                base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
+                for start in range(0, len(audio), FRAME_BYTES)
+            ]
+        for chunk in chunks:
+            await self.send(
+                {
+                    "type": "response.output_audio.delta",
+                    "response_id": "resp_echo",
+                    "item_id": "item_echo",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": chunk,
+                }
+            )
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
         self.session.update(event["session"])
