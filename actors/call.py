@@ -77,6 +77,7 @@ from engine.realtime_codec import (
     encode_truncate,
     encode_user_text,
 )
+from engine.tls import client_context
 from engine.twilio_codec import (
     Dtmf,
     Mark,
@@ -280,8 +281,8 @@ class CallActor:
         self._report(CallBegan(self._setup.project.id))
         try:
             self._model = await self._first_session()
-            async with httpx.AsyncClient() as http, trio.open_nursery() as nursery:
-                self._http, self._nursery = http, nursery
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 project = self._setup.project
                 self._limits = CallLimits(
                     project.silence_timeout_s, project.max_call_s, self._started_at_s
@@ -309,6 +310,8 @@ class CallActor:
                 scope.shield = True
                 if self._model is not None:
                     await self._model.aclose()  # at once: an open model session costs money
+                if self._http is not None:
+                    await self._http.aclose()
                 if self._ended.reason == "transferred":
                     await self._transfer()  # before our socket closes: Twilio takes the call
                 elif self._ended.failed and self._ended.reason.startswith("model_"):
@@ -454,7 +457,7 @@ class CallActor:
         if setup.twilio_rest is None:
             return
         try:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=client_context()) as client:
                 twiml = turn_away(SORRY_MODEL_DOWN, setup.project.on_call_number)
                 await setup.twilio_rest.update_call(client, setup.call_sid, twiml)
         except TwilioRestError as exc:
@@ -773,7 +776,8 @@ class CallActor:
 
     async def _run_function(self, call: FunctionCallDone) -> str:
         """The project's own function over HTTP; recorded either way."""
-        assert self._http is not None
+        if self._http is None:  # made on first use: most calls never need one
+            self._http = httpx.AsyncClient(verify=client_context())
         try:
             arguments = msgspec.json.decode(call.arguments)
         except msgspec.DecodeError:
@@ -846,7 +850,7 @@ class CallActor:
         assert setup.twilio_rest is not None
         assert setup.project.on_call_number is not None
         try:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(verify=client_context()) as client:
                 await setup.twilio_rest.update_call(
                     client, setup.call_sid, transfer(setup.project.on_call_number)
                 )

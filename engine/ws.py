@@ -15,7 +15,6 @@ protocol means half-close; every write has a deadline.
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -26,6 +25,8 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
+
+from engine.tls import client_context
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -220,7 +221,7 @@ async def connect(
         stream: trio.abc.Stream = await opener(uri.host, uri.port)
         try:
             if uri.secure:
-                tls = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=uri.host)
+                tls = trio.SSLStream(stream, client_context(), server_hostname=uri.host)
                 await tls.do_handshake()
                 stream = tls
             socket = WebSocket(stream, protocol, send_timeout_s)
