@@ -15,6 +15,7 @@ protocol means half-close; every write has a deadline.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -63,6 +64,7 @@ class WebSocket:
         self._stream = stream
         self._protocol = protocol
         self._send_timeout_s = send_timeout_s
+        self._early_events: list[Request | Response | Frame] = []
         self._write_lock = trio.Lock()
         self._fragments: list[bytes] = []
         self._fragment_text = False
@@ -124,7 +126,10 @@ class WebSocket:
 
     def _take_messages(self) -> list[str | bytes]:
         messages: list[str | bytes] = []
-        for frame in self._protocol.events_received():
+        events = self._protocol.events_received()
+        if self._early_events:  # frames that came in the same read as the handshake
+            events, self._early_events = [*self._early_events, *events], []
+        for frame in events:
             if not isinstance(frame, Frame):
                 continue
             if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
@@ -144,6 +149,16 @@ class WebSocket:
         chunks = self._protocol.data_to_send()
         if not chunks:
             return
+        if not self._write_lock.locked() and all(chunks):
+            # The fast path (stack-notes section 8, variant F): one non-blocking write on
+            # a plain socket, no checkpoint, no timer. Only when no other write is under
+            # way (order is kept) and nothing needs the stream API (TLS, half-close);
+            # what the kernel does not take now goes by the bounded path below.
+            data = b"".join(chunks)
+            sent = self._write_now(data)
+            if sent == len(data):
+                return
+            chunks = [data[sent:]]
         async with self._write_lock:
             try:
                 with trio.fail_after(self._send_timeout_s):
@@ -158,6 +173,21 @@ class WebSocket:
                 if closed.code is None:
                     closed = WebSocketClosed(None, f"connection lost: {exc}")
                 raise closed from None
+
+    def _write_now(self, data: bytes) -> int:
+        """Bytes written at once by ``write(2)`` on the plain socket's descriptor; 0 when
+        the socket would block, is TLS, or is closed (the slow path then decides)."""
+        if self._closed or not isinstance(self._stream, trio.SocketStream):
+            return 0
+        fd = self._stream.socket.fileno()  # -1 once closed: never a reused descriptor
+        if fd < 0:
+            return 0
+        try:
+            return os.write(fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            return 0  # a broken connection: the slow path raises it as WebSocketClosed
 
     def _closed_error(self) -> WebSocketClosed:
         # The peer's close frame, as soon as it arrived (close_code waits for the TCP close).
@@ -186,7 +216,7 @@ async def accept(
     protocol = ServerProtocol(max_size=max_message_bytes)
     socket = WebSocket(stream, protocol, send_timeout_s)
     with trio.fail_after(handshake_timeout_s):
-        request = await _read_handshake(stream, protocol, Request)
+        request = await _read_handshake(socket, Request)
         rejection = check(request)
         response = (
             protocol.reject(rejection.status, rejection.text)
@@ -230,7 +260,7 @@ async def connect(
                 request.headers[name] = value
             protocol.send_request(request)
             await socket._flush()
-            response = await _read_handshake(stream, protocol, Response)
+            response = await _read_handshake(socket, Response)
         except BaseException:
             # A peer that never answers (timeout), a cancelled call: no socket is leaked.
             await trio.aclose_forcefully(stream)
@@ -241,12 +271,15 @@ async def connect(
     return socket
 
 
-async def _read_handshake(
-    stream: trio.abc.Stream, protocol: ServerProtocol | ClientProtocol, kind: type[HandshakeT]
-) -> HandshakeT:
+async def _read_handshake(socket: WebSocket, kind: type[HandshakeT]) -> HandshakeT:
+    """The peer's request or response. A frame the peer sent right behind it, read in
+    the same chunk, is kept for the first ``receive_batch`` (never dropped)."""
+    stream, protocol = socket._stream, socket._protocol
     while True:
-        for event in protocol.events_received():
+        events = protocol.events_received()
+        for n, event in enumerate(events):
             if isinstance(event, kind):
+                socket._early_events = list(events[n + 1 :])
                 return event
         if protocol.handshake_exc is not None:
             raise HandshakeFailed(f"invalid handshake: {protocol.handshake_exc}")
