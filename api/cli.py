@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -44,11 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--env-file", type=Path, default=Path(".env"), help="dotenv file to read (default: .env)"
     )
+    bench = commands.add_parser(
+        "bench", help="run a benchmark from bench/ (calls, analytics, startup, store_writes)"
+    )
+    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to the benchmark")
     add_commands(commands)
     add_simulation_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.env_file)
+    if args.command == "bench":
+        return _bench(args.name, args.options)
     try:
         settings = load_settings(os.environ, Path(".env"))
     except StartupError as exc:
@@ -57,6 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("call", "simulate"):
         return run_simulation(args, settings)
     return run_command(args, settings)
+
+
+BENCHMARKS = ("calls", "analytics", "startup", "store_writes")
+
+
+def _bench(name: str, options: list[str]) -> int:
+    """``afterhours bench calls --levels 10,40``: ``python -m bench.calls --levels 10,40``
+    from the source tree (the benchmarks are not part of the installed engine)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / f"{name}.py").exists():
+        print(f"afterhours: no bench/{name}.py next to this engine ({root})", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    command = [sys.executable, "-m", f"bench.{name}", *options]
+    return subprocess.run(command, cwd=root, check=False).returncode
 
 
 def _serve(env_file: Path) -> int:

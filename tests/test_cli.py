@@ -228,3 +228,13 @@ async def test_embedded_engine_serves_stops_on_sigterm_and_recovers_from_a_kill(
     assert code == 0, engine.output
     assert "orphan" in engine.output
     assert postgres_pids(cluster) == []
+
+
+def test_bench_runs_a_benchmark_from_the_source_tree() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "api.cli", "bench", "calls", "--help"],
+        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "How many calls a core carries" in done.stdout
+    assert "--levels" in done.stdout
