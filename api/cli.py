@@ -23,6 +23,7 @@ from api.admin_cli import add_commands, run_command
 from api.root import Engine, run_engine
 from api.simulate_cli import add_commands as add_simulation_commands
 from api.simulate_cli import run_command as run_simulation
+from api.workers import Workers
 from engine import __version__
 from engine.config import Settings, load_settings
 from engine.errors import StartupError, find_escalation, find_startup_error
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--env-file", type=Path, default=Path(".env"), help="dotenv file to read (default: .env)"
     )
+    serve.add_argument(
+        "--workers", type=int, help="engine processes sharing the ports (default: WORKERS, 1)"
+    )
     bench = commands.add_parser(
         "bench", help="run a benchmark from bench/ (calls, analytics, startup, store_writes)"
     )
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     add_simulation_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
+        if args.workers is not None:
+            os.environ["WORKERS"] = str(args.workers)  # the workers inherit it
         return _serve(args.env_file)
     if args.command == "bench":
         return _bench(args.name, args.options)
@@ -93,6 +99,17 @@ def _serve(env_file: Path) -> int:
     log.info("afterhours %s starting (DATA_DIR=%s)", __version__, settings.data_dir)
     for token in tokens:
         log.info("%s", token.describe())
+    if settings.workers > 1 and settings.worker_index is None:
+        log.info(
+            "%d workers on port %d (each also on its own port)", settings.workers, settings.port
+        )
+        try:
+            return trio.run(Workers(settings, env_file).run)
+        except BaseException as exc:
+            if (found := find_startup_error(exc)) is not None:
+                log.critical("cannot start: %s", found)
+                return EXIT_STARTUP_FAILED
+            raise
     try:
         trio.run(partial(run_engine, settings, on_ready=partial(_log_ready, settings)))
     except BaseException as exc:

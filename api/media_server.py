@@ -32,7 +32,7 @@ from engine.twilio_codec import Connected, Start, TwilioProtocolError, decode_tw
 from engine.ws import HandshakeFailed, Rejection, WebSocket, WebSocketClosed, accept
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from websockets.http11 import Request
 
@@ -93,7 +93,12 @@ class MediaServer:
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[str]) -> None:
         settings = self._settings
-        serve = partial(trio.serve_tcp, self._connection, settings.media_port, host=settings.host)
+        if settings.workers > 1:  # the workers share MEDIA_PORT: the kernel spreads calls
+            serve = partial(_serve_shared, self._connection, settings.host, settings.media_port)
+        else:
+            serve = partial(
+                trio.serve_tcp, self._connection, settings.media_port, host=settings.host
+            )
         bind_error: OSError | None = None
         async with trio.open_nursery() as nursery:
             try:
@@ -221,6 +226,28 @@ async def _read_start(socket: WebSocket) -> Start:
                 return event
             if not isinstance(event, Connected):
                 raise TwilioProtocolError(f"{type(event).__name__} before start")
+
+
+async def _serve_shared(
+    handler: Callable[[trio.SocketStream], Awaitable[None]],
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[list[trio.SocketListener]],
+) -> None:
+    """``trio.serve_tcp`` on a socket bound with SO_REUSEPORT (trio has no option for it)."""
+    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    try:
+        await sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    listeners = [trio.SocketListener(sock)]
+    await trio.serve_listeners(handler, listeners, task_status=task_status)
 
 
 def _derived_url(public_url: str, port: int) -> str:

@@ -14,6 +14,7 @@ Overall health: ``unhealthy`` (HTTP 503) when the database does not answer;
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -59,6 +60,7 @@ class Sources:
     queries: Outbox[StoreQuery]
     openai: str  # "configured" or "simulated"
     twilio: str  # "configured" or "not_configured"
+    worker: int | None = None  # this process's WORKER_INDEX under `serve --workers`
 
 
 class Observability:
@@ -137,6 +139,10 @@ class Observability:
             http_requests=sources.http_requests(),
             uptime_s=trio.current_time() - self._started_at_s,
             draining=sources.admission.draining,
+            instance={
+                "worker": "-" if sources.worker is None else str(sources.worker),
+                "pid": str(os.getpid()),
+            },
         )
         return Response(
             200,
@@ -149,6 +155,8 @@ class Observability:
         metrics = sources.metrics()
         supervisor = sources.supervisor()
         body = {
+            "worker": sources.worker,
+            "pid": os.getpid(),
             "admission": sources.admission.state,
             "calls": asdict(sources.calls()),
             "supervisor": {

@@ -32,6 +32,7 @@ class Snapshot:
     http_requests: dict[tuple[str, int], int]
     uptime_s: float
     draining: bool
+    instance: dict[str, str] = field(default_factory=dict)  # worker, pid
 
 
 @dataclass
@@ -66,6 +67,8 @@ class _Text:
 def render(snapshot: Snapshot) -> str:
     m = snapshot.metrics
     text = _Text()
+    text.family("engine_info", "gauge", "This engine process: its worker index and pid.")
+    text.sample("engine_info", 1, snapshot.instance)
     text.family("uptime_seconds", "gauge", "Seconds since the engine started.")
     text.sample("uptime_seconds", round(snapshot.uptime_s, 3))
     text.family("draining", "gauge", "1 while the engine drains before a stop.")

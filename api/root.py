@@ -327,7 +327,9 @@ def _build_tree(
     store = StoreActor(
         dsn,
         store_inbox,
-        spool_dir=settings.data_dir / "spool",
+        # Each worker has its own spool: two stores never append to one file.
+        spool_dir=settings.data_dir
+        / ("spool" if settings.worker_index is None else f"spool/worker-{settings.worker_index}"),
         alerts=alerts_inbox,
         queries=queries,
     )
@@ -385,6 +387,7 @@ def _build_tree(
             admission=admission,
             queries=queries,
             openai="configured" if settings.openai_api_key else "simulated",
+            worker=settings.worker_index,
             twilio="configured"
             if settings.twilio_account_sid and settings.twilio_auth_token
             else "not_configured",
@@ -408,7 +411,13 @@ def _build_tree(
         alerts_inbox,
         AnalyticsApi(queries, settings.admin_token),
     )
-    api = ApiServer(app, host=settings.host, port=settings.port)
+    api = ApiServer(
+        app,
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.workers > 1,
+        own_port=settings.worker_api_port,
+    )
     specs = [
         ChildSpec("store", store.run, shutdown_s=STORE_SHUTDOWN_S),
         ChildSpec("metrics", metrics.run, shutdown_s=SERVICE_SHUTDOWN_S),

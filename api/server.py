@@ -27,17 +27,31 @@ HTTP_GRACEFUL_TIMEOUT_S = 2.0
 
 
 class ApiServer:
-    def __init__(self, app: App, *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        host: str,
+        port: int,
+        reuse_port: bool = False,
+        own_port: int | None = None,
+    ) -> None:
         self._app = app
         self.app = app  # read-only use: its statistics and route table
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port  # workers share PORT (SO_REUSEPORT)
+        self._own_port = own_port  # a worker's private port, for its own metrics
         self.bound_urls: list[str] = []
 
     def _config(self) -> Config:
         host = f"[{self._host}]" if ":" in self._host else self._host  # IPv6 literal
         config = Config()
         config.bind = [f"{host}:{self._port}"]
+        if self._own_port is not None:
+            config.bind.append(f"{host}:{self._own_port}")
+        if self._reuse_port:
+            config.workers = 2  # Hypercorn sets SO_REUSEPORT on its sockets when > 1
         config.graceful_timeout = HTTP_GRACEFUL_TIMEOUT_S
         config.accesslog = None
         config.errorlog = logging.getLogger("afterhours.http")

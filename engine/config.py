@@ -124,6 +124,16 @@ class Settings:
     # highErrorRate: the share of failed calls (or function calls) over a rolling window.
     alert_error_rate: float
     alert_error_rate_window_s: float
+    # Engine processes sharing PORT and MEDIA_PORT (SO_REUSEPORT) and the database:
+    # `serve --workers N` sets WORKERS; it gives each child its WORKER_INDEX.
+    workers: int
+    worker_index: int | None
+
+    @property
+    def worker_api_port(self) -> int | None:
+        """A worker's own API port (PORT + 100 + index): its health and metrics, told
+        apart from its siblings'."""
+        return None if self.worker_index is None else self.port + 100 + self.worker_index
 
     @property
     def is_local(self) -> bool:
@@ -174,6 +184,11 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
     raw = {key: value.strip() for key, value in values.items() if value.strip()}
     host = _parse_host(raw.get("HOST", "127.0.0.1"))
     port = _parse_int("PORT", raw.get("PORT"), 8080, PORT_RANGE)
+    workers = _parse_int("WORKERS", raw.get("WORKERS"), 1, (1, 64))
+    if workers > 1 and (port == 0 or raw.get("MEDIA_PORT") == "0"):
+        raise ConfigError(
+            "WORKERS", str(workers), "several workers share fixed ports: set PORT and MEDIA_PORT"
+        )
     return Settings(
         host=host,
         port=port,
@@ -220,6 +235,8 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         alert_error_rate_window_s=_parse_seconds(
             "ALERT_ERROR_RATE_WINDOW_S", raw.get("ALERT_ERROR_RATE_WINDOW_S"), 300.0, (1.0, 86400.0)
         ),
+        workers=workers,
+        worker_index=_parse_worker_index(raw.get("WORKER_INDEX"), workers),
     )
 
 
@@ -301,6 +318,14 @@ def _parse_seconds(
             name, value, f"expected a number of seconds greater than {low:g} and at most {high:g}"
         )
     return float(value)
+
+
+def _parse_worker_index(value: str | None, workers: int) -> int | None:
+    if value is None:
+        return None
+    if _DIGITS.fullmatch(value) is None or int(value) >= workers:
+        raise ConfigError("WORKER_INDEX", value, f"expected 0 to {workers - 1} (set by --workers)")
+    return int(value)
 
 
 def _parse_share(name: str, value: str | None, default: float) -> float:

@@ -233,8 +233,59 @@ async def test_embedded_engine_serves_stops_on_sigterm_and_recovers_from_a_kill(
 def test_bench_runs_a_benchmark_from_the_source_tree() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "api.cli", "bench", "calls", "--help"],
-        cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "How many calls a core carries" in done.stdout
     assert "--levels" in done.stdout
+
+
+async def test_workers_share_the_ports_and_the_database_and_stop_together(
+    base_dir: Path,
+) -> None:
+    port, media_port = free_port(), free_port()
+    env = engine_env(PORT=str(port), MEDIA_PORT=str(media_port), WORKERS="2")
+    cluster = base_dir / ".afterhours" / "postgres"
+    engine = await start(base_dir, env)
+    async with closing(engine):
+        for _ in range(2):  # each worker says it is ready
+            await engine.wait_for_line("ready:")
+            engine.output = engine.output.replace("ready:", "seen:", 1)
+        token = (base_dir / ".afterhours" / "admin_token").read_text().strip()
+        # Each worker also answers on its own port, and its metrics say which it is.
+        infos = []
+        for index in range(2):
+            own = f"http://127.0.0.1:{port + 100 + index}"
+            metrics = await http_request("GET", f"{own}/metrics", token=token)
+            infos.append(
+                next(
+                    line
+                    for line in metrics.body.decode().splitlines()
+                    if line.startswith("afterhours_engine_info{")
+                )
+            )
+        shared = await http_request("GET", f"http://127.0.0.1:{port}/health")
+        # One project created through any worker is seen by both (one database).
+        project = {"id": "acme", "name": "Acme", "timezone": "UTC"}
+        created = await http_request(
+            "POST", f"http://127.0.0.1:{port + 100}/admin/projects", json=project, token=token
+        )
+        seen = await http_request(
+            "GET", f"http://127.0.0.1:{port + 101}/admin/projects/acme", token=token
+        )
+        engine.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(EXIT_TIMEOUT_S):
+            code = await engine.finish()
+    assert code == 0, engine.output
+    assert shared.status == 200
+    assert 'worker="0"' in infos[0]
+    assert 'worker="1"' in infos[1]
+    assert infos[0].split('pid="')[1] != infos[1].split('pid="')[1]
+    assert (created.status, seen.status) == (201, 200)
+    assert postgres_pids(cluster) == []  # the parent's PostgreSQL stopped after the workers
+    assert "worker 0 stopped (exit 0)" in engine.output
+    assert "worker 1 stopped (exit 0)" in engine.output

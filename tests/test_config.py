@@ -61,6 +61,8 @@ FULL: dict[str, str] = {
     "PRICES_FILE": "/etc/afterhours/prices.toml",
     "ALERT_ERROR_RATE": "0.5",
     "ALERT_ERROR_RATE_WINDOW_S": "600",
+    "WORKERS": "4",
+    "WORKER_INDEX": "2",
 }
 
 
@@ -101,6 +103,8 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         prices_file=None,
         alert_error_rate=0.25,
         alert_error_rate_window_s=300.0,
+        workers=1,
+        worker_index=None,
     )
     assert settings.is_local
     assert settings_from_mapping({"PORT": "0"}).media_port == 0
@@ -187,6 +191,7 @@ def test_settings_are_frozen() -> None:
         ("PRICES_FILE", "/etc/p.toml", "prices_file", Path("/etc/p.toml")),
         ("ALERT_ERROR_RATE", "1", "alert_error_rate", 1.0),
         ("ALERT_ERROR_RATE_WINDOW_S", "60", "alert_error_rate_window_s", 60.0),
+        ("WORKERS", "1", "workers", 1),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
 )
@@ -232,6 +237,12 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             "invalid ALERT_ERROR_RATE='1.5': expected a share greater than 0 and at most 1 "
             "(e.g. 0.25)",
             id="error-rate-high",
+        ),
+        pytest.param(
+            "WORKER_INDEX",
+            "1",
+            "invalid WORKER_INDEX='1': expected 0 to 0 (set by --workers)",
+            id="worker-index-alone",
         ),
         pytest.param(
             "PORT",
