@@ -289,7 +289,6 @@ class CallActor:
                 )
                 nursery.start_soon(self._guard, self._watch_limits, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._renew_sessions, nursery.cancel_scope)
-                nursery.start_soon(self._report_progress)
                 nursery.start_soon(self._guard, self._pump_twilio, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._pump_model, nursery.cancel_scope)
                 with stop.interruptible():
@@ -413,13 +412,19 @@ class CallActor:
 
     async def _renew_sessions(self) -> None:
         """Renew the model session before its cap (MODEL_SESSION_MAX_S, or the server's
-        ``expires_at`` if sooner) at a quiet moment, so a long call never hits the cap."""
+        ``expires_at`` if sooner) at a quiet moment, so a long call never hits the cap.
+        This is also the task that reports the call's timings every few seconds: one
+        timer task per call instead of two (each task is memory per call)."""
+        next_report_s = trio.current_time() + PROGRESS_EVERY_S
         while True:
             renew_at_s, cap_at_s = self._renewal_times()
             now_s = trio.current_time()
+            if now_s >= next_report_s:
+                self._report(self._progress())
+                next_report_s = now_s + PROGRESS_EVERY_S
             if now_s < renew_at_s:
                 # Re-read every second: session.created may bring an earlier expiry.
-                await trio.sleep_until(min(renew_at_s, now_s + 1.0))
+                await trio.sleep_until(min(renew_at_s, now_s + 1.0, next_report_s))
                 continue
             # Quiet depends on five pieces of state changed in as many places: a poll
             # a few times a second, for the last minute of a session, is the simple way.
@@ -476,11 +481,6 @@ class CallActor:
             self._turn_latency.take(),
             barge_ins,
         )
-
-    async def _report_progress(self) -> None:
-        while True:
-            await trio.sleep(PROGRESS_EVERY_S)
-            self._report(self._progress())
 
     def _openai_alert(self, level: AlertLevel, title: str, message: str) -> None:
         setup = self._setup
