@@ -381,7 +381,11 @@ class CallActor:
                 setup.project,
                 model=setup.model.model,
                 builtin_tools=BUILTIN_TOOLS,
-                vad=TurnDetection(),
+                vad=TurnDetection(
+                    threshold=setup.project.vad_threshold,
+                    prefix_padding_ms=setup.project.vad_prefix_padding_ms,
+                    silence_duration_ms=setup.project.vad_silence_ms,
+                ),
             )
         )
 

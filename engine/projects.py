@@ -69,6 +69,11 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     on_call_number: str | None = None
     max_call_s: int = 900
     silence_timeout_s: int = 30
+    # Server VAD (when the caller's speech starts and ends): raise the threshold on noisy
+    # lines, the silence on callers who pause mid-sentence.
+    vad_threshold: float = 0.5
+    vad_silence_ms: int = 500
+    vad_prefix_padding_ms: int = 300
 
     def public_dict(self) -> dict[str, Any]:
         """Every field for API output, except that the secret becomes
@@ -331,6 +336,17 @@ def _timeout_problem(value: float) -> str | None:
     return None
 
 
+def _vad_threshold_problem(value: float) -> str | None:
+    return None if 0 < value < 1 else "must be greater than 0 and less than 1"
+
+
+def _ms_problem(low: int, high: int) -> _Problem:
+    def problem(value: int) -> str | None:
+        return None if low <= value <= high else f"must be from {low} to {high} milliseconds"
+
+    return problem
+
+
 def _range_problem(low: int, high: int) -> _Problem:
     def problem(value: int) -> str | None:
         return None if low <= value <= high else f"must be from {low} to {high} seconds"
@@ -353,6 +369,9 @@ _SPECS: dict[str, tuple[_Kind, bool, _Problem]] = {
     "on_call_number": (_STRING, True, _e164_problem),
     "max_call_s": (_INTEGER, False, _range_problem(*MAX_CALL_RANGE_S)),
     "silence_timeout_s": (_INTEGER, False, _range_problem(*SILENCE_TIMEOUT_RANGE_S)),
+    "vad_threshold": (_NUMBER, False, _vad_threshold_problem),
+    "vad_silence_ms": (_INTEGER, False, _ms_problem(100, 3000)),
+    "vad_prefix_padding_ms": (_INTEGER, False, _ms_problem(0, 2000)),
 }
 
 

@@ -10,7 +10,7 @@ import trio.testing
 
 from engine.simulator.model import SimulatedModel
 from engine.simulator.mulaw import silence, tone
-from tests.call_harness import TwilioPeer, run_call
+from tests.call_harness import STREAM_SID, TwilioPeer, run_call
 
 PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
@@ -93,3 +93,22 @@ async def test_a_session_the_server_expires_unannounced_is_replaced_and_the_call
     assert [(a.type, a.title) for a in run.alerts] == [("openaiError", "Model session expired")]
     roles = [t["role"] for t in record.transcript or []]
     assert roles.count("caller") >= 6  # turns before and after the expiry were answered
+
+
+async def test_the_projects_voice_detection_settings_reach_the_model(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def hangs_up_soon(twilio: TwilioPeer) -> None:
+        await trio.sleep(2)
+        await twilio.send({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+
+    project = PROJECT | {"vad_threshold": 0.8, "vad_silence_ms": 900, "vad_prefix_padding_ms": 100}
+    run = await run_call(project, hangs_up_soon)
+    detection = run.model.stats.turn_detection
+    assert detection is not None
+    assert (
+        detection["threshold"],
+        detection["silence_duration_ms"],
+        detection["prefix_padding_ms"],
+    ) == (0.8, 900, 100)
+    assert run.record.end_reason == "caller_hung_up"

@@ -57,6 +57,9 @@ FULL: dict[str, Any] = {
     "on_call_number": "+15551234567",
     "max_call_s": 1200,
     "silence_timeout_s": 45,
+    "vad_threshold": 0.7,
+    "vad_silence_ms": 800,
+    "vad_prefix_padding_ms": 200,
 }
 ID_TEXT = (
     "is not a project id: use 2 to 63 lowercase letters, digits and hyphens, starting with "
@@ -138,6 +141,9 @@ def test_defaults_fill_every_optional_field() -> None:
         on_call_number=None,
         max_call_s=900,
         silence_timeout_s=30,
+        vad_threshold=0.5,
+        vad_silence_ms=500,
+        vad_prefix_padding_ms=300,
     )
 
 
@@ -348,6 +354,18 @@ def test_boundary_values_are_accepted(changes: dict[str, Any], field: str) -> No
             "silence_timeout_s",
             "must be from 5 to 600 seconds",
             id="silence-601",
+        ),
+        pytest.param(
+            {**MINIMAL, "vad_threshold": 1.0},
+            "vad_threshold",
+            "must be greater than 0 and less than 1",
+            id="vad-threshold-1",
+        ),
+        pytest.param(
+            {**MINIMAL, "vad_silence_ms": 50},
+            "vad_silence_ms",
+            "must be from 100 to 3000 milliseconds",
+            id="vad-silence-50",
         ),
         pytest.param({**MINIMAL, "colour": "red"}, "colour", "unknown field", id="unknown-field"),
         pytest.param(

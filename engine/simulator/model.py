@@ -47,6 +47,7 @@ class ModelStatistics:
     caller_texts: list[str] = field(default_factory=list)  # text items (e.g. keypad digits)
     assistant_texts: list[str] = field(default_factory=list)  # restored after a reconnect
     sessions_expired: int = 0  # sessions that reached session_max_s
+    turn_detection: dict[str, Any] | None = None  # as the last session.update set it
 
 
 class SimulatedModel:
@@ -216,6 +217,9 @@ class _Session:
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
         self.session.update(event["session"])
+        audio_in = event["session"].get("audio", {}).get("input", {})
+        if "turn_detection" in audio_in:
+            self.model.stats.turn_detection = audio_in["turn_detection"]
         # A project's instructions may name the scenario to play: "[scenario: booking]".
         match = re.search(r"\[scenario: *(\w+)\]", str(event["session"].get("instructions", "")))
         if match and match[1] in SCENARIOS:

@@ -1,0 +1,28 @@
+# afterhours in a container. Build:  docker build -t afterhours .
+# Run with an external PostgreSQL (production):
+#   docker run --env-file afterhours.env -p 8080:8080 -p 8081:8081 afterhours
+# Without DATABASE_URL the engine runs its embedded PostgreSQL under DATA_DIR (/data):
+# mount a volume there to keep it. docs/deployment.md has the details.
+FROM python:3.11-slim-bookworm
+
+# The server binaries only serve the embedded PostgreSQL (no DATABASE_URL).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --system --create-home --home-dir /app afterhours
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY engine engine
+COPY actors actors
+COPY api api
+RUN pip install --no-cache-dir . && mkdir /data && chown afterhours /data
+
+USER afterhours
+ENV HOST=0.0.0.0 PORT=8080 MEDIA_PORT=8081 DATA_DIR=/data LOG_FORMAT=json
+EXPOSE 8080 8081
+VOLUME ["/data"]
+# SIGTERM drains the calls, then stops: give `docker stop` the time (-t 90).
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2).status != 200)"
+ENTRYPOINT ["afterhours", "serve"]
