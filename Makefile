@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck imports pytest postgres-binaries clean
+.PHONY: run test lint typecheck imports pytest postgres-binaries nginx-binary clean
 
 run: $(STAMP_RUN) postgres-binaries
 	$(BIN)/afterhours serve
 
-test: $(STAMP_DEV) postgres-binaries lint typecheck imports pytest
+test: $(STAMP_DEV) postgres-binaries nginx-binary lint typecheck imports pytest
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
@@ -45,6 +45,18 @@ $(STAMP_RUN): pyproject.toml $(VENV)/bin/python
 $(STAMP_DEV): pyproject.toml $(VENV)/bin/python
 	$(call INSTALL,-e '.[dev]')
 	touch $@ $(STAMP_RUN)
+
+# tests/test_nginx.py runs the documented nginx configuration in front of the engine.
+nginx-binary:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing nginx for the reverse-proxy test (apt-get install nginx-light)"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -qq nginx-light >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light; }; \
+	else \
+	    echo "nginx not found and no apt-get: tests/test_nginx.py will be skipped" >&2; \
+	fi
 
 # The embedded PostgreSQL runs the machine's server binaries; install them when missing
 # (Debian/Ubuntu). With DATABASE_URL set they are not needed.

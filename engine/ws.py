@@ -30,6 +30,9 @@ from websockets.uri import parse_uri
 from engine.tls import client_context
 
 if TYPE_CHECKING:
+    import ssl
+
+if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     # (host, port) -> a connected byte stream.
@@ -240,6 +243,7 @@ async def connect(
     send_timeout_s: float,
     connect_timeout_s: float,
     open_stream: OpenStream | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> WebSocket:
     """Client side, ``ws://`` or ``wss://`` (TLS through ``trio.SSLStream``).
     ``open_stream`` replaces the TCP connection (in-memory transports for tests run
@@ -251,7 +255,8 @@ async def connect(
         stream: trio.abc.Stream = await opener(uri.host, uri.port)
         try:
             if uri.secure:
-                tls = trio.SSLStream(stream, client_context(), server_hostname=uri.host)
+                context = ssl_context or client_context()
+                tls = trio.SSLStream(stream, context, server_hostname=uri.host)
                 await tls.do_handshake()
                 stream = tls
             socket = WebSocket(stream, protocol, send_timeout_s)

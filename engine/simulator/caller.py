@@ -13,6 +13,7 @@ import base64
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
@@ -21,6 +22,9 @@ from twilio.request_validator import RequestValidator
 
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
 from engine.ws import WebSocket, WebSocketClosed, connect
+
+if TYPE_CHECKING:
+    import ssl
 
 FRAME_S = 0.020
 _json = msgspec.json.Encoder()
@@ -54,6 +58,8 @@ class CallerConfig:
     auth_token: str  # TWILIO_AUTH_TOKEN
     to_number: str
     from_number: str = "+15550100000"
+    # Whom to trust for https:// and wss:// (a test's self-signed proxy); None: the system's.
+    ssl_context: ssl.SSLContext | None = None
 
 
 async def place_call(config: CallerConfig, script: str = "conversation") -> CallSummary:
@@ -67,7 +73,8 @@ async def place_call(config: CallerConfig, script: str = "conversation") -> Call
         "CallStatus": "ringing",
         "Direction": "inbound",
     }
-    async with httpx.AsyncClient(timeout=10) as http:
+    verify: ssl.SSLContext | bool = config.ssl_context or True
+    async with httpx.AsyncClient(timeout=10, verify=verify) as http:
         twiml = await _post(http, validator, config, "/twilio/voice", form)
         stream = re.search(r'<Stream url="([^"]+)"', twiml)
         if stream is None:
@@ -76,7 +83,7 @@ async def place_call(config: CallerConfig, script: str = "conversation") -> Call
         summary.twiml_ok = True
         parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
         started_s = trio.current_time()
-        await _stream(summary, validator, stream[1], parameters, script)
+        await _stream(summary, validator, stream[1], parameters, script, config.ssl_context)
         duration = str(int(trio.current_time() - started_s))
         try:
             await _post(
@@ -112,6 +119,7 @@ async def _stream(
     url: str,
     parameters: dict[str, str],
     script: str,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     signature = validator.compute_signature(url, {})
     socket = await connect(
@@ -120,6 +128,7 @@ async def _stream(
         max_message_bytes=1 << 20,
         send_timeout_s=5,
         connect_timeout_s=10,
+        ssl_context=ssl_context,
     )
     stream_sid = "MZ" + secrets.token_hex(16)
     try:
