@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck imports pytest postgres-binaries nginx-binary clean
+.PHONY: run test lint typecheck imports pytest postgres-binaries nginx-binary chromium-binary clean
 
 run: $(STAMP_RUN) postgres-binaries
 	$(BIN)/afterhours serve
 
-test: $(STAMP_DEV) postgres-binaries nginx-binary lint typecheck imports pytest
+test: $(STAMP_DEV) postgres-binaries nginx-binary chromium-binary lint typecheck imports pytest
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff check .
@@ -56,6 +56,18 @@ nginx-binary:
 	    || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light; }; \
 	else \
 	    echo "nginx not found and no apt-get: tests/test_nginx.py will be skipped" >&2; \
+	fi
+
+# tests/test_dashboard.py drives Debian's Chromium (Playwright never downloads a browser).
+chromium-binary:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Chromium for the dashboard test (apt-get install chromium)"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }; \
+	else \
+	    echo "chromium not found and no apt-get: tests/test_dashboard.py will be skipped" >&2; \
 	fi
 
 # The embedded PostgreSQL runs the machine's server binaries; install them when missing

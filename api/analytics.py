@@ -66,8 +66,10 @@ class AnalyticsApi:
         admin_token: Secret | None,
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        comparison_rate_per_min_usd: float | None = None,
     ) -> None:
         self._queries = queries
+        self._comparison = comparison_rate_per_min_usd
         self._admin_token = admin_token.reveal().encode() if admin_token else None
         self._now = now
 
@@ -94,6 +96,7 @@ class AnalyticsApi:
             params=params,
             key=None if admin else token,
             now=self._now(),
+            comparison=self._comparison,
         )
         try:
             body = await ask_store(self._queries, work, timeout_s=ANALYTICS_TIMEOUT_S)
@@ -118,6 +121,7 @@ class AnalyticsApi:
         params: dict[str, str],
         key: str | None,
         now: datetime,
+        comparison: float | None,
     ) -> dict[str, Any]:
         if key is not None:
             readable = await project_for_key(connection, key)
@@ -134,7 +138,8 @@ class AnalyticsApi:
         if view == "/statistics":
             days = window(params, timezone, now, names=("start", "end"), dates_only=True)
             return await analytics.daily(connection, project_id, days)
-        return await analytics.summary(connection, project_id, window(params, timezone, now))
+        days = window(params, timezone, now)
+        return await analytics.summary(connection, project_id, days, comparison)
 
 
 def _unauthorized(message: str) -> Response:

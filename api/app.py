@@ -28,6 +28,7 @@ from api.asgi import (
     read_request,
     send_response,
 )
+from api.dashboard import dashboard
 from api.openapi import document
 from api.twilio_webhooks import ROUTES as TWILIO_ROUTES
 from engine.config import AlertLevel
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 # Request counts by route group, so the label set stays bounded whatever the paths.
 OPENAPI = document()
-_ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio")
+_ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio", "/dashboard")
 
 log = logging.getLogger("afterhours.api")
 
@@ -71,7 +72,7 @@ class App:
 
     def routes(self) -> set[tuple[str, str]]:
         """(METHOD, path template) of every route served, as /openapi.json lists them."""
-        served = {("GET", "/health"), ("GET", "/openapi.json")}
+        served = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/dashboard")}
         if self._observability is not None:
             served |= {("GET", "/health/detailed"), ("GET", "/metrics"), ("GET", "/stats")}
         if self._analytics is not None:
@@ -126,6 +127,10 @@ class App:
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on /health; use GET")
             return Response(self._health.http_status, self._health.body())
+        if request.path == "/dashboard":
+            if request.method not in ("GET", "HEAD"):
+                return error(405, f"{request.method} not allowed on /dashboard; use GET")
+            return dashboard()
         if request.path == "/openapi.json":
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on /openapi.json; use GET")

@@ -102,6 +102,13 @@ def document() -> dict[str, Any]:
             "/metrics": {"get": _operation("Prometheus metrics (text format)", _ADMIN, 200, 401)},
             "/stats": {"get": _operation("The engine's own statistics", _ADMIN, 200, 401)},
             "/openapi.json": {"get": _operation("This document", None, 200)},
+            "/dashboard": {
+                "get": _operation(
+                    "The operator's web page (signs in with a token, reads the analytics API)",
+                    None,
+                    200,
+                )
+            },
             "/analytics/project/{projectId}": {
                 "get": _operation(
                     "Summary of a project's calls over a window",

@@ -409,7 +409,11 @@ def _build_tree(
         ),
         observability,
         alerts_inbox,
-        AnalyticsApi(queries, settings.admin_token),
+        AnalyticsApi(
+            queries,
+            settings.admin_token,
+            comparison_rate_per_min_usd=settings.comparison_rate_per_min_usd,
+        ),
     )
     api = ApiServer(
         app,

@@ -128,6 +128,9 @@ class Settings:
     # `serve --workers N` sets WORKERS; it gives each child its WORKER_INDEX.
     workers: int
     worker_index: int | None
+    # The other system's price per minute (e.g. the platform the business came from), for
+    # the dashboard's cost comparison; None: not shown.
+    comparison_rate_per_min_usd: float | None
 
     @property
     def worker_api_port(self) -> int | None:
@@ -237,6 +240,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         ),
         workers=workers,
         worker_index=_parse_worker_index(raw.get("WORKER_INDEX"), workers),
+        comparison_rate_per_min_usd=_parse_price(
+            "COMPARISON_RATE_PER_MIN_USD", raw.get("COMPARISON_RATE_PER_MIN_USD")
+        ),
     )
 
 
@@ -317,6 +323,14 @@ def _parse_seconds(
         raise ConfigError(
             name, value, f"expected a number of seconds greater than {low:g} and at most {high:g}"
         )
+    return float(value)
+
+
+def _parse_price(name: str, value: str | None) -> float | None:
+    if value is None:
+        return None
+    if _DECIMAL.fullmatch(value) is None:
+        raise ConfigError(name, value, "expected a price in USD, 0 or more (e.g. 0.12)")
     return float(value)
 
 

@@ -52,6 +52,14 @@ async def seeded(engine: Engine, dsn: str) -> dict[str, str]:
         )  # fmt: skip
         keys[project] = created.json()["key"]
         keys[f"{project}-id"] = created.json()["id"]
+    for number, system in (("+15550002222", "openai"), ("+15550003333", "vapi")):
+        added = await http_request(
+            "POST",
+            f"{base}/admin/projects/acme/phone-numbers",
+            json={"number": number, "system": system},
+            token=ADMIN_TOKEN,
+        )
+        assert added.status == 201, added.body
     async with open_database(dsn, connect_timeout_s=5) as db:
         for sid, project, started, status, intent, duration, cost, ttfa in CALLS:
             await db.execute(
@@ -99,6 +107,13 @@ async def test_summary_numbers_worked_out_by_hand(fresh_database: str, tmp_path:
     assert body["averageCostUsd"] == 0.0875  # 0.35 over the 4 calls with a cost
     assert body["timeToFirstAudioMs"] == {"p50": 600.0, "p95": 780.0}  # of 400, 600, 800
     assert body["functionCalls"] == {"total": 3, "failed": 2, "failureRate": 0.6667}
+    assert body["phoneNumbers"] == [
+        {"number": "+15550002222", "system": "openai"},
+        {"number": "+15550003333", "system": "vapi"},
+    ]
+    assert body["minutes"] == 3.5  # (60 + 30 + 0 + 120) s of ended calls
+    assert body["costPerMinuteUsd"] == 0.1  # 0.35 USD over 3.5 minutes
+    assert body["comparisonRatePerMinuteUsd"] is None  # COMPARISON_RATE_PER_MIN_USD unset
     assert body["daily"] == [
         {"date": "2026-11-10", "total": 3, "completed": 1, "missed": 1, "failed": 1,
          "active": 0, "costUsd": 0.15},  # CA3 at 23:30 local counts on the 10th

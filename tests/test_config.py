@@ -63,6 +63,7 @@ FULL: dict[str, str] = {
     "ALERT_ERROR_RATE_WINDOW_S": "600",
     "WORKERS": "4",
     "WORKER_INDEX": "2",
+    "COMPARISON_RATE_PER_MIN_USD": "0.12",
 }
 
 
@@ -105,6 +106,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         alert_error_rate_window_s=300.0,
         workers=1,
         worker_index=None,
+        comparison_rate_per_min_usd=None,
     )
     assert settings.is_local
     assert settings_from_mapping({"PORT": "0"}).media_port == 0
@@ -192,6 +194,7 @@ def test_settings_are_frozen() -> None:
         ("ALERT_ERROR_RATE", "1", "alert_error_rate", 1.0),
         ("ALERT_ERROR_RATE_WINDOW_S", "60", "alert_error_rate_window_s", 60.0),
         ("WORKERS", "1", "workers", 1),
+        ("COMPARISON_RATE_PER_MIN_USD", "0.09", "comparison_rate_per_min_usd", 0.09),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
 )

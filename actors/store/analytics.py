@@ -34,6 +34,7 @@ _STATUS_COUNTS = """
     count(*) FILTER (WHERE intent = 'routine') AS routine,
     count(*) FILTER (WHERE intent = 'unknown') AS unknown,
     coalesce(sum(duration_s) FILTER (WHERE status <> 'active'), 0) AS duration_total_s,
+    coalesce(sum(cost_usd) FILTER (WHERE status <> 'active'), 0) AS cost_ended_usd,
     avg(duration_s) FILTER (WHERE status <> 'active') AS duration_avg_s,
     coalesce(sum(cost_usd), 0) AS cost_total_usd
 """
@@ -93,13 +94,23 @@ async def project_timezone(connection: Connection, project_id: str) -> str:
     return timezone
 
 
-async def summary(connection: Connection, project_id: str, window: Window) -> dict[str, Any]:
+async def summary(
+    connection: Connection,
+    project_id: str,
+    window: Window,
+    comparison_rate_per_min_usd: float | None = None,
+) -> dict[str, Any]:
     row = await connection.fetchrow(_SUMMARY, project_id, window.start, window.end)
     assert row is not None
     functions = await connection.fetchrow(_FUNCTIONS, project_id, window.start, window.end)
     assert functions is not None
     days = await _days(connection, project_id, window)
+    numbers = await connection.fetch(
+        "SELECT number, system FROM phone_numbers WHERE project_id = $1 ORDER BY number",
+        project_id,
+    )
     ended = row["completed"] + row["missed"] + row["failed"]
+    minutes = float(row["duration_total_s"]) / 60
     return {
         "projectId": project_id,
         "from": window.start.isoformat(),
@@ -128,6 +139,12 @@ async def summary(connection: Connection, project_id: str, window: Window) -> di
             "p50": _round(row["ttfa_p50"], 1),
             "p95": _round(row["ttfa_p95"], 1),
         },
+        "phoneNumbers": [{"number": n["number"], "system": n["system"]} for n in numbers],
+        # Cost per minute of talk: ended calls' cost over their minutes, beside the other
+        # system's configured rate (COMPARISON_RATE_PER_MIN_USD) when there is one.
+        "minutes": round(minutes, 2),
+        "costPerMinuteUsd": round(float(row["cost_ended_usd"]) / minutes, 6) if minutes else None,
+        "comparisonRatePerMinuteUsd": comparison_rate_per_min_usd,
     }
 
 
