@@ -40,6 +40,9 @@ def browse(url: str, key: str, screenshot: Path) -> dict[str, Any]:
                 "#numbers tr", "rows => rows.map(r => r.innerText)"
             ),
             "recent": page.eval_on_selector_all("#recent tr", "rows => rows.length"),
+            "today_by_status": page.eval_on_selector_all(
+                "#today-by-status tr", "rows => rows.map(r => r.innerText)"
+            ),
             "bars": page.eval_on_selector_all("#chart-calls rect", "bars => bars.length"),
             "comparison": page.text_content("#cost-comparison"),
         }

@@ -63,6 +63,7 @@ async def test_the_dashboard_shows_what_the_analytics_api_returns(
     assert shown["error_rate"] == "0.0 %"
     assert shown["numbers"] == [f"{ELSEWHERE}\tvapi", f"{ANSWERED}\topenai (this engine)"]
     assert shown["recent"] == 2
+    assert shown["today_by_status"] == ["completed\t2", "missed\t0", "failed\t0", "active\t0"]
     assert shown["bars"] == 30  # a bar per day of the last 30
     assert "$0.1200 / min" in (shown["comparison"] or "")
     assert screenshot.stat().st_size > 10_000
