@@ -614,10 +614,10 @@ class CallActor:
                     continue
                 if isinstance(event, AudioDelta):
                     self._activity(caller=False)
-                    self._generated_ms[event.item_id] = self._generated_ms.get(
-                        event.item_id, 0
-                    ) + _audio_ms(event.delta)
-                    await self._play(event)
+                    delta_ms = _audio_ms(event.delta)
+                    generated = self._generated_ms
+                    generated[event.item_id] = generated.get(event.item_id, 0) + delta_ms
+                    await self._play(event, delta_ms)
                     self._to_caller_timing.observe(trio.current_time() - read_at_s)
                 elif isinstance(event, SpeechStarted):
                     self._caller_speaking = True
@@ -686,7 +686,7 @@ class CallActor:
         turn["text"] = " ".join(words[: round(len(words) * share)])
         turn["interrupted"] = True
 
-    async def _play(self, delta: AudioDelta) -> None:
+    async def _play(self, delta: AudioDelta, delta_ms: int) -> None:
         playback = self._playback
         if delta.response_id in playback.dropped_responses:
             return  # interrupted: the caller must not hear the rest
@@ -700,7 +700,7 @@ class CallActor:
             self._turn_began_s = None
         stream_sid = self._setup.stream_sid
         await self._twilio.send_text(encode_media(stream_sid, delta.delta))
-        playback.sent_ms += _audio_ms(delta.delta)
+        playback.sent_ms += delta_ms
         await self._twilio.send_text(encode_mark(stream_sid, f"{delta.item_id}:{playback.sent_ms}"))
 
     async def _barge_in(self) -> None:
