@@ -55,12 +55,18 @@ class Workers:
     async def run(self) -> int:
         async with trio_asyncio.open_loop(), open_engine_database(self._settings) as dsn:
             env = {**os.environ, "DATABASE_URL": dsn, "WORKERS": str(self._settings.workers)}
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pass_signals)
-                async with trio.open_nursery() as workers:
-                    for index in range(self._settings.workers):
-                        workers.start_soon(self._keep_running, index, env)
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._pass_signals)
+                    async with trio.open_nursery() as workers:
+                        for index in range(self._settings.workers):
+                            workers.start_soon(self._keep_running, index, env)
+                    nursery.cancel_scope.cancel()
+            finally:
+                # Leaving for any other reason (a bug, a cancel): no worker outlives us.
+                for process in self._processes.values():
+                    if process.returncode is None:
+                        process.kill()
         if self._gave_up:
             return EXIT_ESCALATED
         return 0 if all(code == 0 for code in self.exit_codes.values()) else 1
