@@ -18,7 +18,7 @@ its short wait. Nothing else depends on this actor, so it loses nothing by dropp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -74,7 +74,7 @@ class EarlyStatistics:
     taken_total: int = 0
     expired_total: int = 0
     failed_total: int = 0
-    held: int = 0
+    held: int = 0  # filled in by the snapshot
 
 
 class EarlySessions:
@@ -93,7 +93,12 @@ class EarlySessions:
         self._max_held = max_held
         self._metrics = metrics
         self._held: dict[str, _Early] = {}
-        self.stats = EarlyStatistics()
+        self._counts = EarlyStatistics()
+
+    @property
+    def stats(self) -> EarlyStatistics:
+        """A snapshot: the counters, and how many sessions are held now."""
+        return replace(self._counts, held=len(self._held))
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         try:
@@ -117,7 +122,6 @@ class EarlySessions:
                 return
             early = _Early(trio.current_time() + self._hold_s)
             self._held[request.call_sid] = early
-            self.stats.held = len(self._held)
             nursery.start_soon(self._open, request.call_sid, early)
         elif isinstance(request, TakeEarly):
             nursery.start_soon(self._hand_over, request)
@@ -133,15 +137,14 @@ class EarlySessions:
             why = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             log.warning("call %s: early model connection failed: %s", call_sid, why)
             self._report(ModelConnected(False, trio.current_time() - began_s, why))
-            self.stats.failed_total += 1
+            self._counts.failed_total += 1
             if self._held.get(call_sid) is early:
                 del self._held[call_sid]
-                self.stats.held = len(self._held)
         else:
             self._report(ModelConnected(True, trio.current_time() - began_s))
             if self._held.get(call_sid) is early:
                 early.socket = socket
-                self.stats.opened_total += 1
+                self._counts.opened_total += 1
             else:  # discarded while connecting
                 await socket.aclose()
         finally:
@@ -158,7 +161,6 @@ class EarlySessions:
             await early.ready.wait()  # bounded: the handshake has its own timeout
             if self._held.get(request.call_sid) is early:
                 del self._held[request.call_sid]
-                self.stats.held = len(self._held)
                 socket = early.socket
         try:
             request.reply.send_nowait(socket)
@@ -167,11 +169,10 @@ class EarlySessions:
                 await socket.aclose()
             return
         if socket is not None:
-            self.stats.taken_total += 1
+            self._counts.taken_total += 1
 
     async def _close(self, call_sid: str) -> None:
         early = self._held.pop(call_sid, None)
-        self.stats.held = len(self._held)
         if early is not None and early.socket is not None:
             await early.socket.aclose()
 
@@ -182,7 +183,7 @@ class EarlySessions:
             for call_sid, early in tuple(self._held.items()):
                 if early.expires_at_s <= now_s and early.ready.is_set():
                     log.info("call %s: early model session unused; closed", call_sid)
-                    self.stats.expired_total += 1
+                    self._counts.expired_total += 1
                     await self._close(call_sid)
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from actors.store.queries import StoreUnavailable, ask_store
-from api.asgi import Response, error
+from api.asgi import Response
 from api.prometheus import Snapshot, render
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from actors.metrics import MetricsStatistics
     from actors.store.actor import StoreStatistics
     from actors.store.queries import StoreQuery
-    from api.asgi import Request
     from engine.admission import Admission
     from engine.group import GroupStatistics
     from engine.mailbox import MailboxStatistics, Outbox
@@ -178,10 +177,6 @@ class Observability:
             },
         }
         return Response(200, body)
-
-
-def not_allowed(request: Request) -> Response:
-    return error(405, f"{request.method} not allowed on {request.path}; use GET")
 
 
 def _memory() -> dict[str, int]:

@@ -37,7 +37,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.calls import ADMIN_TOKEN, AUTH_TOKEN, free_port, fresh_database
+from bench.calls import ADMIN_TOKEN, AUTH_TOKEN, fresh_database
+from bench.startup import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "analytics.json"

@@ -59,6 +59,8 @@ import picows
 import uvloop
 from twilio.request_validator import RequestValidator
 
+from bench.startup import free_port
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -75,14 +77,6 @@ GRACE_S = 1.0  # an echo later than this after the window counts as lost
 LEVELS = (10, 20, 40, 60, 80, 100)
 _json = msgspec.json.Encoder()
 _media_decoder = msgspec.json.Decoder(dict[str, Any])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
