@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from engine.admission import Admission
     from engine.group import GroupStatistics
     from engine.mailbox import MailboxStatistics, Outbox
+    from engine.refusals import Refusals
     from engine.supervisor import SupervisorStatistics
 
 DB_CHECK_TIMEOUT_S = 2.0
@@ -60,6 +61,7 @@ class Sources:
     openai: str  # "configured" or "simulated"
     twilio: str  # "configured" or "not_configured"
     worker: int | None = None  # this process's WORKER_INDEX under `serve --workers`
+    refusals: Refusals | None = None
 
 
 class Observability:
@@ -142,6 +144,7 @@ class Observability:
                 "worker": "-" if sources.worker is None else str(sources.worker),
                 "pid": str(os.getpid()),
             },
+            refusals=sources.refusals.statistics() if sources.refusals else {},
         )
         return Response(
             200,

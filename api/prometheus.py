@@ -33,6 +33,7 @@ class Snapshot:
     uptime_s: float
     draining: bool
     instance: dict[str, str] = field(default_factory=dict)  # worker, pid
+    refusals: dict[tuple[str, str], int] = field(default_factory=dict)  # (edge, reason)
 
 
 @dataclass
@@ -193,6 +194,12 @@ def render(snapshot: Snapshot) -> str:
         "HTTP requests answered, by route and status code.",
         {(route, str(code)): n for (route, code), n in snapshot.http_requests.items()},
         ("route", "code"),
+    )
+    text.counter(
+        "refusals_total",
+        "Requests, calls and connections refused at the edge, by edge and reason.",
+        {(edge, reason): n for (edge, reason), n in snapshot.refusals.items()},
+        ("edge", "reason"),
     )
     return "\n".join(text.lines) + "\n"
 

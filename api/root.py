@@ -54,6 +54,7 @@ from engine.lifecycle import StopSignal
 from engine.logs import mask_secret
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.pricing import DEFAULT_PRICES, Prices, PriceTableError, prices_from_toml
+from engine.refusals import Refusals
 from engine.simulator.model import SimulatedModel
 from engine.stream_tokens import TOKEN_LIFETIME_S
 from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
@@ -100,6 +101,7 @@ class Engine:
     drain: Drain  # Engine.drain.begin(): what a first SIGTERM does
     mailboxes: dict[str, Mailbox[Any]]  # by name, as /stats lists them
     app: App
+    refusals: Refusals  # what the edges turned away, by edge and reason
 
 
 @asynccontextmanager
@@ -156,7 +158,10 @@ async def _run_tree(
     on_ready: Callable[[Engine], None] | None,
 ) -> None:
     admission = Admission()
-    tree = _build_tree(settings, dsn, load_prices(settings), admission, on_stopping=watchdog.arm)
+    refusals = Refusals()  # every edge counts what it turns away here, for /metrics
+    tree = _build_tree(
+        settings, dsn, load_prices(settings), admission, refusals, on_stopping=watchdog.arm
+    )
     supervisor, calls, api, model, media, early, mailboxes = tree
     drain = Drain(
         admission,
@@ -178,6 +183,7 @@ async def _run_tree(
             drain,
             {box.name: box for box in mailboxes},
             api.app,
+            refusals,
         )
         drains.append(drain)  # from now on a first signal drains
         task_status.started(engine)
@@ -307,6 +313,7 @@ def _build_tree(
     dsn: str,
     prices: Prices,
     admission: Admission,
+    refusals: Refusals,
     *,
     on_stopping: Callable[[], None],
 ) -> tuple[
@@ -388,6 +395,7 @@ def _build_tree(
             queries=queries,
             openai="configured" if settings.openai_api_key else "simulated",
             worker=settings.worker_index,
+            refusals=refusals,
             twilio="configured"
             if settings.twilio_account_sid and settings.twilio_auth_token
             else "not_configured",
