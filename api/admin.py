@@ -27,10 +27,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import trio
 
+from actors.routing import refresh_routing
 from actors.store import admin as ops
 from actors.store.queries import StoreUnavailable, ask_store
 from api.asgi import Request, Response, error
+from engine.key_limits import KeyLimits
 from engine.projects import (
     FieldError,
     ValidationFailed,
@@ -38,21 +41,41 @@ from engine.projects import (
     parse_phone_number,
     parse_project,
 )
+from engine.refusals import Refusals
 
 if TYPE_CHECKING:
     from actors.store.db import Connection
     from actors.store.queries import StoreQuery
     from engine.config import Secret
     from engine.mailbox import Outbox
+    from engine.messages import RefreshRouting
 
 ADMIN_QUERY_TIMEOUT_S = 10.0
+ROUTING_REFRESH_TIMEOUT_S = 3.0
+LANE_QUEUE_TIMEOUT_S = 1.0  # a request that cannot even queue on the read lane: 503
+# Operators and their scripts: generous, but a runaway loop cannot fill the read lane.
+ADMIN_CONCURRENCY = 8
+ADMIN_RATE_PER_S = 50.0
+ADMIN_BURST = 200
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 
 class AdminApi:
-    def __init__(self, queries: Outbox[StoreQuery], admin_token: Secret | None) -> None:
-        self._queries = queries
+    def __init__(
+        self,
+        queries: Outbox[StoreQuery],
+        admin_token: Secret | None,
+        *,
+        routing: Outbox[RefreshRouting] | None = None,
+        refusals: Refusals | None = None,
+    ) -> None:
+        self._queries = queries  # the store's read lane, apart from call setup
+        self._routing = routing
+        self._refusals = refusals or Refusals()
+        self._limits = KeyLimits(
+            concurrency=ADMIN_CONCURRENCY, rate_per_s=ADMIN_RATE_PER_S, burst=ADMIN_BURST
+        )
         # Without a token (it is generated for local use, required otherwise) nobody gets in.
         self._token = admin_token.reveal().encode() if admin_token else None
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
@@ -84,6 +107,7 @@ class AdminApi:
 
     async def handle(self, request: Request) -> Response:
         if not self.authorized(request):
+            self._refusals.refuse("admin", "bad_token")
             return Response(
                 401,
                 {"error": "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)"},
@@ -103,8 +127,16 @@ class AdminApi:
         return error(404, f"no route for {request.path}")
 
     async def _run(self, handler: Handler, request: Request, params: dict[str, str]) -> Response:
+        refused = self._limits.begin("admin", trio.current_time())
+        if refused is not None:
+            self._refusals.refuse("admin", f"key_{refused.reason}")
+            return Response(
+                429,
+                {"error": f"too many admin requests at once ({refused.reason})"},
+                [(b"retry-after", str(refused.retry_after_s).encode())],
+            )
         try:
-            return await handler(request, params)
+            response = await handler(request, params)
         except ValidationFailed as exc:
             fields = [{"field": e.field, "message": e.message} for e in exc.errors]
             return error(422, "validation failed", fields=fields)
@@ -114,9 +146,21 @@ class AdminApi:
             return error(409, str(exc))
         except StoreUnavailable as exc:
             return error(503, f"database unavailable: {exc}; try again")
+        finally:
+            self._limits.end("admin")
+        if request.method != "GET" and self._routing is not None:
+            # The write is in PostgreSQL; calls here route by it once this returns (other
+            # instances reload on the notification, within about a second).
+            await refresh_routing(self._routing, timeout_s=ROUTING_REFRESH_TIMEOUT_S)
+        return response
 
     async def _ask(self, work: Callable[[Connection], Awaitable[Any]]) -> Any:
-        return await ask_store(self._queries, work, timeout_s=ADMIN_QUERY_TIMEOUT_S)
+        return await ask_store(
+            self._queries,
+            work,
+            timeout_s=ADMIN_QUERY_TIMEOUT_S,
+            queue_timeout_s=LANE_QUEUE_TIMEOUT_S,
+        )
 
     async def _create(self, request: Request, params: dict[str, str]) -> Response:
         project = parse_project(decode_json_object(request.body))

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from actors.store import analytics
-from actors.store.admin import NotFound, project_for_key
-from actors.store.queries import StoreUnavailable, ask_store
+from actors.store.queries import StoreBusy, StoreUnavailable, ask_store
 from api.asgi import Response, error
 from engine.analytics_params import (
     Cursor,
@@ -32,15 +33,19 @@ from engine.analytics_params import (
     limit,
     window,
 )
+from engine.key_limits import KeyLimits
+from engine.refusals import Refusals
+from engine.routing import hash_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from actors.store.db import Connection
     from actors.store.queries import StoreQuery
     from api.asgi import Request
     from engine.config import Secret
     from engine.mailbox import Outbox
+    from engine.routing import RoutingSnapshot
 
 ANALYTICS_TIMEOUT_S = 10.0
 _ROUTE = re.compile(r"/analytics/project/(?P<id>[^/]+)(?P<view>/recent|/statistics)?")
@@ -51,12 +56,13 @@ ROUTES = {
 }
 
 
-class Forbidden(Exception):
-    pass
-
-
-class Unauthorized(Exception):
-    pass
+# Per key: the dashboard reads three routes at once; a script polling faster than a
+# few times a second is turned away with 429 and Retry-After.
+KEY_CONCURRENCY = 4
+KEY_RATE_PER_S = 5.0
+KEY_BURST = 20
+# A read that cannot even queue on the read lane is answered 503 at once.
+LANE_QUEUE_TIMEOUT_S = 0.5
 
 
 class AnalyticsApi:
@@ -65,13 +71,20 @@ class AnalyticsApi:
         queries: Outbox[StoreQuery],
         admin_token: Secret | None,
         *,
+        routes: Callable[[], RoutingSnapshot],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         comparison_rate_per_min_usd: float | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
-        self._queries = queries
+        self._queries = queries  # the store's read lane, apart from call setup
+        self._routes = routes  # keys and projects from memory: a stranger costs no query
         self._comparison = comparison_rate_per_min_usd
         self._admin_token = admin_token.reveal().encode() if admin_token else None
         self._now = now
+        self._refusals = refusals or Refusals()
+        self._limits = KeyLimits(
+            concurrency=KEY_CONCURRENCY, rate_per_s=KEY_RATE_PER_S, burst=KEY_BURST
+        )
 
     async def handle(self, request: Request) -> Response:
         found = _ROUTE.fullmatch(request.path)
@@ -84,62 +97,83 @@ class AnalyticsApi:
             )  # fmt: skip
         token = request.bearer_token()
         if token is None:
+            self._refusals.refuse("analytics", "no_key")
             return _unauthorized("missing API key (Authorization: Bearer <key>)")
-        admin = self._admin_token is not None and hmac.compare_digest(
-            token.encode(), self._admin_token
-        )
-        params = {key: values[-1] for key, values in request.query.items() if values[-1]}
-        work = partial(
-            self._read,
-            project_id=found["id"],
-            view=found["view"] or "",
-            params=params,
-            key=None if admin else token,
-            now=self._now(),
-            comparison=self._comparison,
-        )
+        project_id, snapshot = found["id"], self._routes()
+        if self._admin_token is not None and hmac.compare_digest(token.encode(), self._admin_token):
+            key = "admin"
+            if project_id not in snapshot.projects:
+                return error(404, f"no project {project_id!r}")
+        else:
+            key = hash_key(token)
+            readable = snapshot.key_projects.get(key)
+            if readable is None:
+                self._refusals.refuse("analytics", "unknown_key")
+                return _unauthorized("unknown or revoked API key")
+            if readable != project_id:
+                self._refusals.refuse("analytics", "other_project")
+                return error(403, "this API key reads another project")
+        params = {name: values[-1] for name, values in request.query.items() if values[-1]}
         try:
-            body = await ask_store(self._queries, work, timeout_s=ANALYTICS_TIMEOUT_S)
-        except Unauthorized as exc:
-            return _unauthorized(str(exc))
-        except Forbidden as exc:
-            return error(403, str(exc))
-        except NotFound as exc:
-            return error(404, str(exc))
+            work = self._work(found["view"] or "", project_id, snapshot, params)
         except InvalidParameter as exc:
             return error(400, str(exc), field=exc.field)
+        refused = self._limits.begin(key, trio.current_time())
+        if refused is not None:
+            self._refusals.refuse("analytics", f"key_{refused.reason}")
+            return _retry_later(
+                429, f"too many requests for this key ({refused.reason})", refused.retry_after_s
+            )
+        try:
+            body = await ask_store(
+                self._queries,
+                work,
+                timeout_s=ANALYTICS_TIMEOUT_S,
+                queue_timeout_s=LANE_QUEUE_TIMEOUT_S,
+            )
+        except InvalidParameter as exc:
+            return error(400, str(exc), field=exc.field)
+        except StoreBusy:
+            self._refusals.refuse("analytics", "lane_full")
+            return _retry_later(503, "too many analytics reads are waiting; try again", 1)
         except StoreUnavailable as exc:
             return error(503, f"database unavailable: {exc}; try again")
+        finally:
+            self._limits.end(key)
         return Response(200, body)
 
-    @staticmethod
-    async def _read(
-        connection: Connection,
-        *,
-        project_id: str,
-        view: str,
-        params: dict[str, str],
-        key: str | None,
-        now: datetime,
-        comparison: float | None,
-    ) -> dict[str, Any]:
-        if key is not None:
-            readable = await project_for_key(connection, key)
-            if readable is None:
-                raise Unauthorized("unknown or revoked API key")
-            if readable != project_id:
-                raise Forbidden("this API key reads another project")
-        timezone = await analytics.project_timezone(connection, project_id)
+    def _work(
+        self, view: str, project_id: str, snapshot: RoutingSnapshot, params: dict[str, str]
+    ) -> Callable[[Connection], Awaitable[dict[str, Any]]]:
+        """The query for one view, its parameters checked first (``InvalidParameter``):
+        nothing malformed or unbounded reaches SQL."""
+        timezone = snapshot.projects[project_id].timezone
         if view == "/recent":
-            cursor = decode_cursor(params.get("cursor"))
-            calls, following = await analytics.recent(connection, project_id, limit(params), cursor)
-            next_cursor = encode_cursor(Cursor(*following)) if following else None
-            return {"projectId": project_id, "calls": calls, "nextCursor": next_cursor}
+            count, cursor = limit(params), decode_cursor(params.get("cursor"))
+            return partial(_recent, project_id=project_id, count=count, cursor=cursor)
         if view == "/statistics":
-            days = window(params, timezone, now, names=("start", "end"), dates_only=True)
-            return await analytics.daily(connection, project_id, days)
-        days = window(params, timezone, now)
-        return await analytics.summary(connection, project_id, days, comparison)
+            days = window(params, timezone, self._now(), names=("start", "end"), dates_only=True)
+            return partial(analytics.daily, project_id=project_id, window=days)
+        days = window(params, timezone, self._now())
+        comparison = self._comparison
+        return partial(
+            analytics.summary,
+            project_id=project_id,
+            window=days,
+            comparison_rate_per_min_usd=comparison,
+        )
+
+
+async def _recent(
+    connection: Connection, *, project_id: str, count: int, cursor: Cursor | None
+) -> dict[str, Any]:
+    calls, following = await analytics.recent(connection, project_id, count, cursor)
+    next_cursor = encode_cursor(Cursor(*following)) if following else None
+    return {"projectId": project_id, "calls": calls, "nextCursor": next_cursor}
+
+
+def _retry_later(status: int, message: str, retry_after_s: int) -> Response:
+    return Response(status, {"error": message}, [(b"retry-after", str(retry_after_s).encode())])
 
 
 def _unauthorized(message: str) -> Response:

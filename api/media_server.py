@@ -20,13 +20,13 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from actors.call import CallActor, CallSetup
-from actors.store.admin import load_project
 from actors.store.queries import StoreUnavailable, ask_store
 from actors.store.routing import claim_stream
 from actors.twilio_rest import TwilioRest
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
 from engine.messages import CallUpdated, utc_now
+from engine.stream_claims import LocalClaims
 from engine.stream_tokens import InvalidStreamToken, check_token
 from engine.twilio_codec import Connected, Start, TwilioProtocolError, decode_twilio
 from engine.ws import HandshakeFailed, Rejection, WebSocket, WebSocketClosed, accept
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from engine.metric_samples import MetricsSample
     from engine.pricing import Prices
     from engine.projects import Project
+    from engine.routing import RoutingSnapshot
 
 log = logging.getLogger("afterhours.media")
 
@@ -55,7 +56,9 @@ HANDSHAKE_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 5.0
 MAX_TWILIO_MESSAGE_BYTES = 64 * 1024  # a media frame is ~400 bytes
-PROJECT_TIMEOUT_S = 3.0
+# The stream's claim in PostgreSQL: the caller waits on it before the greeting.
+CLAIM_TIMEOUT_S = 1.0
+LOCAL_CLAIMS_ONLY_S = 5.0
 
 
 class MediaServer:
@@ -65,7 +68,8 @@ class MediaServer:
         *,
         calls: DynamicGroup,
         store: Outbox[StoreWrite],
-        queries: Outbox[StoreQuery],
+        setup: Outbox[StoreQuery],
+        routes: Callable[[], RoutingSnapshot],
         alerts: Outbox[Alert],
         model: Callable[[], ModelEndpoint],
         early: Outbox[EarlyRequest] | None,
@@ -78,7 +82,10 @@ class MediaServer:
         self._settings = settings
         self._calls = calls
         self._store = store
-        self._queries = queries
+        self._setup = setup  # the store's call-setup lane
+        self._routes = routes  # the routing actor's current snapshot
+        self._local_claims = LocalClaims()
+        self._local_only_until_s = float("-inf")
         self._alerts = alerts
         self._model = model
         self._early = early
@@ -196,22 +203,36 @@ class MediaServer:
             check_token(self._stream_key, token, call_sid, project_id, time.time())
         except InvalidStreamToken as exc:
             raise StreamRefused(str(exc)) from None
-        try:
-            claim = partial(
-                claim_stream, call_sid=call_sid, stream_sid=start.streamSid, project_id=project_id
-            )
-            if not await ask_store(self._queries, claim, timeout_s=PROJECT_TIMEOUT_S):
-                raise StreamRefused("stream token already used: the call has a stream")
-            row = await ask_store(
-                self._queries,
-                partial(load_project, project_id=project_id),
-                timeout_s=PROJECT_TIMEOUT_S,
-            )
-        except StoreUnavailable as exc:
-            raise StreamRefused(f"project unavailable: {exc}") from None
-        if row is None:
+        project = self._routes().projects.get(project_id)
+        if project is None:
             raise StreamRefused(f"no project {project_id!r}")
-        return row
+        if not self._local_claims.claim(call_sid, trio.current_time()):
+            raise StreamRefused("stream token already used: the call has a stream here")
+        if not await self._claim_everywhere(call_sid, start.streamSid, project_id):
+            raise StreamRefused("stream token already used: the call has a stream")
+        return project
+
+    async def _claim_everywhere(self, call_sid: str, stream_sid: str, project_id: str) -> bool:
+        """The single use across instances, in PostgreSQL. While the database does not
+        answer, this instance's own claim stands alone (for ``LOCAL_CLAIMS_ONLY_S``
+        before it asks again), so a caller is never kept waiting on it."""
+        if trio.current_time() < self._local_only_until_s:
+            return True
+        claim = partial(
+            claim_stream, call_sid=call_sid, stream_sid=stream_sid, project_id=project_id
+        )
+        try:
+            claimed: bool = await ask_store(self._setup, claim, timeout_s=CLAIM_TIMEOUT_S)
+        except StoreUnavailable as exc:
+            self._local_only_until_s = trio.current_time() + LOCAL_CLAIMS_ONLY_S
+            log.warning(
+                "call %s: stream claimed on this instance only (%s); claims stay local for %g s",
+                call_sid,
+                exc,
+                LOCAL_CLAIMS_ONLY_S,
+            )
+            return True
+        return claimed
 
 
 class StreamRefused(Exception):

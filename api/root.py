@@ -8,6 +8,7 @@ Tree (started top to bottom, stopped bottom to top):
 
     afterhours (one_for_one, 3 restarts in 60 s, then the process exits non-zero)
     +-- store     permanent   owns Postgres; drains its inbox on stop
+    +-- routing   permanent   the routing snapshot calls are answered from
     +-- metrics   permanent
     +-- alerts    permanent
     +-- early     permanent   model sessions opened at webhook time
@@ -34,6 +35,7 @@ from actors.call import STOP_BUDGET_S
 from actors.early_sessions import EarlyRequest, EarlySessions
 from actors.metrics import ErrorRateRule, MetricsAggregator, MetricsSample
 from actors.model_link import ModelEndpoint
+from actors.routing import RoutingActor
 from actors.store.actor import StoreActor
 from api.admin import AdminApi
 from api.analytics import AnalyticsApi
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
     from engine.config import Settings
     from engine.events import SupervisorEvent
     from engine.mailbox import Outbox
-    from engine.messages import Alert, StoreWrite
+    from engine.messages import Alert, RefreshRouting, StoreWrite
 
 log = logging.getLogger("afterhours")
 
@@ -81,9 +83,9 @@ CALLS_SHUTDOWN_S = STOP_BUDGET_S
 def shutdown_deadline_s(settings: Settings) -> float:
     """The longest an orderly stop can take when every budget is spent in full: the
     drain, then every child's shutdown budget and kill grace, then the database."""
-    budgets_s = STORE_SHUTDOWN_S + 5 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
+    budgets_s = STORE_SHUTDOWN_S + 6 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
     calls_s = settings.drain_timeout_s + CALLS_SHUTDOWN_S + 2 * KILL_GRACE_S
-    return budgets_s + calls_s + 8 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
+    return budgets_s + calls_s + 9 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +332,11 @@ def _build_tree(
         if alert is not None:
             alerts_inbox.send_nowait(alert)
 
+    # Two query lanes (bulkheads): call setup never queues behind analytics or admin.
     queries: Mailbox[StoreQuery] = Mailbox("store-queries", 64, OverflowPolicy.BLOCK)
+    setup_queries: Mailbox[StoreQuery] = Mailbox("store-setup", 64, OverflowPolicy.BLOCK)
+    # BLOCK, but the listener only ever uses send_nowait: one waiting reload is enough.
+    routing_inbox: Mailbox[RefreshRouting] = Mailbox("routing", 16, OverflowPolicy.BLOCK)
     store = StoreActor(
         dsn,
         store_inbox,
@@ -339,7 +345,9 @@ def _build_tree(
         / ("spool" if settings.worker_index is None else f"spool/worker-{settings.worker_index}"),
         alerts=alerts_inbox,
         queries=queries,
+        setup_queries=setup_queries,
     )
+    routing = RoutingActor(dsn, routing_inbox, setup_queries)
     metrics = MetricsAggregator(
         metrics_inbox,
         alerts=alerts_inbox,
@@ -371,7 +379,8 @@ def _build_tree(
         settings,
         calls=calls,
         store=store_inbox,
-        queries=queries,
+        setup=setup_queries,
+        routes=routing.snapshot,
         alerts=alerts_inbox,
         model=model.endpoint,
         early=early_inbox,
@@ -379,7 +388,8 @@ def _build_tree(
         metrics=metrics_inbox,
     )
     # Every bounded mailbox, for /metrics and /stats.
-    mailboxes: list[Mailbox[Any]] = [store_inbox, queries, metrics_inbox, alerts_inbox]
+    mailboxes: list[Mailbox[Any]] = [store_inbox, queries, setup_queries, routing_inbox]
+    mailboxes += [metrics_inbox, alerts_inbox]
     mailboxes += [early_inbox, *(channel.queue for channel in alerts.channels)]
     observability = Observability(
         Sources(
@@ -392,7 +402,7 @@ def _build_tree(
             early=lambda: early.stats,
             http_requests=lambda: app.request_counts(),
             admission=admission,
-            queries=queries,
+            queries=setup_queries,  # the database as calls see it, not behind reports
             openai="configured" if settings.openai_api_key else "simulated",
             worker=settings.worker_index,
             refusals=refusals,
@@ -403,10 +413,10 @@ def _build_tree(
     )
     app = App(
         HealthView(lambda: calls.statistics().active, admission),
-        AdminApi(queries, settings.admin_token),
+        AdminApi(queries, settings.admin_token, routing=routing_inbox, refusals=refusals),
         TwilioWebhooks(
             settings,
-            queries=queries,
+            routes=routing.snapshot,
             store=store_inbox,
             alerts=alerts_inbox,
             calls_at_capacity=lambda: calls.statistics().active >= calls.statistics().max_children,
@@ -420,7 +430,9 @@ def _build_tree(
         AnalyticsApi(
             queries,
             settings.admin_token,
+            routes=routing.snapshot,
             comparison_rate_per_min_usd=settings.comparison_rate_per_min_usd,
+            refusals=refusals,
         ),
     )
     api = ApiServer(
@@ -432,6 +444,8 @@ def _build_tree(
     )
     specs = [
         ChildSpec("store", store.run, shutdown_s=STORE_SHUTDOWN_S),
+        # Started once its first snapshot is loaded: no call is answered before.
+        ChildSpec("routing", routing.run, shutdown_s=SERVICE_SHUTDOWN_S),
         ChildSpec("metrics", metrics.run, shutdown_s=SERVICE_SHUTDOWN_S),
         ChildSpec("alerts", alerts.run, shutdown_s=SERVICE_SHUTDOWN_S),
         *model.specs(),

@@ -3,7 +3,9 @@ callback (``POST /twilio/status``).
 
 Every request must carry a valid ``X-Twilio-Signature`` over the URL Twilio used
 (``PUBLIC_URL`` + path + query) and the form parameters; anything else gets 403 and an
-event_log entry, nothing more. The incoming call is routed by its ``To`` number: a number
+event_log entry, nothing more. The incoming call is routed by its ``To`` number, from the
+routing snapshot in memory (no database round trip, so a database outage or a heavy
+report does not delay it; its records spool until PostgreSQL is back): a number
 this engine answers gets ``<Connect><Stream>`` to the media stream with the project and a
 one-time stream token; an unknown number, a number another system answers, or an engine
 at capacity gets polite TwiML (dial the on-call number if the project has one) and the call
@@ -23,8 +25,6 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from actors.early_sessions import DiscardEarly, OpenEarly
-from actors.store.queries import StoreUnavailable, ask_store
-from actors.store.routing import NumberRoute, route_number
 from api.asgi import Request, Response
 from engine.admission import Admission
 from engine.config import AlertLevel
@@ -37,22 +37,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors.early_sessions import EarlyRequest
-    from actors.store.queries import StoreQuery
     from engine.config import Settings
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite
     from engine.metric_samples import MetricsSample
+    from engine.routing import NumberRoute, RoutingSnapshot
 
 log = logging.getLogger("afterhours.twilio")
 
-ROUTE_TIMEOUT_S = 3.0  # Twilio waits 15 s for TwiML; we answer well before
 RECORD_SEND_TIMEOUT_S = 2.0
 
 UNKNOWN_NUMBER = "We're sorry, this number is not in service. Goodbye."
 ELSEWHERE = "We're sorry, we cannot take your call on this line right now."
 AT_CAPACITY = "All of our lines are busy right now."
 DRAINING = "We're sorry, we cannot take your call right now."
-UNAVAILABLE = "We're sorry, we cannot take your call right now. Please try again shortly."
 
 # Twilio's final call statuses, as our call statuses.
 _FINAL: dict[str, Literal["completed", "missed", "failed"]] = {
@@ -83,7 +81,7 @@ class TwilioWebhooks:
         self,
         settings: Settings,
         *,
-        queries: Outbox[StoreQuery],
+        routes: Callable[[], RoutingSnapshot],
         store: Outbox[StoreWrite],
         alerts: Outbox[Alert],
         calls_at_capacity: Callable[[], bool],
@@ -96,7 +94,7 @@ class TwilioWebhooks:
         self._validator = RequestValidator(token.reveal()) if token else None
         self._stream_key = token.reveal().encode() if token else b""
         self._public_url = settings.public_url
-        self._queries = queries
+        self._routes = routes  # the routing actor's current snapshot
         self._store = store
         self._alerts = alerts
         self._at_capacity = calls_at_capacity
@@ -146,13 +144,8 @@ class TwilioWebhooks:
 
     async def _incoming_call(self, params: FormParams) -> Response:
         call_sid, to_number = params.get("CallSid", ""), params.get("To", "")
-        try:
-            route = await ask_store(
-                self._queries, lambda c: route_number(c, to_number), timeout_s=ROUTE_TIMEOUT_S
-            )
-        except StoreUnavailable:
-            await self._record_missed(params, None, "database_unavailable")
-            return _twiml(turn_away(UNAVAILABLE, None))
+        # From memory: answering never waits on PostgreSQL (it may be away, or busy).
+        route = self._routes().route(to_number)
         if route is None:
             await self._record_missed(params, None, "unknown_number")
             return _twiml(turn_away(UNKNOWN_NUMBER, None))

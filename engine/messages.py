@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 if TYPE_CHECKING:
+    import trio
+
     from engine.config import AlertLevel
 
 
@@ -126,3 +128,12 @@ class FunctionCallRecorded(msgspec.Struct, frozen=True, tag="function_call", tag
 
 
 StoreWrite = EventLogWritten | CallUpdated | FunctionCallRecorded
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRouting:
+    """Reload the routing snapshot now (a table changed). ``reply`` gets the version
+    loaded, for a writer that must read its own write (the admin API); a notification
+    from PostgreSQL carries none."""
+
+    reply: trio.MemorySendChannel[int] | None = None

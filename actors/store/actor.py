@@ -62,14 +62,25 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncp
 CONNECT_FAILURES: tuple[type[BaseException], ...] = (StartupError, *UNAVAILABLE_ERRORS)
 
 WRITE_TIMEOUT_S = 5.0
-QUERY_TIMEOUT_S = 10.0
-# Below the pool's 8 connections, so admin queries (which may wait on a row lock) can
-# never take the connection the write batches need.
-QUERY_CONCURRENCY = 2
-# Server-side bounds for admin queries, under the asker's 10 s: a query the asker gave up
-# on does not go on to commit later.
-QUERY_STATEMENT_TIMEOUT_MS = 8000
-QUERY_LOCK_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """How one query lane is served: how many of its queries run at once, and the
+    bounds each gets. Server-side bounds sit under the askers' own timeouts, so a query
+    the asker gave up on does not go on to commit later."""
+
+    concurrency: int
+    timeout_s: float
+    statement_timeout_ms: int
+    lock_timeout_ms: int
+
+
+# Bulkheads: call setup (stream claims, routing loads) and analytics/admin reads each
+# have their own lane and connections, so a heavy report never delays a caller. Both
+# together stay below the pool's 8 connections, leaving the write batches theirs.
+SETUP_LANE = Lane(concurrency=2, timeout_s=5.0, statement_timeout_ms=3000, lock_timeout_ms=1000)
+READ_LANE = Lane(concurrency=2, timeout_s=10.0, statement_timeout_ms=8000, lock_timeout_ms=5000)
 # While the spool holds records, how often to try Postgres again (doubling up to the max).
 REPLAY_RETRY_S = 0.5
 REPLAY_RETRY_MAX_S = 10.0
@@ -96,6 +107,7 @@ class StoreActor:
         spool_dir: Path,
         alerts: Outbox[Alert] | None = None,
         queries: Mailbox[StoreQuery] | None = None,
+        setup_queries: Mailbox[StoreQuery] | None = None,
         connect_timeout_s: float = 10.0,
         batch_max: int = 500,
         batch_delay_s: float = 0.1,
@@ -104,7 +116,11 @@ class StoreActor:
         self._inbox = inbox
         self._spool_dir = spool_dir
         self._alerts = alerts
-        self._queries = queries
+        self._lanes = [
+            (box, lane)
+            for box, lane in ((queries, READ_LANE), (setup_queries, SETUP_LANE))
+            if box is not None
+        ]
         self._connect_timeout_s = connect_timeout_s
         self._batch_max = batch_max
         self._batch_delay_s = batch_delay_s
@@ -131,8 +147,8 @@ class StoreActor:
                 if spool.pending:
                     log.warning("spool holds %d records from before: replaying", spool.pending)
                 async with trio.open_nursery() as nursery:
-                    if self._queries is not None:
-                        nursery.start_soon(self._serve_queries, db, self._queries, stop)
+                    for queries, lane in self._lanes:
+                        nursery.start_soon(self._serve_queries, db, queries, lane, stop)
                     await self._serve(db, spool, stop)
                     nursery.cancel_scope.cancel()
         finally:
@@ -308,19 +324,22 @@ class StoreActor:
         return True
 
     async def _serve_queries(
-        self, db: Database, queries: Mailbox[StoreQuery], stop: StopSignal
+        self, db: Database, queries: Mailbox[StoreQuery], lane: Lane, stop: StopSignal
     ) -> None:
-        """Answer admin queries, a few at a time, beside the write batches."""
-        limiter = trio.CapacityLimiter(QUERY_CONCURRENCY)
+        """Answer one lane's queries, a few at a time, beside the write batches."""
+        limiter = trio.CapacityLimiter(lane.concurrency)
         async with trio.open_nursery() as nursery:
             while (query := await queries.receive_until(stop)) is not None:
                 await limiter.acquire_on_behalf_of(query)
-                nursery.start_soon(self._answer, db, query, limiter)
+                nursery.start_soon(self._answer, db, query, lane, limiter)
 
-    async def _answer(self, db: Database, query: StoreQuery, limiter: trio.CapacityLimiter) -> None:
+    async def _answer(
+        self, db: Database, query: StoreQuery, lane: Lane, limiter: trio.CapacityLimiter
+    ) -> None:
         try:
+            work = partial(_bounded, query.work, lane)
             result: outcome.Outcome[object] = outcome.Value(
-                await db.transaction(partial(_bounded, query.work), timeout_s=QUERY_TIMEOUT_S)
+                await db.transaction(work, timeout_s=lane.timeout_s)
             )
         except INVALID_RECORD_ERRORS as exc:
             # Input that passed validation but not PostgreSQL (a NUL byte, say): the
@@ -364,12 +383,12 @@ class StoreActor:
 
 
 async def _bounded(
-    work: Callable[[Connection], Awaitable[object]], connection: Connection
+    work: Callable[[Connection], Awaitable[object]], lane: Lane, connection: Connection
 ) -> object:
-    """Run an admin query with server-side statement and lock timeouts (this transaction
-    only: ``SET LOCAL``)."""
+    """Run a query with its lane's server-side statement and lock timeouts (this
+    transaction only: ``SET LOCAL``)."""
     await connection.execute(
-        f"SET LOCAL statement_timeout = {QUERY_STATEMENT_TIMEOUT_MS}; "
-        f"SET LOCAL lock_timeout = {QUERY_LOCK_TIMEOUT_MS}"
+        f"SET LOCAL statement_timeout = {lane.statement_timeout_ms}; "
+        f"SET LOCAL lock_timeout = {lane.lock_timeout_ms}"
     )
     return await work(connection)

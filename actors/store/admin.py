@@ -12,7 +12,6 @@ is 30+ random bytes, so a fast hash is enough, and the plain key is shown once.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import msgspec
 
 from engine.errors import EngineError
 from engine.projects import FieldError, Project, ValidationFailed, patch_project
+from engine.routing import hash_key
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -52,17 +52,13 @@ class CreatedKey(msgspec.Struct, frozen=True):
     key: str  # shown once, never stored
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
 def _project_values(project: Project) -> list[Any]:
     values = [getattr(project, column) for column in _PROJECT_COLUMNS]
     values[_PROJECT_COLUMNS.index("tools")] = _json.encode(project.tools).decode()
     return values
 
 
-def _project_from_row(row: asyncpg.Record) -> Project:
+def project_from_row(row: asyncpg.Record) -> Project:
     data = {column: row[column] for column in _PROJECT_COLUMNS}
     data["tools"] = msgspec.json.decode(row["tools"]) if row["tools"] else []
     return msgspec.convert(data, Project)
@@ -84,13 +80,13 @@ async def get_project(connection: Connection, project_id: str) -> dict[str, Any]
     row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
     if row is None:
         raise NotFound(f"no project {project_id!r}")
-    return await _view(connection, _project_from_row(row))
+    return await _view(connection, project_from_row(row))
 
 
 async def load_project(connection: Connection, project_id: str) -> Project | None:
     """The project itself (with its secret), for the engine's own use, never for output."""
     row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
-    return None if row is None else _project_from_row(row)
+    return None if row is None else project_from_row(row)
 
 
 _CALL_COLUMNS = (
@@ -119,7 +115,7 @@ async def get_call(connection: Connection, call_sid: str) -> dict[str, Any]:
 
 async def list_projects(connection: Connection) -> list[dict[str, Any]]:
     rows = await connection.fetch("SELECT * FROM projects ORDER BY id")
-    return [await _view(connection, _project_from_row(row)) for row in rows]
+    return [await _view(connection, project_from_row(row)) for row in rows]
 
 
 async def create_project(connection: Connection, project: Project) -> dict[str, Any]:
@@ -152,7 +148,7 @@ async def put_project(
         *_project_values(project),
     )
     assert row is not None  # an upsert always returns its row
-    return await _view(connection, _project_from_row(row)), bool(row["created"])
+    return await _view(connection, project_from_row(row)), bool(row["created"])
 
 
 async def patch_project_row(
@@ -161,7 +157,7 @@ async def patch_project_row(
     row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1 FOR UPDATE", project_id)
     if row is None:
         raise NotFound(f"no project {project_id!r}")
-    patched = patch_project(_project_from_row(row), changes)
+    patched = patch_project(project_from_row(row), changes)
     view, _ = await put_project(connection, patched)
     return view
 

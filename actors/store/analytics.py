@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from actors.store.admin import NotFound
-
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -83,15 +81,6 @@ WHERE project_id = $1 AND started_at IS NOT NULL
 ORDER BY started_at DESC, call_sid DESC
 LIMIT $4
 """
-
-
-async def project_timezone(connection: Connection, project_id: str) -> str:
-    timezone: str | None = await connection.fetchval(
-        "SELECT timezone FROM projects WHERE id = $1", project_id
-    )
-    if timezone is None:
-        raise NotFound(f"no project {project_id!r}")
-    return timezone
 
 
 async def summary(

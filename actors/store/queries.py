@@ -30,6 +30,10 @@ class StoreUnavailable(EngineError):
     """The database did not answer in time (or is away); try again later."""
 
 
+class StoreBusy(StoreUnavailable):
+    """The lane's queue stayed full: too much work is waiting already; try again later."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoreQuery:
     work: Callable[[Connection], Awaitable[Any]]
@@ -37,13 +41,24 @@ class StoreQuery:
 
 
 async def ask_store(
-    queries: Outbox[StoreQuery], work: Callable[[Connection], Awaitable[T]], *, timeout_s: float
+    queries: Outbox[StoreQuery],
+    work: Callable[[Connection], Awaitable[T]],
+    *,
+    timeout_s: float,
+    queue_timeout_s: float | None = None,
 ) -> T:
-    """Run ``work`` in one transaction in the store; its result, or its exception."""
+    """Run ``work`` in one transaction in the store; its result, or its exception. With
+    ``queue_timeout_s``, waiting for room in the lane's queue is bounded separately
+    (``StoreBusy``): a request that cannot even queue is answered at once."""
     reply_send, reply_receive = trio.open_memory_channel[outcome.Outcome[Any]](1)
+    queued = False
     try:
         with trio.fail_after(timeout_s):
-            await queries.send(StoreQuery(work, reply_send))
+            with trio.move_on_after(timeout_s if queue_timeout_s is None else queue_timeout_s):
+                await queries.send(StoreQuery(work, reply_send))
+                queued = True
+            if not queued:
+                raise StoreBusy("too many database reads are waiting")
             with reply_receive:
                 answer = await reply_receive.receive()
     except trio.TooSlowError:

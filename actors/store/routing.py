@@ -1,20 +1,15 @@
-"""Which project answers a number: the voice webhook's one query, through the query lane."""
+"""The routing tables as call setup needs them: the snapshot's loader, its version, and
+the stream token's single use."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import msgspec
+from actors.store.admin import project_from_row
+from engine.routing import NumberRoute, RoutingSnapshot
 
 if TYPE_CHECKING:
     from actors.store.db import Connection
-
-
-class NumberRoute(msgspec.Struct, frozen=True):
-    number: str
-    project_id: str
-    system: str  # "openai": answered here; "vapi": answered by another system
-    on_call_number: str | None
 
 
 async def claim_stream(
@@ -35,12 +30,31 @@ async def claim_stream(
     return claimed is not None
 
 
-async def route_number(connection: Connection, number: str) -> NumberRoute | None:
-    row = await connection.fetchrow(
-        "SELECT n.number, n.project_id, n.system, p.on_call_number "
-        "FROM phone_numbers n JOIN projects p ON p.id = n.project_id WHERE n.number = $1",
-        number,
+async def routing_version(connection: Connection) -> int:
+    """The routing tables' version: bumped by a trigger on every change (migration 0005)."""
+    version: int = await connection.fetchval("SELECT version FROM routing_version")
+    return version
+
+
+async def load_snapshot(connection: Connection) -> RoutingSnapshot:
+    """Every project, number and live key hash, with the version read first: a change
+    committed while this reads bumps the version again, so it is loaded next time."""
+    version = await routing_version(connection)
+    projects = {
+        row["id"]: project_from_row(row) for row in await connection.fetch("SELECT * FROM projects")
+    }
+    numbers = {
+        row["number"]: NumberRoute(
+            row["number"],
+            row["project_id"],
+            row["system"],
+            projects[row["project_id"]].on_call_number,
+        )
+        for row in await connection.fetch("SELECT number, project_id, system FROM phone_numbers")
+        if row["project_id"] in projects
+    }
+    keys = await connection.fetch(
+        "SELECT key_hash, project_id FROM api_keys WHERE revoked_at IS NULL"
     )
-    if row is None:
-        return None
-    return NumberRoute(row["number"], row["project_id"], row["system"], row["on_call_number"])
+    key_projects = {row["key_hash"]: row["project_id"] for row in keys}
+    return RoutingSnapshot.of(version, numbers, projects, key_projects)
