@@ -10,6 +10,7 @@ Tree (started top to bottom, stopped bottom to top):
     +-- store     permanent   owns Postgres; drains its inbox on stop
     +-- routing   permanent   the routing snapshot calls are answered from
     +-- metrics   permanent
+    +-- load      permanent   CPU and event-loop lag, for admission by load
     +-- alerts    permanent
     +-- early     permanent   model sessions opened at webhook time
     +-- media     permanent   the Twilio media stream listener
@@ -33,6 +34,7 @@ from actors.alert_channels import Channel, email_channel, webhook_channel
 from actors.alerts import AlertActor, alert_for
 from actors.call import STOP_BUDGET_S
 from actors.early_sessions import EarlyRequest, EarlySessions
+from actors.load import LoadMonitor
 from actors.metrics import ErrorRateRule, MetricsAggregator, MetricsSample
 from actors.model_link import ModelEndpoint
 from actors.routing import RoutingActor
@@ -83,9 +85,9 @@ CALLS_SHUTDOWN_S = STOP_BUDGET_S
 def shutdown_deadline_s(settings: Settings) -> float:
     """The longest an orderly stop can take when every budget is spent in full: the
     drain, then every child's shutdown budget and kill grace, then the database."""
-    budgets_s = STORE_SHUTDOWN_S + 6 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
+    budgets_s = STORE_SHUTDOWN_S + 7 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
     calls_s = settings.drain_timeout_s + CALLS_SHUTDOWN_S + 2 * KILL_GRACE_S
-    return budgets_s + calls_s + 9 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
+    return budgets_s + calls_s + 10 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +350,11 @@ def _build_tree(
         setup_queries=setup_queries,
     )
     routing = RoutingActor(dsn, routing_inbox, setup_queries)
+    load = LoadMonitor(
+        max_cpu=settings.admit_max_cpu,
+        max_loop_lag_s=settings.admit_max_loop_lag_s,
+        admission=admission,
+    )
     metrics = MetricsAggregator(
         metrics_inbox,
         alerts=alerts_inbox,
@@ -447,6 +454,7 @@ def _build_tree(
         # Started once its first snapshot is loaded: no call is answered before.
         ChildSpec("routing", routing.run, shutdown_s=SERVICE_SHUTDOWN_S),
         ChildSpec("metrics", metrics.run, shutdown_s=SERVICE_SHUTDOWN_S),
+        ChildSpec("load", load.run, shutdown_s=SERVICE_SHUTDOWN_S),
         ChildSpec("alerts", alerts.run, shutdown_s=SERVICE_SHUTDOWN_S),
         *model.specs(),
         ChildSpec("early", early.run, shutdown_s=SERVICE_SHUTDOWN_S),

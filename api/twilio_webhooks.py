@@ -158,6 +158,9 @@ class TwilioWebhooks:
         if self._at_capacity():
             await self._record_missed(params, route, "engine_at_capacity")
             return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
+        if self._admission.overloaded:  # near saturation: the calls let in come first
+            await self._record_missed(params, route, "engine_overloaded")
+            return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
         await self._record(
             CallUpdated(
                 call_sid,

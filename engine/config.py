@@ -128,6 +128,11 @@ class Settings:
     # `serve --workers N` sets WORKERS; it gives each child its WORKER_INDEX.
     workers: int
     worker_index: int | None
+    # Admission by load: new calls are turned away politely while this process's CPU over
+    # the last second (a share of one core: the engine is one thread) or its event-loop
+    # lag is at or above these, so the calls already admitted keep their latency.
+    admit_max_cpu: float
+    admit_max_loop_lag_s: float
     # The other system's price per minute (e.g. the platform the business came from), for
     # the dashboard's cost comparison; None: not shown.
     comparison_rate_per_min_usd: float | None
@@ -237,6 +242,10 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         alert_error_rate=_parse_share("ALERT_ERROR_RATE", raw.get("ALERT_ERROR_RATE"), 0.25),
         alert_error_rate_window_s=_parse_seconds(
             "ALERT_ERROR_RATE_WINDOW_S", raw.get("ALERT_ERROR_RATE_WINDOW_S"), 300.0, (1.0, 86400.0)
+        ),
+        admit_max_cpu=_parse_share("ADMIT_MAX_CPU", raw.get("ADMIT_MAX_CPU"), 0.85),
+        admit_max_loop_lag_s=_parse_seconds(
+            "ADMIT_MAX_LOOP_LAG_S", raw.get("ADMIT_MAX_LOOP_LAG_S"), 0.03, (0.001, 10.0)
         ),
         workers=workers,
         worker_index=_parse_worker_index(raw.get("WORKER_INDEX"), workers),

@@ -4,11 +4,11 @@ and the whole engine running in the test's own Trio run."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
@@ -16,6 +16,8 @@ import trio
 
 from api.root import Engine, run_engine
 from engine.config import settings_from_mapping
+
+T = TypeVar("T")
 
 HTTP_TIMEOUT_S = 10.0
 ADMIN_TOKEN = "a" * 32
@@ -110,3 +112,14 @@ async def running_engine(
                 yield engine
             finally:
                 engine.stop.request()
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[T]], *, timeout_s: float, interval_s: float = 0.05
+) -> T:
+    """Poll ``check`` until it returns something truthy (for conditions an outside
+    process reaches: PostgreSQL's notifications, the spool's replay), under a deadline."""
+    with trio.fail_after(timeout_s):
+        while not (result := await check()):  # noqa: ASYNC110 - the point of the helper
+            await trio.sleep(interval_s)
+    return result

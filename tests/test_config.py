@@ -64,6 +64,8 @@ FULL: dict[str, str] = {
     "WORKERS": "4",
     "WORKER_INDEX": "2",
     "COMPARISON_RATE_PER_MIN_USD": "0.12",
+    "ADMIT_MAX_CPU": "0.7",
+    "ADMIT_MAX_LOOP_LAG_S": "0.05",
 }
 
 
@@ -106,6 +108,8 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         alert_error_rate_window_s=300.0,
         workers=1,
         worker_index=None,
+        admit_max_cpu=0.85,
+        admit_max_loop_lag_s=0.03,
         comparison_rate_per_min_usd=None,
     )
     assert settings.is_local
@@ -195,6 +199,8 @@ def test_settings_are_frozen() -> None:
         ("ALERT_ERROR_RATE_WINDOW_S", "60", "alert_error_rate_window_s", 60.0),
         ("WORKERS", "1", "workers", 1),
         ("COMPARISON_RATE_PER_MIN_USD", "0.09", "comparison_rate_per_min_usd", 0.09),
+        ("ADMIT_MAX_CPU", "1", "admit_max_cpu", 1.0),
+        ("ADMIT_MAX_LOOP_LAG_S", "0.1", "admit_max_loop_lag_s", 0.1),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
 )

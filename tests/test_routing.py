@@ -14,7 +14,7 @@ from actors.store.db import open_database
 from api.root import Engine
 from engine.simulator.mulaw import silence, tone
 from engine.ws import WebSocketClosed
-from tests.helpers import ADMIN_TOKEN, free_port, http_request, running_engine
+from tests.helpers import ADMIN_TOKEN, free_port, http_request, running_engine, wait_until
 from tests.test_call_e2e import hang_up, listen, open_stream, speak, start_call
 from tests.test_store_outage import Server
 from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, setup_project, twilio_post
@@ -70,12 +70,12 @@ async def test_two_instances_agree_on_a_change_made_through_either(
             token=ADMIN_TOKEN,
         )  # fmt: skip
         began_s = trio.current_time()
-        with trio.fail_after(WAIT_S):
-            while (
-                b"<Stream"
-                in (await twilio_post(first, "/twilio/voice", call(call_sid(), ANSWERED))).body
-            ):
-                await trio.sleep(0.05)
+
+        async def gone() -> bool:
+            twiml = await twilio_post(first, "/twilio/voice", call(call_sid(), ANSWERED))
+            return b"<Stream" not in twiml.body
+
+        await wait_until(gone, timeout_s=WAIT_S)
         gone_after_s = trio.current_time() - began_s
     assert removed.status == 204
     assert took_s < 2.0
@@ -141,25 +141,24 @@ async def test_a_known_number_is_answered_and_streams_while_postgres_is_down(
                         await trio.sleep(0.05)
                 await socket.aclose()
                 await server.start()
-                with trio.fail_after(WAIT_S):
-                    while (
-                        len(
-                            landed := await rows(
-                                dsn,
-                                "SELECT * FROM calls WHERE call_sid = ANY($1) AND status <> 'active'",
-                                [answered_sid, busy_sid, unknown_sid],
-                            )
-                        )
-                        < 3
-                    ):
-                        await trio.sleep(0.2)
+
+                async def all_landed() -> list[dict[str, Any]]:
+                    final = await rows(
+                        dsn,
+                        "SELECT * FROM calls WHERE call_sid = ANY($1) AND status <> 'active'",
+                        [answered_sid, busy_sid, unknown_sid],
+                    )
+                    return final if len(final) == 3 else []
+
+                landed = await wait_until(all_landed, timeout_s=WAIT_S)
             await server.stop()
     assert answered_after_s < 1.0
     assert any(e["event"] == "media" for e in greeting), "no greeting while the database was down"
     assert any(e["event"] == "media" for e in answer), "no answer while the database was down"
     assert not [e for e in replayed if e["event"] == "media"]
     assert replay_code is not None  # closed before any audio
-    assert b"<Dial" in busy.body and PROJECT["on_call_number"].encode() in busy.body
+    assert b"<Dial" in busy.body
+    assert PROJECT["on_call_number"].encode() in busy.body
     assert b"not in service" in unknown.body
     by_sid = {row["call_sid"]: row for row in landed}
     assert by_sid[answered_sid]["status"] == "completed"

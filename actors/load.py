@@ -1,0 +1,98 @@
+"""The load monitor: how busy this process is, for admission by load.
+
+Calls are admitted one at a time, but each one admitted costs every live call a little:
+on one core past saturation, frames queue and every caller hears it. So new calls are
+turned away while the process is near saturation, not only at a count. Every ``tick_s``
+this actor samples the process's CPU time and how late its own timer woke (the
+event-loop lag every task sees), and keeps the last ``window_s`` of samples. ``reading()``
+is a frozen snapshot; at every tick the verdict is also set on the root's ``Admission``,
+which the voice webhook reads synchronously before it answers a call.
+
+Hysteresis: once over a limit, admission resumes only when CPU and lag are back under
+``RESUME_SHARE`` of their limits, so the engine does not flap at the edge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import trio
+
+if TYPE_CHECKING:
+    from engine.admission import Admission
+    from engine.lifecycle import StopSignal
+
+TICK_S = 0.1
+WINDOW_S = 1.0
+RESUME_SHARE = 0.9
+
+Overload = Literal["cpu", "loop_lag"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReading:
+    cpu_share: float  # of one core, over the window
+    loop_lag_s: float  # the worst timer lateness in the window
+    overloaded: Overload | None  # why new calls are turned away now, if they are
+
+
+IDLE = LoadReading(0.0, 0.0, None)
+
+
+class LoadMonitor:
+    def __init__(
+        self,
+        *,
+        max_cpu: float,
+        max_loop_lag_s: float,
+        tick_s: float = TICK_S,
+        window_s: float = WINDOW_S,
+        admission: Admission | None = None,
+    ) -> None:
+        self._max_cpu = max_cpu
+        self._max_loop_lag_s = max_loop_lag_s
+        self._tick_s = tick_s
+        self._samples: deque[tuple[float, float, float]] = deque(
+            maxlen=max(2, round(window_s / tick_s) + 1)
+        )  # (trio time, process CPU seconds, lag seconds)
+        self._reading = IDLE
+        self._admission = admission  # told at every tick whether to turn new calls away
+
+    def reading(self) -> LoadReading:
+        return self._reading
+
+    async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        self._reading = IDLE
+        self._samples.clear()
+        while not stop.requested:
+            due_s = trio.current_time() + self._tick_s
+            await trio.sleep_until(due_s)
+            self.sample(trio.current_time(), time.process_time(), trio.current_time() - due_s)
+
+    def sample(self, now_s: float, cpu_s: float, lag_s: float) -> LoadReading:
+        """Fold one sample in (the actor's tick; tests call it with their own numbers)."""
+        self._samples.append((now_s, cpu_s, max(0.0, lag_s)))
+        first_s, first_cpu_s, _ = self._samples[0]
+        elapsed_s = now_s - first_s
+        cpu_share = (cpu_s - first_cpu_s) / elapsed_s if elapsed_s > 0 else 0.0
+        loop_lag_s = max(lag for _, _, lag in self._samples)
+        self._reading = LoadReading(cpu_share, loop_lag_s, self._judge(cpu_share, loop_lag_s))
+        if self._admission is not None:
+            self._admission.overloaded = self._reading.overloaded
+        return self._reading
+
+    def _judge(self, cpu_share: float, loop_lag_s: float) -> Overload | None:
+        if cpu_share >= self._max_cpu:
+            return "cpu"
+        if loop_lag_s >= self._max_loop_lag_s:
+            return "loop_lag"
+        previous = self._reading.overloaded
+        if previous == "cpu" and cpu_share >= self._max_cpu * RESUME_SHARE:
+            return previous
+        if previous == "loop_lag" and loop_lag_s >= self._max_loop_lag_s * RESUME_SHARE:
+            return previous
+        return None

@@ -1,0 +1,92 @@
+"""Admission by load: the load monitor's verdict from its samples (pure), and the whole
+engine turning new callers away politely while its own thread is saturated, then taking
+them again once it is not."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import trio
+import trio.lowlevel
+
+from actors.load import LoadMonitor
+from engine.admission import Admission
+from tests.helpers import running_engine, wait_until
+from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, call_row, setup_project, twilio_post
+
+
+def test_cpu_share_and_lag_come_from_the_window_of_samples() -> None:
+    admission = Admission()
+    monitor = LoadMonitor(
+        max_cpu=0.85, max_loop_lag_s=0.03, tick_s=0.1, window_s=1.0, admission=admission
+    )
+    for n in range(11):  # one second at 0.5 s of CPU per second, timers 2 ms late
+        reading = monitor.sample(n * 0.1, n * 0.05, 0.002)
+    assert round(reading.cpu_share, 3) == 0.5
+    assert reading.loop_lag_s == 0.002
+    assert reading.overloaded is None
+    assert admission.overloaded is None
+
+
+def test_a_busy_second_turns_new_calls_away_until_load_falls_below_the_resume_share() -> None:
+    admission = Admission()
+    monitor = LoadMonitor(
+        max_cpu=0.8, max_loop_lag_s=1.0, tick_s=0.1, window_s=1.0, admission=admission
+    )
+    cpu_s = 0.0
+    verdicts = []
+    for n, share in enumerate([0.5] * 10 + [0.95] * 10 + [0.75] * 10 + [0.6] * 10):
+        cpu_s += share * 0.1
+        verdicts.append(monitor.sample((n + 1) * 0.1, cpu_s, 0.0).overloaded)
+    assert verdicts[9] is None
+    assert verdicts[19] == "cpu"  # a second at 95 %
+    assert verdicts[29] == "cpu"  # 75 %: under the limit but above 90 % of it, still out
+    assert verdicts[39] is None  # 60 %: back
+    assert admission.overloaded is None
+
+
+def test_timer_lag_alone_is_an_overload() -> None:
+    monitor = LoadMonitor(max_cpu=1.0, max_loop_lag_s=0.03)
+    monitor.sample(0.0, 0.0, 0.0)
+    assert monitor.sample(0.1, 0.01, 0.2).overloaded == "loop_lag"
+
+
+async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them_after(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """The engine's own thread kept busy (as a core past saturation is): the caller is
+    answered at once with the on-call dial, recorded missed with its project; once the
+    load is gone, callers are answered by the engine again."""
+    refused_sid = "CA" + secrets.token_hex(16)
+    async with running_engine(fresh_database, tmp_path) as engine:
+        await setup_project(engine)
+        busy_until_s = trio.current_time() + 2.5
+
+        async def hog() -> None:  # 45 ms of CPU at a time, with a checkpoint between
+            while trio.current_time() < busy_until_s:
+                spin_until = time.perf_counter() + 0.045
+                while time.perf_counter() < spin_until:
+                    pass
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hog)
+            await trio.sleep(1.5)  # a second of samples at ~100 % CPU
+            began_s = trio.current_time()
+            refused = await twilio_post(engine, "/twilio/voice", call(refused_sid, ANSWERED))
+            refused_after_s = trio.current_time() - began_s
+
+        async def streamed() -> bytes:
+            sid = "CA" + secrets.token_hex(16)
+            twiml = (await twilio_post(engine, "/twilio/voice", call(sid, ANSWERED))).body
+            return twiml if b"<Stream" in twiml else b""
+
+        answered = await wait_until(streamed, timeout_s=10)
+        record = await call_row(fresh_database, refused_sid, until="missed")
+    assert b"<Dial" in refused.body
+    assert PROJECT["on_call_number"].encode() in refused.body
+    assert refused_after_s < 1.0
+    assert (record["end_reason"], record["project_id"]) == ("engine_overloaded", "smith-plumbing")
+    assert b"<Connect><Stream" in answered
