@@ -1,0 +1,284 @@
+"""Offered more calls than a core carries: are the admitted ones unharmed, and are the
+others answered at once?
+
+The same three processes as bench/calls.py (the engine pinned to CPU 0; the echoing
+model and this load on CPU 1; Twilio's pace, marks returned at playback time). Callers
+arrive at ``--ramp`` per second until ``--offered`` have called, which should be well over
+what one core carries (bench/calls.py measures that: about 1.5x it). Each caller's
+webhook is timed and its answer sorted: admitted (``<Connect><Stream>``: it then streams
+for the rest of the run) or refused (the polite TwiML of a full engine). The admitted
+calls' round trips are measured twice: while callers are still arriving against the
+saturated engine (the ramp, from the first refusal on) and in a steady window after.
+
+    .venv/bin/python -m bench.overload [--offered 225] [--ramp 20] [--window 20]
+        [--database-url URL] [--no-pin]
+
+Writes bench/results/overload.json and prints the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import picows
+import uvloop
+from twilio.request_validator import RequestValidator
+
+from bench.calls import ADMIN_TOKEN as BENCH_ADMIN_TOKEN
+from bench.calls import (
+    AUTH_TOKEN,
+    GRACE_S,
+    NUMBER,
+    RESULTS_DIR,
+    ROOT,
+    SETTLE_S,
+    Caller,
+    CallerListener,
+    Window,
+    cpu_seconds,
+    fresh_database,
+    hang_up,
+    lost_frames,
+    model_sessions,
+    pace,
+    percentile,
+    setup_project,
+    start_process,
+    wait_ready,
+)
+from bench.startup import free_port
+
+WEBHOOK_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Offer:
+    caller: Caller
+    webhook_s: float = 0.0
+    outcome: str = "pending"  # admitted, refused, error
+
+
+async def offer_call(url: str, offer: Offer, window: list[Window], callers: list[Caller]) -> None:
+    """The signed webhook, timed; if admitted, the signed stream and ``start``."""
+    caller = offer.caller
+    validator = RequestValidator(AUTH_TOKEN)
+    form = {
+        "CallSid": caller.call_sid,
+        "AccountSid": "AC" + "0" * 32,
+        "From": "+15550100000",
+        "To": NUMBER,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+    }
+    headers = {"X-Twilio-Signature": validator.compute_signature(f"{url}/twilio/voice", form)}
+    began_s = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S) as http:
+            answer = await http.post(f"{url}/twilio/voice", data=form, headers=headers)
+        offer.webhook_s = time.perf_counter() - began_s
+        twiml = answer.text
+        stream_url = re.search(r'<Stream url="([^"]+)"', twiml)
+        if stream_url is None:
+            offer.outcome = "refused" if "<Response>" in twiml else "error"
+            return
+        parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
+        signature = validator.compute_signature(stream_url[1], {})
+        transport, _ = await picows.ws_connect(
+            lambda: CallerListener(caller, window),
+            stream_url[1],
+            extra_headers={"X-Twilio-Signature": signature},
+        )
+    except (TimeoutError, OSError, httpx.HTTPError, picows.WSError) as exc:
+        offer.webhook_s = offer.webhook_s or time.perf_counter() - began_s
+        offer.outcome, caller.error = "error", f"{type(exc).__name__}: {exc}"
+        return
+    caller.stream_sid = "MZ" + caller.call_sid[2:]
+    start = {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": caller.stream_sid,
+        "start": {
+            "streamSid": caller.stream_sid,
+            "callSid": caller.call_sid,
+            "accountSid": "AC" + "0" * 32,
+            "tracks": ["inbound"],
+            "customParameters": parameters,
+        },
+    }
+    transport.send(picows.WSMsgType.TEXT, json.dumps(start).encode())
+    caller.transport = transport
+    offer.outcome = "admitted"
+    callers.append(caller)  # from now on the pacer sends its frames
+
+
+def echo_figures(current: Window, lost: int) -> dict[str, Any]:
+    latencies_ms = [s * 1000 for s in current.latencies_s]
+    return {
+        "window_s": round(current.end - current.start, 2),
+        "samples": len(latencies_ms),
+        "p50": round(percentile(latencies_ms, 0.50), 2),
+        "p99": round(percentile(latencies_ms, 0.99), 2),
+        "max": round(max(latencies_ms, default=0.0), 2),
+        "lost_frames": lost,
+    }
+
+
+def webhook_figures(offers: list[Offer], outcome: str) -> dict[str, Any]:
+    times_ms = [o.webhook_s * 1000 for o in offers if o.outcome == outcome]
+    return {
+        "calls": len(times_ms),
+        "webhook_ms_p50": round(percentile(times_ms, 0.50), 1),
+        "webhook_ms_p99": round(percentile(times_ms, 0.99), 1),
+        "webhook_ms_max": round(max(times_ms, default=0.0), 1),
+    }
+
+
+async def bench(
+    args: argparse.Namespace, database_url: str | None, workdir: Path
+) -> dict[str, Any]:
+    pin = args.pin and (os.cpu_count() or 1) >= 2
+    if pin:
+        os.sched_setaffinity(0, {1})
+    port, media_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    base_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    model = await start_process(
+        [*(["taskset", "-c", "1"] if pin else []), sys.executable, "-m", "bench.model_process"],
+        base_env,
+        ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    model_url = (await model.stdout.readline()).decode().strip()
+    stats_port = int((await model.stdout.readline()).decode())
+    env = {k: v for k, v in base_env.items() if not k.startswith(("OPENAI_", "TWILIO_"))}
+    env |= {
+        "PORT": str(port),
+        "MEDIA_PORT": str(media_port),
+        "DATA_DIR": str(workdir / "data"),
+        "ADMIN_TOKEN": BENCH_ADMIN_TOKEN,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_REALTIME_URL": model_url,
+        "MAX_CONCURRENT_CALLS": "1000",  # the count is not what refuses here: the load is
+    }
+    env.pop("DATABASE_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    log = (workdir / "engine.log").open("wb")
+    engine = await start_process(
+        [*(["taskset", "-c", "0"] if pin else []), sys.executable, "-m", "api.cli", "serve"],
+        env,
+        workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        await wait_ready(url, engine)
+        await setup_project(url)
+        window = [Window(start=time.perf_counter())]  # from the first refusal, below
+        callers: list[Caller] = []
+        offers: list[Offer] = []
+        pacer = asyncio.create_task(pace(callers))
+        tasks = []
+        ramp_began_s = time.perf_counter()
+        engine_before = cpu_seconds(engine.pid)
+        for n in range(args.offered):
+            offer = Offer(Caller(n))
+            offers.append(offer)
+            tasks.append(asyncio.create_task(offer_call(url, offer, window, callers)))
+            await asyncio.sleep(max(0.0, ramp_began_s + (n + 1) / args.ramp - time.perf_counter()))
+            refused_yet = any(o.outcome == "refused" for o in offers)
+            if not refused_yet:  # the ramp window starts where the engine is full
+                lost_frames(callers, Window(0.0, time.perf_counter()))
+                window[0] = Window(start=time.perf_counter())
+        await asyncio.gather(*tasks)
+        ramp = window[0]
+        ramp.end = time.perf_counter()
+        ramp_cpu_share = (cpu_seconds(engine.pid) - engine_before) / (ramp.end - ramp_began_s)
+        await asyncio.sleep(GRACE_S)
+        ramp_lost = lost_frames(callers, ramp)
+        await asyncio.sleep(SETTLE_S)
+        lost_frames(callers, Window(0.0, time.perf_counter()))
+        window[0] = steady = Window(start=time.perf_counter())
+        engine_before = cpu_seconds(engine.pid)
+        await asyncio.sleep(args.window)
+        steady.end = time.perf_counter()
+        steady_cpu_share = (cpu_seconds(engine.pid) - engine_before) / (steady.end - steady.start)
+        await asyncio.sleep(GRACE_S)
+        steady_lost = lost_frames(callers, steady)
+        pacer.cancel()
+        for caller in callers:
+            await hang_up(caller)
+        await asyncio.sleep(2.0)
+        sessions = await model_sessions(stats_port)
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(engine.wait(), 60)
+        except TimeoutError:
+            engine.kill()
+        model.kill()
+        await model.wait()
+        log.close()
+    return {
+        "offered": args.offered,
+        "ramp_calls_per_s": args.ramp,
+        "admitted": webhook_figures(offers, "admitted"),
+        "refused": webhook_figures(offers, "refused"),
+        "errors": [o.caller.error for o in offers if o.outcome == "error"][:5],
+        "errors_total": sum(1 for o in offers if o.outcome == "error"),
+        "admitted_echo_during_ramp_ms": echo_figures(ramp, ramp_lost),
+        "admitted_echo_steady_ms": echo_figures(steady, steady_lost),
+        "engine_cpu_share_ramp": round(ramp_cpu_share, 3),
+        "engine_cpu_share_steady": round(steady_cpu_share, 3),
+        "model_sessions_open_after_hang_up": sessions["sessions_open"],
+        "pinned": pin,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--offered", type=int, default=225, help="callers offered in all")
+    parser.add_argument("--ramp", type=float, default=20.0, help="new callers per second")
+    parser.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument("--output", default="overload", help="results file name (no suffix)")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-"))
+    workdir.chmod(0o755)
+    try:
+        with contextlib.ExitStack() as stack:
+            database_url = None
+            if args.database_url:
+                database_url = stack.enter_context(fresh_database(args.database_url))
+            result = uvloop.run(bench(args, database_url, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    result["command"] = "python -m bench.overload " + " ".join(sys.argv[1:])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote bench/results/{args.output}.json")
+
+
+if __name__ == "__main__":
+    main()
