@@ -55,6 +55,29 @@ async def test_a_number_added_in_sql_behind_the_engine_is_answered_within_a_seco
     assert took_s < 1.5  # the notification, not the 1 s check, normally: well under
 
 
+async def test_a_change_made_while_the_listening_connection_is_down_still_arrives(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """The LISTEN connection killed server-side, then a change: the version check (or
+    the listener's reconnection) still brings it within a couple of seconds."""
+    async with running_engine(fresh_database, tmp_path) as engine:
+        await setup_project(engine)
+        async with open_database(fresh_database, connect_timeout_s=5) as db:
+            killed = await db.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                timeout_s=5,
+            )
+            await db.execute(
+                "INSERT INTO phone_numbers (number, project_id, system) "
+                "VALUES ('+15553331111', 'smith-plumbing', 'openai')",
+                timeout_s=5,
+            )
+        took_s = await answered_within(engine, "+15553331111", WAIT_S)
+    assert killed == 1
+    assert took_s < 2.5
+
+
 async def test_two_instances_agree_on_a_change_made_through_either(
     fresh_database: str, tmp_path: Path
 ) -> None:

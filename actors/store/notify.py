@@ -47,9 +47,14 @@ async def open_listener(
     try:
         with trio.fail_after(connect_timeout_s):
             connection = await aio_as_trio(asyncpg.connect)(dsn, timeout=connect_timeout_s)
-            connection.add_termination_listener(lost)
+    except CONNECT_ERRORS as exc:
+        raise ListenFailed(str(exc) or type(exc).__name__) from exc
+    try:
+        connection.add_termination_listener(lost)
+        with trio.fail_after(connect_timeout_s):
             await aio_as_trio(connection.add_listener)(channel, notified)
     except CONNECT_ERRORS as exc:
+        connection.terminate()
         raise ListenFailed(str(exc) or type(exc).__name__) from exc
     try:
         with receive:
