@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from actors.alerts import AlertStatistics
     from actors.early_sessions import EarlyStatistics
     from actors.metrics import MetricsStatistics
+    from actors.routing import RoutingStatistics
     from actors.store.actor import StoreStatistics
     from actors.store.queries import StoreQuery
     from engine.admission import Admission
@@ -62,6 +63,7 @@ class Sources:
     twilio: str  # "configured" or "not_configured"
     worker: int | None = None  # this process's WORKER_INDEX under `serve --workers`
     refusals: Refusals | None = None
+    routing: Callable[[], RoutingStatistics] | None = None
 
 
 class Observability:
@@ -170,6 +172,7 @@ class Observability:
             "store": asdict(sources.store()),
             "alerts": asdict(sources.alerts()),
             "earlySessions": asdict(sources.early()),
+            "routing": _routing(sources.routing() if sources.routing else None),
             "metrics": {
                 "samplesTotal": metrics.samples_total,
                 "errorRates": metrics.error_rates,
@@ -180,6 +183,15 @@ class Observability:
             },
         }
         return Response(200, body)
+
+
+def _routing(routing: RoutingStatistics | None) -> dict[str, Any] | None:
+    """The snapshot calls are routed from: its version, size and age."""
+    if routing is None:
+        return None
+    body = asdict(routing)
+    body["ageS"] = round(trio.current_time() - body.pop("loaded_at_s"), 1)
+    return body
 
 
 def _memory() -> dict[str, int]:

@@ -413,6 +413,7 @@ def _build_tree(
             openai="configured" if settings.openai_api_key else "simulated",
             worker=settings.worker_index,
             refusals=refusals,
+            routing=routing.statistics,
             twilio="configured"
             if settings.twilio_account_sid and settings.twilio_auth_token
             else "not_configured",

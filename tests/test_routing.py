@@ -112,7 +112,12 @@ async def test_the_admin_api_reads_its_own_write_at_once(
     async with running_engine(fresh_database, tmp_path) as engine:
         await setup_project(engine)
         answered = await twilio_post(engine, "/twilio/voice", call(call_sid(), ANSWERED))
+        stats = await http_request("GET", f"{engine.bound_urls[0]}/stats", token=ADMIN_TOKEN)
     assert b"<Stream" in answered.body
+    routing = stats.json()["routing"]
+    assert (routing["projects"], routing["numbers"]) == (1, 2)
+    assert routing["version"] > 1
+    assert routing["last_error"] is None
 
 
 async def rows(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
