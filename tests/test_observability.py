@@ -30,6 +30,7 @@ from tests.helpers import (
     free_port,
     http_request,
     running_engine,
+    sid,
 )
 from tests.test_simulated_caller import final_rows
 from tests.test_store_outage import Server
@@ -53,7 +54,7 @@ async def test_metrics_match_a_scripted_set_of_calls(fresh_database: str, tmp_pa
         with trio.fail_after(60):
             for _ in range(2):
                 await place_call(config, "quick")
-            await twilio_post(engine, "/twilio/voice", call("CA-elsewhere", ELSEWHERE))
+            await twilio_post(engine, "/twilio/voice", call(sid(500), ELSEWHERE))
             await final_rows(fresh_database, expected=2)
             unauthorized = await http_request("GET", f"{base}/metrics")
             while True:  # the metrics actor folds asynchronously: poll briefly
