@@ -149,7 +149,9 @@ class App:
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on {request.path}; use GET")
             if request.path == "/health/detailed":
-                return await observed.detailed_health()
+                # Open to probes; the error texts (hosts, ports, database) to the admin only.
+                admin = self._admin is not None and self._admin.authorized(request)
+                return await observed.detailed_health(details=admin)
             if self._admin is None or not self._admin.authorized(request):
                 return Response(
                     401,
