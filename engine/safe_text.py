@@ -38,23 +38,29 @@ REPLACEMENT = "\ufffd"  # what a NUL becomes in stored text
 
 
 def bounded(text: str, max_chars: int) -> str:
-    """``text``, or its start and end around a note of how much was cut when it is
-    longer than ``max_chars`` (the end of a traceback says what failed)."""
+    """``text`` if it has at most ``max_chars`` characters, else its start and end
+    around a note of how much was cut (the end of a traceback says what failed), in
+    ``max_chars`` characters at most."""
     if len(text) <= max_chars:
         return text
-    keep = max(max_chars // 2, 1)
+    longest_note = len("...[ chars cut]...") + len(str(len(text)))
+    keep = (max_chars - longest_note) // 2
+    if keep < 1:  # no room for the note
+        return text[:max_chars]
     cut = len(text) - 2 * keep
     return f"{text[:keep]}...[{cut} chars cut]...{text[-keep:]}"
 
 
 def printable(text: str, max_chars: int) -> str:
-    """``text`` bounded to about ``max_chars`` and with every control character written
-    as an escape (``\\n``, ``\\x1b``, ``\\u2028``), so it stays on one line and shows as
-    sent. Bounded first: the work is at most linear in ``max_chars``."""
+    """``text`` in at most ``max_chars`` characters, with every control character written
+    as an escape (``\\n``, ``\\x1b``, ``\\u2028``), so it stays on one line and shows
+    as sent. Bounded before escaping, so the work is linear in ``max_chars`` whatever
+    the input's length, and again after (escapes are longer than what they stand for).
+    Clean, short text comes back as it is, so applying it twice changes nothing."""
     text = bounded(text, max_chars)
     if _UNSAFE.search(text) is None:  # the common case: nothing to escape
         return text
-    return text.translate(_ESCAPES)
+    return bounded(text.translate(_ESCAPES), max_chars)
 
 
 def printable_value(value: Any, max_chars: int) -> Any:
