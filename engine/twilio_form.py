@@ -7,17 +7,19 @@ refusal costs O(body):
 1. **Bounds.** ``MAX_BODY_BYTES`` (16 KiB; the API refuses a larger body from its
    ``Content-Length`` before reading it, and while reading one sent without) and
    ``MAX_FIELDS`` (100, counted as ``&`` separators before parsing). Twilio's real
-   webhooks are about 1-3 kB with 20-40 fields (protocols.md's parameter lists: the
-   core fields, ``Caller*``/``Called*``/``From*``/``To*`` geography, ``CallToken``,
-   ``StirVerstat``...), so these leave room for fields Twilio adds without notice while
-   keeping a stranger's form small.
+   webhooks are about 1-3 kB with 20-40 fields (the core fields, the ``From*``/``To*``/
+   ``Caller*``/``Called*`` geography, ``CallToken``, ``StirVerstat``...: Twilio's request
+   parameters, https://www.twilio.com/docs/api/twiml/twilio_request), so these leave
+   room for the fields Twilio adds without notice while keeping a stranger's form small.
 2. **Formats** of the identifiers the engine uses (``check_identifiers``): ``CallSid``
    and ``AccountSid`` as Twilio writes them, ``To`` in E.164, ``From`` in E.164 or one
    of the forms Twilio uses for other callers, ``CallDuration`` as a few ASCII digits.
    They come before the signature because they are cheaper and because the signature
    failure is reported (a log line, an alert, an ``event_log`` row) with the
    ``CallSid``: once formats have passed, whatever the reports carry is a well-formed
-   identifier, never a stranger's text. A genuine Twilio request always passes them.
+   identifier, never a stranger's text. Twilio's requests for a call to a business's
+   number pass them (a call to a Voice SDK client, whose ``To`` is not a number, would
+   not, and the engine could not route it anyway).
 3. **Signature** (engine/twilio_signature.py), over every field as received.
 
 Each refusal names a ``reason`` (a metric label: a constant, never the input) and, for a
@@ -34,7 +36,7 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_FIELDS = 100
 MAX_DURATION_DIGITS = 6  # 999,999 s (11 days); Twilio ends a call at 24 hours (86,400 s)
 # A Voice SDK client's identity is at most 256 characters
-# (https://www.twilio.com/docs/voice/twiml/client); a SIP URI is given the same room.
+# (https://www.twilio.com/docs/api/twiml/client); a SIP URI is given the same room.
 MAX_ADDRESS_CHARS = 256
 
 Reason = Literal["body_too_large", "too_many_fields", "bad_format"]

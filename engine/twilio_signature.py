@@ -1,6 +1,6 @@
 """``X-Twilio-Signature`` on a form-encoded webhook, checked in O(n log n): pure, no I/O.
 
-Twilio's scheme (https://www.twilio.com/docs/usage/security#validating-requests):
+Twilio's scheme (https://www.twilio.com/docs/usage/webhooks/webhooks-security):
 HMAC-SHA1, keyed with the account's Auth Token, over the full URL Twilio requested
 (scheme, host, path, query) followed by every POST parameter as ``name + value`` with no
 separator, names sorted; base64 of the digest.

@@ -21,7 +21,8 @@ ACCOUNT_SID = "AC" + "FEDCBA9876543210" * 2
 
 
 def twilio_like_form() -> dict[str, str]:
-    """What Twilio's incoming-call webhook carries (protocols.md section 2.7): ~40 fields."""
+    """What Twilio's incoming-call webhook carries (its request parameters,
+    https://www.twilio.com/docs/api/twiml/twilio_request, and some it may add): 40 fields."""
     form = {
         "CallSid": CALL_SID, "AccountSid": ACCOUNT_SID, "From": "+15550001111",
         "To": "+15557654321", "CallStatus": "ringing", "Direction": "inbound",
