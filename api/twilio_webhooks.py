@@ -3,12 +3,13 @@ callback (``POST /twilio/status``).
 
 Before anything else a request's form is bounded and its identifiers checked
 (engine/twilio_form.py: 413 for a body over 16 KiB, 400 for over 100 fields or a
-malformed ``CallSid``/``AccountSid``/``To``/``From``/``CallDuration``, naming the field);
-then it must carry a valid ``X-Twilio-Signature`` over the URL Twilio used (``PUBLIC_URL``
-+ path + query) and the form parameters (engine/twilio_signature.py); a bad signature
-gets 403 and an event_log entry, nothing more. Every refusal is counted in
-``Refusals`` (edge ``voice`` or ``status``) and logs nothing of what was sent. The
-incoming call is routed by its ``To`` number: a number
+malformed ``CallSid``/``AccountSid``/``To``/``From``/``CallDuration``, naming the field),
+and the signature is checked by engine/twilio_signature.py. Every refusal is counted in
+``Refusals`` (edge ``voice`` or ``status``) and logs nothing of what was sent.
+
+Every request must carry a valid ``X-Twilio-Signature`` over the URL Twilio used
+(``PUBLIC_URL`` + path + query) and the form parameters; anything else gets 403 and an
+event_log entry, nothing more. The incoming call is routed by its ``To`` number: a number
 this engine answers gets ``<Connect><Stream>`` to the media stream with the project and a
 one-time stream token; an unknown number, a number another system answers, or an engine
 at capacity gets polite TwiML (dial the on-call number if the project has one) and the call
