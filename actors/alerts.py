@@ -4,8 +4,13 @@ Every alert becomes an ``event_log`` row (through the store) and a console log l
 its level (critical ones always show). ``ALERT_MIN_LEVEL`` filters the outside channels,
 a webhook and email (actors/alert_channels.py), each behind its own bounded queue.
 Identical alerts (same type, project, title and level) within a minute are folded into
-one with a count. The inbox drops the newest alert when full and counts it: an alert flood is
-itself the symptom, and the actor must never slow the code that raises alerts.
+one with a count. The inbox drops the newest alert when full and counts it: an alert
+flood is itself the symptom, and the actor must never slow the code that raises alerts.
+
+An alert's text may carry what a stranger sent (a URL path, a CallSid): the actor
+escapes control characters in every text field and bounds each (``printable_alert``) as
+it takes the alert, so the log line, the webhook, the email and the ``event_log`` row
+all get the same one-line, bounded text.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from actors.alert_channels import Outgoing
 from engine.config import AlertLevel
 from engine.events import ChildExited, ExitReason, SupervisorEscalated, SupervisorEvent
 from engine.messages import Alert, EventLogWritten, StoreWrite
+from engine.safe_text import printable, printable_value
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,6 +43,12 @@ log = logging.getLogger("afterhours.alerts")
 STORE_SEND_TIMEOUT_S = 2.0
 FOLD_WINDOW_S = 60.0
 CHANNEL_DRAIN_S = 2.0  # at shutdown, for the webhook and email queues
+
+# Bounds on an alert's text: a title is a line; a message a few sentences (an error's
+# text included); the rest are names and ids.
+MAX_TITLE_CHARS = 200
+MAX_MESSAGE_CHARS = 2000
+MAX_FIELD_CHARS = 200  # type, project, CallSid, each metadata key and string
 
 _LOG_LEVELS = {
     AlertLevel.INFO: logging.INFO,
@@ -92,6 +104,24 @@ def alert_for(event: SupervisorEvent) -> Alert | None:
             metadata=metadata,
         )
     return None
+
+
+def printable_alert(alert: Alert) -> Alert:
+    """``alert`` with control characters escaped and every text bounded (a pure
+    function; an alert with clean, short text comes back equal)."""
+
+    def field(text: str | None) -> str | None:
+        return None if text is None else printable(text, MAX_FIELD_CHARS)
+
+    return dataclasses.replace(
+        alert,
+        type=printable(alert.type, MAX_FIELD_CHARS),
+        title=printable(alert.title, MAX_TITLE_CHARS),
+        message=printable(alert.message, MAX_MESSAGE_CHARS),
+        project_id=field(alert.project_id),
+        call_sid=field(alert.call_sid),
+        metadata=printable_value(alert.metadata, MAX_FIELD_CHARS),
+    )
 
 
 @dataclass
@@ -169,6 +199,7 @@ class AlertActor:
         )
 
     async def _handle(self, alert: Alert) -> None:
+        alert = printable_alert(alert)  # before anything reads it: every channel gets this
         key = (alert.type, alert.project_id, alert.title, alert.level)
         fold = self._folds.get(key)
         now_s = trio.current_time()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from api.analytics import ROUTES as ANALYTICS_ROUTES
 from api.asgi import (
+    MAX_BODY_BYTES,
     BodyTooLarge,
     Receive,
     Request,
@@ -33,6 +34,7 @@ from api.openapi import document
 from api.twilio_webhooks import ROUTES as TWILIO_ROUTES
 from engine.config import AlertLevel
 from engine.messages import Alert
+from engine.twilio_form import MAX_BODY_BYTES as TWILIO_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from api.admin import AdminApi
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 # Request counts by route group, so the label set stays bounded whatever the paths.
 OPENAPI = document()
+_TWILIO_PATHS = {path for _, path in TWILIO_ROUTES}
 _ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio", "/dashboard")
 
 log = logging.getLogger("afterhours.api")
@@ -88,10 +91,16 @@ class App:
         if kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "http":
+            twilio = self._twilio if scope["path"] in _TWILIO_PATHS else None
+            # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py).
+            limit = MAX_BODY_BYTES if twilio is None else TWILIO_MAX_BODY_BYTES
             try:
-                request = await read_request(scope, receive)
+                request = await read_request(scope, receive, max_body_bytes=limit)
             except BodyTooLarge:
-                await send_response(send, error(413, "request body too large"))
+                too_large = error(413, "request body too large")
+                await send_response(
+                    send, too_large if twilio is None else twilio.body_too_large(scope["path"])
+                )
                 return
             response = await self._answer(request)
             group = next((g for g in _ROUTE_GROUPS if request.path.startswith(g)), "other")
@@ -140,7 +149,9 @@ class App:
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on {request.path}; use GET")
             if request.path == "/health/detailed":
-                return await observed.detailed_health()
+                # Open to probes; the error texts (hosts, ports, database) to the admin only.
+                admin = self._admin is not None and self._admin.authorized(request)
+                return await observed.detailed_health(details=admin)
             if self._admin is None or not self._admin.authorized(request):
                 return Response(
                     401,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 import msgspec
 
@@ -49,11 +49,18 @@ def error(status: int, message: str, **extra: object) -> Response:
     return Response(status, {"error": message, **extra})
 
 
-async def read_request(scope: Scope, receive: Receive) -> Request:
-    """The whole request; ``BodyTooLarge`` past ``MAX_BODY_BYTES`` (refused from the
-    declared length before reading, when there is one)."""
+async def read_request(
+    scope: Scope, receive: Receive, *, max_body_bytes: int = MAX_BODY_BYTES
+) -> Request:
+    """The whole request; ``BodyTooLarge`` past ``max_body_bytes`` (refused from the
+    declared length before reading, when there is one, else as soon as the chunks read
+    pass it).
+
+    ``path`` is the ASGI scope's as it is: the server has already percent-decoded it
+    once (``%2B`` is ``+``). Decoding it again would make ``%252D`` mean ``-``, a second
+    spelling of every path that a check on the raw path would not see."""
     for name, value in scope["headers"]:
-        if name.lower() == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+        if name.lower() == b"content-length" and value.isdigit() and int(value) > max_body_bytes:
             raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -64,14 +71,14 @@ async def read_request(scope: Scope, receive: Receive) -> Request:
             break
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        if size > max_body_bytes:
             raise BodyTooLarge
         chunks.append(chunk)
         more = message.get("more_body", False)
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     return Request(
         method=scope["method"],
-        path=unquote(scope["path"]),
+        path=scope["path"],
         headers=headers,
         query=parse_qs(scope.get("query_string", b"").decode("latin-1")),
         body=b"".join(chunks),

@@ -5,7 +5,10 @@ Everything is read from the actors' synchronous ``statistics()`` snapshots, exce
 detailed health's database check, which makes one real round trip through the store's
 query lane (bounded by ``DB_CHECK_TIMEOUT_S``). ``/metrics`` and ``/stats`` need the
 admin token (they show per-project figures); ``/health/detailed`` does not, and shows
-no secret: whether OpenAI and Twilio are configured, never their keys.
+no secret: whether OpenAI and Twilio are configured, never their keys. Its error texts
+(the database's, the last model connection's) name hosts, ports and the database, which
+a stranger has no business learning: they are shown only to the admin token
+(``details=True``); without it each service says only its status.
 
 Overall health: ``unhealthy`` (HTTP 503) when the database does not answer;
 ``degraded`` when records wait in the spool, the last model connection failed within
@@ -71,9 +74,12 @@ class Observability:
         self._sources = sources
         self._started_at_s = trio.current_time()
 
-    async def detailed_health(self) -> Response:
+    async def detailed_health(self, *, details: bool = False) -> Response:
+        """The services' status; ``details`` (the admin token) adds their error texts."""
         sources = self._sources
         database = await self._database()
+        if not details:
+            database.pop("error", None)
         store = sources.store()
         metrics = sources.metrics()
         last = metrics.model_last_connection
@@ -85,8 +91,9 @@ class Observability:
                 "ok": last.ok,
                 "secondsAgo": round(ago_s, 1),
                 "latencyMs": round(last.latency_s * 1000),
-                "error": last.error,
             }
+            if details:
+                openai["lastConnection"]["error"] = last.error
             model_failing = not last.ok and ago_s < RECENT_MODEL_FAILURE_S
             if model_failing:
                 openai["status"] = "failing"

@@ -44,6 +44,7 @@ def _responses(*codes: int) -> dict[str, Any]:
         404: "Unknown resource",
         405: "Wrong method",
         409: "Already exists",
+        413: "The body is too large (16 KiB for Twilio's webhooks, 1 MiB elsewhere)",
         422: "Invalid body (one message per field)",
         503: "Unavailable (database away, or the engine is draining)",
     }
@@ -97,7 +98,13 @@ def document() -> dict[str, Any]:
         "paths": {
             "/health": {"get": _operation("Quick health for load balancers", None, 200, 503)},
             "/health/detailed": {
-                "get": _operation("Database, model, Twilio and server status", None, 200, 503)
+                "get": _operation(
+                    "Database, model, Twilio and server status; the error texts only with "
+                    "the admin token",
+                    [{}, {"adminToken": []}],  # optional: the token adds details
+                    200,
+                    503,
+                )
             },
             "/metrics": {"get": _operation("Prometheus metrics (text format)", _ADMIN, 200, 401)},
             "/stats": {"get": _operation("The engine's own statistics", _ADMIN, 200, 401)},
@@ -191,12 +198,19 @@ def document() -> dict[str, Any]:
                     "Twilio's incoming-call webhook: answers TwiML",
                     [{"twilioSignature": []}],
                     200,
+                    400,
                     403,
+                    413,
                 )
             },
             "/twilio/status": {
                 "post": _operation(
-                    "Twilio's call status callback", [{"twilioSignature": []}], 204, 403
+                    "Twilio's call status callback",
+                    [{"twilioSignature": []}],
+                    204,
+                    400,
+                    403,
+                    413,
                 )
             },
         },

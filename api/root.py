@@ -432,6 +432,7 @@ def _build_tree(
             early=early_inbox,
             admission=admission,
             metrics=metrics_inbox,
+            refusals=refusals,
         ),
         observability,
         alerts_inbox,

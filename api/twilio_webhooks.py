@@ -1,6 +1,12 @@
 """Twilio's HTTP webhooks: the incoming call (``POST /twilio/voice``) and the call status
 callback (``POST /twilio/status``).
 
+Before anything else a request's form is bounded and its identifiers checked
+(engine/twilio_form.py: 413 for a body over 16 KiB, 400 for over 100 fields or a
+malformed ``CallSid``/``AccountSid``/``To``/``From``/``CallDuration``, naming the field),
+and the signature is checked by engine/twilio_signature.py. Every refusal is counted in
+``Refusals`` (edge ``voice`` or ``status``) and logs nothing of what was sent.
+
 Every request must carry a valid ``X-Twilio-Signature`` over the URL Twilio used
 (``PUBLIC_URL`` + path + query) and the form parameters; anything else gets 403 and an
 event_log entry, nothing more. The incoming call is routed by its ``To`` number, from the
@@ -19,10 +25,8 @@ import logging
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import parse_qsl
 
 import trio
-from twilio.request_validator import RequestValidator
 
 from actors.early_sessions import DiscardEarly, OpenEarly
 from api.asgi import Request, Response
@@ -31,6 +35,14 @@ from engine.config import AlertLevel
 from engine.messages import Alert, CallUpdated, utc_now
 from engine.metric_samples import CallFinished
 from engine.stream_tokens import issue_token
+from engine.twilio_form import (
+    MAX_BODY_BYTES,
+    FormRefused,
+    call_duration_s,
+    check_identifiers,
+    parse_form,
+)
+from engine.twilio_signature import is_valid_signature
 from engine.twiml import connect_stream, turn_away
 
 if TYPE_CHECKING:
@@ -41,6 +53,7 @@ if TYPE_CHECKING:
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite
     from engine.metric_samples import MetricsSample
+    from engine.refusals import Refusals
     from engine.routing import NumberRoute, RoutingSnapshot
 
 log = logging.getLogger("afterhours.twilio")
@@ -63,17 +76,15 @@ _FINAL: dict[str, Literal["completed", "missed", "failed"]] = {
 
 
 class FormParams(dict[str, str]):
-    """Form parameters as Twilio's validator reads them (``getlist`` for repeats)."""
-
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        super().__init__(pairs)
-        self._pairs = pairs
-
-    def getlist(self, name: str) -> list[str]:
-        return [value for key, value in self._pairs if key == name]
+    """Form parameters by name; the identifiers the engine reads are given once
+    (``check_identifiers``), and the signature was checked over every pair as sent."""
 
 
 ROUTES = {("POST", "/twilio/voice"), ("POST", "/twilio/status")}
+_EDGES: dict[str, Literal["voice", "status"]] = {
+    "/twilio/voice": "voice",
+    "/twilio/status": "status",
+}
 
 
 class TwilioWebhooks:
@@ -89,9 +100,11 @@ class TwilioWebhooks:
         early: Outbox[EarlyRequest] | None = None,
         admission: Admission | None = None,
         metrics: Outbox[MetricsSample] | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         token = settings.twilio_auth_token
-        self._validator = RequestValidator(token.reveal()) if token else None
+        self._signing_key = token.reveal().encode() if token else None
+        self._refusals = refusals
         self._stream_key = token.reveal().encode() if token else b""
         self._public_url = settings.public_url
         self._routes = routes  # the routing actor's current snapshot
@@ -104,13 +117,25 @@ class TwilioWebhooks:
         self._metrics = metrics
 
     async def handle(self, request: Request) -> Response | None:
-        if request.path not in ("/twilio/voice", "/twilio/status"):
+        edge = _EDGES.get(request.path)
+        if edge is None:
             return None
         if request.method != "POST":
             return Response(405, {"error": "use POST"}, [(b"allow", b"POST")])
-        form = request.body.decode("utf-8", "replace")
-        params = FormParams(parse_qsl(form, keep_blank_values=True))
-        if not self._signed(request, params):
+        # Bounds, then formats, then the signature: each step's cost is bounded by the
+        # one before, and a refusal costs O(body) (engine/twilio_form.py says why).
+        try:
+            pairs = parse_form(request.body)
+            check_identifiers(pairs, edge)
+        except FormRefused as refused:
+            self._refuse(edge, refused.reason)
+            body = {"error": refused.message}
+            if refused.field is not None:
+                body["field"] = refused.field
+            return Response(refused.status, body)
+        params = FormParams(pairs)
+        if not self._signed(request, pairs):
+            self._refuse(edge, "bad_signature")
             await self._report_bad_signature(request, params)
             return Response(403, {"error": "invalid X-Twilio-Signature"})
         if request.path == "/twilio/voice":
@@ -118,15 +143,26 @@ class TwilioWebhooks:
         await self._status_callback(params)
         return Response(204, None)
 
-    def _signed(self, request: Request, params: FormParams) -> bool:
+    def body_too_large(self, path: str) -> Response:
+        """The answer to a body over ``MAX_BODY_BYTES``, refused by the API before it was
+        read (or while it was read): counted like every other refusal."""
+        self._refuse(_EDGES.get(path, "voice"), "body_too_large")
+        return Response(413, {"error": f"the body is over {MAX_BODY_BYTES} bytes"})
+
+    def _refuse(self, edge: Literal["voice", "status"], reason: str) -> None:
+        if self._refusals is not None:
+            self._refusals.refuse(edge, reason)
+
+    def _signed(self, request: Request, pairs: list[tuple[str, str]]) -> bool:
         signature = request.headers.get("x-twilio-signature", "")
-        if self._validator is None or not signature:
+        if self._signing_key is None or not signature:
             return False
         query = f"?{request.query_string}" if request.query_string else ""
         url = self._public_url + request.path + query
-        return bool(self._validator.validate(url, params, signature))
+        return is_valid_signature(self._signing_key, url, pairs, signature)
 
     async def _report_bad_signature(self, request: Request, params: FormParams) -> None:
+        # The formats have passed: the CallSid is CA + 32 hex digits, safe to show.
         call_sid = params.get("CallSid")
         log.warning(
             "rejected %s: missing or invalid signature (CallSid %s)", request.path, call_sid
@@ -158,8 +194,9 @@ class TwilioWebhooks:
         if self._at_capacity():
             await self._record_missed(params, route, "engine_at_capacity")
             return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
-        if self._admission.overloaded:  # near saturation: the calls let in come first
-            await self._record_missed(params, route, "engine_overloaded")
+        if overloaded := self._admission.overloaded:  # near saturation: those let in first
+            counted = f"engine_overloaded_{overloaded}"  # which limit, for /metrics
+            await self._record_missed(params, route, "engine_overloaded", counted_as=counted)
             return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
         await self._record(
             CallUpdated(
@@ -186,7 +223,7 @@ class TwilioWebhooks:
             self._early.send_nowait(DiscardEarly(params.get("CallSid", "")))
         duration = params.get("CallDuration", "")
         now = utc_now()
-        seconds = int(duration) if duration.isdigit() else None
+        seconds = call_duration_s(duration)  # checked by check_identifiers: digits or absent
         await self._record(
             CallUpdated(
                 params.get("CallSid", ""),
@@ -202,8 +239,14 @@ class TwilioWebhooks:
         )
 
     async def _record_missed(
-        self, params: FormParams, route: NumberRoute | None, reason: str
+        self,
+        params: FormParams,
+        route: NumberRoute | None,
+        reason: str,
+        *,
+        counted_as: str | None = None,
     ) -> None:
+        self._refuse("voice", counted_as or reason)  # a caller turned away is a refusal too
         if self._metrics is not None:
             project_id = route.project_id if route else None
             self._metrics.send_nowait(CallFinished(project_id, "missed", reason, 0.0))

@@ -4,6 +4,10 @@ Windows are in the project's time zone: a date (``YYYY-MM-DD``) means that whole
 day, so ``from=2026-11-01&to=2026-11-30`` is November as the business lived it; a
 timestamp with an offset (RFC 3339) is taken as it is. Every problem raises
 ``InvalidParameter`` naming the parameter.
+
+Every date and timestamp must lie between ``EARLIEST_DAY`` (2000-01-01; no call of this
+product is older) and a day after today: year 1 or 9999 would overflow the time-zone
+arithmetic here, or reach PostgreSQL as ``-infinity``, so they are refused before either.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 MAX_RANGE_DAYS = 366
+EARLIEST_DAY = date(2000, 1, 1)
+_EARLIEST = datetime.combine(EARLIEST_DAY, time(0), tzinfo=UTC)
+LATEST_AHEAD = timedelta(days=1)  # a clock a little ahead, a zone east of the server
 DEFAULT_DAYS = 30
 RECENT_DEFAULT, RECENT_MAX = 20, 100
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -60,8 +67,9 @@ def window(
     zone = ZoneInfo(timezone)
     today = now.astimezone(zone).date()
     first_name, last_name = names
-    start = _moment(params.get(first_name), first_name, zone, dates_only, end_of_day=False)
-    end = _moment(params.get(last_name), last_name, zone, dates_only, end_of_day=True)
+    bounds = _Bounds(today + LATEST_AHEAD, now + LATEST_AHEAD)
+    start = _moment(params.get(first_name), first_name, zone, dates_only, bounds, end_of_day=False)
+    end = _moment(params.get(last_name), last_name, zone, dates_only, bounds, end_of_day=True)
     tomorrow = _local_midnight(today + timedelta(days=1), zone)
     back = timedelta(days=DEFAULT_DAYS - 1)
     if start is None and end is None:
@@ -110,8 +118,22 @@ def decode_cursor(text: str | None) -> Cursor | None:
     return Cursor(moment, call_sid)
 
 
+@dataclass(frozen=True, slots=True)
+class _Bounds:
+    """The latest local day and the latest moment a parameter may name."""
+
+    last_day: date
+    last_moment: datetime
+
+
 def _moment(
-    text: str | None, name: str, zone: ZoneInfo, dates_only: bool, *, end_of_day: bool
+    text: str | None,
+    name: str,
+    zone: ZoneInfo,
+    dates_only: bool,
+    bounds: _Bounds,
+    *,
+    end_of_day: bool,
 ) -> datetime | None:
     if text is None:
         return None
@@ -120,6 +142,8 @@ def _moment(
             day = date.fromisoformat(text)
         except ValueError:
             raise InvalidParameter(name, f"{text!r} is not a calendar date") from None
+        if not EARLIEST_DAY <= day <= bounds.last_day:
+            raise InvalidParameter(name, f"must be from {EARLIEST_DAY} to {bounds.last_day}")
         return _local_midnight(day + timedelta(days=1) if end_of_day else day, zone)
     if dates_only:
         raise InvalidParameter(name, f"expected a date YYYY-MM-DD, got {text!r}")
@@ -131,6 +155,11 @@ def _moment(
         ) from None
     if moment.tzinfo is None:
         raise InvalidParameter(name, "a timestamp needs an offset (e.g. Z or -06:00)")
+    # Compared as they are (aware datetimes compare without conversion): converting year 1
+    # or 9999 with an offset would overflow.
+    if not _EARLIEST <= moment <= bounds.last_moment:
+        last = bounds.last_moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+        raise InvalidParameter(name, f"must be from {_EARLIEST.date()}T00:00:00Z to {last}")
     return moment.astimezone(UTC)
 
 

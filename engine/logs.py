@@ -9,6 +9,13 @@ around. An ``extra={"call_sid": ..., "project_id": ...}`` on a record wins.
 Secrets are kept out of messages by construction (``Secret`` never prints its value);
 the masking filter is the second line of defence, for a secret that reaches a log
 through a library's own message (a DSN in an exception text, say).
+
+Every record is one line, whatever it carries: both formatters escape control characters
+(engine/safe_text.py) in every part of the record, message, logger, call, project and
+traceback alike, and bound each part's length. A value from outside (a stranger's
+CallSid, a URL path) can therefore neither forge a line, nor rewrite the terminal, nor
+cost more than ``MAX_MESSAGE_CHARS`` of log. A text-format traceback reads as one line
+with ``\\n`` between its lines.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from engine.safe_text import printable
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -30,6 +39,12 @@ call_context: ContextVar[tuple[str, str] | None] = ContextVar("call_context", de
 # Secrets shorter than this are not masked: masking "ab" would mangle every log line and
 # such values are rejected by configuration anyway.
 MIN_MASKED_CHARS = 6
+# Bounds per part of a record: a message is a sentence or two with a few values; a Trio
+# traceback through nested nurseries can run to tens of kilobytes, and its end (the
+# exception) must survive the cut.
+MAX_MESSAGE_CHARS = 4096
+MAX_TRACEBACK_CHARS = 32768
+MAX_FIELD_CHARS = 200  # logger name, CallSid, project id
 
 
 class SecretMask(logging.Filter):
@@ -71,22 +86,27 @@ class CallContext(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return _utc_timestamp(record)
+    """``<time> <LEVEL> <logger>: <message> [call <sid> project <id>]``, then the
+    traceback, if any, after an escaped newline: one line per record."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        name = printable(record.name, MAX_FIELD_CHARS)
+        message = printable(record.getMessage(), MAX_MESSAGE_CHARS)
+        line = f"{_utc_timestamp(record)} {record.levelname} {name}: {message}"
         call_sid, project = getattr(record, "call_sid", None), getattr(record, "project_id", None)
         if call_sid or project:
-            line += f" [call {call_sid or '-'} project {project or '-'}]"
+            call_sid = printable(str(call_sid or "-"), MAX_FIELD_CHARS)
+            project = printable(str(project or "-"), MAX_FIELD_CHARS)
+            line += f" [call {call_sid} project {project}]"
+        traceback = _traceback(self, record)
+        if traceback:
+            line += "\\n" + printable(traceback, MAX_TRACEBACK_CHARS)
         return line
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers; strings escaped like the text
+    format's, so both show the same characters."""
 
     _encoder = msgspec.json.Encoder()
 
@@ -94,18 +114,29 @@ class JsonFormatter(logging.Formatter):
         body: dict[str, object] = {
             "ts": _utc_timestamp(record),
             "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
+            "logger": printable(record.name, MAX_FIELD_CHARS),
+            "message": printable(record.getMessage(), MAX_MESSAGE_CHARS),
         }
         for field, key in (("call_sid", "call_sid"), ("project_id", "project")):
             value = getattr(record, field, None)
             if value:
-                body[key] = value
-        if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            body["exception"] = record.exc_text
+                body[key] = printable(str(value), MAX_FIELD_CHARS)
+        traceback = _traceback(self, record)
+        if traceback:
+            body["exception"] = printable(traceback, MAX_TRACEBACK_CHARS)
         return self._encoder.encode(body).decode()
+
+
+def _traceback(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The record's exception (formatted, or as the masking filter left it) and stack."""
+    parts = []
+    if record.exc_info:
+        parts.append(formatter.formatException(record.exc_info))
+    elif record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
 
 
 def _utc_timestamp(record: logging.LogRecord) -> str:

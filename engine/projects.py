@@ -122,6 +122,12 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
     except msgspec.DecodeError as error:
         detail = "the body is empty" if not body.strip() else str(error)
         raise ValidationFailed([FieldError("body", f"not a JSON object: {detail}")]) from None
+    except RecursionError:
+        # msgspec counts nesting against the interpreter's recursion limit (about 1000
+        # levels) and stops there; a project is a few levels deep, so this is no project.
+        raise ValidationFailed(
+            [FieldError("body", "not a JSON object: nested too deeply")]
+        ) from None
     if not isinstance(value, dict):
         kind = _json_kind(value)
         raise ValidationFailed([FieldError("body", f"not a JSON object: got {kind}")])

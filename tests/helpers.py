@@ -80,6 +80,12 @@ async def http_request(
     return HttpResponse(int(status_line.split()[1]), response_headers, response_body)
 
 
+def sid(n: int) -> str:
+    """A well-formed CallSid (CA and 32 hexadecimal digits, as Twilio writes them; the
+    webhooks refuse any other) that reads as its number: ``sid(7)`` is ``CA0...07``."""
+    return f"CA{n:032d}"
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -14,6 +14,7 @@ import trio.lowlevel
 from actors.load import LoadMonitor
 from engine.admission import Admission
 from tests.helpers import running_engine, wait_until
+from tests.test_bulkheads import metric
 from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, call_row, setup_project, twilio_post
 
 
@@ -85,8 +86,15 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
 
         answered = await wait_until(streamed, timeout_s=10)
         record = await call_row(fresh_database, refused_sid, until="missed")
+        by_cpu = await metric(
+            engine, "afterhours_refusals_total", edge="voice", reason="engine_overloaded_cpu"
+        )
+        by_lag = await metric(
+            engine, "afterhours_refusals_total", edge="voice", reason="engine_overloaded_loop_lag"
+        )
     assert b"<Dial" in refused.body
     assert PROJECT["on_call_number"].encode() in refused.body
     assert refused_after_s < 1.0
     assert (record["end_reason"], record["project_id"]) == ("engine_overloaded", "smith-plumbing")
     assert b"<Connect><Stream" in answered
+    assert by_cpu + by_lag == 1

@@ -19,7 +19,7 @@ from api.root import Engine
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
 from engine.ws import WebSocket, WebSocketClosed, connect
 from tests.function_backend import FunctionBackend, TwilioRestStandIn
-from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 
 STREAM_SID = "MZ" + "1" * 32
@@ -95,14 +95,14 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
 ) -> None:
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
         await setup_project(engine)
-        twiml = await twilio_post(engine, "/twilio/voice", call("CA900", ANSWERED))
+        twiml = await twilio_post(engine, "/twilio/voice", call(sid(900), ANSWERED))
         socket, parameters = await open_stream(twiml.body.decode())
         with trio.fail_after(30):
-            await start_call(socket, "CA900", parameters)
+            await start_call(socket, sid(900), parameters)
             greeting = await listen(socket, until_silent_s=1.0)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, "CA900")
+            await hang_up(socket, sid(900))
             hung_up_at_s = trio.current_time()
             assert engine.simulated_model is not None
             model_stats = engine.simulated_model.stats
@@ -111,11 +111,11 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
                 await trio.sleep(0.02)
             model_closed_after_s = trio.current_time() - hung_up_at_s
             await socket.aclose()
-            record = await wait_for_final(fresh_database, "CA900")
+            record = await wait_for_final(fresh_database, sid(900))
             health = await http_request("GET", f"{engine.bound_urls[0]}/health")
             calls_url = f"{engine.bound_urls[0]}/admin/calls"
-            shown = await http_request("GET", f"{calls_url}/CA900", token=ADMIN_TOKEN)
-            unknown = await http_request("GET", f"{calls_url}/CA404", token=ADMIN_TOKEN)
+            shown = await http_request("GET", f"{calls_url}/{sid(900)}", token=ADMIN_TOKEN)
+            unknown = await http_request("GET", f"{calls_url}/{sid(404)}", token=ADMIN_TOKEN)
     assert health.json()["activeSessions"] == 0
     assert model_closed_after_s < 1.0
     # One model session, opened when the webhook answered and taken when the stream began.
@@ -192,14 +192,14 @@ async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
         url = await nursery.start(backend.serve)
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
             project = BOOKING_PROJECT | {"function_url": url}
-            socket, parameters = await answered_call(engine, project, "CA901")
+            socket, parameters = await answered_call(engine, project, sid(901))
             with trio.fail_after(60):
-                await start_call(socket, "CA901", parameters)
+                await start_call(socket, sid(901), parameters)
                 await listen(socket, until_silent_s=1.0)  # the greeting
                 for _ in range(2):  # the problem; yes, book it (then the model says goodbye)
                     await speak(socket, silence(100) + tone(400) + silence(700))
                     await listen(socket, until_silent_s=2.5)
-                record = await wait_for_final(fresh_database, "CA901")
+                record = await wait_for_final(fresh_database, sid(901))
                 async with open_database(fresh_database, connect_timeout_s=5) as db:
                     functions = await db.fetch(
                         "SELECT name, outcome, http_status, latency_ms FROM function_calls "
@@ -222,7 +222,7 @@ async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
     ]
     assert functions[1]["latency_ms"] >= 1500
     assert [r.json()["name"] for r in backend.received] == ["get_slots", "book_appointment"]
-    assert all(r.json()["call_sid"] == "CA901" for r in backend.received)
+    assert all(r.json()["call_sid"] == sid(901) for r in backend.received)
     assert all(
         r.headers["x-afterhours-signature"] == sign("fn-secret-123456", r.body)
         for r in backend.received
@@ -261,9 +261,9 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
     fresh_database: str, tmp_path: Path
 ) -> None:
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        socket, parameters = await answered_call(engine, PROJECT_WITH_LONG_GREETING, "CA902")
+        socket, parameters = await answered_call(engine, PROJECT_WITH_LONG_GREETING, sid(902))
         with trio.fail_after(30):
-            await start_call(socket, "CA902", parameters)
+            await start_call(socket, sid(902), parameters)
             # The caller hears only the first three media chunks, then talks over the rest.
             heard_mark, after_speech = await hear_some_then_interrupt(socket, chunks_heard=3)
             later = await listen(socket, until_silent_s=0.5)
@@ -277,8 +277,8 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
                 },
             )
             await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, "CA902")
-            record = await wait_for_final(fresh_database, "CA902")
+            await hang_up(socket, sid(902))
+            record = await wait_for_final(fresh_database, sid(902))
             await socket.aclose()
         assert engine.simulated_model is not None
         stats = engine.simulated_model.stats
@@ -339,11 +339,11 @@ async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
         "silence_timeout_s": 5,
     }
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        socket, parameters = await answered_call(engine, quiet_project, "CA903")
+        socket, parameters = await answered_call(engine, quiet_project, sid(903))
         with trio.fail_after(40):  # real time: two 5 s silences (the minimum a project allows)
-            await start_call(socket, "CA903", parameters)
+            await start_call(socket, sid(903), parameters)
             await listen(socket, until_silent_s=20.0)  # until the engine hangs up
-            record = await wait_for_final(fresh_database, "CA903")
+            record = await wait_for_final(fresh_database, sid(903))
             await socket.aclose()
     said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
     assert said[1] == "Are you still there?"
@@ -373,17 +373,17 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
             TWILIO_ACCOUNT_SID=account,
             TWILIO_API_BASE_URL=rest_url,
         ) as engine:
-            socket, parameters = await answered_call(engine, emergency_project, "CA904")
+            socket, parameters = await answered_call(engine, emergency_project, sid(904))
             with trio.fail_after(30):
-                await start_call(socket, "CA904", parameters)
+                await start_call(socket, sid(904), parameters)
                 await listen(socket, until_silent_s=1.0)
                 await speak(socket, silence(100) + tone(400) + silence(700))
                 await listen(socket, until_silent_s=3.0)  # until the engine hands the call over
-                record = await wait_for_final(fresh_database, "CA904")
+                record = await wait_for_final(fresh_database, sid(904))
             await socket.aclose()
         nursery.cancel_scope.cancel()
     (update,) = twilio.received
-    assert update.path == f"/2010-04-01/Accounts/{account}/Calls/CA904.json"
+    assert update.path == f"/2010-04-01/Accounts/{account}/Calls/{sid(904)}.json"
     expected_auth = base64.b64encode(f"{account}:{TWILIO_AUTH_TOKEN}".encode()).decode()
     assert update.headers["authorization"] == f"Basic {expected_auth}"
     twiml_sent = parse_qs(update.body.decode())["Twiml"][0]
@@ -404,18 +404,18 @@ async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
         await setup_project(engine)
         assert engine.simulated_model is not None
         model = engine.simulated_model
-        twiml = await twilio_post(engine, "/twilio/voice", call("CA905", ANSWERED))
+        twiml = await twilio_post(engine, "/twilio/voice", call(sid(905), ANSWERED))
         socket, parameters = await open_stream(twiml.body.decode())
         with trio.fail_after(30):
-            await start_call(socket, "CA905", parameters)
+            await start_call(socket, sid(905), parameters)
             await listen(socket, until_silent_s=1.0)  # the greeting, from the first session
             model.drop_sessions()  # a network fault between the engine and the model
             while model.stats.sessions_total < 2:  # noqa: ASYNC110 - the engine reconnects
                 await trio.sleep(0.02)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, "CA905")
-            record = await wait_for_final(fresh_database, "CA905")
+            await hang_up(socket, sid(905))
+            record = await wait_for_final(fresh_database, sid(905))
             await socket.aclose()
     assert any(e["event"] == "media" for e in answer)  # the new session answered
     # The conversation so far was restored into the new session.

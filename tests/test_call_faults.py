@@ -15,7 +15,7 @@ import trio
 from actors.store.db import open_database
 from engine.simulator.mulaw import silence, tone
 from tests.function_backend import TwilioRestStandIn
-from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine, sid
 from tests.test_call_e2e import (
     STREAM_SID,
     answered_call,
@@ -93,14 +93,14 @@ async def test_a_model_that_never_answers_the_handshake_ends_the_call_politely(
             TWILIO_ACCOUNT_SID=account,
             TWILIO_API_BASE_URL=rest_url,
         ) as engine:
-            socket, parameters = await answered_call(engine, ON_CALL_PROJECT, "CA950")
+            socket, parameters = await answered_call(engine, ON_CALL_PROJECT, sid(950))
             with trio.fail_after(20):
-                await start_call(socket, "CA950", parameters)
-                record = await wait_for_final(fresh_database, "CA950")
+                await start_call(socket, sid(950), parameters)
+                record = await wait_for_final(fresh_database, sid(950))
                 await socket.aclose()
                 while engine.calls.statistics().active:  # noqa: ASYNC110
                     await trio.sleep(0.02)
-                alerts = await event_log(fresh_database, "CA950")
+                alerts = await event_log(fresh_database, sid(950))
                 health = await http_request("GET", f"{engine.bound_urls[0]}/health")
         # Every connection the engine opened (early and at the stream start) was closed.
         with trio.fail_after(5):
@@ -114,7 +114,7 @@ async def test_a_model_that_never_answers_the_handshake_ends_the_call_politely(
     assert ("openaiError", "Model unreachable: no answer within 0.5 s") in alerts
     # The caller heard an apology and was put through to the on-call technician.
     (update,) = twilio.received
-    assert update.path == f"/2010-04-01/Accounts/{account}/Calls/CA950.json"
+    assert update.path == f"/2010-04-01/Accounts/{account}/Calls/{sid(950)}.json"
     twiml = parse_qs(update.body.decode())["Twiml"][0]
     assert "our assistant is not available right now" in twiml
     assert '<Dial timeout="30">+15551234567</Dial>' in twiml
@@ -125,16 +125,16 @@ async def test_an_oversized_twilio_frame_ends_the_call_as_failed_and_closes_the_
     fresh_database: str, tmp_path: Path
 ) -> None:
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        socket, parameters = await answered_call(engine, PLAIN_PROJECT, "CA951")
+        socket, parameters = await answered_call(engine, PLAIN_PROJECT, sid(951))
         assert engine.simulated_model is not None
         with trio.fail_after(20):
-            await start_call(socket, "CA951", parameters)
+            await start_call(socket, sid(951), parameters)
             await listen(socket, until_silent_s=1.0)
             payload = "A" * (128 * 1024)  # twice MAX_TWILIO_MESSAGE_BYTES
             await send(
                 socket, {"event": "media", "streamSid": STREAM_SID, "media": {"payload": payload}}
             )
-            record = await wait_for_final(fresh_database, "CA951")
+            record = await wait_for_final(fresh_database, sid(951))
             while engine.simulated_model.stats.sessions_open:  # noqa: ASYNC110
                 await trio.sleep(0.02)
             await socket.aclose()
@@ -156,9 +156,9 @@ async def test_a_session_near_its_cap_is_renewed_with_the_conversation(
         model = engine.simulated_model
         assert model is not None
         model.session_max_s = 6.0  # the server ends sessions at 6 s; the engine renews first
-        socket, parameters = await answered_call(engine, PLAIN_PROJECT, "CA952")
+        socket, parameters = await answered_call(engine, PLAIN_PROJECT, sid(952))
         with trio.fail_after(30):
-            await start_call(socket, "CA952", parameters)
+            await start_call(socket, sid(952), parameters)
             await listen(socket, until_silent_s=1.0)
             await speak(socket, silence(100) + tone(400) + silence(700))
             await listen(socket, until_silent_s=1.0)
@@ -166,8 +166,8 @@ async def test_a_session_near_its_cap_is_renewed_with_the_conversation(
                 await listen(socket, until_silent_s=0.2)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, "CA952")
-            record = await wait_for_final(fresh_database, "CA952")
+            await hang_up(socket, sid(952))
+            record = await wait_for_final(fresh_database, sid(952))
             await socket.aclose()
     assert model.stats.sessions_expired == 0  # renewed before the server's cap
     assert model.stats.sessions_total == 2

@@ -11,7 +11,14 @@ from typing import Any
 import trio
 
 from engine.simulator.caller import CallerConfig, CallSummary, place_call
-from tests.helpers import ADMIN_TOKEN, PUBLIC_URL, TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.helpers import (
+    ADMIN_TOKEN,
+    PUBLIC_URL,
+    TWILIO_AUTH_TOKEN,
+    http_request,
+    running_engine,
+    sid,
+)
 from tests.test_call_e2e import wait_for_final
 from tests.test_simulated_caller import final_rows
 from tests.test_twilio_webhooks import ANSWERED, call, twilio_post
@@ -53,11 +60,11 @@ async def test_a_drain_lets_live_calls_finish_and_turns_new_ones_away(
                     await trio.sleep(0.05)
                 engine.drain.begin()  # what the first SIGTERM does
                 health = await http_request("GET", f"{base}/health")
-                turned_away = await twilio_post(engine, "/twilio/voice", call("CA-late", ANSWERED))
+                turned_away = await twilio_post(engine, "/twilio/voice", call(sid(600), ANSWERED))
                 assert engine.calls.statistics().active == 3  # nobody was cut off
             await engine.stop.wait()  # the drain ended by itself once the calls had
             rows = await final_rows(fresh_database, expected=3)
-            late = await wait_for_final(fresh_database, "CA-late")
+            late = await wait_for_final(fresh_database, sid(600))
     assert (health.status, health.json()["status"]) == (503, "draining")
     assert f'<Dial timeout="30">{ON_CALL}</Dial>' in turned_away.body.decode()
     assert "<Stream" not in turned_away.body.decode()

@@ -14,7 +14,7 @@ from twilio.request_validator import RequestValidator
 
 from engine.simulator.mulaw import silence, tone
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
-from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine, sid
 from tests.test_call_e2e import (
     STREAM_SID,
     hang_up,
@@ -56,33 +56,33 @@ async def test_webhook_stream_and_callback_on_different_instances_and_tokens_use
         running_engine(fresh_database, tmp_path / "b", **shared) as second,
     ):
         await setup_project(first)
-        twiml = await twilio_post(first, "/twilio/voice", call("CA700", ANSWERED))
+        twiml = await twilio_post(first, "/twilio/voice", call(sid(700), ANSWERED))
         assert SHARED_MEDIA_URL in twiml.body.decode()
         parameters = params(twiml.body.decode())
         # The stream reaches the second instance; the call runs there.
         socket = await stream_to(second.media.bound_port, parameters)
         with trio.fail_after(30):
-            await start_call(socket, "CA700", parameters)
+            await start_call(socket, sid(700), parameters)
             await listen(socket, until_silent_s=1.0)
             assert second.calls.statistics().active == 1
             assert first.calls.statistics().active == 0
             # A replay of the same stream start, to the first instance, is refused.
             replay = await stream_to(first.media.bound_port, parameters)
-            await start_call(replay, "CA700", parameters)
+            await start_call(replay, sid(700), parameters)
             with pytest.raises(WebSocketClosed):
                 await replay.receive_batch()
             await replay.aclose()
             await speak(socket, silence(100) + tone(300) + silence(700))
             await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, "CA700")
+            await hang_up(socket, sid(700))
             await socket.aclose()
             # The status callback lands on the first instance.
-            final = call("CA700", ANSWERED) | {"CallStatus": "completed", "CallDuration": "7"}
+            final = call(sid(700), ANSWERED) | {"CallStatus": "completed", "CallDuration": "7"}
             assert (await twilio_post(first, "/twilio/status", final)).status == 204
-            record = await wait_for_final(fresh_database, "CA700")
+            record = await wait_for_final(fresh_database, sid(700))
             while record["twilio_status"] is None:
                 await trio.sleep(0.05)
-                record = await wait_for_final(fresh_database, "CA700")
+                record = await wait_for_final(fresh_database, sid(700))
             # The first instance opened a model session at webhook time that nobody took;
             # the status callback closed it (the stream token would have expired it).
             assert (first.early.stats.opened_total, first.early.stats.taken_total) == (1, 0)
@@ -119,17 +119,17 @@ async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
             await early.receive_batch()
         await early.aclose()
         # A stream whose token was issued for another call is refused.
-        twiml = await twilio_post(engine, "/twilio/voice", call("CA701", ANSWERED))
+        twiml = await twilio_post(engine, "/twilio/voice", call(sid(701), ANSWERED))
         parameters = params(twiml.body.decode())
         foreign = await stream_to(port, parameters, signature_url=url)
-        await start_call(foreign, "CA999", parameters)
+        await start_call(foreign, sid(999), parameters)
         with pytest.raises(WebSocketClosed):
             await foreign.receive_batch()
         await foreign.aclose()
         # Garbage in the middle of a real call is logged and skipped: the call goes on.
         socket = await stream_to(port, parameters, signature_url=url)
         with trio.fail_after(30):
-            await start_call(socket, "CA701", parameters)
+            await start_call(socket, sid(701), parameters)
             await listen(socket, until_silent_s=1.0)
             await socket.send_text(b"{not json")
             await socket.send_text(b'{"event":"media","streamSid":"MZ-other","media":{}}')
@@ -137,13 +137,13 @@ async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
                 await socket.send_text(b'{"event":"hologram","streamSid":"MZ"}')
             await speak(socket, silence(100) + tone(300) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, "CA701")
+            await hang_up(socket, sid(701))
             await socket.aclose()
-            record = await wait_for_final(fresh_database, "CA701")
+            record = await wait_for_final(fresh_database, sid(701))
         health = await http_request("GET", f"{engine.bound_urls[0]}/health")
     assert any(event["event"] == "media" for event in answer)  # the model still answered
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     assert health.status == 200
     assert json.loads(record["transcript"])[1]["role"] == "caller"
     ignored = [r.getMessage() for r in caplog.records if "ignoring Twilio event" in r.getMessage()]
-    assert ignored == ["call CA701: ignoring Twilio event 'hologram'"]
+    assert ignored == [f"call {sid(701)}: ignoring Twilio event 'hologram'"]

@@ -4,8 +4,10 @@ unhealthy (503) while PostgreSQL is stopped and healthy again when it returns.""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +32,7 @@ from tests.helpers import (
     free_port,
     http_request,
     running_engine,
+    sid,
 )
 from tests.test_simulated_caller import final_rows
 from tests.test_store_outage import Server
@@ -53,7 +56,7 @@ async def test_metrics_match_a_scripted_set_of_calls(fresh_database: str, tmp_pa
         with trio.fail_after(60):
             for _ in range(2):
                 await place_call(config, "quick")
-            await twilio_post(engine, "/twilio/voice", call("CA-elsewhere", ELSEWHERE))
+            await twilio_post(engine, "/twilio/voice", call(sid(500), ELSEWHERE))
             await final_rows(fresh_database, expected=2)
             unauthorized = await http_request("GET", f"{base}/metrics")
             while True:  # the metrics actor folds asynchronously: poll briefly
@@ -98,6 +101,8 @@ async def test_detailed_health_is_unhealthy_while_postgres_is_down(
                 healthy = await http_request("GET", url)
                 await server.stop()
                 down = await http_request("GET", url)
+                down_for_admin = await http_request("GET", url, token=ADMIN_TOKEN)
+                down_wrong_token = await http_request("GET", url, token="wrong" * 8)
                 await server.start()
                 while (again := await http_request("GET", url)).status != 200:  # noqa: ASYNC110
                     await trio.sleep(0.1)
@@ -113,7 +118,19 @@ async def test_detailed_health_is_unhealthy_while_postgres_is_down(
     assert TWILIO_AUTH_TOKEN not in healthy.body.decode()
     assert ADMIN_TOKEN not in healthy.body.decode()
     assert (down.status, down.json()["status"]) == (503, "unhealthy")
-    assert down.json()["services"]["database"]["status"] == "down"
+    assert down.json()["services"]["database"] == {"status": "down", "spooledRecords": 0}
+    # Without the admin token no field names the database's host, port or name.
+    database = urlsplit(dsn)
+    named = re.compile(  # the port as a whole number, the host, the database's name
+        rf"(?<![0-9]){database.port}(?![0-9])|{re.escape(database.hostname or '-')}"
+        rf"|{re.escape(database.path.strip('/') or '-')}"
+    )
+    for shown in (healthy, down, down_wrong_token):
+        assert named.search(shown.body.decode()) is None, shown.body
+    assert down_wrong_token.json()["services"]["database"] == down.json()["services"]["database"]
+    # The admin token sees why: the store's error text, which names where it connects.
+    assert down_for_admin.status == 503
+    assert named.search(down_for_admin.json()["services"]["database"]["error"])
     assert again.json()["status"] in ("healthy", "degraded")  # degraded: spool replaying
     assert again.json()["services"]["database"]["status"] == "up"
 

@@ -23,6 +23,7 @@ from tests.helpers import (
     HttpResponse,
     http_request,
     running_engine,
+    sid,
 )
 
 PROJECT: dict[str, Any] = {
@@ -65,12 +66,14 @@ async def setup_project(engine: Engine) -> None:
         assert added.status == 201
 
 
-async def call_row(dsn: str, sid: str, *, until: str | None = None) -> dict[str, Any]:
+async def call_row(dsn: str, call_sid: str, *, until: str | None = None) -> dict[str, Any]:
     """The call's row, once the store has written it (it batches: poll briefly)."""
     with trio.fail_after(10):
         while True:
             async with open_database(dsn, connect_timeout_s=5) as db:
-                rows = await db.fetch("SELECT * FROM calls WHERE call_sid = $1", sid, timeout_s=5)
+                rows = await db.fetch(
+                    "SELECT * FROM calls WHERE call_sid = $1", call_sid, timeout_s=5
+                )
             if rows and (until is None or rows[0]["status"] == until):
                 return dict(rows[0])
             await trio.sleep(0.05)
@@ -81,8 +84,8 @@ async def test_an_answered_number_gets_a_media_stream_with_a_token(
 ) -> None:
     async with running_engine(fresh_database, tmp_path) as engine:
         await setup_project(engine)
-        answer = await twilio_post(engine, "/twilio/voice", call("CA100", ANSWERED))
-        row = await call_row(fresh_database, "CA100")
+        answer = await twilio_post(engine, "/twilio/voice", call(sid(100), ANSWERED))
+        row = await call_row(fresh_database, sid(100))
     assert answer.status == 200
     assert answer.headers["content-type"] == "text/xml"
     xml = answer.body.decode()
@@ -90,9 +93,9 @@ async def test_an_answered_number_gets_a_media_stream_with_a_token(
     assert re.search(r'<Connect><Stream url="ws://127\.0\.0\.1:\d+/twilio/media">', xml)
     parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', xml))
     assert parameters["project"] == "smith-plumbing"
-    assert parameters["callSid"] == "CA100"
+    assert parameters["callSid"] == sid(100)
     check_token(
-        TWILIO_AUTH_TOKEN.encode(), parameters["token"], "CA100", "smith-plumbing", time.time()
+        TWILIO_AUTH_TOKEN.encode(), parameters["token"], sid(100), "smith-plumbing", time.time()
     )
     assert (row["status"], row["project_id"], row["from_number"], row["to_number"]) == (
         "active", "smith-plumbing", "+15550001111", ANSWERED,
@@ -104,29 +107,32 @@ async def test_calls_that_cannot_be_answered_are_turned_away_politely_and_record
 ) -> None:
     async with running_engine(fresh_database, tmp_path, MAX_CONCURRENT_CALLS="1") as engine:
         await setup_project(engine)
-        unknown = await twilio_post(engine, "/twilio/voice", call("CA201", "+15553334444"))
-        elsewhere = await twilio_post(engine, "/twilio/voice", call("CA202", ELSEWHERE))
+        unknown = await twilio_post(engine, "/twilio/voice", call(sid(201), "+15553334444"))
+        elsewhere = await twilio_post(engine, "/twilio/voice", call(sid(202), ELSEWHERE))
 
         async def busy_call(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
             task_status.started()
             await stop.wait()
 
         await engine.calls.start_child("CA-busy", busy_call)
-        full = await twilio_post(engine, "/twilio/voice", call("CA203", ANSWERED))
-        rows = {sid: await call_row(fresh_database, sid) for sid in ("CA201", "CA202", "CA203")}
+        full = await twilio_post(engine, "/twilio/voice", call(sid(203), ANSWERED))
+        rows = {
+            call_sid: await call_row(fresh_database, call_sid)
+            for call_sid in (sid(201), sid(202), sid(203))
+        }
     assert "<Say>We're sorry, this number is not in service. Goodbye.</Say><Hangup />" in (
         unknown.body.decode()
     )
     assert '<Dial timeout="30">+15551234567</Dial>' in elsewhere.body.decode()
     assert "All of our lines are busy right now." in full.body.decode()
     assert "<Dial" in full.body.decode()
-    assert {sid: (r["status"], r["end_reason"]) for sid, r in rows.items()} == {
-        "CA201": ("missed", "unknown_number"),
-        "CA202": ("missed", "answered_elsewhere"),
-        "CA203": ("missed", "engine_at_capacity"),
+    assert {call_sid: (r["status"], r["end_reason"]) for call_sid, r in rows.items()} == {
+        sid(201): ("missed", "unknown_number"),
+        sid(202): ("missed", "answered_elsewhere"),
+        sid(203): ("missed", "engine_at_capacity"),
     }
-    assert rows["CA201"]["project_id"] is None
-    assert rows["CA202"]["project_id"] == "smith-plumbing"
+    assert rows[sid(201)]["project_id"] is None
+    assert rows[sid(202)]["project_id"] == "smith-plumbing"
 
 
 @pytest.mark.parametrize(
@@ -134,7 +140,7 @@ async def test_calls_that_cannot_be_answered_are_turned_away_politely_and_record
     [
         pytest.param({}, id="missing"),
         pytest.param({"X-Twilio-Signature": "bm90IGEgc2lnbmF0dXJl"}, id="wrong"),
-        pytest.param(signed("/twilio/voice", call("CA300", ANSWERED), "c" * 32), id="other-token"),
+        pytest.param(signed("/twilio/voice", call(sid(300), ANSWERED), "c" * 32), id="other-token"),
     ],
 )
 async def test_unsigned_webhooks_get_403_and_an_event_log_entry_nothing_else(
@@ -143,7 +149,7 @@ async def test_unsigned_webhooks_get_403_and_an_event_log_entry_nothing_else(
     async with running_engine(fresh_database, tmp_path) as engine:
         await setup_project(engine)
         refused = await twilio_post(
-            engine, "/twilio/voice", call("CA300", ANSWERED), headers=headers
+            engine, "/twilio/voice", call(sid(300), ANSWERED), headers=headers
         )
         with trio.fail_after(10):
             while True:
@@ -157,7 +163,7 @@ async def test_unsigned_webhooks_get_403_and_an_event_log_entry_nothing_else(
                     break
                 await trio.sleep(0.05)
     assert refused.status == 403
-    assert [tuple(r) for r in logged] == [("twilioError", "CA300")]
+    assert [tuple(r) for r in logged] == [("twilioError", sid(300))]
     assert calls == 0
 
 
@@ -176,9 +182,9 @@ async def test_the_status_callback_finalises_the_record(
 ) -> None:
     async with running_engine(fresh_database, tmp_path) as engine:
         await setup_project(engine)
-        params = call("CA400", ANSWERED) | {"CallStatus": twilio_status, "CallDuration": "42"}
+        params = call(sid(400), ANSWERED) | {"CallStatus": twilio_status, "CallDuration": "42"}
         answer = await twilio_post(engine, "/twilio/status", params)
-        row = await call_row(fresh_database, "CA400", until=expected)
+        row = await call_row(fresh_database, sid(400), until=expected)
     assert answer.status == 204
     columns = ("status", "status_source", "twilio_status", "twilio_duration_s")
     assert tuple(row[c] for c in columns) == (expected, "twilio", twilio_status, 42)

@@ -8,6 +8,12 @@ spool after a crash, leaves the same rows as if it had been written once:
 * ``calls``: an upsert keyed by call_sid that *merges* by the rules next to
   ``_upsert_call_sql``, so that updates from the call bridge, the status callback and the
   stream end give the same row in any order, and applying one twice changes nothing.
+
+PostgreSQL's ``text`` and ``jsonb`` cannot hold U+0000 and refuse the whole statement
+for one, so a NUL anywhere in a record (a caller's number, a model's transcript, a
+function's arguments) would lose the call's record: every text value, and every string
+inside a JSON value before it is encoded, has its NULs replaced by U+FFFD here, where
+all rows are made (``engine/safe_text.py without_nul``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine.messages import CallUpdated, EventLogWritten, FunctionCallRecorded
+from engine.safe_text import without_nul
 
 if TYPE_CHECKING:
     from actors.store.db import Connection
@@ -98,8 +105,16 @@ def _upsert_call_sql() -> str:
 UPSERT_CALL = _upsert_call_sql()
 
 
+def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(without_nul(value) for value in row)
+
+
+def _json_text(value: Any) -> str:
+    return _json.encode(without_nul(value)).decode()  # before encoding: "\u0000" is refused too
+
+
 def event_row(record: EventLogWritten) -> tuple[Any, ...]:
-    return (
+    return _storable((
         record.event_id,
         record.timestamp,
         record.level,
@@ -107,8 +122,8 @@ def event_row(record: EventLogWritten) -> tuple[Any, ...]:
         record.project_id,
         record.call_sid,
         record.message,
-        _json.encode(record.metadata).decode(),
-    )
+        _json_text(record.metadata),
+    ))  # fmt: skip
 
 
 def call_row(record: CallUpdated) -> tuple[Any, ...]:
@@ -121,23 +136,23 @@ def call_row(record: CallUpdated) -> tuple[Any, ...]:
     values["intent"] = record.intent or "unknown"
     for column in ("transcript", "usage"):
         value = values[column]
-        values[column] = None if value is None else _json.encode(value).decode()
-    return tuple(values[c] for c in _CALL_COLUMNS)
+        values[column] = None if value is None else _json_text(value)
+    return _storable(tuple(values[c] for c in _CALL_COLUMNS))
 
 
 def function_call_row(record: FunctionCallRecorded) -> tuple[Any, ...]:
-    return (
+    return _storable((
         record.id,
         record.call_sid,
         record.project_id,
         record.name,
-        _json.encode(record.arguments).decode(),
+        _json_text(record.arguments),
         record.outcome,
         record.http_status,
         record.latency_ms,
         record.error,
         record.at,
-    )
+    ))  # fmt: skip
 
 
 async def write_records(connection: Connection, records: list[StoreWrite]) -> None:
