@@ -97,4 +97,4 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
     assert refused_after_s < 1.0
     assert (record["end_reason"], record["project_id"]) == ("engine_overloaded", "smith-plumbing")
     assert b"<Connect><Stream" in answered
-    assert by_cpu + by_lag == 1
+    assert by_cpu + by_lag >= 1  # this caller, and those the engine turned away after
