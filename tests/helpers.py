@@ -102,6 +102,11 @@ def engine_settings(database_url: str, data_dir: Path) -> dict[str, str]:
         "ADMIN_TOKEN": ADMIN_TOKEN,
         "TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN,
         "DRAIN_TIMEOUT_S": "5",
+        # A test's engine shares its process and thread with the simulated callers and
+        # model it talks to, so the process's CPU and timer lag are not the engine's own:
+        # admission by load is off here, and on in tests/test_admission_load.py.
+        "ADMIT_MAX_CPU": "1",
+        "ADMIT_MAX_LOOP_LAG_S": "10",
     }
 
 
