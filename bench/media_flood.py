@@ -1,19 +1,23 @@
 """What a ping flood on the media port costs the engine: RSS before, during and after.
 
 Starts the engine (``afterhours serve``, its own embedded PostgreSQL in a temporary
-DATA_DIR unless ``--database-url``), with a project and a number, and records its RSS
-when idle (after one warm-up flooder, so what a first connection imports is not counted
-as flood). Then, for each level, N sockets each do a signed upgrade to the media port (a
-valid ``X-Twilio-Signature``, as an attacker who has one stream URL's signature could)
-and flood WebSocket pings as fast as the kernel takes them, never reading a byte (so
-never reading a pong); meanwhile one simulated caller places a real call through the
-webhook and the media stream. RSS is sampled every 100 ms during the flood; then every
-flooder is closed and, after a settle time, RSS is read again. Also recorded: how long
-the engine took to close each flooder, what each managed to send, the call's outcome,
-and the engine's ``afterhours_refusals_total{edge="media"}`` counters from /metrics.
+DATA_DIR unless ``--database-url``) with a project and a number, and records its RSS
+when idle (after a warm-up of one flooder and one call, so what a first connection
+imports is not counted as flood). Then, for each level, N sockets each do a signed
+upgrade to the media port (a valid ``X-Twilio-Signature``, as an attacker who has one
+stream URL's signature could) and flood WebSocket pings as fast as the kernel takes
+them, never reading a byte (so never reading a pong). Meanwhile one simulated caller
+places a real call through the webhook and the media stream. RSS is sampled every
+100 ms during the flood; then every flooder is closed and, after a settle time, RSS is
+read again. Also recorded: how long the engine took to close each flooder, what each
+managed to send, the call's outcome, and the engine's
+``afterhours_refusals_total{edge="media"}`` counters from /metrics. With
+``--reconnect`` each flooder replaces a connection the engine closed at once, for the
+whole flood (a sustained attack rather than one wave). As in bench.calls the engine is
+pinned to CPU 0 and this process (flooders and caller) to CPU 1.
 
     .venv/bin/python -m bench.media_flood [--sockets 8,100] [--flood-s 10] [--settle-s 5]
-        [--database-url URL] [--output media_flood]
+        [--reconnect] [--database-url URL] [--no-pin] [--output media_flood]
 
 Writes bench/results/<output>.json and prints a line per level. RSS is the kernel's
 VmRSS: memory the process freed but CPython's allocator (or glibc's) kept is still
@@ -37,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +69,35 @@ PING_BLOCK = PING * (65536 // len(PING))
 
 @dataclass
 class Flooder:
-    status: str = ""  # the upgrade's status line
+    status: str = ""  # the last upgrade's status line
+    connections: int = 0
     sent_bytes: int = 0
-    closed_by_engine_after_s: float | None = None  # from the upgrade to the first failed send
+    # Per connection the engine closed: seconds from the upgrade to the first failed send.
+    closed_after_s: list[float] = field(default_factory=list)
     error: str = ""
 
 
-def flood(port: int, signature: str, stop: threading.Event, result: Flooder) -> None:
+def flood(
+    port: int, signature: str, stop: threading.Event, result: Flooder, reconnect: bool
+) -> None:
     """One flooder (a thread, blocking sockets: the GIL is released while the kernel
-    takes the bytes). Ends when the engine closes the connection or ``stop`` is set."""
+    takes the bytes), until ``stop``; with ``reconnect``, a closed connection is
+    replaced at once, as a determined attacker would."""
+    while not stop.is_set():
+        if not flood_once(port, signature, stop, result) or not reconnect:
+            return
+
+
+def flood_once(port: int, signature: str, stop: threading.Event, result: Flooder) -> bool:
+    """One connection: signed upgrade, then pings until the engine closes it (``True``)
+    or ``stop`` is set or it cannot connect (``False``)."""
     try:
         connection = socket.create_connection(("127.0.0.1", port), timeout=CONNECT_TIMEOUT_S)
     except OSError as exc:
         result.error = f"connect: {exc}"
-        return
+        return False
     with connection:
+        result.connections += 1
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET /twilio/media HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -96,7 +114,7 @@ def flood(port: int, signature: str, stop: threading.Event, result: Flooder) -> 
                 head += byte
         except OSError as exc:
             result.error = f"upgrade: {exc}"
-            return
+            return True  # refused (closed) by the engine
         result.status = head.split(b"\r\n", 1)[0].decode("latin-1")
         connection.settimeout(0.5)  # so that ``stop`` is seen while the kernel is full
         upgraded = time.perf_counter()
@@ -106,9 +124,10 @@ def flood(port: int, signature: str, stop: threading.Event, result: Flooder) -> 
             except TimeoutError:
                 continue
             except OSError as exc:
-                result.closed_by_engine_after_s = round(time.perf_counter() - upgraded, 3)
+                result.closed_after_s.append(time.perf_counter() - upgraded)
                 result.error = type(exc).__name__
-                return
+                return True
+    return False
 
 
 def join_all(threads: list[threading.Thread]) -> None:
@@ -149,12 +168,20 @@ async def media_refusals(url: str) -> dict[str, int]:
 
 
 async def flood_level(
-    count: int, media_port: int, signature: str, pid: int, config: CallerConfig, flood_s: float
+    count: int,
+    media_port: int,
+    signature: str,
+    pid: int,
+    config: CallerConfig,
+    flood_s: float,
+    reconnect: bool,
 ) -> dict[str, Any]:
     stop = threading.Event()
     flooders = [Flooder() for _ in range(count)]
     threads = [
-        threading.Thread(target=flood, args=(media_port, signature, stop, f), daemon=True)
+        threading.Thread(
+            target=flood, args=(media_port, signature, stop, f, reconnect), daemon=True
+        )
         for f in flooders
     ]
     samples: list[int] = []
@@ -186,14 +213,22 @@ async def flood_level(
         nursery.cancel_scope.cancel()
     stop.set()
     await trio.to_thread.run_sync(join_all, threads)
-    closed = [s for f in flooders if (s := f.closed_by_engine_after_s) is not None]
+    closed = sorted(after_s for f in flooders for after_s in f.closed_after_s)
     return {
         "sockets": count,
+        "reconnect": reconnect,
         "flood_s": flood_s,
+        "connections": sum(f.connections for f in flooders),
         "rss_peak_during_mb": round(max(samples) / 2**20, 1),
         "upgrades": sorted({f.status for f in flooders}),
         "closed_by_engine": len(closed),
-        "closed_after_s": {"min": min(closed), "max": max(closed)} if closed else None,
+        "closed_after_s": {
+            "min": round(closed[0], 3),
+            "median": round(closed[len(closed) // 2], 3),
+            "max": round(closed[-1], 3),
+        }
+        if closed
+        else None,
         "sent_bytes_per_socket": {
             "min": min(f.sent_bytes for f in flooders),
             "max": max(f.sent_bytes for f in flooders),
@@ -206,6 +241,11 @@ async def flood_level(
 async def bench(
     args: argparse.Namespace, database_url: str | None, workdir: Path
 ) -> dict[str, Any]:
+    # As in bench.calls: the engine on CPU 0, the flood and the caller on CPU 1, so the
+    # figures are the engine's and not the load's (the flooders spin).
+    pin = args.pin and (os.cpu_count() or 1) >= 2
+    if pin:
+        os.sched_setaffinity(0, {1})
     port, media_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "TWILIO_"))}
@@ -223,7 +263,7 @@ async def bench(
         env["DATABASE_URL"] = database_url
     with (workdir / "engine.log").open("wb") as log:
         engine = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "api.cli", "serve"],
+            [*(["taskset", "-c", "0"] if pin else []), sys.executable, "-m", "api.cli", "serve"],
             env=env,
             cwd=workdir,
             stdout=subprocess.DEVNULL,
@@ -236,13 +276,13 @@ async def bench(
         await wait_ready(url, engine)
         await setup_project(url)
         # Warm-up: one call and one flooder, so the first use of each code path is paid.
-        await flood_level(1, media_port, signature, engine.pid, config, 3.0)
+        await flood_level(1, media_port, signature, engine.pid, config, 3.0, False)
         await trio.sleep(args.settle_s)
         levels = []
         for count in args.sockets:
             before = rss_bytes(engine.pid)
             level = await flood_level(
-                count, media_port, signature, engine.pid, config, args.flood_s
+                count, media_port, signature, engine.pid, config, args.flood_s, args.reconnect
             )
             await trio.sleep(args.settle_s)
             after = rss_bytes(engine.pid)
@@ -256,7 +296,8 @@ async def bench(
             print(
                 f"{count:4d} sockets: RSS {level['rss_before_mb']} MB before, "
                 f"{level['rss_peak_during_mb']} MB peak during, {level['rss_after_mb']} MB "
-                f"after; {level['closed_by_engine']} closed by the engine "
+                f"after; {level['connections']} connections, {level['closed_by_engine']} "
+                "closed by the engine "
                 f"({level['closed_after_s']} s); call during it: {level['call_during_flood']}",
                 flush=True,
             )
@@ -268,7 +309,7 @@ async def bench(
         if waited.cancelled_caught:
             engine.kill()
             await engine.wait()
-    return {"levels": levels, "media_refusals": refusals}
+    return {"levels": levels, "media_refusals": refusals, "pinned": pin}
 
 
 def main() -> None:
@@ -278,7 +319,11 @@ def main() -> None:
     )
     parser.add_argument("--flood-s", type=float, default=10.0, help="seconds per level")
     parser.add_argument("--settle-s", type=float, default=5.0, help="after the flood, before RSS")
+    parser.add_argument(
+        "--reconnect", action="store_true", help="each flooder replaces a closed connection"
+    )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
+    parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--output", default="media_flood", help="results file name (no suffix)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-"))
@@ -293,7 +338,9 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     result["command"] = "python -m bench.media_flood " + " ".join(sys.argv[1:])
-    result["flood"] = f"signed upgrade, then masked empty pings ({len(PING)} bytes), never read"
+    result["flood"] = f"signed upgrade, then masked empty pings ({len(PING)} bytes), never read" + (
+        "; a closed connection is replaced at once" if args.reconnect else ""
+    )
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["media_refusals"]))
