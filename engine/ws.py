@@ -168,6 +168,7 @@ class WebSocket:
         self._unsent_bytes = 0  # taken from the protocol, not yet taken by the kernel
         self.peak_unsent_bytes = 0
         self.bytes_received = 0  # everything the peer sent, the upgrade request included
+        self.bytes_sent = 0  # everything the kernel took from us
         if control_budget is not None:
             protocol.limit_control_frames(control_budget)
 
@@ -262,16 +263,15 @@ class WebSocket:
             self._protocol.events_received()
             self._protocol.data_to_send()  # nothing more goes to a peer we are leaving
 
-    async def _abort(self, fault: str, code: int | None = None, reason: str = "") -> None:
-        """Give up on the peer at once: a close frame only if it can be written without
-        waiting (this peer is not reading, or not owed the wait), then the transport.
-        A task blocked writing to it sees the connection closed."""
+    async def _abort(self, fault: str) -> None:
+        """Give up on the peer at once: what the protocol queued (a close frame) goes
+        only if it can be written without waiting (this peer is not reading, or is not
+        owed the wait), then the transport closes. A task blocked writing to it sees
+        the connection closed."""
         self._fault = fault
-        if code is not None:
-            self._protocol.fail(code, reason)
         data = b"".join(self._protocol.data_to_send())
         if data and not self._write_lock.locked():
-            self._write_now(data)
+            self.bytes_sent += self._write_now(data)
         self._closed = True
         await trio.aclose_forcefully(self._stream)
 
@@ -307,6 +307,7 @@ class WebSocket:
             # what the kernel does not take now goes by the bounded path below.
             data = b"".join(chunks)
             sent = self._write_now(data)
+            self.bytes_sent += sent
             if sent == len(data):
                 return
             chunks = [data[sent:]]
@@ -314,8 +315,9 @@ class WebSocket:
         if self._unsent_bytes and self._unsent_bytes + size > self.max_unsent_bytes:
             # Bytes are already waiting for this peer to read, and this would pile more
             # behind them past the bound: it is not reading. Nothing more is held for it.
+            refused = WebSocketClosed(None, f"peer not reading: {self._unsent_bytes} bytes unsent")
             await self._abort("peer_not_reading")
-            raise WebSocketClosed(None, f"peer not reading: {self._unsent_bytes} bytes unsent")
+            raise refused
         self._unsent_bytes += size
         self.peak_unsent_bytes = max(self.peak_unsent_bytes, self._unsent_bytes)
         try:
@@ -324,6 +326,7 @@ class WebSocket:
                     for chunk in chunks:
                         if chunk:
                             await self._stream.send_all(chunk)
+                            self.bytes_sent += len(chunk)
                         elif isinstance(self._stream, trio.SocketStream):
                             await self._stream.send_eof()  # the protocol's half-close
         except trio.TooSlowError:
