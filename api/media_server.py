@@ -43,6 +43,7 @@ from engine.stream_tokens import InvalidStreamToken, check_token
 from engine.twilio_codec import Connected, Start, TwilioProtocolError, decode_twilio
 from engine.ws import (
     ControlBudget,
+    HandshakeAbandoned,
     HandshakeFailed,
     Rejection,
     WebSocket,
@@ -238,10 +239,10 @@ class MediaServer:
             )
         except trio.TooSlowError:
             self._refuse("handshake_timeout", f"no upgrade within {HANDSHAKE_TIMEOUT_S:g} s")
+        except (HandshakeAbandoned, trio.BrokenResourceError) as exc:
+            log.debug("media stream: the peer left during the upgrade: %s", exc)  # not refused
         except HandshakeFailed as exc:
             self._refuse(_HANDSHAKE_REFUSALS.get(exc.status or 0, "bad_handshake"), str(exc))
-        except trio.BrokenResourceError as exc:
-            self._refuse("bad_handshake", f"connection lost during the upgrade: {exc}")
         else:
             return socket
         return None

@@ -79,6 +79,10 @@ class HandshakeFailed(Exception):
         self.status = status  # the HTTP status we answered; None: no valid request came
 
 
+class HandshakeAbandoned(HandshakeFailed):
+    """The peer closed the connection before its handshake was complete."""
+
+
 @dataclass(frozen=True, slots=True)
 class ControlBudget:
     """Pings and pongs a peer may send: ``burst`` at once, refilled at ``per_s``."""
@@ -464,6 +468,6 @@ async def _read_handshake(socket: WebSocket, kind: type[HandshakeT]) -> Handshak
             raise HandshakeFailed(f"invalid handshake: {protocol.handshake_exc}")
         data = await stream.receive_some(READ_BYTES)
         if not data:
-            raise HandshakeFailed("connection closed during the handshake")
+            raise HandshakeAbandoned("connection closed during the handshake")
         socket.bytes_received += len(data)
         protocol.receive_data(data)
