@@ -9,7 +9,7 @@ this connection's task keeps the socket open until the call ends.
 
 Strangers reach this port too, so every connection is bounded before it proves itself:
 a cap on all connections and a smaller one on those still *pending* (no signed upgrade
-and valid ``start`` yet; see ``engine/connection_slots.py`` for the policies), a short
+and ``start`` yet; see ``engine/connection_slots.py`` for the policies), a short
 time budget for the upgrade and for ``start``, a bound on what may come before
 ``start``, and the WebSocket layer's own bounds (pings, unsent bytes). Each refusal is
 counted (edge ``media``, ``afterhours_refusals_total``) and logged at most once per
@@ -74,9 +74,9 @@ MEDIA_PATH = "/twilio/media"
 # Twilio sends its upgrade request as soon as its connection is open (through nginx: the
 # whole request head at once), and `connected` and `start` right behind our 101: each
 # takes about a round trip. 3 s covers a slow intercontinental round trip plus two lost
-# packets (TCP's first retransmission waits 1 s, the second 2 s more), and holds a
-# slowloris for 6 s at most before anything else sheds it (newer connections evict the
-# oldest pending one sooner: see ``media_connection_caps``).
+# packets (TCP's first retransmission waits 1 s, the second 2 s more); a slowloris holds
+# a pending slot for 6 s at most, and less once newer connections evict it (the oldest
+# pending one goes first: see ``media_connection_caps``).
 HANDSHAKE_TIMEOUT_S = 3.0
 START_TIMEOUT_S = 3.0
 SEND_TIMEOUT_S = 5.0
@@ -84,7 +84,7 @@ MAX_TWILIO_MESSAGE_BYTES = 64 * 1024  # a media frame is ~400 bytes
 PROJECT_TIMEOUT_S = 3.0
 # Before `start` Twilio sends exactly one message (`connected`): with `start` and the
 # upgrade request that is 2 messages and about 2 KB. Twice the messages and 8 times the
-# bytes is chatter. (What is checked is after each read: at most one read, 64 KiB, more.)
+# bytes is chatter. (Checked after each read: at most one read, 64 KiB, goes past them.)
 MAX_MESSAGES_BEFORE_START = 4
 MAX_BYTES_BEFORE_START = 16 * 1024
 # A peer that keeps a connection alive pings every few seconds at most: 16 at once and
@@ -108,11 +108,11 @@ def media_connection_caps(max_concurrent_calls: int) -> tuple[int, int]:
 
     Constants derived from MAX_CONCURRENT_CALLS rather than settings of their own: the
     calls this process may carry decide them, and there is nothing left to tune. Pending
-    connections (not yet a signed upgrade and a valid ``start``) get half the calls, at
-    least 16: a real stream is pending for a round trip, so even a burst of calls at once
-    fits. All connections: the calls plus the pending ones, so strangers, who never get
-    past pending, can never take a slot a call needs; a connection that is over the calls
-    cap after ``start`` is refused by the calls group, as before.
+    connections (no signed upgrade and ``start`` yet) get half the calls, at least 16: a
+    real stream is pending for about a round trip, so even a burst of calls fits. All
+    connections: the calls plus the pending ones, so strangers, who never get past
+    pending, can never take a slot a call needs (a connection over the calls cap after
+    ``start`` is refused by the calls group, as before).
     """
     pending = max(MIN_PENDING_CONNECTIONS, max_concurrent_calls // 2)
     return max_concurrent_calls + pending, pending
@@ -261,8 +261,10 @@ class MediaServer:
         self._peak_unsent_bytes = max(self._peak_unsent_bytes, socket.peak_unsent_bytes)
         if slot.evicted:
             await trio.aclose_forcefully(stream)
-        else:
+        elif slot.proven:
             await socket.aclose()
+        else:  # a stranger (or a stop before its start) is owed no long goodbye
+            await socket.aclose(timeout_s=REFUSAL_CLOSE_TIMEOUT_S)
 
     def _refuse(self, reason: str, detail: str) -> None:
         """Count a refusal; log it unless this reason was logged in the last
