@@ -18,8 +18,9 @@ And what a peer that sends without reading could make us hold, bounded here:
 - a ``ControlBudget`` (optional, the media port sets one): pings and pongs beyond it close
   the connection at once (1008, fault ``ping_flood``);
 - bytes waiting to be written: at most ``max_unsent_bytes`` once something is already
-  waiting; more and the peer is not reading: the connection is aborted (fault
-  ``peer_not_reading``), as it is when a write misses its deadline;
+  waiting; a write past it is refused at once with ``PeerNotReading`` (a
+  ``trio.TooSlowError``, as when a write misses its deadline: fault ``peer_not_reading``
+  either way) and nothing more is queued; closing after it skips the handshake;
 - the close handshake: while we wait for the peer's close reply, what it sends is parsed
   and dropped at once, and at most ``MAX_BYTES_AFTER_CLOSE`` of it.
 ``fault`` says which limit ended a connection (``None``: none did), for the refusal counts.
@@ -77,6 +78,11 @@ class HandshakeFailed(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status  # the HTTP status we answered; None: no valid request came
+
+
+class PeerNotReading(trio.TooSlowError):
+    """A write refused because this much is already waiting for the peer to read: the
+    same verdict as a missed send deadline, reached without waiting for it."""
 
 
 class HandshakeAbandoned(HandshakeFailed):
@@ -318,10 +324,10 @@ class WebSocket:
         size = sum(len(chunk) for chunk in chunks)
         if self._unsent_bytes and self._unsent_bytes + size > self.max_unsent_bytes:
             # Bytes are already waiting for this peer to read, and this would pile more
-            # behind them past the bound: it is not reading. Nothing more is held for it.
-            refused = WebSocketClosed(None, f"peer not reading: {self._unsent_bytes} bytes unsent")
-            await self._abort("peer_not_reading")
-            raise refused
+            # behind them past the bound: it is not reading. Nothing more is held for it;
+            # the owner ends the connection (as after a missed deadline).
+            self._fault = "peer_not_reading"
+            raise PeerNotReading(f"peer not reading: {self._unsent_bytes} bytes unsent")
         self._unsent_bytes += size
         self.peak_unsent_bytes = max(self.peak_unsent_bytes, self._unsent_bytes)
         try:

@@ -21,6 +21,7 @@ from engine.ws import (
     READ_BYTES,
     ControlBudget,
     HandshakeFailed,
+    PeerNotReading,
     Rejection,
     WebSocket,
     WebSocketClosed,
@@ -242,17 +243,17 @@ async def test_a_peer_that_does_not_read_is_cut_off_at_the_unsent_bound(
     client_stream, server_stream = trio.testing.lockstep_stream_pair()
     client = ClientProtocol(parse_uri("ws://test.example/media"))
     client.send_request(client.connect())
-    outcomes: list[WebSocketClosed] = []
+    first_write: list[BaseException] = []
 
     async def the_peer() -> None:
         await client_stream.send_all(b"".join(client.data_to_send()))
         client.receive_data(await client_stream.receive_some())  # the 101, then no more
 
-    async def write(server: WebSocket) -> None:
+    async def write_and_wait(server: WebSocket) -> None:
         try:
             await server.send_text(b'"' + b"a" * 600 + b'"')
         except WebSocketClosed as exc:
-            outcomes.append(exc)
+            first_write.append(exc)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(the_peer)
@@ -260,13 +261,15 @@ async def test_a_peer_that_does_not_read_is_cut_off_at_the_unsent_bound(
             server_stream, check=lambda r: None, max_message_bytes=LIMIT, send_timeout_s=60,
             handshake_timeout_s=5, max_unsent_bytes=1000,
         )  # fmt: skip
-        nursery.start_soon(write, server)
+        nursery.start_soon(write_and_wait, server)
         await trio.testing.wait_all_tasks_blocked()
         assert server.unsent_bytes == 606  # the first write (4 + 602 bytes) waits
-        nursery.start_soon(write, server)
-    assert len(outcomes) == 2  # the second was refused, the first saw the connection go
-    assert "peer not reading: 606 bytes unsent" in [e.reason for e in outcomes]
-    assert server.fault == "peer_not_reading"
+        with pytest.raises(PeerNotReading, match="606 bytes unsent"):
+            await server.send_text(b'"' + b"b" * 600 + b'"')  # refused at once, not queued
+        assert server.unsent_bytes == 606
+        assert server.fault == "peer_not_reading"
+        await server.aclose()  # no handshake with it: the waiting write sees the close
+    assert len(first_write) == 1
     assert server.peak_unsent_bytes <= server.max_unsent_bytes
     assert trio.current_time() < 60  # cut off at once, not at the send deadline
     assert server.unsent_bytes == 0
