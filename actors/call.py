@@ -136,8 +136,9 @@ SORRY_MODEL_DOWN = (
 _json = msgspec.json.Encoder()
 
 # Close codes the WebSocket layer sends when the peer broke the protocol (RFC 6455 7.4.1):
-# 1002 protocol error, 1007 invalid data, 1009 message too big.
-_PROTOCOL_CLOSE_CODES = frozenset({1002, 1007, 1009})
+# 1002 protocol error, 1007 invalid data, 1008 policy (a ping flood, a peer that stopped
+# reading: engine/ws.py), 1009 message too big.
+_PROTOCOL_CLOSE_CODES = frozenset({1002, 1007, 1008, 1009})
 
 _BUILTINS = frozenset({"classify_call", "transfer_to_on_call", "end_call"})
 

@@ -6,12 +6,22 @@ upgrade must carry a valid ``X-Twilio-Signature`` over the stream URL Twilio was
 token the voice webhook issued for that CallSid and project (expired, foreign or reused:
 refused, closed with 1008). Then the call's actor starts in the dynamic call group and
 this connection's task keeps the socket open until the call ends.
+
+Strangers reach this port too, so every connection is bounded before it proves itself:
+a cap on all connections and a smaller one on those still *pending* (no signed upgrade
+and ``start`` yet; see ``engine/connection_slots.py`` for the policies), a short
+time budget for the upgrade and for ``start``, a bound on what may come before
+``start``, and the WebSocket layer's own bounds (pings, unsent bytes). Each refusal is
+counted (edge ``media``, ``afterhours_refusals_total``) and logged at most once per
+``REFUSAL_LOG_EVERY_S`` per reason, so a flood cannot flood the log.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -23,13 +33,23 @@ from actors.call import CallActor, CallSetup
 from actors.store.queries import StoreUnavailable, ask_store
 from actors.store.routing import claim_stream
 from actors.twilio_rest import TwilioRest
+from engine.connection_slots import ConnectionSlots, Slot, SlotStatistics
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
 from engine.messages import CallUpdated, utc_now
+from engine.refusals import Refusals
 from engine.stream_claims import LocalClaims
 from engine.stream_tokens import InvalidStreamToken, check_token
 from engine.twilio_codec import Connected, Start, TwilioProtocolError, decode_twilio
-from engine.ws import HandshakeFailed, Rejection, WebSocket, WebSocketClosed, accept
+from engine.ws import (
+    ControlBudget,
+    HandshakeAbandoned,
+    HandshakeFailed,
+    Rejection,
+    WebSocket,
+    WebSocketClosed,
+    accept,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -52,13 +72,59 @@ if TYPE_CHECKING:
 log = logging.getLogger("afterhours.media")
 
 MEDIA_PATH = "/twilio/media"
-HANDSHAKE_TIMEOUT_S = 10.0
-START_TIMEOUT_S = 10.0
+# Twilio sends its upgrade request as soon as its connection is open (through nginx: the
+# whole request head at once), and `connected` and `start` right behind our 101: each
+# takes about a round trip. 3 s covers a slow intercontinental round trip plus two lost
+# packets (TCP's first retransmission waits 1 s, the second 2 s more); a slowloris holds
+# a pending slot for 6 s at most, and less once newer connections evict it (the oldest
+# pending one goes first: see ``media_connection_caps``).
+HANDSHAKE_TIMEOUT_S = 3.0
+START_TIMEOUT_S = 3.0
 SEND_TIMEOUT_S = 5.0
 MAX_TWILIO_MESSAGE_BYTES = 64 * 1024  # a media frame is ~400 bytes
 # The stream's claim in PostgreSQL: the caller waits on it before the greeting.
 CLAIM_TIMEOUT_S = 1.0
 LOCAL_CLAIMS_ONLY_S = 5.0
+# Before `start` Twilio sends exactly one message (`connected`): with `start` and the
+# upgrade request that is 2 messages and about 2 KB. Twice the messages and 8 times the
+# bytes is chatter. (Checked after each read: at most one read, 64 KiB, goes past them.)
+MAX_MESSAGES_BEFORE_START = 4
+MAX_BYTES_BEFORE_START = 16 * 1024
+# A peer that keeps a connection alive pings every few seconds at most: 16 at once and
+# one a second more is far above it, and a flood (thousands in one read) is closed on
+# its first read.
+CONTROL_BUDGET = ControlBudget(burst=16, per_s=1.0)
+# A call's writers each wait on one message at a time (a few KB of audio or a mark);
+# this much unsent, with more to come, is a peer that stopped reading.
+MAX_UNSENT_BYTES = 256 * 1024
+# A peer turned away before its call (a timeout, chatter, a bad token) gets a 1008 close
+# and this long to answer it: a round trip for Twilio, too short to hold a slot with.
+REFUSAL_CLOSE_TIMEOUT_S = 0.5
+REFUSAL_LOG_EVERY_S = 10.0
+MIN_PENDING_CONNECTIONS = 16
+# The HTTP status a refused upgrade was answered with -> the refusal's reason.
+_HANDSHAKE_REFUSALS = {403: "bad_signature", 404: "not_found"}
+
+
+def media_connection_caps(max_concurrent_calls: int) -> tuple[int, int]:
+    """(all connections, pending connections) for the media port.
+
+    Constants derived from MAX_CONCURRENT_CALLS rather than settings of their own: the
+    calls this process may carry decide them, and there is nothing left to tune. Pending
+    connections (no signed upgrade and ``start`` yet) get half the calls, at least 16: a
+    real stream is pending for about a round trip, so even a burst of calls fits. All
+    connections: the calls plus the pending ones, so strangers, who never get past
+    pending, can never take a slot a call needs (a connection over the calls cap after
+    ``start`` is refused by the calls group, as before).
+    """
+    pending = max(MIN_PENDING_CONNECTIONS, max_concurrent_calls // 2)
+    return max_concurrent_calls + pending, pending
+
+
+@dataclass(frozen=True, slots=True)
+class MediaStatistics:
+    connections: SlotStatistics
+    peak_unsent_bytes: int  # the most any closed connection had waiting to be written
 
 
 class MediaServer:
@@ -75,6 +141,7 @@ class MediaServer:
         early: Outbox[EarlyRequest] | None,
         prices: Prices,
         metrics: Outbox[MetricsSample] | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         token = settings.twilio_auth_token
         self._validator = RequestValidator(token.reveal()) if token else None
@@ -97,6 +164,14 @@ class MediaServer:
         )
         self.public_url = ""
         self.bound_port = 0
+        self._refusals = refusals if refusals is not None else Refusals()
+        max_open, max_pending = media_connection_caps(settings.max_concurrent_calls)
+        self._slots = ConnectionSlots(max_open=max_open, max_pending=max_pending)
+        self._peak_unsent_bytes = 0
+        self._refusals_logged: dict[str, tuple[float, int]] = {}  # reason -> (at, unlogged)
+
+    def statistics(self) -> MediaStatistics:
+        return MediaStatistics(self._slots.statistics(), self._peak_unsent_bytes)
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[str]) -> None:
         settings = self._settings
@@ -140,30 +215,96 @@ class MediaServer:
         return None
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
-                socket, _ = await accept(
-                    stream,
-                    check=self._check,
-                    max_message_bytes=MAX_TWILIO_MESSAGE_BYTES,
-                    send_timeout_s=SEND_TIMEOUT_S,
-                    handshake_timeout_s=HANDSHAKE_TIMEOUT_S,
-                )
-            except (HandshakeFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
-                log.warning("media stream refused: %s", exc)
-                return
-            try:
-                await self._serve_call(socket)
-            finally:
-                await socket.aclose()
-
-    async def _serve_call(self, socket: WebSocket) -> None:
+        slot = self._slots.open()
+        if slot is None:  # nothing read: turning a connection away costs nothing
+            self._refuse("too_many_connections", f"{self._slots.max_open} connections open")
+            await trio.aclose_forcefully(stream)
+            return
+        socket: WebSocket | None = None
         try:
-            with trio.fail_after(START_TIMEOUT_S):
-                start = await _read_start(socket)
+            with slot.cancel_scope:  # cancelled when a newer connection evicts this one
+                socket = await self._upgrade(stream)
+                if socket is not None:
+                    await self._serve_call(socket, slot)
+        finally:
+            try:
+                await self._close(stream, socket, slot)
+            finally:
+                slot.release()
+
+    async def _upgrade(self, stream: trio.SocketStream) -> WebSocket | None:
+        """The signed upgrade, within HANDSHAKE_TIMEOUT_S; ``None`` when refused (counted)."""
+        try:
+            socket, _ = await accept(
+                stream,
+                check=self._check,
+                max_message_bytes=MAX_TWILIO_MESSAGE_BYTES,
+                send_timeout_s=SEND_TIMEOUT_S,
+                handshake_timeout_s=HANDSHAKE_TIMEOUT_S,
+                max_unsent_bytes=MAX_UNSENT_BYTES,
+                control_budget=CONTROL_BUDGET,
+            )
+        except trio.TooSlowError:
+            self._refuse("handshake_timeout", f"no upgrade within {HANDSHAKE_TIMEOUT_S:g} s")
+        except (HandshakeAbandoned, trio.BrokenResourceError) as exc:
+            log.debug("media stream: the peer left during the upgrade: %s", exc)  # not refused
+        except HandshakeFailed as exc:
+            self._refuse(_HANDSHAKE_REFUSALS.get(exc.status or 0, "bad_handshake"), str(exc))
+        else:
+            return socket
+        return None
+
+    async def _close(self, stream: trio.SocketStream, socket: WebSocket | None, slot: Slot) -> None:
+        """Count how the connection ended, if a limit ended it, and close it: a call
+        with its bounded goodbye, a connection pushed out or refused without waiting."""
+        if slot.evicted:
+            self._refuse("too_many_pending", f"{self._slots.max_pending} connections pending")
+        elif socket is not None and socket.fault is not None:
+            stage = "during its call" if slot.proven else "before its call"
+            self._refuse(socket.fault, f"{stage}, after {socket.bytes_received} bytes")
+        if socket is None:
+            await trio.aclose_forcefully(stream)
+            return
+        self._peak_unsent_bytes = max(self._peak_unsent_bytes, socket.peak_unsent_bytes)
+        if slot.evicted:
+            await trio.aclose_forcefully(stream)
+        elif slot.proven:
+            await socket.aclose()
+        else:  # a stranger (or a stop before its start) is owed no long goodbye
+            await socket.aclose(timeout_s=REFUSAL_CLOSE_TIMEOUT_S)
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        """Count a refusal; log it unless this reason was logged in the last
+        REFUSAL_LOG_EVERY_S (then the next line says how many were not)."""
+        self._refusals.refuse("media", reason)
+        now_s = trio.current_time()
+        logged_at_s, unlogged = self._refusals_logged.get(reason, (-math.inf, 0))
+        if now_s - logged_at_s < REFUSAL_LOG_EVERY_S:
+            self._refusals_logged[reason] = (logged_at_s, unlogged + 1)
+            return
+        self._refusals_logged[reason] = (now_s, 0)
+        more = f" (and {unlogged} more since the last such line)" if unlogged else ""
+        log.warning("media stream refused (%s): %s%s", reason, detail, more)
+
+    async def _serve_call(self, socket: WebSocket, slot: Slot) -> None:
+        try:
+            start = await _read_start(socket)
+            # A signed upgrade and a `start` in time: no longer pending, so no newcomer
+            # evicts it while its one-time token is checked (a bad one is refused at
+            # once) and claimed: evicted after its claim, a real call would be lost.
+            slot.prove()
             project = await self._admit(start)
-        except (StreamRefused, WebSocketClosed, trio.TooSlowError, TwilioProtocolError) as exc:
-            log.warning("media stream closed before the call began: %s", exc)
+        except _Refused as refused:
+            self._refuse(refused.reason, str(refused))
+            await socket.aclose(1008, refused.reason, timeout_s=REFUSAL_CLOSE_TIMEOUT_S)
+            return
+        except StreamRefused as exc:
+            self._refuse("bad_token", str(exc))
+            await socket.aclose(1008, "stream refused", timeout_s=REFUSAL_CLOSE_TIMEOUT_S)
+            return
+        except (WebSocketClosed, trio.TooSlowError) as exc:
+            # The peer left, or a limit of the socket's ended it (counted when it closes).
+            log.info("media stream closed before the call began: %s", exc)
             return
         call_sid = start.start.callSid
         setup = CallSetup(
@@ -239,14 +380,37 @@ class StreamRefused(Exception):
     pass
 
 
+class _Refused(Exception):
+    """A stream turned away before its call, for ``reason`` (a refusal count's label)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 async def _read_start(socket: WebSocket) -> Start:
-    while True:
-        for message in await socket.receive_batch():
-            event = decode_twilio(message)
-            if isinstance(event, Start):
-                return event
-            if not isinstance(event, Connected):
-                raise TwilioProtocolError(f"{type(event).__name__} before start")
+    """Twilio's ``start`` (after its ``connected``), within START_TIMEOUT_S and within
+    MAX_MESSAGES_BEFORE_START messages and MAX_BYTES_BEFORE_START bytes."""
+    messages = 0
+    with trio.move_on_after(START_TIMEOUT_S):
+        while True:
+            batch = await socket.receive_batch()
+            messages += len(batch)
+            if messages > MAX_MESSAGES_BEFORE_START or (
+                socket.bytes_received > MAX_BYTES_BEFORE_START
+            ):
+                detail = f"{messages} messages, {socket.bytes_received} bytes before start"
+                raise _Refused("frames_before_start", detail)
+            for message in batch:
+                try:
+                    event = decode_twilio(message)
+                except TwilioProtocolError as exc:
+                    raise _Refused("bad_start", str(exc)) from None
+                if isinstance(event, Start):
+                    return event
+                if not isinstance(event, Connected):
+                    raise _Refused("bad_start", f"{type(event).__name__} before start")
+    raise _Refused("start_timeout", f"no start within {START_TIMEOUT_S:g} s")
 
 
 async def _serve_shared(

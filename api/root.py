@@ -393,6 +393,7 @@ def _build_tree(
         early=early_inbox,
         prices=prices,
         metrics=metrics_inbox,
+        refusals=refusals,
     )
     # Every bounded mailbox, for /metrics and /stats.
     mailboxes: list[Mailbox[Any]] = [store_inbox, queries, setup_queries, routing_inbox]

@@ -11,6 +11,19 @@ write lock, with a deadline, so a peer that stops reading cannot hang a call.
 The traps noted in stack-notes, handled here: fragmented messages are reassembled;
 protocol replies (pongs, the close reply) are flushed after every read; ``b""`` from the
 protocol means half-close; every write has a deadline.
+
+And what a peer that sends without reading could make us hold, bounded here:
+- pongs: one per read, to the latest ping (RFC 6455 5.5.3 allows answering only the most
+  recent), not one per ping, so a read full of pings costs one small write, not thousands;
+- a ``ControlBudget`` (optional, the media port sets one): pings and pongs beyond it close
+  the connection at once (1008, fault ``ping_flood``);
+- bytes waiting to be written: at most ``max_unsent_bytes`` once something is already
+  waiting; a write past it is refused at once with ``PeerNotReading`` (a
+  ``trio.TooSlowError``, as when a write misses its deadline: fault ``peer_not_reading``
+  either way) and nothing more is queued; closing after it skips the handshake;
+- the close handshake: while we wait for the peer's close reply, what it sends is parsed
+  and dropped at once, and at most ``MAX_BYTES_AFTER_CLOSE`` of it.
+``fault`` says which limit ended a connection (``None``: none did), for the refusal counts.
 """
 
 from __future__ import annotations
@@ -21,9 +34,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 from websockets.client import ClientProtocol
-from websockets.exceptions import InvalidState
-from websockets.frames import Frame, Opcode
+from websockets.exceptions import InvalidState, PayloadTooBig, ProtocolError
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
@@ -42,6 +56,13 @@ HandshakeT = TypeVar("HandshakeT", Request, Response)
 
 READ_BYTES = 65536
 CLOSE_TIMEOUT_S = 2.0
+# A default, for connections that set none: far above any message this engine sends
+# (the largest are model audio deltas of a few KB) and small enough that a thousand
+# stuck peers cannot hold a gigabyte.
+MAX_UNSENT_BYTES = 1 << 20
+# While we wait for a peer's close reply: two reads' worth, then we stop listening (a
+# peer that answers our close with a flood has had its chance).
+MAX_BYTES_AFTER_CLOSE = 2 * READ_BYTES
 
 
 class WebSocketClosed(Exception):
@@ -54,6 +75,83 @@ class WebSocketClosed(Exception):
 
 
 class HandshakeFailed(Exception):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status we answered; None: no valid request came
+
+
+class PeerNotReading(trio.TooSlowError):
+    """A write refused because this much is already waiting for the peer to read: the
+    same verdict as a missed send deadline, reached without waiting for it."""
+
+
+class HandshakeAbandoned(HandshakeFailed):
+    """The peer closed the connection before its handshake was complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlBudget:
+    """Pings and pongs a peer may send: ``burst`` at once, refilled at ``per_s``."""
+
+    burst: int
+    per_s: float
+
+
+class ControlFlood(ProtocolError):
+    """More pings and pongs than the connection's ``ControlBudget`` allows."""
+
+
+class _PongsCoalesced(Protocol):
+    """The protocol, answering only the latest ping of each read (RFC 6455 5.5.3), and
+    spending a ``ControlBudget`` (if set) on every ping and pong instead of queueing them
+    as events nobody reads. Overdrawn, it fails the connection (1008) from inside the
+    parser, so the rest of that read is dropped unparsed: a read full of pings costs a
+    few frames' parsing, not thousands."""
+
+    _budget: ControlBudget | None = None
+    _tokens = 0.0
+    _tokens_at_s = 0.0
+    _now_s = 0.0
+    _ping_data: bytes | None = None
+
+    def limit_control_frames(self, budget: ControlBudget) -> None:
+        self._budget = budget
+        self._tokens = float(budget.burst)
+        self._tokens_at_s = self._now_s = trio.current_time()
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is not Opcode.PING and frame.opcode is not Opcode.PONG:
+            super().recv_frame(frame)
+            return
+        budget = self._budget
+        if budget is not None:  # a token bucket: ``burst`` at once, ``per_s`` refill
+            refilled = self._tokens + (self._now_s - self._tokens_at_s) * budget.per_s
+            self._tokens = min(float(budget.burst), refilled) - 1
+            self._tokens_at_s = self._now_s
+            if self._tokens < 0:
+                self.fail(CloseCode.POLICY_VIOLATION, "too many pings")
+                raise ControlFlood("too many pings")  # the parser stops: the rest is dropped
+        if frame.opcode is Opcode.PING:
+            self._ping_data = bytes(frame.data)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        self._now_s = trio.current_time()  # one clock reading for every frame of a read
+        super().receive_data(data)
+        self.queue_pong()
+
+    def queue_pong(self) -> None:
+        """The pong to the latest ping not yet answered, once and while the connection
+        is open (a ping that came behind the upgrade request waits for the 101)."""
+        if self._ping_data is not None and self.state is State.OPEN:
+            self.send_pong(self._ping_data)
+            self._ping_data = None
+
+
+class _Server(_PongsCoalesced, ServerProtocol):
+    pass
+
+
+class _Client(_PongsCoalesced, ClientProtocol):
     pass
 
 
@@ -61,8 +159,11 @@ class WebSocket:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        protocol: ServerProtocol | ClientProtocol,
+        protocol: _PongsCoalesced,
         send_timeout_s: float,
+        *,
+        max_unsent_bytes: int = MAX_UNSENT_BYTES,
+        control_budget: ControlBudget | None = None,
     ) -> None:
         self._stream = stream
         self._protocol = protocol
@@ -72,15 +173,45 @@ class WebSocket:
         self._fragments: list[bytes] = []
         self._fragment_text = False
         self._closed = False
+        self._fault: str | None = None
+        self.max_unsent_bytes = max_unsent_bytes
+        self._unsent_bytes = 0  # taken from the protocol, not yet taken by the kernel
+        self.peak_unsent_bytes = 0
+        self.bytes_received = 0  # everything the peer sent, the upgrade request included
+        self.bytes_sent = 0  # everything the kernel took from us
+        if control_budget is not None:
+            protocol.limit_control_frames(control_budget)
 
     @property
     def close_code(self) -> int | None:
         return self._closed_error().code
 
+    @property
+    def unsent_bytes(self) -> int:
+        return self._unsent_bytes
+
+    @property
+    def fault(self) -> str | None:
+        """Which limit ended the connection: ``ping_flood``, ``peer_not_reading``,
+        ``message_too_big`` or ``protocol_error``; ``None`` when none did."""
+        if self._fault is not None:
+            return self._fault
+        error = self._protocol.parser_exc
+        if error is None or isinstance(error, EOFError):
+            return None  # EOF: the peer left, which is no fault of a limit
+        if isinstance(error, ControlFlood):
+            return "ping_flood"
+        return "message_too_big" if isinstance(error, PayloadTooBig) else "protocol_error"
+
     async def receive_batch(self) -> list[str | bytes]:
         """Every complete message found in the next read (at least one, or raise
         ``WebSocketClosed``): text as ``str``, binary as ``bytes``."""
         while True:
+            if isinstance(self._protocol.parser_exc, ControlFlood):
+                # Its 1008 is queued; it goes only if it goes at once: a flooder that does
+                # not read would otherwise hold the connection for the send deadline.
+                await self._abort("ping_flood")
+                raise self._closed_error()
             messages = self._take_messages()
             await self._flush()
             if messages:
@@ -93,6 +224,7 @@ class WebSocket:
                 self._closed = True
                 raise WebSocketClosed(None, f"connection lost: {exc}") from None
             if data:
+                self.bytes_received += len(data)
                 self._protocol.receive_data(data)
             else:
                 self._protocol.receive_eof()
@@ -107,23 +239,49 @@ class WebSocket:
             raise self._closed_error() from None
         await self._flush()
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Close handshake, bounded; then the transport. Safe to call twice."""
-        with trio.move_on_after(CLOSE_TIMEOUT_S) as scope:
-            scope.shield = True
-            try:
-                self._protocol.send_close(code, reason)
-                await self._flush()
-                # Wait for the peer's close reply (or its end of the connection).
-                while self._protocol.close_rcvd is None:
-                    data = await self._stream.receive_some(READ_BYTES)
-                    if not data:
-                        break
-                    self._protocol.receive_data(data)
-            except (InvalidState, WebSocketClosed, trio.TooSlowError):
-                pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+    async def aclose(
+        self, code: int = 1000, reason: str = "", *, timeout_s: float = CLOSE_TIMEOUT_S
+    ) -> None:
+        """Close handshake, bounded; then the transport. Safe to call twice. After a
+        fault there is no handshake: that peer does not read, or is not owed one."""
+        if not self._closed and self.fault is None:
+            with trio.move_on_after(timeout_s) as scope:
+                scope.shield = True
+                try:
+                    self._protocol.send_close(code, reason)
+                    await self._flush()
+                    await self._wait_close_reply()
+                except (InvalidState, WebSocketClosed, trio.TooSlowError):
+                    pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+        self._closed = True
+        await trio.aclose_forcefully(self._stream)
+
+    async def _wait_close_reply(self) -> None:
+        """Until the peer's close reply (or its end of the connection), within
+        ``MAX_BYTES_AFTER_CLOSE``. What came before the reply is dropped as it is
+        parsed: nobody reads a connection being closed, and a peer that floods while we
+        wait would otherwise pile up frames here."""
+        received = 0
+        while self._protocol.close_rcvd is None and received < MAX_BYTES_AFTER_CLOSE:
+            data = await self._stream.receive_some(READ_BYTES)
+            if not data:
+                return
+            received += len(data)
+            self._protocol.receive_data(data)
+            self._protocol.events_received()
+            self._protocol.data_to_send()  # nothing more goes to a peer we are leaving
+
+    async def _abort(self, fault: str) -> None:
+        """Give up on the peer at once: what the protocol queued (a close frame) goes
+        only if it can be written without waiting (this peer is not reading, or is not
+        owed the wait), then the transport closes. A task blocked writing to it sees
+        the connection closed."""
+        self._fault = fault
+        data = b"".join(self._protocol.data_to_send())
+        if data and not self._write_lock.locked():
+            self.bytes_sent += self._write_now(data)
         self._closed = True
         await trio.aclose_forcefully(self._stream)
 
@@ -159,23 +317,39 @@ class WebSocket:
             # what the kernel does not take now goes by the bounded path below.
             data = b"".join(chunks)
             sent = self._write_now(data)
+            self.bytes_sent += sent
             if sent == len(data):
                 return
             chunks = [data[sent:]]
-        async with self._write_lock:
-            try:
+        size = sum(len(chunk) for chunk in chunks)
+        if self._unsent_bytes and self._unsent_bytes + size > self.max_unsent_bytes:
+            # Bytes are already waiting for this peer to read, and this would pile more
+            # behind them past the bound: it is not reading. Nothing more is held for it;
+            # the owner ends the connection (as after a missed deadline).
+            self._fault = "peer_not_reading"
+            raise PeerNotReading(f"peer not reading: {self._unsent_bytes} bytes unsent")
+        self._unsent_bytes += size
+        self.peak_unsent_bytes = max(self.peak_unsent_bytes, self._unsent_bytes)
+        try:
+            async with self._write_lock:
                 with trio.fail_after(self._send_timeout_s):
                     for chunk in chunks:
                         if chunk:
                             await self._stream.send_all(chunk)
+                            self.bytes_sent += len(chunk)
                         elif isinstance(self._stream, trio.SocketStream):
                             await self._stream.send_eof()  # the protocol's half-close
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._closed = True
-                closed = self._closed_error()  # a peer that closed first has told us why
-                if closed.code is None:
-                    closed = WebSocketClosed(None, f"connection lost: {exc}")
-                raise closed from None
+        except trio.TooSlowError:
+            self._fault = self._fault or "peer_not_reading"
+            raise
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._closed = True
+            closed = self._closed_error()  # a peer that closed first has told us why
+            if closed.code is None:
+                closed = WebSocketClosed(None, f"connection lost: {exc}")
+            raise closed from None
+        finally:
+            self._unsent_bytes -= size
 
     def _write_now(self, data: bytes) -> int:
         """Bytes written at once by ``write(2)`` on the plain socket's descriptor; 0 when
@@ -197,7 +371,8 @@ class WebSocket:
         received = self._protocol.close_rcvd or self._protocol.close_sent
         if received is not None:
             return WebSocketClosed(received.code, received.reason)
-        return WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
+        reason = self._protocol.close_reason or (self._fault or "").replace("_", " ")
+        return WebSocketClosed(self._protocol.close_code, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +388,19 @@ async def accept(
     max_message_bytes: int,
     send_timeout_s: float,
     handshake_timeout_s: float,
+    max_unsent_bytes: int = MAX_UNSENT_BYTES,
+    control_budget: ControlBudget | None = None,
 ) -> tuple[WebSocket, Request]:
     """Server side: read the upgrade request, let ``check`` refuse it (signature, path,
     token), accept it otherwise. ``HandshakeFailed`` when refused or malformed."""
-    protocol = ServerProtocol(max_size=max_message_bytes)
-    socket = WebSocket(stream, protocol, send_timeout_s)
+    protocol = _Server(max_size=max_message_bytes)
+    socket = WebSocket(
+        stream,
+        protocol,
+        send_timeout_s,
+        max_unsent_bytes=max_unsent_bytes,
+        control_budget=control_budget,
+    )
     with trio.fail_after(handshake_timeout_s):
         request = await _read_handshake(socket, Request)
         rejection = check(request)
@@ -227,11 +410,12 @@ async def accept(
             else protocol.accept(request)
         )
         protocol.send_response(response)
+        protocol.queue_pong()  # to a ping that came right behind the request
         await socket._flush()
     if rejection is not None or response.status_code != 101:
         await trio.aclose_forcefully(stream)
         reason = rejection.text if rejection else f"HTTP {response.status_code}"
-        raise HandshakeFailed(f"upgrade refused: {reason}")
+        raise HandshakeFailed(f"upgrade refused: {reason}", response.status_code)
     return socket, request
 
 
@@ -249,7 +433,7 @@ async def connect(
     ``open_stream`` replaces the TCP connection (in-memory transports for tests run
     under a mock clock)."""
     uri = parse_uri(url)
-    protocol = ClientProtocol(uri, max_size=max_message_bytes)
+    protocol = _Client(uri, max_size=max_message_bytes)
     with trio.fail_after(connect_timeout_s):
         opener = open_stream or trio.open_tcp_stream
         stream: trio.abc.Stream = await opener(uri.host, uri.port)
@@ -290,5 +474,6 @@ async def _read_handshake(socket: WebSocket, kind: type[HandshakeT]) -> Handshak
             raise HandshakeFailed(f"invalid handshake: {protocol.handshake_exc}")
         data = await stream.receive_some(READ_BYTES)
         if not data:
-            raise HandshakeFailed("connection closed during the handshake")
+            raise HandshakeAbandoned("connection closed during the handshake")
+        socket.bytes_received += len(data)
         protocol.receive_data(data)
