@@ -391,17 +391,17 @@ class _Refused(Exception):
 async def _read_start(socket: WebSocket) -> Start:
     """Twilio's ``start`` (after its ``connected``), within START_TIMEOUT_S and within
     MAX_MESSAGES_BEFORE_START messages and MAX_BYTES_BEFORE_START bytes."""
-    messages = 0
+    messages = message_bytes = 0
     with trio.move_on_after(START_TIMEOUT_S):
         while True:
-            batch = await socket.receive_batch()
-            messages += len(batch)
-            if messages > MAX_MESSAGES_BEFORE_START or (
-                socket.bytes_received > MAX_BYTES_BEFORE_START
-            ):
-                detail = f"{messages} messages, {socket.bytes_received} bytes before start"
-                raise _Refused("frames_before_start", detail)
-            for message in batch:
+            # Only what comes *before* start counts: under load one read may hold
+            # `connected`, `start` and the first media frames behind it.
+            for message in await socket.receive_batch():
+                messages += 1
+                message_bytes += len(message)
+                if messages > MAX_MESSAGES_BEFORE_START or message_bytes > MAX_BYTES_BEFORE_START:
+                    detail = f"{messages} messages, {message_bytes} bytes before start"
+                    raise _Refused("frames_before_start", detail)
                 try:
                     event = decode_twilio(message)
                 except TwilioProtocolError as exc:
@@ -410,6 +410,9 @@ async def _read_start(socket: WebSocket) -> Start:
                     return event
                 if not isinstance(event, Connected):
                     raise _Refused("bad_start", f"{type(event).__name__} before start")
+            if socket.bytes_received > MAX_BYTES_BEFORE_START:  # a frame still arriving
+                detail = f"{socket.bytes_received} bytes before start"
+                raise _Refused("frames_before_start", detail)
     raise _Refused("start_timeout", f"no start within {START_TIMEOUT_S:g} s")
 
 

@@ -332,6 +332,8 @@ CONNECTED = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
     [
         ([CONNECTED, START], None),
         ([START], None),
+        # Under load one read can hold the first media frames right behind start.
+        ([CONNECTED, START] + [{"event": "media", "streamSid": STREAM_SID}] * 20, None),
         ([CONNECTED] * 5 + [START], "frames_before_start"),
         ([CONNECTED | {"pad": "x" * 20_000}, START], "frames_before_start"),
         ([{"event": "media", "streamSid": STREAM_SID, "media": {}}, START], "bad_start"),
