@@ -396,7 +396,8 @@ async def _read_start(socket: WebSocket) -> Start:
         while True:
             # Only what comes *before* start counts: under load one read may hold
             # `connected`, `start` and the first media frames behind it.
-            for message in await socket.receive_batch():
+            batch = await socket.receive_batch()
+            for index, message in enumerate(batch):
                 messages += 1
                 message_bytes += len(message)
                 if messages > MAX_MESSAGES_BEFORE_START or message_bytes > MAX_BYTES_BEFORE_START:
@@ -407,6 +408,7 @@ async def _read_start(socket: WebSocket) -> Start:
                 except TwilioProtocolError as exc:
                     raise _Refused("bad_start", str(exc)) from None
                 if isinstance(event, Start):
+                    socket.unread(batch[index + 1 :])  # the call's first frames: its actor's
                     return event
                 if not isinstance(event, Connected):
                     raise _Refused("bad_start", f"{type(event).__name__} before start")

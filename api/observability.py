@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from actors.alerts import AlertStatistics
     from actors.early_sessions import EarlyStatistics
+    from actors.load import LoadReading
     from actors.metrics import MetricsStatistics
     from actors.routing import RoutingStatistics
     from actors.store.actor import StoreStatistics
@@ -67,6 +68,7 @@ class Sources:
     worker: int | None = None  # this process's WORKER_INDEX under `serve --workers`
     refusals: Refusals | None = None
     routing: Callable[[], RoutingStatistics] | None = None
+    load: Callable[[], LoadReading] | None = None
 
 
 class Observability:
@@ -180,6 +182,7 @@ class Observability:
             "alerts": asdict(sources.alerts()),
             "earlySessions": asdict(sources.early()),
             "routing": _routing(sources.routing() if sources.routing else None),
+            "load": asdict(sources.load()) if sources.load else None,
             "metrics": {
                 "samplesTotal": metrics.samples_total,
                 "errorRates": metrics.error_rates,

@@ -354,6 +354,7 @@ def _build_tree(
         max_cpu=settings.admit_max_cpu,
         max_loop_lag_s=settings.admit_max_loop_lag_s,
         admission=admission,
+        active_calls=lambda: calls.statistics().active,
     )
     metrics = MetricsAggregator(
         metrics_inbox,
@@ -415,6 +416,7 @@ def _build_tree(
             worker=settings.worker_index,
             refusals=refusals,
             routing=routing.statistics,
+            load=load.reading,
             twilio="configured"
             if settings.twilio_account_sid and settings.twilio_auth_token
             else "not_configured",

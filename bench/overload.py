@@ -192,6 +192,7 @@ async def bench(
     try:
         await wait_ready(url, engine)
         await setup_project(url)
+        print(f"engine at {url} (GET /stats shows its load and admission)", flush=True)
         window = [Window(start=time.perf_counter())]  # from the first refusal, below
         callers: list[Caller] = []
         offers: list[Offer] = []

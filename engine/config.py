@@ -243,7 +243,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         alert_error_rate_window_s=_parse_seconds(
             "ALERT_ERROR_RATE_WINDOW_S", raw.get("ALERT_ERROR_RATE_WINDOW_S"), 300.0, (1.0, 86400.0)
         ),
-        admit_max_cpu=_parse_share("ADMIT_MAX_CPU", raw.get("ADMIT_MAX_CPU"), 0.95),
+        admit_max_cpu=_parse_share("ADMIT_MAX_CPU", raw.get("ADMIT_MAX_CPU"), 0.9),
         admit_max_loop_lag_s=_parse_seconds(
             "ADMIT_MAX_LOOP_LAG_S", raw.get("ADMIT_MAX_LOOP_LAG_S"), 0.04, (0.001, 10.0)
         ),

@@ -171,6 +171,7 @@ class WebSocket:
         self._early_events: list[Request | Response | Frame] = []
         self._write_lock = trio.Lock()
         self._fragments: list[bytes] = []
+        self._unread: list[str | bytes] = []  # given back by a reader: returned first
         self._fragment_text = False
         self._closed = False
         self._fault: str | None = None
@@ -203,6 +204,12 @@ class WebSocket:
             return "ping_flood"
         return "message_too_big" if isinstance(error, PayloadTooBig) else "protocol_error"
 
+    def unread(self, messages: list[str | bytes]) -> None:
+        """Give back messages a reader took but is not the one to handle (the media
+        frames read in the same batch as a stream's ``start``): the next
+        ``receive_batch`` returns them first, so none is lost between two readers."""
+        self._unread = [*messages, *self._unread]
+
     async def receive_batch(self) -> list[str | bytes]:
         """Every complete message found in the next read (at least one, or raise
         ``WebSocketClosed``): text as ``str``, binary as ``bytes``."""
@@ -213,6 +220,8 @@ class WebSocket:
                 await self._abort("ping_flood")
                 raise self._closed_error()
             messages = self._take_messages()
+            if self._unread:
+                messages, self._unread = [*self._unread, *messages], []
             await self._flush()
             if messages:
                 return messages

@@ -61,7 +61,7 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
     answered at once with the on-call dial, recorded missed with its project; once the
     load is gone, callers are answered by the engine again."""
     refused_sid = "CA" + secrets.token_hex(16)
-    limits = {"ADMIT_MAX_CPU": "0.95", "ADMIT_MAX_LOOP_LAG_S": "0.04"}  # the defaults
+    limits = {"ADMIT_MAX_CPU": "0.9", "ADMIT_MAX_LOOP_LAG_S": "0.04"}  # the defaults
     async with running_engine(fresh_database, tmp_path, **limits) as engine:
         await setup_project(engine)
         busy_until_s = trio.current_time() + 2.5

@@ -355,3 +355,17 @@ async def test_what_may_come_before_start(
             await media_server._read_start(server)
         assert refused.value.reason == reason
     assert trio.current_time() == 0  # decided on what came, not by waiting
+
+
+async def test_media_frames_read_with_start_are_kept_for_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One read can hold start and the call's first frames: none of them is dropped."""
+    server, stream, client = await memory_pair()
+    frames = [{"event": "media", "streamSid": STREAM_SID, "n": n} for n in range(20)]
+    for event in [CONNECTED, START, *frames]:
+        client.send_text(json.dumps(event).encode())
+    await send_frames(stream, client)
+    await media_server._read_start(server)
+    kept = await server.receive_batch()
+    assert [json.loads(message)["n"] for message in kept] == list(range(20))
