@@ -106,12 +106,12 @@ class LoadMonitor:
 
     def _judge(self, cpu_share: float, loop_lag_s: float) -> Overload | None:
         """Judged on the projected CPU share and the timer lag."""
-        if cpu_share >= self._max_cpu:
+        if self._max_cpu < 1.0 and cpu_share >= self._max_cpu:  # 1: no CPU limit
             return "cpu"
         if loop_lag_s >= self._max_loop_lag_s:
             return "loop_lag"
         previous = self._reading.overloaded
-        if previous == "cpu" and cpu_share >= self._max_cpu * RESUME_SHARE:
+        if previous == "cpu" and self._max_cpu < 1.0 and cpu_share >= self._max_cpu * RESUME_SHARE:
             return previous
         if previous == "loop_lag" and loop_lag_s >= self._max_loop_lag_s * RESUME_SHARE:
             return previous

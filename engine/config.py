@@ -130,7 +130,8 @@ class Settings:
     worker_index: int | None
     # Admission by load: new calls are turned away politely while this process's CPU over
     # the last second (a share of one core: the engine is one thread) or its event-loop
-    # lag is at or above these, so the calls already admitted keep their latency.
+    # lag is at or above these, so the calls already admitted keep their latency
+    # (ADMIT_MAX_CPU=1 turns the CPU check off).
     admit_max_cpu: float
     admit_max_loop_lag_s: float
     # The other system's price per minute (e.g. the platform the business came from), for
@@ -243,7 +244,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         alert_error_rate_window_s=_parse_seconds(
             "ALERT_ERROR_RATE_WINDOW_S", raw.get("ALERT_ERROR_RATE_WINDOW_S"), 300.0, (1.0, 86400.0)
         ),
-        admit_max_cpu=_parse_share("ADMIT_MAX_CPU", raw.get("ADMIT_MAX_CPU"), 0.9),
+        admit_max_cpu=_parse_share("ADMIT_MAX_CPU", raw.get("ADMIT_MAX_CPU"), 0.85),
         admit_max_loop_lag_s=_parse_seconds(
             "ADMIT_MAX_LOOP_LAG_S", raw.get("ADMIT_MAX_LOOP_LAG_S"), 0.04, (0.001, 10.0)
         ),

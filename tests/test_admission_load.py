@@ -48,6 +48,28 @@ def test_a_busy_second_turns_new_calls_away_until_load_falls_below_the_resume_sh
     assert admission.overloaded is None
 
 
+def test_a_cpu_limit_of_one_core_is_no_cpu_limit() -> None:
+    monitor = LoadMonitor(max_cpu=1.0, max_loop_lag_s=10.0, tick_s=0.1, window_s=1.0)
+    for n in range(11):  # projected well past a core: ten calls joined, one older
+        reading = monitor.sample(n * 0.1, n * 0.1, 0.0, calls=1 if n == 0 else 11)
+    assert reading.projected_cpu_share > 1.0
+    assert reading.overloaded is None
+
+
+def test_the_calls_that_just_joined_are_charged_what_the_older_ones_cost() -> None:
+    monitor = LoadMonitor(max_cpu=0.85, max_loop_lag_s=10.0, tick_s=0.1, window_s=1.0)
+    for n in range(31):  # 50 calls, then 40 more in the last 3 s at 0.4 of a core
+        reading = monitor.sample(n * 0.1, n * 0.04, 0.0, calls=50 if n == 0 else 90)
+    assert round(reading.cpu_share, 3) == 0.4
+    assert round(reading.projected_cpu_share, 3) == 0.72  # 0.4 for 50 calls, times 90/50
+    assert reading.overloaded is None
+    ramping = LoadMonitor(max_cpu=0.85, max_loop_lag_s=10.0, tick_s=0.1, window_s=1.0)
+    for n in range(31):  # 10 calls, then 60 more at once: their cost has not shown yet
+        reading = ramping.sample(n * 0.1, n * 0.02, 0.0, calls=10 if n == 0 else 70)
+    assert round(reading.cpu_share, 3) == 0.2
+    assert reading.overloaded == "cpu"  # 0.2 for 10 calls: 1.4 for 70
+
+
 def test_timer_lag_alone_is_an_overload() -> None:
     monitor = LoadMonitor(max_cpu=1.0, max_loop_lag_s=0.03)
     monitor.sample(0.0, 0.0, 0.0)
@@ -61,7 +83,7 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
     answered at once with the on-call dial, recorded missed with its project; once the
     load is gone, callers are answered by the engine again."""
     refused_sid = "CA" + secrets.token_hex(16)
-    limits = {"ADMIT_MAX_CPU": "0.9", "ADMIT_MAX_LOOP_LAG_S": "0.04"}  # the defaults
+    limits = {"ADMIT_MAX_CPU": "0.85", "ADMIT_MAX_LOOP_LAG_S": "0.04"}  # the defaults
     async with running_engine(fresh_database, tmp_path, **limits) as engine:
         await setup_project(engine)
         busy_until_s = trio.current_time() + 2.5

@@ -108,7 +108,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         alert_error_rate_window_s=300.0,
         workers=1,
         worker_index=None,
-        admit_max_cpu=0.9,
+        admit_max_cpu=0.85,
         admit_max_loop_lag_s=0.04,
         comparison_rate_per_min_usd=None,
     )
