@@ -46,7 +46,8 @@ def _responses(*codes: int) -> dict[str, Any]:
         409: "Already exists",
         413: "The body is too large (16 KiB for Twilio's webhooks, 1 MiB elsewhere)",
         422: "Invalid body (one message per field)",
-        503: "Unavailable (database away, or the engine is draining)",
+        429: "Too many requests for this key (see the Retry-After header)",
+        503: "Unavailable (database away, too many reads waiting: see Retry-After, or draining)",
     }
     return {str(code): {"description": texts[code]} for code in codes}
 
@@ -125,6 +126,8 @@ def document() -> dict[str, Any]:
                     401,
                     403,
                     404,
+                    429,
+                    503,
                     parameters=[_PROJECT, *_WINDOW],
                 )
             },
@@ -137,6 +140,8 @@ def document() -> dict[str, Any]:
                     401,
                     403,
                     404,
+                    429,
+                    503,
                     parameters=[
                         _PROJECT,
                         _query("limit", "1 to 100, default 20", pattern="^[0-9]+$"),
@@ -153,6 +158,8 @@ def document() -> dict[str, Any]:
                     401,
                     403,
                     404,
+                    429,
+                    503,
                     parameters=[
                         _PROJECT,
                         _query("start", "first local day, YYYY-MM-DD", format="date"),
