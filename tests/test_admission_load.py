@@ -88,9 +88,9 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
         await setup_project(engine)
         busy_until_s = trio.current_time() + 2.5
 
-        async def hog() -> None:  # 45 ms of CPU at a time, with a checkpoint between
+        async def hog() -> None:  # 15 ms of CPU at a time, with a checkpoint between
             while trio.current_time() < busy_until_s:
-                spin_until = time.perf_counter() + 0.045
+                spin_until = time.perf_counter() + 0.015
                 while time.perf_counter() < spin_until:
                     pass
                 await trio.lowlevel.checkpoint()
