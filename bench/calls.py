@@ -62,7 +62,7 @@ from twilio.request_validator import RequestValidator
 from bench.startup import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -318,18 +318,27 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
-async def bench(
-    args: argparse.Namespace, database_url: str | None, workdir: Path
-) -> dict[str, Any]:
-    pin = args.pin and (os.cpu_count() or 1) >= 2
-    engine_cpu, load_cpu = ["taskset", "-c", "0"], ["taskset", "-c", "1"]
+@dataclass
+class Processes:
+    url: str
+    engine: Any
+    model: Any
+    model_stats_port: int
+
+
+@contextlib.asynccontextmanager
+async def engine_and_model(
+    pin: bool, database_url: str | None, workdir: Path, settings: dict[str, str]
+) -> AsyncIterator[Processes]:
+    """The echoing model (CPU 1) and the engine (``afterhours serve``, CPU 0) pointed at
+    it, healthy, with the bench project; stopped (SIGTERM, then killed) afterwards."""
     if pin:
         os.sched_setaffinity(0, {1})
     port, media_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     base_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     model = await start_process(
-        [*(load_cpu if pin else []), sys.executable, "-m", "bench.model_process"],
+        [*(["taskset", "-c", "1"] if pin else []), sys.executable, "-m", "bench.model_process"],
         base_env,
         ROOT,
         stdout=subprocess.PIPE,
@@ -347,17 +356,14 @@ async def bench(
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_REALTIME_URL": model_url,
         "MAX_CONCURRENT_CALLS": "1000",
-        # What a core carries is measured with nothing turned away: admission by load
-        # off (bench/overload.py measures it on).
-        "ADMIT_MAX_CPU": "1",
-        "ADMIT_MAX_LOOP_LAG_S": "10",
+        **settings,
     }
     env.pop("DATABASE_URL", None)
     if database_url:
         env["DATABASE_URL"] = database_url
     log = (workdir / "engine.log").open("wb")
     engine = await start_process(
-        [*(engine_cpu if pin else []), sys.executable, "-m", "api.cli", "serve"],
+        [*(["taskset", "-c", "0"] if pin else []), sys.executable, "-m", "api.cli", "serve"],
         env,
         workdir,
         stdout=subprocess.DEVNULL,
@@ -366,6 +372,27 @@ async def bench(
     try:
         await wait_ready(url, engine)
         await setup_project(url)
+        yield Processes(url, engine, model, stats_port)
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(engine.wait(), 60)
+        except TimeoutError:
+            engine.kill()
+        model.kill()
+        await model.wait()
+        log.close()
+
+
+async def bench(
+    args: argparse.Namespace, database_url: str | None, workdir: Path
+) -> dict[str, Any]:
+    pin = args.pin and (os.cpu_count() or 1) >= 2
+    # What a core carries is measured with nothing turned away: admission by load off
+    # (bench/overload.py measures it on).
+    admission_off = {"ADMIT_MAX_CPU": "1", "ADMIT_MAX_LOOP_LAG_S": "10"}
+    async with engine_and_model(pin, database_url, workdir, admission_off) as processes:
+        url, engine, model = processes.url, processes.engine, processes.model
         idle_rss = rss_bytes(engine.pid)
         window = [Window()]
         callers: list[Caller] = []
@@ -430,17 +457,8 @@ async def bench(
         for caller in callers:
             await hang_up(caller)
         await asyncio.sleep(2.0)
-        sessions = await model_sessions(stats_port)
+        sessions = await model_sessions(processes.model_stats_port)
         first_audio = await first_audio_ms(url, [c.call_sid for c in callers])
-    finally:
-        engine.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(engine.wait(), 60)
-        except TimeoutError:
-            engine.kill()
-        model.kill()
-        await model.wait()
-        log.close()
     return {
         "levels": levels,
         "model_sessions_open_after_hang_up": sessions["sessions_open"],
@@ -520,6 +538,30 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def run_bench(
+    args: argparse.Namespace,
+    bench_fn: Callable[[argparse.Namespace, str | None, Path], Coroutine[Any, Any, dict[str, Any]]],
+    command: str,
+) -> dict[str, Any]:
+    """Run ``bench_fn`` in a scratch directory (and a fresh database on
+    ``--database-url``'s server, if given); write ``bench/results/<--output>.json``."""
+    workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-"))
+    workdir.chmod(0o755)
+    try:
+        with contextlib.ExitStack() as stack:
+            database_url = None
+            if args.database_url:
+                database_url = stack.enter_context(fresh_database(args.database_url))
+            result: dict[str, Any] = uvloop.run(bench_fn(args, database_url, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    result["command"] = f"python -m {command} " + " ".join(sys.argv[1:])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -532,20 +574,7 @@ def main() -> None:
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--output", default="calls", help="results file name (no suffix)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-"))
-    workdir.chmod(0o755)
-    try:
-        with contextlib.ExitStack() as stack:
-            database_url = None
-            if args.database_url:
-                database_url = stack.enter_context(fresh_database(args.database_url))
-            result = uvloop.run(bench(args, database_url, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    result["command"] = "python -m bench.calls " + " ".join(sys.argv[1:])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = run_bench(args, bench, "bench.calls")
     drawn = chart(result, RESULTS_DIR / f"{args.output}.png")
     print(json.dumps({k: v for k, v in result.items() if k != "levels"}, indent=2))
     print(f"wrote bench/results/{args.output}.json" + (" and .png" if drawn else ""))

@@ -20,49 +20,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import platform
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import picows
-import uvloop
 from twilio.request_validator import RequestValidator
 
-from bench.calls import ADMIN_TOKEN as BENCH_ADMIN_TOKEN
 from bench.calls import (
     AUTH_TOKEN,
     GRACE_S,
     NUMBER,
-    RESULTS_DIR,
-    ROOT,
     SETTLE_S,
     Caller,
     CallerListener,
     Window,
     cpu_seconds,
-    fresh_database,
+    engine_and_model,
     hang_up,
     lost_frames,
     model_sessions,
     pace,
     percentile,
-    setup_project,
-    start_process,
-    wait_ready,
+    run_bench,
 )
-from bench.startup import free_port
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 WEBHOOK_TIMEOUT_S = 10.0
 
@@ -153,45 +141,9 @@ async def bench(
     args: argparse.Namespace, database_url: str | None, workdir: Path
 ) -> dict[str, Any]:
     pin = args.pin and (os.cpu_count() or 1) >= 2
-    if pin:
-        os.sched_setaffinity(0, {1})
-    port, media_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
-    base_env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    model = await start_process(
-        [*(["taskset", "-c", "1"] if pin else []), sys.executable, "-m", "bench.model_process"],
-        base_env,
-        ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    model_url = (await model.stdout.readline()).decode().strip()
-    stats_port = int((await model.stdout.readline()).decode())
-    env = {k: v for k, v in base_env.items() if not k.startswith(("OPENAI_", "TWILIO_"))}
-    env |= {
-        "PORT": str(port),
-        "MEDIA_PORT": str(media_port),
-        "DATA_DIR": str(workdir / "data"),
-        "ADMIN_TOKEN": BENCH_ADMIN_TOKEN,
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "OPENAI_API_KEY": "sk-bench",
-        "OPENAI_REALTIME_URL": model_url,
-        "MAX_CONCURRENT_CALLS": "1000",  # the count is not what refuses here: the load is
-    }
-    env.pop("DATABASE_URL", None)
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    log = (workdir / "engine.log").open("wb")
-    engine = await start_process(
-        [*(["taskset", "-c", "0"] if pin else []), sys.executable, "-m", "api.cli", "serve"],
-        env,
-        workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    try:
-        await wait_ready(url, engine)
-        await setup_project(url)
+    # The engine's own admission settings (from the environment, else its defaults).
+    async with engine_and_model(pin, database_url, workdir, {}) as processes:
+        url, engine = processes.url, processes.engine
         print(f"engine at {url} (GET /stats shows its load and admission)", flush=True)
         window = [Window(start=time.perf_counter())]  # from the first refusal, below
         callers: list[Caller] = []
@@ -228,16 +180,7 @@ async def bench(
         for caller in callers:
             await hang_up(caller)
         await asyncio.sleep(2.0)
-        sessions = await model_sessions(stats_port)
-    finally:
-        engine.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(engine.wait(), 60)
-        except TimeoutError:
-            engine.kill()
-        model.kill()
-        await model.wait()
-        log.close()
+        sessions = await model_sessions(processes.model_stats_port)
     return {
         "offered": args.offered,
         "ramp_calls_per_s": args.ramp,
@@ -263,20 +206,7 @@ def main() -> None:
     parser.add_argument("--no-pin", dest="pin", action="store_false")
     parser.add_argument("--output", default="overload", help="results file name (no suffix)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-"))
-    workdir.chmod(0o755)
-    try:
-        with contextlib.ExitStack() as stack:
-            database_url = None
-            if args.database_url:
-                database_url = stack.enter_context(fresh_database(args.database_url))
-            result = uvloop.run(bench(args, database_url, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    result["command"] = "python -m bench.overload " + " ".join(sys.argv[1:])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = run_bench(args, bench, "bench.overload")
     print(json.dumps(result, indent=2))
     print(f"wrote bench/results/{args.output}.json")
 
