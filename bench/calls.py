@@ -176,8 +176,10 @@ def _send_if_open(transport: Any, data: bytes) -> None:
         transport.send(picows.WSMsgType.TEXT, data)
 
 
-async def open_call(url: str, caller: Caller, window: list[Window]) -> None:
-    """Signed webhook, TwiML, signed media stream, ``start``."""
+async def open_call(url: str, caller: Caller, window: list[Window]) -> tuple[str, float]:
+    """Signed webhook, TwiML, signed media stream, ``start``. Returns how the webhook
+    answered (``admitted``, ``refused``: the polite TwiML, or ``error``; why in
+    ``caller.error``) and how long it took, in seconds."""
     validator = RequestValidator(AUTH_TOKEN)
     form = {
         "CallSid": caller.call_sid,
@@ -188,12 +190,16 @@ async def open_call(url: str, caller: Caller, window: list[Window]) -> None:
         "Direction": "inbound",
     }
     headers = {"X-Twilio-Signature": validator.compute_signature(f"{url}/twilio/voice", form)}
+    began_s = time.perf_counter()
+    webhook_s = 0.0
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             twiml = (await http.post(f"{url}/twilio/voice", data=form, headers=headers)).text
+        webhook_s = time.perf_counter() - began_s
         stream_url = re.search(r'<Stream url="([^"]+)"', twiml)
         if stream_url is None:
-            raise RuntimeError(f"turned away: {twiml[:120]}")
+            caller.error = f"turned away: {twiml[:120]}"
+            return ("refused" if "<Response>" in twiml else "error"), webhook_s
         parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
         signature = validator.compute_signature(stream_url[1], {})
         transport, _ = await picows.ws_connect(
@@ -201,9 +207,9 @@ async def open_call(url: str, caller: Caller, window: list[Window]) -> None:
             stream_url[1],
             extra_headers={"X-Twilio-Signature": signature},
         )
-    except (TimeoutError, OSError, httpx.HTTPError, RuntimeError, picows.WSError) as exc:
+    except (TimeoutError, OSError, httpx.HTTPError, picows.WSError) as exc:
         caller.error = f"{type(exc).__name__}: {exc}"
-        return
+        return "error", webhook_s or time.perf_counter() - began_s
     caller.stream_sid = "MZ" + secrets.token_hex(16)
     start = {
         "event": "start",
@@ -219,6 +225,7 @@ async def open_call(url: str, caller: Caller, window: list[Window]) -> None:
     }
     transport.send(picows.WSMsgType.TEXT, _json.encode(start))
     caller.transport = transport
+    return "admitted", webhook_s
 
 
 def send_frame(caller: Caller) -> None:

@@ -22,28 +22,21 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import picows
-from twilio.request_validator import RequestValidator
-
 from bench.calls import (
-    AUTH_TOKEN,
     GRACE_S,
-    NUMBER,
     SETTLE_S,
     Caller,
-    CallerListener,
     Window,
     cpu_seconds,
     engine_and_model,
     hang_up,
     lost_frames,
     model_sessions,
+    open_call,
     pace,
     percentile,
     run_bench,
@@ -64,55 +57,9 @@ class Offer:
 
 async def offer_call(url: str, offer: Offer, window: list[Window], callers: list[Caller]) -> None:
     """The signed webhook, timed; if admitted, the signed stream and ``start``."""
-    caller = offer.caller
-    validator = RequestValidator(AUTH_TOKEN)
-    form = {
-        "CallSid": caller.call_sid,
-        "AccountSid": "AC" + "0" * 32,
-        "From": "+15550100000",
-        "To": NUMBER,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-    }
-    headers = {"X-Twilio-Signature": validator.compute_signature(f"{url}/twilio/voice", form)}
-    began_s = time.perf_counter()
-    try:
-        async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S) as http:
-            answer = await http.post(f"{url}/twilio/voice", data=form, headers=headers)
-        offer.webhook_s = time.perf_counter() - began_s
-        twiml = answer.text
-        stream_url = re.search(r'<Stream url="([^"]+)"', twiml)
-        if stream_url is None:
-            offer.outcome = "refused" if "<Response>" in twiml else "error"
-            return
-        parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
-        signature = validator.compute_signature(stream_url[1], {})
-        transport, _ = await picows.ws_connect(
-            lambda: CallerListener(caller, window),
-            stream_url[1],
-            extra_headers={"X-Twilio-Signature": signature},
-        )
-    except (TimeoutError, OSError, httpx.HTTPError, picows.WSError) as exc:
-        offer.webhook_s = offer.webhook_s or time.perf_counter() - began_s
-        offer.outcome, caller.error = "error", f"{type(exc).__name__}: {exc}"
-        return
-    caller.stream_sid = "MZ" + caller.call_sid[2:]
-    start = {
-        "event": "start",
-        "sequenceNumber": "1",
-        "streamSid": caller.stream_sid,
-        "start": {
-            "streamSid": caller.stream_sid,
-            "callSid": caller.call_sid,
-            "accountSid": "AC" + "0" * 32,
-            "tracks": ["inbound"],
-            "customParameters": parameters,
-        },
-    }
-    transport.send(picows.WSMsgType.TEXT, json.dumps(start).encode())
-    caller.transport = transport
-    offer.outcome = "admitted"
-    callers.append(caller)  # from now on the pacer sends its frames
+    offer.outcome, offer.webhook_s = await open_call(url, offer.caller, window)
+    if offer.outcome == "admitted":
+        callers.append(offer.caller)  # from now on the pacer sends its frames
 
 
 def echo_figures(current: Window, lost: int) -> dict[str, Any]:
