@@ -18,8 +18,18 @@ if TYPE_CHECKING:
 
 SEND_TIMEOUT_S = 5.0
 MAX_MODEL_MESSAGE_BYTES = 16 << 20
-# What a failed connection attempt raises (the model is down, refuses us, or is silent).
-CONNECT_ERRORS = (OSError, HandshakeFailed, WebSocketClosed, trio.TooSlowError)
+# What a failed connection attempt raises: the model is down or refuses us (OSError, TLS
+# errors included), answers something that is not an upgrade (HandshakeFailed), resets or
+# drops the connection mid-handshake (trio wraps the reset: BrokenResourceError), or is
+# silent (TooSlowError). Each ends that call politely; none is a crash.
+CONNECT_ERRORS = (
+    OSError,
+    HandshakeFailed,
+    WebSocketClosed,
+    trio.TooSlowError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
 
 
 @dataclass(frozen=True, slots=True)

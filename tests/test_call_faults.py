@@ -4,28 +4,32 @@ handshake, an oversized frame from Twilio, and a model session reaching its cap.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
 import trio
 
 from actors.store.db import open_database
 from engine.simulator.mulaw import silence, tone
 from tests.function_backend import TwilioRestStandIn
-from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine, sid
+from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid
 from tests.test_call_e2e import (
     STREAM_SID,
     answered_call,
     hang_up,
     listen,
+    open_stream,
     send,
     speak,
     start_call,
     wait_for_final,
 )
+from tests.test_twilio_webhooks import ANSWERED, call, twilio_post
 
 ON_CALL_PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
@@ -178,3 +182,82 @@ async def test_a_session_near_its_cap_is_renewed_with_the_conversation(
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     roles = [t["role"] for t in json.loads(record["transcript"])]
     assert roles == ["assistant", "caller", "assistant", "caller", "assistant"]
+
+
+@dataclass
+class RudeServer:
+    """A model endpoint whose every handshake fails one way: ``reset`` (reads the upgrade
+    request, then resets the connection), ``eof`` (closes it cleanly), ``http500`` (a
+    plain HTTP error) or ``garbage`` (bytes that are not HTTP)."""
+
+    manner: str
+    accepted: int = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
+            listeners = await nursery.start(serve)
+            task_status.started(
+                f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1/realtime"
+            )
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.accepted += 1
+        await stream.receive_some(65536)  # the upgrade request
+        if self.manner == "reset":  # SO_LINGER 0: close sends RST, not FIN
+            stream.socket.setsockopt(
+                trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+        elif self.manner == "http500":
+            await stream.send_all(
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+            )
+        elif self.manner == "garbage":
+            await stream.send_all(b"\x00\xff not http at all\r\n\r\n")
+        await stream.aclose()
+
+
+@pytest.mark.parametrize("manner", ["reset", "eof", "http500", "garbage"])
+async def test_a_model_whose_every_handshake_fails_never_takes_the_engine_down(
+    manner: str, fresh_database: str, tmp_path: Path
+) -> None:
+    """More failing calls than the supervisor's restart intensity (3 in 60 s): each ends
+    failed/model_unreachable with a final record, nothing crashes or restarts, and the
+    engine goes on answering."""
+    rude = RudeServer(manner)
+    calls = [sid(960 + n) for n in range(5)]
+    async with trio.open_nursery() as nursery:
+        model_url = await nursery.start(rude.serve)
+        async with running_engine(
+            fresh_database,
+            tmp_path,
+            MEDIA_PORT="0",
+            OPENAI_API_KEY="sk-test-rude",
+            OPENAI_REALTIME_URL=model_url,
+            MODEL_CONNECT_TIMEOUT_S="2",
+        ) as engine:
+            base = engine.bound_urls[0] + "/admin/projects"
+            created = await http_request("POST", base, json=PLAIN_PROJECT, token=ADMIN_TOKEN)
+            assert created.status == 201
+            number = {"number": ANSWERED}
+            added = await http_request(
+                "POST", f"{base}/smith-plumbing/phone-numbers", json=number, token=ADMIN_TOKEN
+            )
+            assert added.status == 201
+            records = []
+            with trio.fail_after(60):
+                for call_sid in calls:
+                    twiml = await twilio_post(engine, "/twilio/voice", call(call_sid, ANSWERED))
+                    socket, parameters = await open_stream(twiml.body.decode())
+                    await start_call(socket, call_sid, parameters)
+                    records.append(await wait_for_final(fresh_database, call_sid))
+                    await socket.aclose()
+            restarts = engine.supervisor.statistics().restarts_total
+            health = await http_request("GET", f"{engine.bound_urls[0]}/health")
+        nursery.cancel_scope.cancel()
+    assert rude.accepted >= len(calls)
+    assert [(r["status"], r["end_reason"]) for r in records] == [
+        ("failed", "model_unreachable")
+    ] * len(calls)
+    assert restarts == 0
+    assert health.status == 200
