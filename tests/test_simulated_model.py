@@ -141,6 +141,21 @@ async def test_an_invalid_client_event_gets_an_error_and_is_counted() -> None:
     assert len(model.stats.violations) == 1
 
 
+async def test_audio_that_is_not_base64_is_that_sessions_error_and_the_session_goes_on() -> None:
+    """One bad append used to crash the simulator's session handler; the real API answers
+    an error and keeps the session, and so does this one."""
+    model = SimulatedModel()
+    async with model_session(model) as socket:
+        await events_until(socket, "session.created")
+        await socket.send_text(b'{"type":"input_audio_buffer.append","audio":"***not base64"}')
+        error = await events_until(socket, "error")
+        await socket.send_text(encode_append(base64.b64encode(tone(400)).decode()))
+        after = await events_until(socket, "input_audio_buffer.speech_started")
+    assert error[-1]["error"]["code"] == "invalid_value"
+    assert after[-1]["type"] == "input_audio_buffer.speech_started"
+    assert model.stats.sessions_total == 1  # the same session, still listening
+
+
 async def test_echo_mode_returns_every_frame_as_one_delta() -> None:
     async with model_session(SimulatedModel(echo=True)) as socket:
         await events_until(socket, "session.created")

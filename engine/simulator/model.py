@@ -12,13 +12,14 @@ echo audio for benchmarks.
 from __future__ import annotations
 
 import base64
+import binascii
 import itertools
 import logging
 import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -27,6 +28,9 @@ from engine.realtime_schema import SchemaViolation, validate_client_event
 from engine.simulator.mulaw import FRAME_BYTES, mean_amplitude, tone
 from engine.simulator.scenarios import SCENARIOS, Call, Say, Step
 from engine.ws import HandshakeFailed, Rejection, WebSocket, WebSocketClosed, accept
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("afterhours.simulator.model")
 
@@ -171,7 +175,7 @@ class _Session:
         try:
             event = msgspec.json.decode(message)
             if self.model.echo and event.get("type") == "input_audio_buffer.append":
-                await self.echo(event)  # benchmarks: no validation cost on the hot path
+                await self._run_handler(self.echo, event)  # benchmarks: no validation cost
                 return
             validate_client_event(event)
         except (msgspec.DecodeError, SchemaViolation, AttributeError) as exc:
@@ -189,7 +193,24 @@ class _Session:
             return
         handler = getattr(self, "on_" + event["type"].replace(".", "_"), None)
         if handler is not None:
+            await self._run_handler(handler, event)
+
+    async def _run_handler(
+        self, handler: Callable[[dict[str, Any]], Awaitable[None]], event: dict[str, Any]
+    ) -> None:
+        """A bad value (audio that is not base64) is that client's error, answered as the
+        API answers one, with the session kept: never the end of every session here."""
+        try:
             await handler(event)
+        except (binascii.Error, ValueError) as exc:
+            self.model.stats.violations.append(f"{event.get('type')}: {exc}")
+            error = {
+                "type": "invalid_request_error",
+                "code": "invalid_value",
+                "message": f"Invalid value in {event.get('type')}: {exc}"[:500],
+                "event_id": event.get("event_id"),
+            }
+            await self.send({"type": "error", "error": error})
 
     async def echo(self, event: dict[str, Any]) -> None:
         """Every 160 bytes (one 20 ms frame) of appended audio back as one delta, however
