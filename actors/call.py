@@ -651,8 +651,21 @@ class CallActor:
                         )
                         await self._reconnect(code, model)
                         return
-                    log.error("call %s: model error %s", self._setup.call_sid, event.error.message)
-                    raise CallEnded(f"model_error: {code}", True)
+                    if event.fatal:
+                        log.error(
+                            "call %s: model error %s", self._setup.call_sid, event.error.message
+                        )
+                        raise CallEnded(f"model_error: {code}", True)
+                    # Recoverable: the session stays open, and so does the call.
+                    log.warning(
+                        "call %s: model error %s (%s), the call goes on",
+                        self._setup.call_sid,
+                        code,
+                        event.error.message,
+                    )
+                    self._openai_alert(
+                        AlertLevel.WARNING, "Model error", f"{code}: {event.error.message}"
+                    )
 
     def _words_streamed(self, event: TranscriptDelta) -> None:
         item_id = event.item_id

@@ -233,6 +233,13 @@ class ServerError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
         finished, truncating audio that already ended."""
         return (self.error.code or "") in BENIGN_ERROR_CODES
 
+    @property
+    def fatal(self) -> bool:
+        """Errors after which this session can do nothing for the caller: the account
+        or key is refused. Everything else (``code: null`` included: the live API sends
+        it for a refused truncate, or a ``server_error``) leaves the session open."""
+        return (self.error.code or "") in FATAL_ERROR_CODES or self.error.type in FATAL_ERROR_TYPES
+
 
 class SessionCreated(msgspec.Struct, frozen=True, tag="session.created", tag_field="type"):
     session: dict[str, Any]
@@ -254,6 +261,11 @@ BENIGN_ERROR_CODES: Final = frozenset(
         "invalid_audio_end_ms",
     }
 )
+
+# Reported from the live API by users of other bridges (LiveKit Agents #6352: an account
+# out of quota, a revoked key): retrying or going on cannot help.
+FATAL_ERROR_CODES: Final = frozenset({"invalid_api_key", "insufficient_quota"})
+FATAL_ERROR_TYPES: Final = frozenset({"authentication_error", "insufficient_quota"})
 
 ServerEvent = (
     AudioDelta

@@ -112,3 +112,68 @@ async def test_the_projects_voice_detection_settings_reach_the_model(
         detection["prefix_padding_ms"],
     ) == (0.8, 900, 100)
     assert run.record.end_reason == "caller_hung_up"
+
+
+CODE_NULL_TRUNCATE = {
+    "type": "error",
+    "error": {
+        # As the live API sends a refused truncate: no code at all.
+        "type": "invalid_request_error",
+        "code": None,
+        "message": "Audio content of 1200ms is already shorter than 2000ms",
+    },
+}
+SERVER_ERROR = {"type": "error", "error": {"type": "server_error", "message": "try again"}}
+
+
+async def test_recoverable_model_errors_leave_the_call_going_to_the_callers_hang_up(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A ``code: null`` error and a ``server_error`` mid-call: the call goes on, the
+    caller is still answered, and hangs up; the record is completed, two warnings out."""
+    model = SimulatedModel()
+    answered_after_errors: list[int] = []
+
+    async def caller(twilio: TwilioPeer) -> None:
+        await trio.sleep(5)
+        model.inject(CODE_NULL_TRUNCATE)
+        model.inject(SERVER_ERROR)
+        await twilio.speak(silence(100) + tone(400) + silence(700))
+        heard_before = sum(1 for e in twilio.received if e["event"] == "media")
+        await trio.sleep(10)
+        answered_after_errors.append(
+            sum(1 for e in twilio.received if e["event"] == "media") - heard_before
+        )
+        stop = {"event": "stop", "streamSid": STREAM_SID, "stop": {"callSid": "CA" + "7" * 32}}
+        await twilio.send(stop)
+        await trio.sleep_forever()
+
+    run = await run_call(PROJECT | {"max_call_s": 300}, caller, model=model)
+    record = run.record
+    assert (record.status, record.end_reason) == ("completed", "caller_hung_up")
+    assert answered_after_errors[0] > 0  # the model answered the caller after the errors
+    warnings = [(a.type, a.title, a.message) for a in run.alerts]
+    assert ("openaiError", "Model error", "server_error: try again") in warnings
+    assert any(
+        message.startswith("invalid_request_error: Audio content") for *_, message in warnings
+    )
+
+
+async def test_a_fatal_model_error_ends_the_call_as_failed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    model = SimulatedModel()
+    quota = {"type": "error", "error": {"type": "insufficient_quota", "code": "insufficient_quota",
+                                        "message": "You exceeded your current quota"}}  # fmt: skip
+
+    async def caller(twilio: TwilioPeer) -> None:
+        await trio.sleep(2)
+        model.inject(quota)
+        await twilio.speak(silence(100))
+        await trio.sleep_forever()
+
+    run = await run_call(PROJECT | {"max_call_s": 300}, caller, model=model)
+    assert (run.record.status, run.record.end_reason) == (
+        "failed",
+        "model_error: insufficient_quota",
+    )

@@ -72,6 +72,17 @@ class SimulatedModel:
         self.stats = ModelStatistics()
         self._ids = itertools.count(1)
         self._sessions: set[trio.CancelScope] = set()
+        self._injected: list[dict[str, Any]] = []
+
+    def inject(self, event: dict[str, Any]) -> None:
+        """Send ``event`` (a fault the real API sends, such as an error with ``code:
+        null``) from the session that next hears from its client: tests reproduce what
+        the real service does and this simulator would not do by itself."""
+        self._injected.append(event)
+
+    def take_injected(self) -> list[dict[str, Any]]:
+        taken, self._injected = self._injected, []
+        return taken
 
     def drop_sessions(self) -> None:
         """End every open session abruptly (what a network fault or a server restart
@@ -172,6 +183,8 @@ class _Session:
 
     async def handle(self, message: str | bytes) -> None:
         self.model.stats.client_events_total += 1
+        for injected in self.model.take_injected():
+            await self.send(injected)
         try:
             event = msgspec.json.decode(message)
             if self.model.echo and event.get("type") == "input_audio_buffer.append":
