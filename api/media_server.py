@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
-from twilio.request_validator import RequestValidator
 
 from actors.call import CallActor, CallSetup
 from actors.store.queries import StoreUnavailable, ask_store
@@ -41,6 +40,7 @@ from engine.refusals import Refusals
 from engine.stream_claims import LocalClaims
 from engine.stream_tokens import InvalidStreamToken, check_token
 from engine.twilio_codec import Connected, Start, TwilioProtocolError, decode_twilio
+from engine.twilio_signature import is_valid_signature
 from engine.ws import (
     ControlBudget,
     HandshakeAbandoned,
@@ -144,7 +144,7 @@ class MediaServer:
         refusals: Refusals | None = None,
     ) -> None:
         token = settings.twilio_auth_token
-        self._validator = RequestValidator(token.reveal()) if token else None
+        # One key for both: the upgrade's signature and the stream token's HMAC.
         self._stream_key = token.reveal().encode() if token else b""
         self._settings = settings
         self._calls = calls
@@ -206,11 +206,12 @@ class MediaServer:
         if request.path.split("?")[0] != urlsplit(self.public_url).path:
             return Rejection(404, "no media stream here")
         signature = request.headers.get("X-Twilio-Signature", "")
-        if self._validator is None or not signature:
+        if not self._stream_key or not signature:
             return Rejection(403, "missing X-Twilio-Signature")
         query = request.path.partition("?")[2]
         url = self.public_url + (f"?{query}" if query else "")
-        if not self._validator.validate(url, {}, signature):
+        # The upgrade is a GET: signed over the wss:// URL with no parameters.
+        if not is_valid_signature(self._stream_key, url, [], signature):
             return Rejection(403, "invalid X-Twilio-Signature")
         return None
 
