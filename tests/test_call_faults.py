@@ -8,7 +8,7 @@ import struct
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -31,6 +31,9 @@ from tests.test_call_e2e import (
 )
 from tests.test_twilio_webhooks import ANSWERED, call, twilio_post
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
 ON_CALL_PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
     "name": "Smith Plumbing",
@@ -44,6 +47,16 @@ PLAIN_PROJECT: dict[str, Any] = {
 }
 
 
+async def serve_model_endpoint(
+    handle: Callable[[trio.SocketStream], Awaitable[None]], *, task_status: trio.TaskStatus[str]
+) -> None:
+    """A TCP listener on a free loopback port, started with its ws:// realtime URL."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        task_status.started(f"ws://127.0.0.1:{port}/v1/realtime")
+
+
 @dataclass
 class SilentServer:
     """Accepts TCP connections and never answers (a model stuck before its handshake);
@@ -54,12 +67,7 @@ class SilentServer:
     _done: list[trio.Event] = field(default_factory=list)
 
     async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
-        async with trio.open_nursery() as nursery:
-            serve = partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
-            listeners = await nursery.start(serve)
-            task_status.started(
-                f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1/realtime"
-            )
+        await serve_model_endpoint(self._handle, task_status=task_status)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
@@ -194,12 +202,7 @@ class RudeServer:
     accepted: int = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
-        async with trio.open_nursery() as nursery:
-            serve = partial(trio.serve_tcp, self._handle, 0, host="127.0.0.1")
-            listeners = await nursery.start(serve)
-            task_status.started(
-                f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/v1/realtime"
-            )
+        await serve_model_endpoint(self._handle, task_status=task_status)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self.accepted += 1
