@@ -149,7 +149,7 @@ class MetricsAggregator:
             case FunctionCalled():
                 _add(stats.function_calls_total, (sample.project_id, sample.outcome))
                 stats.function_call_seconds.observe(sample.latency_s)
-                self._outcome("function_calls", failed=sample.outcome != "ok")
+                self._outcome("function_calls", failed=sample.outcome in ("error", "timeout"))
             case ModelConnected():
                 _add(stats.model_connections_total, "ok" if sample.ok else "failed")
                 stats.model_last_connection = ModelConnection(

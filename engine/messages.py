@@ -118,7 +118,7 @@ class FunctionCallRecorded(msgspec.Struct, frozen=True, tag="function_call", tag
     id: str
     call_sid: str
     name: str
-    outcome: Literal["ok", "error", "timeout"]
+    outcome: Literal["ok", "error", "timeout", "cancelled"]  # cancelled: the call ended first
     latency_ms: int
     at: datetime
     project_id: str | None = None

@@ -44,7 +44,7 @@ class CallFinished:
 @dataclass(frozen=True, slots=True)
 class FunctionCalled:
     project_id: str
-    outcome: Literal["ok", "error", "timeout"]
+    outcome: Literal["ok", "error", "timeout", "cancelled"]
     latency_s: float
 
 

@@ -24,72 +24,93 @@ class RealtimeProtocolError(ValueError):
 # -- client events --------------------------------------------------------------------------
 
 
-class _Append(msgspec.Struct, tag="input_audio_buffer.append", tag_field="type"):
+class _Client(msgspec.Struct, tag_field="type", omit_defaults=True):
+    # Optional on every client event; the server echoes it in ``error.event_id`` when
+    # that event caused an error (protocols.md 1.2), so an error names its cause.
+    event_id: str | None = None
+
+
+class _Append(_Client, tag="input_audio_buffer.append", kw_only=True):
     audio: str
 
 
-class _ResponseCreate(msgspec.Struct, tag="response.create", tag_field="type", omit_defaults=True):
+class _ResponseCreate(_Client, tag="response.create"):
     response: dict[str, Any] | None = None
 
 
-class _ResponseCancel(msgspec.Struct, tag="response.cancel", tag_field="type"):
+class _ResponseCancel(_Client, tag="response.cancel"):
     pass
 
 
-class _Truncate(msgspec.Struct, tag="conversation.item.truncate", tag_field="type"):
+class _Truncate(_Client, tag="conversation.item.truncate", kw_only=True):
     item_id: str
     content_index: int
     audio_end_ms: int
 
 
-class _ItemCreate(msgspec.Struct, tag="conversation.item.create", tag_field="type"):
+class _ItemCreate(_Client, tag="conversation.item.create", kw_only=True):
     item: dict[str, Any]
 
 
-class _SessionUpdate(msgspec.Struct, tag="session.update", tag_field="type"):
+class _SessionUpdate(_Client, tag="session.update", kw_only=True):
     session: dict[str, Any]
 
 
 _encoder: Final = msgspec.json.Encoder()
 
 
-def encode_append(audio_b64: str) -> bytes:
+def encode_append(audio_b64: str, event_id: str | None = None) -> bytes:
     """Caller audio, base64 mu-law exactly as Twilio sent it (the hot path)."""
-    return _encoder.encode(_Append(audio_b64))
+    return _encoder.encode(_Append(event_id=event_id, audio=audio_b64))
 
 
-def encode_response_create(instructions: str | None = None) -> bytes:
-    """Ask for a response; ``instructions`` override the session's for this one only."""
-    response = None if instructions is None else {"instructions": instructions}
-    return _encoder.encode(_ResponseCreate(response))
+def encode_response_create(
+    instructions: str | None = None, event_id: str | None = None, *, out_of_band: bool = False
+) -> bytes:
+    """Ask for a response; ``instructions`` override the session's for this one only.
+    ``out_of_band``: a response outside the conversation (``conversation: "none"``), for
+    a filler ("one moment") that must not become part of what the model remembers."""
+    response: dict[str, Any] | None = None
+    if instructions is not None:
+        response = {"instructions": instructions}
+    if out_of_band:
+        response = {**(response or {}), "conversation": "none"}
+    return _encoder.encode(_ResponseCreate(event_id=event_id, response=response))
 
 
-def encode_response_cancel() -> bytes:
-    return _encoder.encode(_ResponseCancel())
+def encode_response_cancel(event_id: str | None = None) -> bytes:
+    return _encoder.encode(_ResponseCancel(event_id=event_id))
 
 
-def encode_truncate(item_id: str, audio_end_ms: int) -> bytes:
+def encode_truncate(item_id: str, audio_end_ms: int, event_id: str | None = None) -> bytes:
     """Forget the part of an assistant item the caller never heard (barge-in)."""
-    return _encoder.encode(_Truncate(item_id, 0, max(0, audio_end_ms)))
+    return _encoder.encode(
+        _Truncate(
+            event_id=event_id, item_id=item_id, content_index=0, audio_end_ms=max(0, audio_end_ms)
+        )
+    )
 
 
-def encode_function_output(call_id: str, output: str) -> bytes:
+def encode_function_output(call_id: str, output: str, event_id: str | None = None) -> bytes:
     item = {"type": "function_call_output", "call_id": call_id, "output": output}
-    return _encoder.encode(_ItemCreate(item))
+    return _encoder.encode(_ItemCreate(event_id=event_id, item=item))
 
 
-def encode_user_text(text: str) -> bytes:
+def encode_user_text(text: str, event_id: str | None = None) -> bytes:
     """A caller turn as text: DTMF ("caller pressed 1"), or history restored after a
     reconnect."""
     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
-    return _encoder.encode(_ItemCreate(item))
+    return _encoder.encode(_ItemCreate(event_id=event_id, item=item))
 
 
-def encode_assistant_text(text: str) -> bytes:
+def encode_assistant_text(text: str, event_id: str | None = None) -> bytes:
     """An assistant turn as text, for restoring the conversation after a reconnect."""
     content = [{"type": "output_text", "text": text}]
     return _encoder.encode(
-        _ItemCreate({"type": "message", "role": "assistant", "content": content})
+        _ItemCreate(
+            event_id=event_id,
+            item={"type": "message", "role": "assistant", "content": content},
+        )
     )
 
 
@@ -108,6 +129,7 @@ def encode_session_update(
     builtin_tools: list[dict[str, Any]],
     vad: TurnDetection,
     transcription_model: str = "gpt-4o-mini-transcribe",
+    event_id: str | None = None,
 ) -> bytes:
     """The GA session for a call: mu-law both ways (audio passes through unconverted),
     server VAD that interrupts the model when the caller speaks, input transcription,
@@ -140,7 +162,7 @@ def encode_session_update(
         "tools": tools,
         "tool_choice": "auto",
     }
-    return _encoder.encode(_SessionUpdate(session))
+    return _encoder.encode(_SessionUpdate(event_id=event_id, session=session))
 
 
 # -- server events --------------------------------------------------------------------------
@@ -198,8 +220,53 @@ class FunctionCallDone(
     response_id: str
     item_id: str
     call_id: str
-    name: str
     arguments: str  # a JSON string
+    # Required in the GA types, yet absent from the reference's own example: when it is
+    # missing, the name comes from the item (conversation.item.added, output_item.done).
+    name: str = ""
+
+
+class ItemInfo(msgspec.Struct, frozen=True):
+    """The parts of a conversation item the call reads (message or function call)."""
+
+    id: str
+    type: str
+    role: str | None = None
+    name: str | None = None
+    call_id: str | None = None
+    arguments: str | None = None
+    status: str | None = None
+
+
+class InputCommitted(
+    msgspec.Struct, frozen=True, tag="input_audio_buffer.committed", tag_field="type"
+):
+    """The caller's turn became a conversation item: its place in the conversation."""
+
+    item_id: str
+    previous_item_id: str | None = None
+
+
+class ItemAdded(msgspec.Struct, frozen=True, tag="conversation.item.added", tag_field="type"):
+    item: ItemInfo
+    previous_item_id: str | None = None
+
+
+class OutputItemDone(
+    msgspec.Struct, frozen=True, tag="response.output_item.done", tag_field="type"
+):
+    response_id: str
+    item: ItemInfo
+
+
+class TranscriptionFailed(
+    msgspec.Struct,
+    frozen=True,
+    tag="conversation.item.input_audio_transcription.failed",
+    tag_field="type",
+):
+    item_id: str
+    error: dict[str, Any] | None = None
 
 
 class ResponseInfo(msgspec.Struct, frozen=True):
@@ -207,6 +274,16 @@ class ResponseInfo(msgspec.Struct, frozen=True):
     status: str
     status_details: dict[str, Any] | None = None
     usage: dict[str, Any] | None = None
+    output: list[ItemInfo] | None = None
+
+    @property
+    def failure(self) -> tuple[str, str]:
+        """A failed response's (code, message), from ``status_details.error``."""
+        error = (self.status_details or {}).get("error") or {}
+        if not isinstance(error, dict):
+            return "unknown", ""
+        code = error.get("code") or error.get("type") or "unknown"
+        return str(code), str(error.get("message") or "")
 
 
 class ResponseCreated(msgspec.Struct, frozen=True, tag="response.created", tag_field="type"):
@@ -221,24 +298,12 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     type: str
     message: str
     code: str | None = None
-    event_id: str | None = None
+    param: str | None = None
+    event_id: str | None = None  # the client event that caused it, if it carried one
 
 
 class ServerError(msgspec.Struct, frozen=True, tag="error", tag_field="type"):
     error: ErrorInfo
-
-    @property
-    def benign(self) -> bool:
-        """Races the protocol makes normal, not faults: cancelling a response that just
-        finished, truncating audio that already ended."""
-        return (self.error.code or "") in BENIGN_ERROR_CODES
-
-    @property
-    def fatal(self) -> bool:
-        """Errors after which this session can do nothing for the caller: the account
-        or key is refused. Everything else (``code: null`` included: the live API sends
-        it for a refused truncate, or a ``server_error``) leaves the session open."""
-        return (self.error.code or "") in FATAL_ERROR_CODES or self.error.type in FATAL_ERROR_TYPES
 
 
 class SessionCreated(msgspec.Struct, frozen=True, tag="session.created", tag_field="type"):
@@ -253,20 +318,6 @@ class OtherServerEvent(msgspec.Struct, frozen=True):
     type: str
 
 
-BENIGN_ERROR_CODES: Final = frozenset(
-    {
-        "response_cancel_not_active",
-        "conversation_already_has_active_response",
-        "item_truncate_invalid_item_id",
-        "invalid_audio_end_ms",
-    }
-)
-
-# Reported from the live API by users of other bridges (LiveKit Agents #6352: an account
-# out of quota, a revoked key): retrying or going on cannot help.
-FATAL_ERROR_CODES: Final = frozenset({"invalid_api_key", "insufficient_quota"})
-FATAL_ERROR_TYPES: Final = frozenset({"authentication_error", "insufficient_quota"})
-
 ServerEvent = (
     AudioDelta
     | TranscriptDelta
@@ -275,6 +326,10 @@ ServerEvent = (
     | SpeechStarted
     | SpeechStopped
     | FunctionCallDone
+    | InputCommitted
+    | ItemAdded
+    | OutputItemDone
+    | TranscriptionFailed
     | ResponseCreated
     | ResponseDone
     | ServerError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.call_limits import CallLimits
+from actors.call.limits import CallLimits
 
 
 def test_silence_prompts_once_then_ends() -> None:

@@ -67,7 +67,8 @@ ORDER BY days.day
 """  # noqa: S608
 
 _FUNCTIONS = """
-SELECT count(*) AS total, count(*) FILTER (WHERE outcome <> 'ok') AS failed
+SELECT count(*) AS total, count(*) FILTER (WHERE outcome IN ('error', 'timeout')) AS failed,
+    count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled
 FROM function_calls
 WHERE project_id = $1 AND at >= $2 AND at < $3
 """
