@@ -1,0 +1,126 @@
+"""The call's two readers (actor part), the per-frame path: caller audio to the model as
+Twilio sent it, model audio to the caller followed by a mark. Nothing else is on it: no
+channel, no task per frame."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from actors.call.responses import Request
+from actors.call.setup import CallEnded
+from actors.call.state import CallState
+from engine.config import AlertLevel
+from engine.realtime_codec import AudioDelta, RealtimeProtocolError, decode_server_event
+from engine.twilio_codec import (
+    Dtmf,
+    Mark,
+    Media,
+    Stop,
+    TwilioProtocolError,
+    UnknownEvent,
+    decode_twilio,
+    encode_mark,
+    encode_media,
+)
+from engine.ws import WebSocket, WebSocketClosed
+
+log = logging.getLogger("afterhours.call")
+
+
+class Readers(CallState):
+    async def _pump_twilio(self) -> None:
+        core = self._core
+        while True:
+            batch = await self._twilio.receive_batch()
+            read_at_s = trio.current_time()
+            for message in batch:
+                try:
+                    event = decode_twilio(message)
+                except TwilioProtocolError as exc:
+                    log.warning("call %s: bad Twilio frame: %s", self._setup.call_sid, exc)
+                    continue
+                if isinstance(event, Media):
+                    if event.streamSid != self._setup.stream_sid:
+                        log.warning("call %s: media for another stream", self._setup.call_sid)
+                        continue
+                    await self._to_model(core.caller_audio(event.media.payload))
+                    self._to_model_timing.observe(trio.current_time() - read_at_s)
+                elif isinstance(event, Mark):
+                    core.mark(event.mark.name)
+                    self._activity(caller=False)  # the model's words are still playing
+                    await self._maybe_hang_up()
+                elif isinstance(event, Dtmf):
+                    text = f"The caller pressed {event.dtmf.digit} on the keypad."
+                    await self._to_model(core.caller_text(text))
+                    await self._do(core.ask(Request(purpose="keypad")))
+                elif isinstance(event, Stop):
+                    raise CallEnded("caller_hung_up")
+                elif isinstance(event, UnknownEvent) and event.event not in self._unknown_seen:
+                    self._unknown_seen.add(event.event)  # once per name: no log flood
+                    log.info("call %s: ignoring Twilio event %r", self._setup.call_sid, event.event)
+
+    async def _pump_model(self) -> None:
+        while True:
+            model = self._model
+            assert model is not None
+            try:
+                await self._read_model(model)
+            except WebSocketClosed as closed:
+                if model is self._model:  # not replaced on purpose: the session is lost
+                    log.warning("call %s: model socket lost (%s)", self._setup.call_sid, closed)
+                    self._openai_alert(AlertLevel.WARNING, "Model connection dropped", str(closed))
+                    await self._reconnect(str(closed), model)
+            if model is not self._model:
+                await model.aclose()  # replaced: only this reader ever read from it
+
+    async def _read_model(self, model: WebSocket) -> None:
+        """Handle the session's events until it closes or is replaced."""
+        core = self._core
+        while model is self._model:
+            with trio.CancelScope() as self._receiving:
+                batch = await model.receive_batch()
+            self._receiving = None
+            read_at_s = trio.current_time()
+            for message in batch:
+                if model is not self._model:
+                    return  # replaced while handling this batch: the rest is the old one's
+                try:
+                    event = decode_server_event(message)
+                except RealtimeProtocolError as exc:
+                    log.warning("call %s: bad Realtime frame: %s", self._setup.call_sid, exc)
+                    continue
+                if isinstance(event, AudioDelta):
+                    await self._play(event, read_at_s)
+                    continue
+                caller_was_speaking = core.caller_speaking
+                await self._do(core.event(event, trio.current_time(), time.time()))
+                if core.caller_speaking != caller_was_speaking:
+                    self._activity(caller=True)
+                    if not core.caller_speaking:
+                        self._turn_began_s = read_at_s
+                await self._maybe_hang_up()
+
+    async def _play(self, delta: AudioDelta, read_at_s: float) -> None:
+        self._activity(caller=False)
+        mark = self._core.audio(delta, _audio_ms(delta.delta))
+        if mark is None:
+            return  # interrupted: the caller must not hear the rest
+        now_s = trio.current_time()
+        if self._first_audio_ms is None:
+            self._first_audio_ms = int((now_s - self._started_at_s) * 1000)
+        if self._turn_began_s is not None:  # the answer to the caller's turn begins
+            self._turn_latency.observe(now_s - self._turn_began_s)
+            self._turn_began_s = None
+        stream_sid = self._setup.stream_sid
+        await self._twilio.send_text(encode_media(stream_sid, delta.delta))
+        await self._twilio.send_text(encode_mark(stream_sid, mark))
+        self._to_caller_timing.observe(trio.current_time() - read_at_s)
+
+
+def _audio_ms(delta_b64: str) -> int:
+    """Milliseconds of 8 kHz mu-law in a base64 payload (8 bytes per ms)."""
+    padding = delta_b64.count("=", -2)
+    return (len(delta_b64) * 3 // 4 - padding) // 8
