@@ -51,6 +51,9 @@ class _SessionUpdate(msgspec.Struct, tag="session.update", tag_field="type"):
 
 
 _encoder: Final = msgspec.json.Encoder()
+# The caller's speech is transcribed by this model, billed apart at its own prices
+# (engine/pricing.py TRANSCRIPTION_PRICES).
+TRANSCRIPTION_MODEL: Final = "gpt-4o-mini-transcribe"
 
 
 def encode_append(audio_b64: str) -> bytes:
@@ -107,7 +110,7 @@ def encode_session_update(
     model: str,
     builtin_tools: list[dict[str, Any]],
     vad: TurnDetection,
-    transcription_model: str = "gpt-4o-mini-transcribe",
+    transcription_model: str = TRANSCRIPTION_MODEL,
 ) -> bytes:
     """The GA session for a call: mu-law both ways (audio passes through unconverted),
     server VAD that interrupts the model when the caller speaks, input transcription,
