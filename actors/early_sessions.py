@@ -45,6 +45,9 @@ REPLY_WAIT_S = 0.2  # the taker's wait for this actor to answer, beyond the hand
 @dataclass(frozen=True, slots=True)
 class OpenEarly:
     call_sid: str
+    # The project's own Realtime model (the session is opened for one model); None: the
+    # endpoint's (OPENAI_REALTIME_MODEL).
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +125,19 @@ class EarlySessions:
                 return
             early = _Early(trio.current_time() + self._hold_s)
             self._held[request.call_sid] = early
-            nursery.start_soon(self._open, request.call_sid, early)
+            nursery.start_soon(self._open, request.call_sid, early, request.model)
         elif isinstance(request, TakeEarly):
             nursery.start_soon(self._hand_over, request)
         else:
             nursery.start_soon(self._close, request.call_sid)
 
-    async def _open(self, call_sid: str, early: _Early) -> None:
+    async def _open(self, call_sid: str, early: _Early, model: str | None) -> None:
         began_s = trio.current_time()
+        endpoint = self._endpoint()
+        if model is not None:
+            endpoint = replace(endpoint, model=model)
         try:
-            socket = await open_model_socket(self._endpoint())
+            socket = await open_model_socket(endpoint)
         except CONNECT_ERRORS as exc:
             # The call actor will try again itself and report what it finds.
             why = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +36,8 @@ from engine.connection_slots import ConnectionSlots, Slot, SlotStatistics
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
 from engine.messages import CallUpdated, utc_now
+from engine.price_book import UnknownModelPrices
+from engine.realtime_models import deprecation_warning
 from engine.refusals import Refusals
 from engine.stream_claims import LocalClaims
 from engine.stream_tokens import InvalidStreamToken, check_token
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from engine.mailbox import Outbox
     from engine.messages import Alert, StoreWrite
     from engine.metric_samples import MetricsSample
+    from engine.price_book import PriceBook
     from engine.pricing import Prices
     from engine.projects import Project
     from engine.routing import RoutingSnapshot
@@ -139,7 +142,7 @@ class MediaServer:
         alerts: Outbox[Alert],
         model: Callable[[], ModelEndpoint],
         early: Outbox[EarlyRequest] | None,
-        prices: Prices,
+        prices: PriceBook,
         metrics: Outbox[MetricsSample] | None = None,
         refusals: Refusals | None = None,
     ) -> None:
@@ -157,6 +160,7 @@ class MediaServer:
         self._model = model
         self._early = early
         self._prices = prices
+        self._model_prices: dict[str, Prices] = {}  # by model, as first priced
         self._metrics = metrics
         sid = settings.twilio_account_sid
         self._twilio_rest = (
@@ -308,15 +312,18 @@ class MediaServer:
             log.info("media stream closed before the call began: %s", exc)
             return
         call_sid = start.start.callSid
+        # The project's own model when it names one, else OPENAI_REALTIME_MODEL; the
+        # call is costed at that model's prices.
+        model = project.model or self._settings.openai_realtime_model
         setup = CallSetup(
             call_sid,
             start.streamSid,
             project,
-            self._model(),
+            replace(self._model(), model=model),
             self._twilio_rest,
             early=self._early,
             session_max_s=self._settings.model_session_max_s,
-            prices=self._prices,
+            prices=self._prices_for(model, project.id),
             metrics=self._metrics,
         )
         done = trio.Event()
@@ -336,6 +343,25 @@ class MediaServer:
             await self._store.send(failed)
             return
         await done.wait()
+
+    def _prices_for(self, model: str, project_id: str) -> Prices:
+        """``model``'s prices, remembered; the first call with a deprecated model logs
+        it. A model without prices (a project row written around the engine's
+        validation) is costed at OPENAI_REALTIME_MODEL's, which the start checked."""
+        prices = self._model_prices.get(model)
+        if prices is not None:
+            return prices
+        default = self._settings.openai_realtime_model
+        warning = deprecation_warning(model, f"project {project_id}: model")
+        if warning is not None and model != default:  # the start logged the default's
+            log.warning("%s", warning)
+        try:
+            prices = self._prices.prices_for(model)
+        except UnknownModelPrices as exc:
+            log.warning("%s; its calls are costed at %s's prices", exc, default)
+            prices = self._prices.prices_for(default)
+        self._model_prices[model] = prices
+        return prices
 
     async def _admit(self, start: Start) -> Project:
         parameters = start.start.customParameters

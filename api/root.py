@@ -57,7 +57,14 @@ from engine.group import DynamicGroup
 from engine.lifecycle import StopSignal
 from engine.logs import mask_secret
 from engine.mailbox import Mailbox, OverflowPolicy
-from engine.pricing import DEFAULT_PRICES, Prices, PriceTableError, prices_from_toml
+from engine.price_book import (
+    BUILT_IN,
+    PriceBook,
+    PriceTableError,
+    UnknownModelPrices,
+    price_book_from_toml,
+)
+from engine.realtime_models import deprecation_warning
 from engine.refusals import Refusals
 from engine.simulator.model import SimulatedModel
 from engine.stream_tokens import TOKEN_LIFETIME_S
@@ -299,23 +306,34 @@ def alert_channels(settings: Settings, store: Outbox[StoreWrite]) -> list[Channe
     return channels
 
 
-def load_prices(settings: Settings) -> Prices:
-    """The built-in prices, or those of ``PRICES_FILE``; a bad file stops the start."""
+def load_prices(settings: Settings) -> PriceBook:
+    """The built-in prices, overridden by ``PRICES_FILE``'s. A bad file, or an
+    ``OPENAI_REALTIME_MODEL`` that neither prices, stops the start: calls must not be
+    costed at another model's prices. A deprecated model is logged (one line)."""
     path = settings.prices_file
-    if path is None:
-        return DEFAULT_PRICES
+    book = BUILT_IN
+    if path is not None:
+        try:
+            book = price_book_from_toml(path.read_text(encoding="utf-8"), str(path))
+        except OSError as exc:
+            raise StartupError(f"PRICES_FILE {path}: {exc.strerror or exc}") from None
+        except PriceTableError as exc:
+            raise StartupError(f"PRICES_FILE {exc}") from None
+    model = settings.openai_realtime_model
     try:
-        return prices_from_toml(path.read_text(encoding="utf-8"), str(path))
-    except OSError as exc:
-        raise StartupError(f"PRICES_FILE {path}: {exc.strerror or exc}") from None
-    except PriceTableError as exc:
-        raise StartupError(f"PRICES_FILE {exc}") from None
+        book.prices_for(model)
+    except UnknownModelPrices as exc:
+        raise StartupError(f"OPENAI_REALTIME_MODEL: {exc}") from None
+    warning = deprecation_warning(model, "OPENAI_REALTIME_MODEL")
+    if warning is not None:
+        log.warning("%s", warning)
+    return book
 
 
 def _build_tree(
     settings: Settings,
     dsn: str,
-    prices: Prices,
+    prices: PriceBook,
     admission: Admission,
     refusals: Refusals,
     *,

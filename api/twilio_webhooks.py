@@ -213,7 +213,8 @@ class TwilioWebhooks:
         parameters = {"project": route.project_id, "token": token, "callSid": call_sid}
         if self._early is not None:
             # The model handshake overlaps Twilio opening the stream (dropped when busy).
-            self._early.send_nowait(OpenEarly(call_sid))
+            project = self._routes().projects.get(route.project_id)
+            self._early.send_nowait(OpenEarly(call_sid, project.model if project else None))
         return _twiml(connect_stream(self._stream_url(), parameters))
 
     async def _status_callback(self, params: FormParams) -> None:

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from engine.dotenv import parse_env_file
 from engine.errors import ConfigError
+from engine.realtime_models import DEFAULT_REALTIME_MODEL
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -211,7 +212,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             raw.get("OPENAI_REALTIME_URL", "wss://api.openai.com/v1/realtime"),
             ("ws", "wss"),
         ),
-        openai_realtime_model=_parse_model(raw.get("OPENAI_REALTIME_MODEL", "gpt-realtime")),
+        openai_realtime_model=_parse_model(
+            raw.get("OPENAI_REALTIME_MODEL", DEFAULT_REALTIME_MODEL)
+        ),
         twilio_account_sid=_parse_account_sid(raw.get("TWILIO_ACCOUNT_SID")),
         twilio_auth_token=_parse_secret("TWILIO_AUTH_TOKEN", raw.get("TWILIO_AUTH_TOKEN")),
         twilio_api_base_url=_parse_url(
@@ -466,7 +469,7 @@ def _parse_model(value: str) -> str:
         raise ConfigError(
             "OPENAI_REALTIME_MODEL",
             value,
-            "expected a model name without spaces (e.g. gpt-realtime)",
+            f"expected a model name without spaces (e.g. {DEFAULT_REALTIME_MODEL})",
         )
     return value
 

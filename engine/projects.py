@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from engine.errors import EngineError
+from engine.languages import iso_639_1
+from engine.pricing import REALTIME_PRICES, built_in_prices
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 SYSTEMS = ("openai", "vapi")
@@ -31,7 +33,6 @@ SILENCE_TIMEOUT_RANGE_S = (5, 600)
 
 _PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Z]{2})?")
 # [0-9] rather than \d: \d also matches non-ASCII digits, which no phone network dials.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 # Keys a JSON schema may use instead of "type" to say what a property holds.
@@ -39,6 +40,11 @@ _SCHEMA_KINDS = ("type", "enum", "anyOf", "oneOf", "$ref")
 _SHOWN_MAX_CHARS = 60
 _REQUIRED = ("id", "name", "timezone")
 _TOOL_FIELDS = ("name", "description", "parameters")
+# The engine's own tools (actors/call/tools.py BUILTIN_TOOLS), sent beside every project's: a
+# project tool of the same name would be sent twice, and its calls taken for the
+# engine's (a test checks this list against the call actor's).
+RESERVED_TOOL_NAMES = ("classify_call", "transfer_to_on_call", "end_call")
+_MODEL_MAX_CHARS = 64
 # Output-only keys of ``Project.public_dict``: a client that sends a fetched project back
 # gets told why the key is refused rather than a bare "unknown field".
 _OUTPUT_ONLY = {"function_secret_set": "unknown field (output only: send function_secret)"}
@@ -61,7 +67,9 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     greeting: str = ""
     instructions: str = ""
     voice: str = "marin"
-    language: str = "en"
+    language: str = "en"  # ISO 639-1 (en-US is stored as en)
+    # The Realtime model for this project's calls; None: OPENAI_REALTIME_MODEL.
+    model: str | None = None
     tools: list[Tool] = []
     function_url: str | None = None
     function_secret: str | None = None
@@ -210,6 +218,8 @@ def _build_project(data: Mapping[str, Any], errors: list[FieldError]) -> Project
         elif _check_field(errors, key, value, kind, problem, nullable=nullable):
             # TOML and JSON both write 5 for 5.0: the record always holds a float.
             values[key] = float(value) if kind is _NUMBER else value
+            if key in _NORMALISED:
+                values[key] = _NORMALISED[key](value)
     if "tools" in data:
         values["tools"] = _parse_tools(data["tools"], errors)
         # The model would call the business's functions with nowhere to send them.
@@ -289,8 +299,9 @@ _voice_problem = _rule(
     lambda value: value in VOICES, f"is not a voice; use one of {', '.join(VOICES)}"
 )
 _language_problem = _rule(
-    lambda value: _LANGUAGE.fullmatch(value) is not None,
-    "is not a language code (e.g. en, es or en-US)",
+    lambda value: iso_639_1(value) is not None,
+    "is not an ISO 639-1 language code (two letters, e.g. en or es; a tag such as en-US "
+    "is stored as its language, en)",
 )
 _e164_problem = _rule(is_e164, "is not an E.164 number (+ and 7-15 digits, e.g. +15551234567)")
 _system_problem = _rule(
@@ -300,6 +311,27 @@ _tool_name_problem = _rule(
     lambda value: _TOOL_NAME.fullmatch(value) is not None,
     "is not a tool name: use 1 to 64 letters, digits, _ or - (e.g. book_visit)",
 )
+
+
+def _tool_name_reserved(value: str) -> str | None:
+    if value in RESERVED_TOOL_NAMES:
+        return (
+            f"{value!r} is reserved for the engine's own tools "
+            f"({', '.join(RESERVED_TOOL_NAMES)}): choose another name"
+        )
+    return _tool_name_problem(value)
+
+
+def _model_problem(value: str) -> str | None:
+    # Only models with built-in prices: a call's cost must not silently use another
+    # model's. (OPENAI_REALTIME_MODEL may also be priced by PRICES_FILE.)
+    if len(value) > _MODEL_MAX_CHARS or built_in_prices(value) is None:
+        return (
+            f"{_shown(value)} is not a Realtime model with built-in prices; use one of "
+            f"{', '.join(REALTIME_PRICES)} (or a dated snapshot of one), or leave it out "
+            "for OPENAI_REALTIME_MODEL"
+        )
+    return None
 
 
 def _name_problem(value: str) -> str | None:
@@ -369,6 +401,7 @@ _SPECS: dict[str, tuple[_Kind, bool, _Problem]] = {
     "instructions": (_STRING, False, _length_problem(20_000)),
     "voice": (_STRING, False, _voice_problem),
     "language": (_STRING, False, _language_problem),
+    "model": (_STRING, True, _model_problem),
     "function_url": (_STRING, True, _url_problem),
     "function_secret": (_STRING, True, _secret_problem),
     "function_timeout_s": (_NUMBER, False, _timeout_problem),
@@ -379,6 +412,10 @@ _SPECS: dict[str, tuple[_Kind, bool, _Problem]] = {
     "vad_silence_ms": (_INTEGER, False, _ms_problem(100, 3000)),
     "vad_prefix_padding_ms": (_INTEGER, False, _ms_problem(0, 2000)),
 }
+
+
+# Fields stored in a canonical form once valid.
+_NORMALISED: dict[str, Callable[[Any], Any]] = {"language": iso_639_1}
 
 
 # -- tools --------------------------------------------------------------------------------
@@ -413,7 +450,7 @@ def _parse_tool(path: str, item: Any, errors: list[FieldError]) -> Tool | None:
     found = _unknown_fields(item, _TOOL_FIELDS, prefix=f"{path}.")
     found.extend(FieldError(f"{path}.{key}", "required") for key in _TOOL_FIELDS if key not in item)
     if "name" in item:
-        _check_field(found, f"{path}.name", item["name"], _STRING, _tool_name_problem)
+        _check_field(found, f"{path}.name", item["name"], _STRING, _tool_name_reserved)
     if "description" in item:
         description = item["description"]
         _check_field(found, f"{path}.description", description, _STRING, _length_problem(1024))

@@ -57,6 +57,9 @@ class _SessionUpdate(_Client, tag="session.update", kw_only=True):
 
 
 _encoder: Final = msgspec.json.Encoder()
+# The caller's speech is transcribed by this model, billed apart at its own prices
+# (engine/pricing.py TRANSCRIPTION_PRICES).
+TRANSCRIPTION_MODEL: Final = "gpt-4o-mini-transcribe"
 
 
 def encode_append(audio_b64: str, event_id: str | None = None) -> bytes:
@@ -128,7 +131,7 @@ def encode_session_update(
     model: str,
     builtin_tools: list[dict[str, Any]],
     vad: TurnDetection,
-    transcription_model: str = "gpt-4o-mini-transcribe",
+    transcription_model: str = TRANSCRIPTION_MODEL,
     event_id: str | None = None,
 ) -> bytes:
     """The GA session for a call: mu-law both ways (audio passes through unconverted),

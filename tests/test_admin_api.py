@@ -255,3 +255,36 @@ async def test_unknown_admin_paths_methods_and_huge_bodies(
     assert wrong_method.status == 405
     assert wrong_method.headers["allow"] == "POST, GET"
     assert huge.status == 413
+
+
+async def test_a_projects_model_and_language_are_stored_and_reserved_tools_refused(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    mini = PLUMBER | {"model": "gpt-realtime-mini", "language": "en-US"}
+    reserved = PLUMBER | {
+        "id": "jones-heating",
+        "tools": [{"name": "end_call", "description": "", "parameters": {"type": "object"}}],
+    }
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0] + "/admin/projects"
+        created = await http_request("POST", base, json=mini, token=ADMIN_TOKEN)
+        shown = await http_request("GET", f"{base}/smith-plumbing", token=ADMIN_TOKEN)
+        cleared = await http_request(
+            "PATCH", f"{base}/smith-plumbing", json={"model": None}, token=ADMIN_TOKEN
+        )
+        refused = await http_request("POST", base, json=reserved, token=ADMIN_TOKEN)
+        unpriced = await http_request(
+            "POST", base, json=reserved | {"tools": [], "model": "gpt-4o-realtime-preview"},
+            token=ADMIN_TOKEN,
+        )  # fmt: skip
+        async with open_database(fresh_database, connect_timeout_s=10) as db:
+            rows = await db.fetch(
+                "SELECT model, language FROM projects WHERE id = 'smith-plumbing'", timeout_s=5
+            )
+    assert created.status == 201, created.body
+    assert (shown.json()["model"], shown.json()["language"]) == ("gpt-realtime-mini", "en")
+    assert cleared.json()["model"] is None
+    assert [(row["model"], row["language"]) for row in rows] == [(None, "en")]
+    assert refused.status == 422
+    assert "reserved for the engine's own tools" in fields(refused)["tools[0].name"]
+    assert set(fields(unpriced)) == {"model"}

@@ -87,7 +87,8 @@ def test_a_ga_turn_gives_the_transcript_and_the_usage() -> None:
     ]
     assert core.usage["total_tokens"] == 1377
     assert core.usage["input_token_details"]["cached_tokens_details"]["text_tokens"] == 1088
-    assert core.transcription_usage["input_tokens"] == 20
+    assert core.usage["transcription"]["audio_tokens"] == 20
+    assert core.usage["transcription"]["output_tokens"] == 6
     assert core.responses.idle
 
 

@@ -10,17 +10,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
 import trio
 from twilio.request_validator import RequestValidator
 
 from actors.functions import sign
 from actors.store.db import open_database
 from api.root import Engine
+from engine.price_book import BUILT_IN
+from engine.pricing import DEFAULT_PRICES, call_cost_usd
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
 from engine.ws import WebSocket, WebSocketClosed, connect
 from tests.function_backend import FunctionBackend, TwilioRestStandIn
 from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid
-from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
+from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, setup_project, twilio_post
 
 STREAM_SID = "MZ" + "1" * 32
 
@@ -450,3 +453,30 @@ async def hang_up(socket: WebSocket, call_sid: str) -> None:
     await send(
         socket, {"event": "stop", "sequenceNumber": "99", "streamSid": STREAM_SID, "stop": stop}
     )
+
+
+async def test_a_projects_own_model_answers_its_calls_and_prices_them(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    project = {**PROJECT, "model": "gpt-realtime-mini"}
+    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+        socket, parameters = await answered_call(engine, project, sid(910))
+        with trio.fail_after(30):
+            await start_call(socket, sid(910), parameters)
+            await listen(socket, until_silent_s=1.0)
+            await speak(socket, silence(100) + tone(400) + silence(700))
+            await listen(socket, until_silent_s=1.0)
+            await hang_up(socket, sid(910))
+            await socket.aclose()
+            record = await wait_for_final(fresh_database, sid(910))
+    assert engine.simulated_model is not None
+    stats = engine.simulated_model.stats
+    # The early session (opened at webhook time) and the session.update both name it.
+    assert stats.models == ["gpt-realtime-mini"]
+    assert stats.session_models
+    assert set(stats.session_models) == {"gpt-realtime-mini"}
+    usage = json.loads(record["usage"])
+    mini = BUILT_IN.prices_for("gpt-realtime-mini")
+    expected = call_cost_usd(usage, record["duration_s"], mini)
+    assert float(record["cost_usd"]) == pytest.approx(expected, abs=1e-6)
+    assert expected != call_cost_usd(usage, record["duration_s"], DEFAULT_PRICES)

@@ -87,7 +87,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         admin_token=None,
         openai_api_key=None,
         openai_realtime_url="wss://api.openai.com/v1/realtime",
-        openai_realtime_model="gpt-realtime",
+        openai_realtime_model="gpt-realtime-1.5",
         twilio_account_sid=None,
         twilio_auth_token=None,
         twilio_api_base_url="https://api.twilio.com",
@@ -309,7 +309,7 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             "OPENAI_REALTIME_MODEL",
             "gpt realtime",
             "invalid OPENAI_REALTIME_MODEL='gpt realtime': expected a model name without "
-            "spaces (e.g. gpt-realtime)",
+            "spaces (e.g. gpt-realtime-1.5)",
             id="model-space",
         ),
         pytest.param(

@@ -98,3 +98,27 @@ async def test_unreachable_database_is_one_clear_startup_error(aio_loop: None) -
     message = str(caught.value)
     assert message.startswith("cannot reach the database at postgresql://app:***@127.0.0.1:1/app")
     assert "s3cret-pw" not in message
+
+
+async def test_the_model_migration_adds_the_column_and_stores_languages_as_iso_639_1(
+    fresh_database: str,
+) -> None:
+    migrations = load_migrations()
+    model_migration = next(m for m in migrations if m.name == "project_model")
+    before = [m for m in migrations if m.version < model_migration.version]
+    async with open_database(fresh_database, connect_timeout_s=CONNECT_S) as db:
+        await apply_migrations(db, before)
+        for project_id, language in (("us-shop", "en-US"), ("fr-shop", "fr"), ("pt-shop", "pt-BR")):
+            await db.execute(
+                "INSERT INTO projects (id, name, timezone, language) VALUES ($1, 'n', 'UTC', $2)",
+                project_id,
+                language,
+                timeout_s=5,
+            )
+        await apply_migrations(db, migrations)
+        rows = await db.fetch("SELECT id, language, model FROM projects ORDER BY id", timeout_s=5)
+    assert [(r["id"], r["language"], r["model"]) for r in rows] == [
+        ("fr-shop", "fr", None),
+        ("pt-shop", "pt", None),
+        ("us-shop", "en", None),
+    ]

@@ -46,7 +46,8 @@ FULL: dict[str, Any] = {
     "greeting": "Smith Plumbing, after hours. How can I help?",
     "instructions": "Ask for the address first.",
     "voice": "cedar",
-    "language": "en-US",
+    "language": "es",
+    "model": "gpt-realtime-mini",
     "tools": [
         BOOK_VISIT,
         {"name": "get-hours", "description": "", "parameters": {"type": "object"}},
@@ -73,6 +74,19 @@ URL_TEXT = "expected a URL starting with http:// or https:// that names a host"
 SCHEMA_TEXT = 'must be a JSON-schema object: {"type": "object", ...}'
 PROPERTY_TEXT = 'must be a schema with "type" (or "enum", "anyOf", "oneOf", "$ref")'
 TOOL_NAME_TEXT = "is not a tool name: use 1 to 64 letters, digits, _ or - (e.g. book_visit)"
+LANGUAGE_TEXT = (
+    "is not an ISO 639-1 language code (two letters, e.g. en or es; a tag such as en-US is "
+    "stored as its language, en)"
+)
+MODEL_TEXT = (
+    "is not a Realtime model with built-in prices; use one of gpt-realtime, gpt-realtime-1.5, "
+    "gpt-realtime-2, gpt-realtime-mini, gpt-realtime-2.1-mini (or a dated snapshot of one), "
+    "or leave it out for OPENAI_REALTIME_MODEL"
+)
+RESERVED_TEXT = (
+    "is reserved for the engine's own tools (classify_call, transfer_to_on_call, end_call): "
+    "choose another name"
+)
 
 
 def errors_of(call: Callable[[], object]) -> list[FieldError]:
@@ -134,6 +148,7 @@ def test_defaults_fill_every_optional_field() -> None:
         instructions="",
         voice="marin",
         language="en",
+        model=None,
         tools=[],
         function_url=None,
         function_secret=None,
@@ -175,7 +190,10 @@ def test_tool_parameters_are_copied_from_the_input() -> None:
         pytest.param({"timezone": "UTC"}, "timezone", id="timezone-utc"),
         pytest.param({"greeting": "g" * 1000}, "greeting", id="greeting-1000-chars"),
         pytest.param({"instructions": "i" * 20_000}, "instructions", id="instructions-20000"),
-        pytest.param({"language": "yue"}, "language", id="language-3-letters"),
+        pytest.param({"language": "zu"}, "language", id="language-last-code"),
+        pytest.param({"model": "gpt-realtime-2"}, "model", id="model-reasoning"),
+        pytest.param({"model": "gpt-realtime-mini-2025-12-15"}, "model", id="model-snapshot"),
+        pytest.param({"model": None}, "model", id="model-null"),
         pytest.param({"function_url": "http://127.0.0.1:9000/fn"}, "function_url", id="url-port"),
         pytest.param({"function_timeout_s": 30}, "function_timeout_s", id="timeout-30"),
         pytest.param({"function_timeout_s": 0.001}, "function_timeout_s", id="timeout-tiny"),
@@ -244,16 +262,49 @@ def test_boundary_values_are_accepted(changes: dict[str, Any], field: str) -> No
         ),
         pytest.param({**MINIMAL, "voice": "robot"}, "voice", f"'robot' {VOICE_TEXT}", id="voice"),
         pytest.param(
-            {**MINIMAL, "language": "en-us"},
+            {**MINIMAL, "language": "xx"},
             "language",
-            "'en-us' is not a language code (e.g. en, es or en-US)",
-            id="language-lowercase-region",
+            f"'xx' {LANGUAGE_TEXT}",
+            id="language-not-iso-639-1",
+        ),
+        pytest.param(
+            {**MINIMAL, "language": "xx-US"},
+            "language",
+            f"'xx-US' {LANGUAGE_TEXT}",
+            id="language-tag-of-no-language",
+        ),
+        pytest.param(
+            {**MINIMAL, "language": "yue"},
+            "language",
+            f"'yue' {LANGUAGE_TEXT}",
+            id="language-3-letters",
         ),
         pytest.param(
             {**MINIMAL, "language": "english"},
             "language",
-            "'english' is not a language code (e.g. en, es or en-US)",
+            f"'english' {LANGUAGE_TEXT}",
             id="language-word",
+        ),
+        pytest.param(
+            {**MINIMAL, "language": "en-"},
+            "language",
+            f"'en-' {LANGUAGE_TEXT}",
+            id="language-empty-subtag",
+        ),
+        pytest.param(
+            {**MINIMAL, "model": "gpt-realtime-2.1"},
+            "model",
+            f"'gpt-realtime-2.1' {MODEL_TEXT}",
+            id="model-without-prices",
+        ),
+        pytest.param(
+            {**MINIMAL, "model": "gpt realtime"},
+            "model",
+            f"'gpt realtime' {MODEL_TEXT}",
+            id="model-space",
+        ),
+        pytest.param(
+            {**MINIMAL, "model": 15}, "model", "expected a string or null", id="model-int"
         ),
         pytest.param({**MINIMAL, "tools": {}}, "tools", "expected a list", id="tools-not-list"),
         pytest.param(
@@ -480,6 +531,38 @@ def test_each_invalid_field_is_reported(data: dict[str, Any], field: str, messag
 )
 def test_tool_problems_are_reported(data: dict[str, Any], expected: list[FieldError]) -> None:
     assert errors_of(lambda: parse_project(data)) == expected
+
+
+@pytest.mark.parametrize("name", ["end_call", "classify_call", "transfer_to_on_call"])
+def test_a_tool_named_like_a_built_in_is_refused(name: str) -> None:
+    data = {**MINIMAL, "function_url": "https://hooks.example.com/fn"}
+    data["tools"] = [BOOK_VISIT, {**BOOK_VISIT, "name": name}]
+    assert errors_of(lambda: parse_project(data)) == [
+        FieldError("tools[1].name", f"{name!r} {RESERVED_TEXT}")
+    ]
+
+
+def test_the_reserved_names_are_the_call_actors_built_in_tools() -> None:
+    from actors.call.tools import BUILTIN_TOOLS
+    from engine.projects import RESERVED_TOOL_NAMES
+
+    assert sorted(RESERVED_TOOL_NAMES) == sorted(tool["name"] for tool in BUILTIN_TOOLS)
+
+
+def test_a_reserved_name_is_refused_by_a_patch_too() -> None:
+    existing = parse_project(with_tool())
+    changes = {"tools": [{**BOOK_VISIT, "name": "end_call"}]}
+    assert errors_of(lambda: patch_project(existing, changes)) == [
+        FieldError("tools[0].name", f"'end_call' {RESERVED_TEXT}")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tag", "code"),
+    [("en", "en"), ("en-US", "en"), ("EN", "en"), ("en_GB", "en"), ("zh-Hant-TW", "zh")],
+)
+def test_a_language_tag_is_stored_as_its_iso_639_1_code(tag: str, code: str) -> None:
+    assert parse_project({**MINIMAL, "language": tag}).language == code
 
 
 def test_tool_name_of_64_characters_and_description_of_1024_are_accepted() -> None:
@@ -717,3 +800,11 @@ def test_decode_json_object_names_the_json_problem(body: bytes) -> None:
     assert error.field == "body"
     assert error.message.startswith("not a JSON object: ")
     assert len(error.message) > len("not a JSON object: ")
+
+
+def test_the_iso_639_1_list_holds_its_184_codes_and_no_others() -> None:
+    from engine.languages import ISO_639_1
+
+    assert len(ISO_639_1) == 184
+    assert {"en", "es", "zu", "bh"} <= ISO_639_1
+    assert not {"xx", "yue", "EN"} & ISO_639_1

@@ -26,7 +26,7 @@ from actors.call.playback import Playback
 from actors.call.responses import Request, Responses, Retry
 from actors.call.session_check import believed_expiry_s, format_mismatches, voice_mismatch
 from actors.call.transcript import Transcript
-from engine.pricing import add_usage
+from engine.pricing import add_transcription_usage, add_usage
 from engine.realtime_codec import (
     CallerTranscript,
     FunctionCallDone,
@@ -123,7 +123,6 @@ class CallCore:
         self.ids = ClientIds()
         self.error_rate = ErrorRate()
         self.usage: dict[str, Any] = {}
-        self.transcription_usage: dict[str, Any] = {}
         self.caller_speaking = False
         self.errors_by_class: dict[str, int] = {}
 
@@ -211,7 +210,7 @@ class CallCore:
             self.transcript.assistant_said(event.item_id, event.transcript, offset_ms)
         elif isinstance(event, CallerTranscript):
             self.transcript.caller_said(event.item_id, event.transcript, offset_ms)
-            add_usage(self.transcription_usage, event.usage or {})
+            add_transcription_usage(self.usage, event.usage)  # billed apart, at its price
         elif isinstance(event, TranscriptionFailed):
             message = str((event.error or {}).get("message") or "no reason given")
             return [Note("info", "Caller transcription failed", message)]

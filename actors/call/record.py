@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from engine.messages import CallUpdated, utc_now
 from engine.pricing import call_cost_usd
@@ -24,9 +24,7 @@ def call_record(
     duration_s: float,
     first_audio_ms: int | None,
 ) -> CallUpdated:
-    usage: dict[str, Any] = dict(core.usage)
-    if core.transcription_usage:
-        usage["transcription"] = core.transcription_usage
+    usage = core.usage
     return CallUpdated(
         setup.call_sid,
         project_id=setup.project.id,

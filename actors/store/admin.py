@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _PROJECT_COLUMNS = (
     "id", "name", "timezone", "greeting", "instructions", "voice", "language", "tools",
     "function_url", "function_secret", "function_timeout_s", "on_call_number", "max_call_s",
-    "silence_timeout_s", "vad_threshold", "vad_silence_ms", "vad_prefix_padding_ms",
+    "silence_timeout_s", "vad_threshold", "vad_silence_ms", "vad_prefix_padding_ms", "model",
 )  # fmt: skip
 _json = msgspec.json.Encoder()
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import trio
@@ -52,6 +53,8 @@ class ModelStatistics:
     assistant_texts: list[str] = field(default_factory=list)  # restored after a reconnect
     sessions_expired: int = 0  # sessions that reached session_max_s
     turn_detection: dict[str, Any] | None = None  # as the last session.update set it
+    models: list[str] = field(default_factory=list)  # each session's ?model= at its upgrade
+    session_models: list[str] = field(default_factory=list)  # each session.update's model
 
 
 class SimulatedModel:
@@ -106,7 +109,7 @@ class SimulatedModel:
         """One connection: the upgrade, then a session until either side ends it."""
         async with stream:
             try:
-                socket, _ = await accept(
+                socket, request = await accept(
                     stream,
                     check=_check_upgrade,
                     max_message_bytes=16 << 20,
@@ -117,6 +120,8 @@ class SimulatedModel:
                 return
             self.stats.sessions_total += 1
             self.stats.sessions_open += 1
+            query = parse_qs(urlsplit(request.path).query)
+            self.stats.models.append(query.get("model", [""])[0])
             scope = trio.CancelScope()
             self._sessions.add(scope)
             try:
@@ -251,6 +256,8 @@ class _Session:
 
     async def on_session_update(self, event: dict[str, Any]) -> None:
         self.session.update(event["session"])
+        if "model" in event["session"]:
+            self.model.stats.session_models.append(str(event["session"]["model"]))
         audio_in = event["session"].get("audio", {}).get("input", {})
         if "turn_detection" in audio_in:
             self.model.stats.turn_detection = audio_in["turn_detection"]
