@@ -16,6 +16,7 @@ import trio.testing
 
 from actors.call import CallActor, CallSetup
 from actors.model_link import ModelEndpoint
+from actors.twilio_rest import TwilioRest
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert, CallUpdated, StoreWrite
@@ -68,6 +69,8 @@ class CallRun:
     twilio: TwilioPeer
     model: SimulatedModel
     alerts: list[Alert]
+    writes: list[StoreWrite] = field(default_factory=list)  # everything the call stored
+    crash: Exception | None = None  # what the actor raised, if it crashed
 
 
 async def _until_hung_up(
@@ -83,8 +86,10 @@ async def run_call(
     *,
     model: SimulatedModel | None = None,
     session_max_s: float = 3600.0,
+    twilio_rest: TwilioRest | None = None,
 ) -> CallRun:
-    """Run one call until the actor ends it; ``caller`` acts for the caller meanwhile."""
+    """Run one call until the actor ends it; ``caller`` acts for the caller meanwhile.
+    An actor that crashes is caught (``CallRun.crash``), as the calls group would."""
     model = model or SimulatedModel()
     store: Mailbox[StoreWrite] = Mailbox("store", 1024, OverflowPolicy.BLOCK)
     alerts: Mailbox[Alert] = Mailbox("alerts", 64, OverflowPolicy.DROP_NEWEST)
@@ -128,14 +133,29 @@ async def run_call(
         twilio = TwilioPeer(peer_socket[0])
         nursery.start_soon(twilio.run)
         setup = CallSetup(
-            CALL_SID, STREAM_SID, parse_project(project), endpoint, session_max_s=session_max_s
+            CALL_SID,
+            STREAM_SID,
+            parse_project(project),
+            endpoint,
+            twilio_rest,
+            session_max_s=session_max_s,
         )
         done = trio.Event()
         actor = CallActor(setup, engine_socket, store, alerts, done)
-        await nursery.start(actor.run, StopSignal())
+        crashes: list[Exception] = []
+
+        async def run_actor(*, task_status: trio.TaskStatus[None]) -> None:
+            try:
+                await actor.run(StopSignal(), task_status=task_status)
+            except Exception as exc:  # noqa: BLE001 - the calls group: report, never restart
+                crashes.append(exc)
+
+        await nursery.start(run_actor)
         nursery.start_soon(_until_hung_up, caller, twilio)
         await done.wait()
         await engine_socket.aclose()
         nursery.cancel_scope.cancel()
-    (record,) = [m for m in store.drain_nowait() if isinstance(m, CallUpdated)]
-    return CallRun(record, twilio, model, alerts.drain_nowait())
+    writes = store.drain_nowait()
+    (record,) = [m for m in writes if isinstance(m, CallUpdated)]
+    crash = crashes[0] if crashes else None
+    return CallRun(record, twilio, model, alerts.drain_nowait(), writes, crash)

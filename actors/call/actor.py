@@ -101,6 +101,10 @@ class CallActor(Conduct, Sessions, Readers):
             self._ended = CallEnded("engine_error", failed=True, error=f"{type(exc).__name__}")
             raise
         finally:
+            if self._transfer_error is not None and not self._ended.failed:
+                # The caller hung up after being told of the callback: still a failed
+                # transfer on the record, whoever ended the call.
+                self._ended = CallEnded("transfer_failed", failed=True, error=self._transfer_error)
             with trio.move_on_after(FINALISE_TIMEOUT_S + REST_TIMEOUT_S) as scope:
                 scope.shield = True
                 if self._model is not None:

@@ -30,7 +30,7 @@ from actors.call.responses import Request
 from actors.call.setup import CallEnded
 from actors.call.state import CallState
 from actors.call.tools import BUILTIN_NAMES, ToolCall, run_builtin
-from actors.call.twilio_side import transfer_call
+from actors.call.twilio_side import NO_TWILIO_ACCOUNT, transfer_call
 from engine.config import AlertLevel
 from engine.messages import Alert
 from engine.twilio_codec import encode_clear
@@ -119,8 +119,9 @@ class Conduct(CallState):
             self._intent = result.intent
         if result.hang_up is not None:
             self._hang_up_reason = result.hang_up
-        if call.name == "transfer_to_on_call" and result.hang_up is None:
-            self._transfer_failed("; ".join(_error_of(result.output)))
+        no_account = result.hang_up is None and setup.project.on_call_number is not None
+        if call.name == "transfer_to_on_call" and no_account:
+            self._transfer_failed(NO_TWILIO_ACCOUNT)
         return result.output
 
     def _transfer_failed(self, error: str) -> None:
@@ -184,14 +185,3 @@ class Conduct(CallState):
                 await self._do(self._core.ask(Request(goodbye, purpose="goodbye")))
                 await trio.sleep(GOODBYE_GRACE_S)
                 raise CallEnded(reason)
-
-
-def _error_of(output: str) -> list[str]:
-    """The ``error`` of a tool output (a JSON object), for the log and the alert."""
-    import msgspec
-
-    try:
-        value = msgspec.json.decode(output)
-    except msgspec.DecodeError:
-        return [output]
-    return [str(value.get("error"))] if isinstance(value, dict) and "error" in value else []

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("afterhours.call")
 
+NO_TWILIO_ACCOUNT = "transfers need a Twilio account (TWILIO_ACCOUNT_SID)"
 SORRY_MODEL_DOWN = (
     "We are sorry, our assistant is not available right now. Please call again later."
 )
@@ -27,7 +28,7 @@ async def transfer_call(setup: CallSetup) -> str | None:
     """Hand the live call to the project's on-call number (Twilio then ends our media
     stream itself). The error, if it did not happen."""
     if setup.twilio_rest is None:
-        return "transfers need a Twilio account (TWILIO_ACCOUNT_SID)"
+        return NO_TWILIO_ACCOUNT
     if not setup.project.on_call_number:
         return "this business has no on-call number"
     try:
