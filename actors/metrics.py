@@ -74,6 +74,7 @@ class MetricsStatistics:
     model_reconnects_total: int = 0
     model_errors_total: int = 0  # calls ended by the model (unreachable, error, lost)
     model_renewals_total: int = 0
+    model_error_events_total: dict[str, int] = field(default_factory=dict)  # by class
     barge_ins_total: int = 0
     time_to_first_audio: Histogram = field(default_factory=lambda: Histogram(SLOW_BUCKETS_S))
     turn_latency: Histogram = field(default_factory=lambda: Histogram(SLOW_BUCKETS_S))
@@ -144,6 +145,8 @@ class MetricsAggregator:
                 if sample.end_reason.startswith("model_"):
                     stats.model_errors_total += 1
                 stats.model_renewals_total += sample.renewals
+                for error_class, count in sample.model_errors:
+                    _add(stats.model_error_events_total, error_class, count)
                 if sample.status != "missed":  # a turned-away call is not an engine error
                     self._outcome("calls", failed=sample.status == "failed")
             case FunctionCalled():
@@ -196,8 +199,8 @@ class MetricsAggregator:
             self._stats.loop_lag_last_s = lag_s
 
 
-def _add(counts: dict[K, int], key: K) -> None:
-    counts[key] = counts.get(key, 0) + 1
+def _add(counts: dict[K, int], key: K, n: int = 1) -> None:
+    counts[key] = counts.get(key, 0) + n
 
 
 __all__ = ["ErrorRateRule", "MetricsAggregator", "MetricsSample", "MetricsStatistics"]

@@ -109,6 +109,13 @@ def render(snapshot: Snapshot) -> str:
         "model_errors_total", "counter", "Calls ended by the model: unreachable, error, lost."
     )
     text.sample("model_errors_total", m.model_errors_total)
+    text.counter(
+        "model_error_events_total",
+        "Model error events and failed responses, by class (fatal, session_gone, race, "
+        "recoverable, failed_response); most leave the call going.",
+        {(k,): n for k, n in m.model_error_events_total.items()},
+        ("class",),
+    )
     text.family("model_reconnects_total", "counter", "Model sessions replaced after a drop.")
     text.sample("model_reconnects_total", m.model_reconnects_total)
     text.family(

@@ -39,6 +39,9 @@ class CallFinished:
     time_to_first_audio_s: float | None = None
     reconnects: int = 0
     renewals: int = 0
+    # The model's error events and failed responses during the call, by class
+    # (actors/call/errors.py: fatal, session_gone, race, recoverable; failed_response).
+    model_errors: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,3 +91,16 @@ async def test_call_progress_merges_timings_and_the_lag_probe_runs(
     assert stats.forwarding_to_model.cumulative()[0] == ("0.0005", 2)
     assert stats.barge_ins_total == 2
     assert stats.loop_lag.count >= 3  # a probe every 0.5 s
+
+
+async def test_model_error_events_are_counted_by_class_and_exported(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    metrics, _, _ = aggregator()
+    errors = (("failed_response", 2), ("recoverable", 3))
+    metrics.fold(CallFinished("acme", "completed", "caller_hung_up", 60.0, model_errors=errors))
+    metrics.fold(CallFinished("acme", "completed", "caller_hung_up", 60.0,
+                              model_errors=(("recoverable", 1), ("race", 4))))  # fmt: skip
+    stats = metrics.statistics()
+    assert stats.model_error_events_total == {"failed_response": 2, "recoverable": 4, "race": 4}
+    assert stats.model_errors_total == 0  # none of these calls was ended by the model

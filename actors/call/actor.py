@@ -145,5 +145,6 @@ class CallActor(Conduct, Sessions, Readers):
                 first_audio_s,
                 self._reconnects,
                 self._renewals,
+                tuple(sorted(core.errors_by_class.items())),
             )
         )

@@ -257,6 +257,7 @@ class CallCore:
         if outcome.tools:
             actions.append(RunTools(outcome.tools))
         if outcome.failed is not None:
+            self._count("failed_response")
             code, message = outcome.failed
             actions.append(Note("warning", "Model response failed", f"{code}: {message}", True))
         if outcome.give_up is not None:
@@ -272,7 +273,7 @@ class CallCore:
         error = event.error
         caused_by = ClientIds.kind_of(error.event_id)
         kind = classify(error.code, error.type, caused_by, error.message)
-        self.errors_by_class[kind.value] = self.errors_by_class.get(kind.value, 0) + 1
+        self._count(kind.value)
         code = error.code or error.type
         cause = f" (after our {caused_by} {error.event_id})" if caused_by else ""
         message = f"{code}: {error.message}{cause}"
@@ -309,6 +310,9 @@ class CallCore:
         if remaining_s is None:
             return [Note("warning", "Model session expiry ignored", f"expires_at={expires_at!r}")]
         return [Expiry(remaining_s)]
+
+    def _count(self, error_class: str) -> None:
+        self.errors_by_class[error_class] = self.errors_by_class.get(error_class, 0) + 1
 
     def _send(self, request: Request) -> Send:
         self.responses.sending(request)
