@@ -336,7 +336,9 @@ async def test_a_transfer_ends_the_simulated_callers_stream_end_to_end(
     assert update.call_sid == summary.call_sid
     assert update.twiml is not None
     assert f'<Dial timeout="30">{ON_CALL}</Dial>' in update.twiml
-    assert twilio.calls.get(summary.call_sid) is not None
+    call = twilio.calls.get(summary.call_sid)
+    assert call is not None
+    assert call.status == "completed"  # the caller's side hung up once its stream ended
     assert (record["status"], record["end_reason"], record["intent"]) == (
         "completed",
         "transferred",
