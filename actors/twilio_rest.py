@@ -4,7 +4,7 @@ with Basic auth and ``Twiml=<Response>...``; Twilio then ends the media stream i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import trio
@@ -20,7 +20,7 @@ class TwilioRestError(Exception):
 class TwilioRest:
     base_url: str
     account_sid: str
-    auth_token: str
+    auth_token: str = field(repr=False)  # never in a repr (a log line, a test failure)
 
     async def update_call(self, client: httpx.AsyncClient, call_sid: str, twiml: str) -> None:
         url = f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Calls/{call_sid}.json"

@@ -1,6 +1,8 @@
 """The admin API: projects, their phone numbers and their API keys.
 
-Every route needs ``Authorization: Bearer <ADMIN_TOKEN>`` (401 otherwise). Bodies are
+Every route needs ``Authorization: Bearer <ADMIN_TOKEN>`` (401 otherwise). A project
+written with an on-call number this engine cannot transfer live calls to (no Twilio
+account: api/twilio_access.py) is logged as a warning; ``/health/detailed`` lists it too. Bodies are
 JSON objects, validated by engine/projects.py: a 422 lists one message per field. The
 database work runs in the store (the only code that talks to Postgres) through its
 query lane; a database that does not answer in time gives 503, never a hung request.
@@ -21,6 +23,7 @@ query lane; a database that does not answer in time gives 503, never a hung requ
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -50,6 +53,8 @@ if TYPE_CHECKING:
     from engine.mailbox import Outbox
     from engine.messages import RefreshRouting
 
+log = logging.getLogger("afterhours.admin")
+
 ADMIN_QUERY_TIMEOUT_S = 10.0
 ROUTING_REFRESH_TIMEOUT_S = 3.0
 LANE_QUEUE_TIMEOUT_S = 1.0  # a request that cannot even queue on the read lane: 503
@@ -69,8 +74,10 @@ class AdminApi:
         *,
         routing: Outbox[RefreshRouting] | None = None,
         refusals: Refusals | None = None,
+        transfers_problem: str | None = None,  # why no live call can be transferred
     ) -> None:
-        self._queries = queries  # the store's read lane, apart from call setup
+        self._queries = queries
+        self._transfers_problem = transfers_problem  # the store's read lane, apart from call setup
         self._routing = routing
         self._refusals = refusals or Refusals()
         self._limits = KeyLimits(
@@ -164,7 +171,9 @@ class AdminApi:
 
     async def _create(self, request: Request, params: dict[str, str]) -> Response:
         project = parse_project(decode_json_object(request.body))
-        return Response(201, await self._ask(partial(ops.create_project, project=project)))
+        view = await self._ask(partial(ops.create_project, project=project))
+        self._check_transfers(view)
+        return Response(201, view)
 
     async def _list(self, request: Request, params: dict[str, str]) -> Response:
         return Response(200, {"projects": await self._ask(ops.list_projects)})
@@ -181,12 +190,23 @@ class AdminApi:
         keep_secret = "function_secret" not in body  # write-only: omitted means unchanged
         work = partial(ops.put_project, project=project, keep_secret=keep_secret)
         view, created = await self._ask(work)
+        self._check_transfers(view)
         return Response(201 if created else 200, view)
 
     async def _patch(self, request: Request, params: dict[str, str]) -> Response:
         changes = decode_json_object(request.body)
         work = partial(ops.patch_project_row, project_id=params["id"], changes=changes)
-        return Response(200, await self._ask(work))
+        view = await self._ask(work)
+        self._check_transfers(view)
+        return Response(200, view)
+
+    def _check_transfers(self, view: dict[str, Any]) -> None:
+        if self._transfers_problem is not None and view.get("on_call_number"):
+            log.warning(
+                "project %s has an on-call number, but live calls cannot be transferred to it: %s",
+                view.get("id"),
+                self._transfers_problem,
+            )
 
     async def _delete(self, request: Request, params: dict[str, str]) -> Response:
         await self._ask(partial(ops.delete_project, project_id=params["id"]))

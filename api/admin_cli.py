@@ -2,7 +2,9 @@
 
 For operators who keep configuration in files: ``project apply FILE.toml`` creates or
 updates a project (and its ``[[phone_numbers]]``) through the running engine's admin API,
-so the CLI and HTTP share one validation and one writer. The engine's URL comes from
+so the CLI and HTTP share one validation and one writer; a project the engine cannot
+transfer live calls for (its ``/health/detailed`` config warnings) is warned about on
+stderr. The engine's URL comes from
 ``--url`` or HOST/PORT; the token from ADMIN_TOKEN or the one the engine generated in
 DATA_DIR.
 """
@@ -148,6 +150,21 @@ def _apply(client: AdminClient, args: argparse.Namespace) -> None:
     for entry in numbers if isinstance(numbers, list) else []:
         client.expect((201,), "POST", f"/admin/projects/{quote(project_id)}/phone-numbers", entry)
         print(f"  number {entry.get('number')} ({entry.get('system', 'openai')})")
+    _warn_about(client, project_id)
+
+
+def _warn_about(client: AdminClient, project_id: str) -> None:
+    """The engine's config warnings that name ``project_id`` (a transfer it cannot make),
+    on stderr: the project is applied all the same."""
+    try:
+        status, health = client.call("GET", "/health/detailed")
+    except CliError:
+        return  # the apply itself went through; the warning is a courtesy
+    if status not in (200, 503) or not isinstance(health, dict):
+        return
+    for warning in health.get("configWarnings") or []:
+        if isinstance(warning, dict) and project_id in (warning.get("projects") or []):
+            print(f"afterhours: warning: {warning.get('message')}", file=sys.stderr)
 
 
 def _list(client: AdminClient, args: argparse.Namespace) -> None:

@@ -31,7 +31,6 @@ import trio
 from actors.call import CallActor, CallSetup
 from actors.store.queries import StoreUnavailable, ask_store
 from actors.store.routing import claim_stream
-from actors.twilio_rest import TwilioRest
 from engine.connection_slots import ConnectionSlots, Slot, SlotStatistics
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
@@ -61,6 +60,7 @@ if TYPE_CHECKING:
     from actors.early_sessions import EarlyRequest
     from actors.model_link import ModelEndpoint
     from actors.store.queries import StoreQuery
+    from actors.twilio_rest import TwilioRest
     from engine.config import Settings
     from engine.group import DynamicGroup
     from engine.lifecycle import StopSignal
@@ -145,6 +145,7 @@ class MediaServer:
         prices: PriceBook,
         metrics: Outbox[MetricsSample] | None = None,
         refusals: Refusals | None = None,
+        twilio_rest: TwilioRest | None = None,  # api/twilio_access.py; None: no transfers
     ) -> None:
         token = settings.twilio_auth_token
         # One key for both: the upgrade's signature and the stream token's HMAC.
@@ -162,10 +163,7 @@ class MediaServer:
         self._prices = prices
         self._model_prices: dict[str, Prices] = {}  # by model, as first priced
         self._metrics = metrics
-        sid = settings.twilio_account_sid
-        self._twilio_rest = (
-            TwilioRest(settings.twilio_api_base_url, sid, token.reveal()) if sid and token else None
-        )
+        self._twilio_rest = twilio_rest
         self.public_url = ""
         self.bound_port = 0
         self._refusals = refusals if refusals is not None else Refusals()

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from actors.routing import RoutingStatistics
     from actors.store.actor import StoreStatistics
     from actors.store.queries import StoreQuery
+    from api.twilio_access import ConfigWarning
     from engine.admission import Admission
     from engine.group import GroupStatistics
     from engine.mailbox import MailboxStatistics, Outbox
@@ -64,11 +65,13 @@ class Sources:
     admission: Admission
     queries: Outbox[StoreQuery]
     openai: str  # "configured" or "simulated"
-    twilio: str  # "configured" or "not_configured"
+    twilio: str  # "configured", "simulated" or "not_configured" (api/twilio_access.py)
     worker: int | None = None  # this process's WORKER_INDEX under `serve --workers`
     refusals: Refusals | None = None
     routing: Callable[[], RoutingStatistics] | None = None
     load: Callable[[], LoadReading] | None = None
+    # Settings that leave something a project asks for undone (a transfer, say).
+    config_warnings: Callable[[], list[ConfigWarning]] | None = None
 
 
 class Observability:
@@ -125,6 +128,10 @@ class Observability:
                 "twilio": {"status": sources.twilio},
                 "server": server,
             },
+            "configWarnings": [
+                {"code": w.code, "message": w.message, "projects": list(w.projects)}
+                for w in (sources.config_warnings() if sources.config_warnings else [])
+            ],
         }
         return Response(503 if status == "unhealthy" else 200, body)
 

@@ -47,6 +47,7 @@ from api.health import HealthView
 from api.media_server import MediaServer
 from api.observability import Observability, Sources
 from api.server import ApiServer
+from api.twilio_access import ConfigWarning, TwilioAccess, transfer_warning, twilio_access
 from api.twilio_webhooks import TwilioWebhooks
 from api.watchdog import ShutdownWatchdog
 from engine.admission import Admission
@@ -170,10 +171,18 @@ async def _run_tree(
 ) -> None:
     admission = Admission()
     refusals = Refusals()  # every edge counts what it turns away here, for /metrics
+    access = twilio_access(settings)
+    _log_twilio_access(access)
     tree = _build_tree(
-        settings, dsn, load_prices(settings), admission, refusals, on_stopping=watchdog.arm
+        settings,
+        dsn,
+        load_prices(settings),
+        admission,
+        refusals,
+        access,
+        on_stopping=watchdog.arm,
     )
-    supervisor, calls, api, model, media, early, mailboxes = tree
+    supervisor, calls, api, model, media, early, mailboxes, config_warnings = tree
     drain = Drain(
         admission,
         lambda: calls.statistics().active,
@@ -197,6 +206,10 @@ async def _run_tree(
             refusals,
         )
         drains.append(drain)  # from now on a first signal drains
+        # The routing snapshot is loaded by now: the projects are known. Not a refusal to
+        # start: a missing credential must not take every caller off the line.
+        for warning in config_warnings():
+            log.error("%s", warning.message)
         task_status.started(engine)
         if on_ready is not None:
             on_ready(engine)
@@ -205,6 +218,18 @@ async def _run_tree(
         nursery.start_soon(drain.run)
         await supervisor.run(stop, task_status=_Started(ready))
         nursery.cancel_scope.cancel()
+
+
+def _log_twilio_access(access: TwilioAccess) -> None:
+    if access.mode == "simulated" and access.rest is not None:
+        mask_secret(access.rest.auth_token)  # local and derived, but a password all the same
+        log.info(
+            "no TWILIO_ACCOUNT_SID: live calls are transferred through the simulated Twilio "
+            "at %s (`afterhours simulate` serves it)",
+            access.rest.base_url,
+        )
+    elif access.note is not None:
+        log.info("no TWILIO_ACCOUNT_SID and no simulated Twilio: %s", access.note)
 
 
 class _Started:
@@ -336,10 +361,18 @@ def _build_tree(
     prices: PriceBook,
     admission: Admission,
     refusals: Refusals,
+    access: TwilioAccess,
     *,
     on_stopping: Callable[[], None],
 ) -> tuple[
-    Supervisor, DynamicGroup, ApiServer, _Model, MediaServer, EarlySessions, list[Mailbox[Any]]
+    Supervisor,
+    DynamicGroup,
+    ApiServer,
+    _Model,
+    MediaServer,
+    EarlySessions,
+    list[Mailbox[Any]],
+    Callable[[], list[ConfigWarning]],
 ]:
     # Mailboxes belong to the root, not the actors: a restarted actor finds its unread mail.
     store_inbox: Mailbox[StoreWrite] = Mailbox("store", 256, OverflowPolicy.BLOCK)
@@ -413,7 +446,14 @@ def _build_tree(
         prices=prices,
         metrics=metrics_inbox,
         refusals=refusals,
+        twilio_rest=access.rest,
     )
+
+    def config_warnings() -> list[ConfigWarning]:
+        # Read from the current snapshot: a project given an on-call number later counts.
+        warning = transfer_warning(access, routing.snapshot().projects.values())
+        return [] if warning is None else [warning]
+
     # Every bounded mailbox, for /metrics and /stats.
     mailboxes: list[Mailbox[Any]] = [store_inbox, queries, setup_queries, routing_inbox]
     mailboxes += [metrics_inbox, alerts_inbox]
@@ -435,14 +475,19 @@ def _build_tree(
             refusals=refusals,
             routing=routing.statistics,
             load=load.reading,
-            twilio="configured"
-            if settings.twilio_account_sid and settings.twilio_auth_token
-            else "not_configured",
+            twilio=access.mode,
+            config_warnings=config_warnings,
         )
     )
     app = App(
         HealthView(lambda: calls.statistics().active, admission),
-        AdminApi(queries, settings.admin_token, routing=routing_inbox, refusals=refusals),
+        AdminApi(
+            queries,
+            settings.admin_token,
+            routing=routing_inbox,
+            refusals=refusals,
+            transfers_problem=access.problem,
+        ),
         TwilioWebhooks(
             settings,
             routes=routing.snapshot,
@@ -494,4 +539,4 @@ def _build_tree(
         report=report,
         on_stopping=on_stopping,
     )
-    return supervisor, calls, api, model, media, early, mailboxes
+    return supervisor, calls, api, model, media, early, mailboxes, config_warnings

@@ -3,17 +3,28 @@ placed by the simulated Twilio caller (engine/simulator/caller.py), with a summa
 call read back from the engine's own record (``GET /admin/calls/{sid}``): status, end
 reason, intent, time to first audio, cost and transcript. With no accounts configured,
 ``make run`` plus ``afterhours simulate`` is a complete call in the logs and the database.
-The exit status is 0 only when every call connected and its record is final."""
+The exit status is 0 only when every call connected and its record is final.
+
+When the engine sends its REST calls to the simulated Twilio (no TWILIO_ACCOUNT_SID, no
+OPENAI_API_KEY: api/twilio_access.py), these commands serve it for the calls they place,
+so a transfer to a project's on-call number ends the call's stream as Twilio's would and
+is printed ("transferred to +1...")."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 
+from api.twilio_access import twilio_access
+from engine.config import Secret
 from engine.simulator.caller import CALLER_SCRIPTS, CallerConfig, CallSummary, place_call
+from engine.simulator.twilio_rest import SimulatedTwilio
 
 if TYPE_CHECKING:
     import argparse
@@ -45,7 +56,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     config = CallerConfig(engine_url, settings.public_url, auth_token, args.to, args.from_number)
     calls = 1 if args.command == "call" else args.calls
     concurrency = 1 if args.command == "call" else args.concurrency
-    summaries = trio.run(_place_all, config, args.script, calls, concurrency)
+    twilio = _simulated_twilio(settings, auth_token)
+    summaries = trio.run(_simulate, config, twilio, args.script, calls, concurrency)
     records = trio.run(_records, engine_url, admin_token, summaries)
     for summary in summaries:
         print(_line(summary, records.get(summary.call_sid)))
@@ -68,6 +80,44 @@ def _token(settings: Settings, name: str) -> str | None:
         print(f"afterhours: no {name} and no {stored}", file=sys.stderr)
         return None
     return stored.read_text().strip()
+
+
+def _simulated_twilio(
+    settings: Settings, auth_token: str
+) -> tuple[SimulatedTwilio, str, int] | None:
+    """The simulated Twilio the engine sends its REST calls to, and where to serve it;
+    ``None`` when the engine does not use one (a real account, a real model)."""
+    completed = dataclasses.replace(settings, twilio_auth_token=Secret(auth_token))
+    access = twilio_access(completed)
+    if access.mode != "simulated" or access.rest is None:
+        return None
+    address = urlsplit(access.rest.base_url)
+    return SimulatedTwilio.for_auth_token(auth_token), address.hostname or "", address.port or 80
+
+
+async def _simulate(
+    config: CallerConfig,
+    twilio: tuple[SimulatedTwilio, str, int] | None,
+    script: str,
+    calls: int,
+    concurrency: int,
+) -> list[CallSummary]:
+    async with trio.open_nursery() as nursery:
+        if twilio is not None:
+            simulated, host, port = twilio
+            try:
+                await nursery.start(partial(simulated.serve, host=host, port=port))
+            except OSError as exc:
+                print(
+                    f"afterhours: cannot serve the simulated Twilio on {host}:{port} ({exc}); "
+                    "a transfer will fail",
+                    file=sys.stderr,
+                )
+            else:
+                config = dataclasses.replace(config, twilio=simulated)
+        summaries = await _place_all(config, script, calls, concurrency)
+        nursery.cancel_scope.cancel()
+    return summaries
 
 
 async def _records(
@@ -122,6 +172,8 @@ def _line(summary: CallSummary, record: dict[str, Any] | None) -> str:
         f"heard {summary.heard_ms / 1000:.1f} s of audio, first after {first} ms, "
         f"ended by {summary.ended_by}"
     )
+    if summary.transferred_to is not None:
+        heard += f": transferred to {summary.transferred_to}"
     if record is None:
         return f"{summary.call_sid}  {heard}; no record found"
     cost = record.get("cost_usd")

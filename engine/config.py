@@ -31,6 +31,7 @@ PORT_RANGE = (0, 65535)
 DRAIN_TIMEOUT_MAX_S = 3600.0
 MAX_CONCURRENT_CALLS_RANGE = (1, 100_000)
 
+SIMULATED_TWILIO_PORT_OFFSET = 2
 _TWILIO_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 # A plausibility check, not RFC 5322: it catches "ops" or "ops@" typos, not bad mailboxes.
 _EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,.]+")
@@ -102,7 +103,10 @@ class Settings:
     openai_realtime_model: str
     twilio_account_sid: str | None
     twilio_auth_token: Secret | None
-    twilio_api_base_url: str
+    # Twilio's REST API (a live call's transfer): https://api.twilio.com with an account;
+    # without one, the simulated Twilio `afterhours simulate` serves (127.0.0.1, PORT + 2;
+    # None when PORT is 0 and nothing is set).
+    twilio_api_base_url: str | None
     alert_webhook_url: str | None
     alert_webhook_secret: Secret | None
     alert_email_recipient: str | None
@@ -217,9 +221,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         ),
         twilio_account_sid=_parse_account_sid(raw.get("TWILIO_ACCOUNT_SID")),
         twilio_auth_token=_parse_secret("TWILIO_AUTH_TOKEN", raw.get("TWILIO_AUTH_TOKEN")),
-        twilio_api_base_url=_parse_url(
-            "TWILIO_API_BASE_URL", raw.get("TWILIO_API_BASE_URL", "https://api.twilio.com")
-        ).rstrip("/"),
+        twilio_api_base_url=_parse_twilio_api_url(
+            raw.get("TWILIO_API_BASE_URL"), account="TWILIO_ACCOUNT_SID" in raw, port=port
+        ),
         alert_webhook_url=_parse_optional_url("ALERT_WEBHOOK_URL", raw.get("ALERT_WEBHOOK_URL")),
         alert_webhook_secret=_parse_secret("ALERT_WEBHOOK_SECRET", raw.get("ALERT_WEBHOOK_SECRET")),
         alert_email_recipient=_parse_emails(raw.get("ALERT_EMAIL_RECIPIENT")),
@@ -474,6 +478,18 @@ def _parse_model(value: str) -> str:
     return value
 
 
+def _parse_twilio_api_url(value: str | None, *, account: bool, port: int) -> str | None:
+    if value is not None:
+        return _parse_url("TWILIO_API_BASE_URL", value).rstrip("/")
+    if account:
+        return "https://api.twilio.com"
+    # Next to MEDIA_PORT's default (PORT + 1): the simulated Twilio's REST API.
+    simulated_port = port + SIMULATED_TWILIO_PORT_OFFSET
+    if not port or simulated_port > PORT_RANGE[1]:
+        return None
+    return f"http://127.0.0.1:{simulated_port}"
+
+
 def _parse_account_sid(value: str | None) -> str | None:
     if value is not None and _TWILIO_ACCOUNT_SID.fullmatch(value) is None:
         raise ConfigError(
@@ -513,6 +529,11 @@ def _parse_log_format(value: str | None) -> Literal["text", "json"]:
     if value.lower() not in ("text", "json"):
         raise ConfigError("LOG_FORMAT", value, "expected text or json")
     return "json" if value.lower() == "json" else "text"
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when ``url``'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    return _is_loopback(urlsplit(url).hostname or "")
 
 
 def _is_loopback(host: str) -> bool:

@@ -90,7 +90,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         openai_realtime_model="gpt-realtime-1.5",
         twilio_account_sid=None,
         twilio_auth_token=None,
-        twilio_api_base_url="https://api.twilio.com",
+        twilio_api_base_url="http://127.0.0.1:8082",  # no account: the simulated Twilio
         alert_webhook_url=None,
         alert_webhook_secret=None,
         alert_email_recipient=None,
@@ -114,6 +114,17 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert settings.is_local
     assert settings_from_mapping({"PORT": "0"}).media_port == 0
+
+
+def test_twilios_rest_api_is_twilio_with_an_account_and_the_simulated_one_without() -> None:
+    account = {"TWILIO_ACCOUNT_SID": "AC" + "a" * 32}
+    assert settings_from_mapping(account).twilio_api_base_url == "https://api.twilio.com"
+    assert settings_from_mapping({"PORT": "9000"}).twilio_api_base_url == "http://127.0.0.1:9002"
+    # Any free port: nowhere to find the simulated Twilio unless told.
+    assert settings_from_mapping({"PORT": "0"}).twilio_api_base_url is None
+    assert settings_from_mapping({"PORT": "65535"}).twilio_api_base_url is None
+    told = {"PORT": "0", "TWILIO_API_BASE_URL": "http://127.0.0.1:7000/"}
+    assert settings_from_mapping(told).twilio_api_base_url == "http://127.0.0.1:7000"
 
 
 def test_every_variable_set() -> None:

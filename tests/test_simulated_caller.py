@@ -14,7 +14,14 @@ import trio
 from actors.store.db import open_database
 from engine.config import ENV_NAMES
 from engine.simulator.caller import CallerConfig, CallSummary, place_call
-from tests.helpers import ADMIN_TOKEN, PUBLIC_URL, TWILIO_AUTH_TOKEN, http_request, running_engine
+from tests.helpers import (
+    ADMIN_TOKEN,
+    PUBLIC_URL,
+    TWILIO_AUTH_TOKEN,
+    free_port,
+    http_request,
+    running_engine,
+)
 from tests.test_twilio_webhooks import ANSWERED, setup_project
 
 ROOT = Path(__file__).parents[1]
@@ -100,6 +107,56 @@ async def test_the_simulate_command_prints_a_line_per_call(
     assert all("completed (caller_hung_up)" in line for line in calls)
     assert all("ended by caller" in line for line in calls)
     assert sum(line.strip().startswith("assistant:") for line in lines) >= 2
+
+
+async def test_the_simulate_command_serves_twilio_and_prints_a_transfer(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """No TWILIO_ACCOUNT_SID: the engine's transfer goes to the simulated Twilio the
+    command serves, which ends the call's stream; the command says where it went."""
+    rest_url = f"http://127.0.0.1:{free_port()}"
+    async with running_engine(
+        fresh_database, tmp_path, MEDIA_PORT="0", TWILIO_API_BASE_URL=rest_url
+    ) as engine:
+        url = engine.bound_urls[0]
+        await create_project(url, EMERGENCY_PROJECT, "+15557654321")
+        env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+        env |= {"TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN, "ADMIN_TOKEN": ADMIN_TOKEN,
+                "PUBLIC_URL": PUBLIC_URL, "TWILIO_API_BASE_URL": rest_url,
+                "PYTHONPATH": str(ROOT)}  # fmt: skip
+        command = [sys.executable, "-m", "api.cli", "call", "--to", "+15557654321",
+                   "--url", url]  # fmt: skip
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                command, env=env, cwd=tmp_path, capture_stdout=True, capture_stderr=True,
+                stdin=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+    lines = done.stdout.decode().splitlines()
+    assert done.returncode == 0, done.stderr.decode()
+    assert lines[-1] == "1 of 1 calls connected; 1 records final"
+    (call,) = [line for line in lines if line.startswith("CA")]
+    assert "completed (transferred), intent emergency" in call
+    assert call.endswith("ended by twilio: transferred to +15551234567")
+
+
+EMERGENCY_PROJECT = {
+    "id": "smith-plumbing",
+    "name": "Smith Plumbing",
+    "timezone": "America/Chicago",
+    "instructions": "Handle after-hours calls. [scenario: emergency]",
+    "on_call_number": "+15551234567",
+}
+
+
+async def create_project(url: str, project: dict[str, str], number: str) -> None:
+    admin = f"{url}/admin/projects"
+    created = await http_request("POST", admin, json=project, token=ADMIN_TOKEN)
+    assert created.status == 201, created.body
+    added = await http_request(
+        "POST", f"{admin}/{project['id']}/phone-numbers", json={"number": number},
+        token=ADMIN_TOKEN,
+    )  # fmt: skip
+    assert added.status == 201, added.body
 
 
 async def final_rows(dsn: str, expected: int) -> list[dict[str, Any]]:

@@ -5,6 +5,10 @@ audio paced at 20 ms per frame (silence, then "speech" for each turn), the engin
 played back at real-time rate with its marks returned once played (as Twilio does),
 ``stop``, then the signed status callback. Used by ``afterhours call`` and ``afterhours
 simulate``, and by the benchmarks.
+
+Given a ``SimulatedTwilio`` (``CallerConfig.twilio``), each call is one that Twilio
+carries: its REST API can update it, and an update (the engine's transfer to the
+on-call number) ends the stream as Twilio does: ``stop``, then the WebSocket closes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from engine.ws import WebSocket, WebSocketClosed, connect
 if TYPE_CHECKING:
     import ssl
 
+    from engine.simulator.twilio_calls import LiveCall
+    from engine.simulator.twilio_rest import SimulatedTwilio
+
 FRAME_S = 0.020
 _json = msgspec.json.Encoder()
 
@@ -45,7 +52,8 @@ class CallSummary:
     time_to_first_audio_ms: int | None = None
     marks_returned: int = 0
     clears: int = 0
-    ended_by: str = ""
+    ended_by: str = ""  # "caller", "engine", or "twilio" (a REST update replaced the stream)
+    transferred_to: str | None = None  # the number the update's <Dial> called
     error: str | None = None
     status_callback_error: str | None = None
     events: list[str] = field(default_factory=list)
@@ -60,14 +68,35 @@ class CallerConfig:
     from_number: str = "+15550100000"
     # Whom to trust for https:// and wss:// (a test's self-signed proxy); None: the system's.
     ssl_context: ssl.SSLContext | None = None
+    # The Twilio whose REST API can change these calls; None: nobody can.
+    twilio: SimulatedTwilio | None = None
+
+    @property
+    def account_sid(self) -> str:
+        return self.twilio.account_sid if self.twilio is not None else "AC" + "0" * 32
 
 
 async def place_call(config: CallerConfig, script: str = "conversation") -> CallSummary:
     summary = CallSummary("CA" + secrets.token_hex(16))
+    # Twilio knows a call before it asks the webhook about it.
+    live = None
+    if config.twilio is not None:
+        live = config.twilio.calls.add(summary.call_sid, config.from_number, config.to_number)
+    try:
+        await _call(config, script, summary, live)
+    finally:
+        if config.twilio is not None:
+            config.twilio.calls.hang_up(summary.call_sid)
+    return summary
+
+
+async def _call(
+    config: CallerConfig, script: str, summary: CallSummary, live: LiveCall | None
+) -> None:
     validator = RequestValidator(config.auth_token)
     form = {
         "CallSid": summary.call_sid,
-        "AccountSid": "AC" + "0" * 32,
+        "AccountSid": config.account_sid,
         "From": config.from_number,
         "To": config.to_number,
         "CallStatus": "ringing",
@@ -79,11 +108,11 @@ async def place_call(config: CallerConfig, script: str = "conversation") -> Call
         stream = re.search(r'<Stream url="([^"]+)"', twiml)
         if stream is None:
             summary.ended_by, summary.error = "engine", "turned away: " + twiml[:200]
-            return summary
+            return
         summary.twiml_ok = True
         parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
         started_s = trio.current_time()
-        await _stream(summary, validator, stream[1], parameters, script, config.ssl_context)
+        await _stream(summary, validator, stream[1], parameters, script, config, live)
         duration = str(int(trio.current_time() - started_s))
         try:
             await _post(
@@ -96,7 +125,6 @@ async def place_call(config: CallerConfig, script: str = "conversation") -> Call
         except httpx.HTTPError as exc:
             # As with Twilio: a callback the engine cannot take is its loss, not the call's.
             summary.status_callback_error = f"{type(exc).__name__}: {exc}"
-    return summary
 
 
 async def _post(
@@ -119,7 +147,8 @@ async def _stream(
     url: str,
     parameters: dict[str, str],
     script: str,
-    ssl_context: ssl.SSLContext | None = None,
+    config: CallerConfig,
+    live: LiveCall | None,
 ) -> None:
     signature = validator.compute_signature(url, {})
     socket = await connect(
@@ -128,7 +157,7 @@ async def _stream(
         max_message_bytes=1 << 20,
         send_timeout_s=5,
         connect_timeout_s=10,
-        ssl_context=ssl_context,
+        ssl_context=config.ssl_context,
     )
     stream_sid = "MZ" + secrets.token_hex(16)
     try:
@@ -142,30 +171,44 @@ async def _stream(
                 "start": {
                     "streamSid": stream_sid,
                     "callSid": summary.call_sid,
-                    "accountSid": "AC" + "0" * 32,
+                    "accountSid": config.account_sid,
                     "tracks": ["inbound"],
                     "customParameters": parameters,
                 },
             },
         )
+        stop: dict[str, object] = {
+            "event": "stop",
+            "sequenceNumber": "9999",
+            "streamSid": stream_sid,
+            "stop": {"accountSid": config.account_sid, "callSid": summary.call_sid},
+        }
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_listen, socket, stream_sid, summary, nursery.cancel_scope)
+            if live is not None:
+                nursery.start_soon(_replaced, live, socket, stop, nursery.cancel_scope)
             await _speak(socket, stream_sid, CALLER_SCRIPTS[script])
             summary.ended_by = "caller"
-            await _send(
-                socket,
-                {
-                    "event": "stop",
-                    "sequenceNumber": "9999",
-                    "streamSid": stream_sid,
-                    "stop": {"accountSid": "AC" + "0" * 32, "callSid": summary.call_sid},
-                },
-            )
+            await _send(socket, stop)
             nursery.cancel_scope.cancel()
     except* WebSocketClosed:
         summary.ended_by = summary.ended_by or "engine"
     finally:
         await socket.aclose()
+        # The update came first, whoever closed the socket first.
+        if live is not None and live.update is not None:
+            summary.ended_by, summary.transferred_to = "twilio", live.update.transferred_to
+
+
+async def _replaced(
+    live: LiveCall, socket: WebSocket, stop: dict[str, object], scope: trio.CancelScope
+) -> None:
+    """Once a REST update replaced the call's TwiML: ``stop``, then close (as Twilio)."""
+    await live.replaced.wait()
+    try:
+        await _send(socket, stop)
+    finally:
+        scope.cancel()  # the socket is closed on the way out of the stream
 
 
 async def _send(socket: WebSocket, event: dict[str, object]) -> None:
