@@ -22,7 +22,7 @@ from engine.realtime_codec import (
     encode_session_update,
     encode_truncate,
 )
-from engine.realtime_schema import validate_server_event
+from engine.realtime_schema import unknown_keys, validate_server_event
 from engine.simulator.model import SimulatedModel
 from engine.simulator.mulaw import silence, tone
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
@@ -60,14 +60,34 @@ async def events_until(socket: WebSocket, last_type: str) -> list[dict[str, Any]
 
 
 def validate(event: dict[str, Any]) -> None:
-    """As protocols.md 1.13 says: the SDK's event union types session.created's session
-    as the request shape, so the server-only keys are checked against the response type."""
-    if event["type"] == "session.created":
-        RealtimeSessionCreateResponse.model_validate(event["session"])
+    """The SDK's event union types the session of session.created and session.updated as
+    the request shape, so the whole session is checked against the response type (no
+    unknown keys either), and the rest against the event union without the server-only
+    keys."""
+    if event["type"] in ("session.created", "session.updated"):
+        session_model = RealtimeSessionCreateResponse.model_validate(event["session"])
+        assert unknown_keys(session_model) == []
         server_keys = ("id", "object", "expires_at")
         session = {k: v for k, v in event["session"].items() if k not in server_keys}
         event = {**event, "session": session}
     validate_server_event(event)
+
+
+async def configured(socket: WebSocket, **fields: Any) -> list[dict[str, Any]]:
+    """Past session.created, then the engine's own session.update (mu-law both ways,
+    server VAD, transcription), with ``fields`` merged over its session; up to
+    session.updated."""
+    await events_until(socket, "session.created")
+    update = json.loads(
+        encode_session_update(PROJECT, model="gpt-realtime", builtin_tools=[], vad=TurnDetection())
+    )
+    update["session"] |= fields
+    await send(socket, update)
+    return await events_until(socket, "session.updated")
+
+
+async def send(socket: WebSocket, event: dict[str, Any]) -> None:
+    await socket.send_text(json.dumps(event).encode())
 
 
 def audio(payload: bytes) -> bytes:
@@ -100,7 +120,7 @@ async def test_handshake_session_update_and_a_spoken_greeting() -> None:
 
 async def test_caller_speech_is_detected_and_the_scenario_calls_a_tool() -> None:
     async with model_session(SimulatedModel(scenario="emergency")) as socket:
-        await events_until(socket, "session.created")
+        await configured(socket)
         await socket.send_text(audio(silence(200) + tone(400) + silence(600)))
         turn = await events_until(socket, "response.done")
     types = [e["type"] for e in turn]
@@ -118,17 +138,17 @@ async def test_caller_speech_is_detected_and_the_scenario_calls_a_tool() -> None
 
 async def test_barge_in_cancels_the_response_and_truncate_is_acknowledged() -> None:
     async with model_session(SimulatedModel()) as socket:
-        await events_until(socket, "session.created")
+        await configured(socket)
         await socket.send_text(encode_response_create('Say: "' + "word " * 200 + '"'))
-        await events_until(socket, "response.output_audio.delta")
+        first_delta = await events_until(socket, "response.output_audio.delta")
         await socket.send_text(audio(tone(100)))
         interrupted = await events_until(socket, "response.done")
-        await socket.send_text(encode_truncate("item_000003", 200))
+        await socket.send_text(encode_truncate(first_delta[-1]["item_id"], 100))
         truncated = await events_until(socket, "conversation.item.truncated")
     assert "input_audio_buffer.speech_started" in [e["type"] for e in interrupted]
     assert interrupted[-1]["response"]["status"] == "cancelled"
     assert interrupted[-1]["response"]["status_details"]["reason"] == "turn_detected"
-    assert truncated[-1]["audio_end_ms"] == 200
+    assert truncated[-1]["audio_end_ms"] == 100
 
 
 async def test_an_invalid_client_event_gets_an_error_and_is_counted() -> None:
