@@ -72,6 +72,9 @@ class SimulatedModel:
         # False: session.created says nothing of the cap (an engine must then handle the
         # session_expired error itself).
         self.announce_expiry = True
+        # How much faster than real time a response's audio is produced (the live API
+        # runs ahead of playback); None: as fast as the client reads it.
+        self.generation_speedup: float | None = None
         # Faults, off by default (see the methods below for the counted ones).
         # The caller's input_audio_transcription.completed arrives after the
         # response.done of the response that answers it.

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+import trio
 
 from engine.simulator import audio_formats, events
 from engine.simulator.scenarios import Call, Say, Step
 from engine.simulator.session_config import audio_output
 
 if TYPE_CHECKING:
-    import trio
-
     from engine.simulator.session import Session
 
 AUDIO_CHUNK_MS: Final = 100  # per output_audio.delta
@@ -148,6 +147,7 @@ async def speak(session: Session, active: ActiveResponse, text: str) -> None:
     }
     ids = await _add_output_item(session, active, message)
     part_ids = {**ids, "item_id": message["id"], "content_index": 0}
+    message["content"] = [{"type": "output_audio", "transcript": ""}]
     await session.send(
         {
             "type": "response.content_part.added",
@@ -203,6 +203,8 @@ async def _stream_audio(
             await session.send(
                 {"type": "response.output_audio_transcript.delta", **ids, "delta": words_delta}
             )
+        if session.model.generation_speedup is not None:
+            await trio.sleep(generated_ms / 1000 / session.model.generation_speedup)
     active.text_tokens += len(words)
 
 
