@@ -59,6 +59,7 @@ from engine.logs import mask_secret
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.pricing import DEFAULT_PRICES, Prices, PriceTableError, prices_from_toml
 from engine.refusals import Refusals
+from engine.simulator import faults
 from engine.simulator.model import SimulatedModel
 from engine.stream_tokens import TOKEN_LIFETIME_S
 from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
@@ -250,6 +251,8 @@ class _Model:
         self._settings = settings
         self._simulated_url = ""
         self.simulator = SimulatedModel() if settings.openai_api_key is None else None
+        if self.simulator is not None and settings.simulator_faults is not None:
+            faults.apply(self.simulator, settings.simulator_faults)
 
     def endpoint(self) -> ModelEndpoint:
         settings = self._settings

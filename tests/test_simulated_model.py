@@ -24,6 +24,7 @@ from engine.realtime_codec import (
     encode_truncate,
 )
 from engine.realtime_schema import SchemaViolation, unknown_keys, validate_server_event
+from engine.simulator import faults
 from engine.simulator.model import SimulatedModel
 from engine.simulator.mulaw import silence, tone
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
@@ -675,3 +676,22 @@ async def test_bad_input_in_one_session_leaves_another_undisturbed() -> None:
     assert response[-1]["response"]["status"] == "completed"
     assert model.stats.session_crashes == []
     assert model.stats.sessions_total == 2
+
+
+def test_a_fault_line_sets_the_knobs_and_a_typo_is_refused() -> None:
+    model = SimulatedModel()
+    faults.apply(model, faults.parse("fail_responses=2:rate_limit_exceeded, late_transcription,"
+                                     " reset_handshakes=1, ignore_output_format"))  # fmt: skip
+    codes = [model.take_failure(), model.take_failure(), model.take_failure()]
+    assert [d and d["error"]["code"] for d in codes] == [
+        "rate_limit_exceeded",
+        "rate_limit_exceeded",
+        None,
+    ]
+    assert (model.late_transcription, model.omit_function_name) == (True, False)
+    assert model.ignore_output_format
+    assert model.ignored_session_fields == {"audio.output.format"}
+    with pytest.raises(ValueError, match="unknown fault 'late'"):
+        faults.parse("late")
+    with pytest.raises(ValueError, match="the code is one of"):
+        faults.parse("fail_responses=1:quota")

@@ -33,7 +33,9 @@ from engine.ws import HandshakeFailed, Rejection, WebSocket, WebSocketClosed, ac
 log = logging.getLogger("afterhours.simulator.model")
 
 # The beta protocol is retired: a handshake asking for it is accepted, then closed with
-# this code and reason (as the live API is reported to do), so a client sees why.
+# this code and reason. Not an HTTP rejection: the live API is reported to close this
+# way, and it is the harder case for a client (the upgrade succeeds, then the socket
+# closes before session.created); a refused upgrade is already what a bad token gets.
 BETA_CLOSE_CODE = 4000
 BETA_CLOSE_REASON = "beta_api_shape_disabled"
 OUTPUT_FORMAT_FIELD = "audio.output.format"
