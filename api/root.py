@@ -67,6 +67,7 @@ from engine.price_book import (
 )
 from engine.realtime_models import deprecation_warning
 from engine.refusals import Refusals
+from engine.simulator import faults
 from engine.simulator.model import SimulatedModel
 from engine.stream_tokens import TOKEN_LIFETIME_S
 from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
@@ -282,6 +283,8 @@ class _Model:
         self._settings = settings
         self._simulated_url = ""
         self.simulator = SimulatedModel() if settings.openai_api_key is None else None
+        if self.simulator is not None and settings.simulator_faults is not None:
+            faults.apply(self.simulator, settings.simulator_faults)
 
     def endpoint(self) -> ModelEndpoint:
         settings = self._settings

@@ -21,10 +21,13 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from engine.dotenv import parse_env_file
 from engine.errors import ConfigError
 from engine.realtime_models import DEFAULT_REALTIME_MODEL
+from engine.simulator import faults
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from urllib.parse import SplitResult
+
+    from engine.simulator.faults import Faults
 
 ADMIN_TOKEN_MIN_CHARS = 16
 PORT_RANGE = (0, 65535)
@@ -142,6 +145,9 @@ class Settings:
     # The other system's price per minute (e.g. the platform the business came from), for
     # the dashboard's cost comparison; None: not shown.
     comparison_rate_per_min_usd: float | None
+    # Faults the embedded simulated model (no OPENAI_API_KEY) plays, to see the engine
+    # handle them from `afterhours simulate` (engine/simulator/faults.py); None: none.
+    simulator_faults: Faults | None
 
     @property
     def worker_api_port(self) -> int | None:
@@ -260,6 +266,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         comparison_rate_per_min_usd=_parse_price(
             "COMPARISON_RATE_PER_MIN_USD", raw.get("COMPARISON_RATE_PER_MIN_USD")
         ),
+        simulator_faults=_parse_faults(raw.get("SIMULATOR_FAULTS")),
     )
 
 
@@ -365,6 +372,15 @@ def _parse_share(name: str, value: str | None, default: float) -> float:
     if _DECIMAL.fullmatch(value) is None or not 0 < float(value) <= 1:
         raise ConfigError(name, value, "expected a share greater than 0 and at most 1 (e.g. 0.25)")
     return float(value)
+
+
+def _parse_faults(value: str | None) -> Faults | None:
+    if value is None:
+        return None
+    try:
+        return faults.parse(value)
+    except ValueError as exc:
+        raise ConfigError("SIMULATOR_FAULTS", value, str(exc)) from None
 
 
 def _parse_optional_path(name: str, value: str | None) -> Path | None:

@@ -18,6 +18,7 @@ from engine.config import (
     settings_from_mapping,
 )
 from engine.errors import ConfigError, StartupError
+from engine.simulator.faults import Faults
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -66,6 +67,7 @@ FULL: dict[str, str] = {
     "COMPARISON_RATE_PER_MIN_USD": "0.12",
     "ADMIT_MAX_CPU": "0.7",
     "ADMIT_MAX_LOOP_LAG_S": "0.05",
+    "SIMULATOR_FAULTS": "late_transcription, fail_responses=2:rate_limit_exceeded",
 }
 
 
@@ -111,6 +113,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         admit_max_cpu=0.85,
         admit_max_loop_lag_s=0.04,
         comparison_rate_per_min_usd=None,
+        simulator_faults=None,
     )
     assert settings.is_local
     assert settings_from_mapping({"PORT": "0"}).media_port == 0
@@ -212,6 +215,7 @@ def test_settings_are_frozen() -> None:
         ("COMPARISON_RATE_PER_MIN_USD", "0.09", "comparison_rate_per_min_usd", 0.09),
         ("ADMIT_MAX_CPU", "1", "admit_max_cpu", 1.0),
         ("ADMIT_MAX_LOOP_LAG_S", "0.1", "admit_max_loop_lag_s", 0.1),
+        ("SIMULATOR_FAULTS", "reset_handshakes=1", "simulator_faults", Faults(reset_handshakes=1)),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 30 else None,
 )
@@ -415,6 +419,14 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             "short",
             "invalid ADMIN_TOKEN=(value hidden): expected at least 16 characters",
             id="admin-token-short",
+        ),
+        pytest.param(
+            "SIMULATOR_FAULTS",
+            "late_transcript",
+            "invalid SIMULATOR_FAULTS='late_transcript': unknown fault 'late_transcript'; known: "
+            "fail_responses=N[:code], reset_handshakes=N, late_transcription, omit_function_name, "
+            "ignore_output_format",
+            id="simulator-faults-unknown",
         ),
     ],
 )
