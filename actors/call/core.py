@@ -129,7 +129,7 @@ class CallCore:
     # -- the caller's side ------------------------------------------------------------------
 
     def caller_audio(self, payload_b64: str) -> bytes:
-        return encode_append(payload_b64, self.ids.new("a"))
+        return encode_append(payload_b64, self.ids.append())
 
     def caller_text(self, text: str) -> bytes:
         return encode_user_text(text, self.ids.new("i"))

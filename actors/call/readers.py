@@ -51,7 +51,8 @@ class Readers(CallState):
                 elif isinstance(event, Mark):
                     core.mark(event.mark.name)
                     self._activity(caller=False)  # the model's words are still playing
-                    await self._maybe_hang_up()
+                    if self._hang_up_reason is not None:  # per frame: no await unless due
+                        await self._maybe_hang_up()
                 elif isinstance(event, Dtmf):
                     text = f"The caller pressed {event.dtmf.digit} on the keypad."
                     await self._to_model(core.caller_text(text))
@@ -101,7 +102,8 @@ class Readers(CallState):
                     self._activity(caller=True)
                     if not core.caller_speaking:
                         self._turn_began_s = read_at_s
-                await self._maybe_hang_up()
+                if self._hang_up_reason is not None:
+                    await self._maybe_hang_up()
 
     async def _play(self, delta: AudioDelta, read_at_s: float) -> None:
         self._activity(caller=False)
