@@ -106,6 +106,13 @@ def encode_user_text(text: str, event_id: str | None = None) -> bytes:
     return _encoder.encode(_ItemCreate(event_id=event_id, item=item))
 
 
+def encode_system_text(text: str, event_id: str | None = None) -> bytes:
+    """A note from the engine to the model (a function's result whose call the current
+    session never saw, after a reconnect)."""
+    item = {"type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]}
+    return _encoder.encode(_ItemCreate(event_id=event_id, item=item))
+
+
 def encode_assistant_text(text: str, event_id: str | None = None) -> bytes:
     """An assistant turn as text, for restoring the conversation after a reconnect."""
     content = [{"type": "output_text", "text": text}]

@@ -5,6 +5,7 @@ No sockets, no clock: the core is pure, so each test is the sequence and its out
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -57,7 +58,7 @@ def replay(core: CallCore, events: list[dict[str, Any]], now_s: float = 1.0) -> 
     return actions
 
 
-def sent(actions: list[Action]) -> list[dict[str, Any]]:
+def sent(actions: Sequence[Action]) -> list[dict[str, Any]]:
     return [json.loads(a.data) for a in actions if isinstance(a, Send)]
 
 
@@ -419,3 +420,122 @@ def test_every_client_event_the_core_sends_is_a_valid_ga_event_with_an_id() -> N
         validate_client_event(event)
         ids.append(event["event_id"])
     assert len(set(ids)) == len(ids)
+
+
+# -- what a second review found: states a call could not get out of -----------------------
+
+
+def _created(n: int, resp_id: str) -> dict[str, Any]:
+    return seq._ev("response.created", n, response=seq._response(resp_id, "in_progress"))
+
+
+def _done(n: int, resp_id: str) -> dict[str, Any]:
+    return seq._ev("response.done", n, response=seq._response(resp_id, "completed"))
+
+
+def test_a_response_create_answered_by_an_error_is_retried_not_stuck() -> None:
+    core = new_core()
+    assert [e["event_id"] for e in sent(core.ask(Request("Greet.", purpose="greeting")))] == ["r1"]
+    actions = replay(core, [_error("invalid_value", event_id="r1")])
+    retry = next(a for a in actions if isinstance(a, ScheduleRetry)).retry
+    assert not core.responses.idle  # a hang-up waits for the retry
+    again = sent(core.retry_due(retry))
+    assert [e["response"]["instructions"] for e in again] == ["Greet."]
+
+
+def test_a_response_create_nothing_answers_is_retried_after_its_deadline() -> None:
+    core = new_core()
+    core.ask(Request("Greet.", purpose="greeting"), now_s=10.0)
+    assert core.check(12.0) == []
+    actions = core.check(15.5)
+    assert any(isinstance(a, ScheduleRetry) for a in actions)
+    assert any(isinstance(a, Note) and "no_response" in a.message for a in actions)
+
+
+def test_a_refusal_without_event_id_after_vads_response_requeues_ours() -> None:
+    """The realistic order: the server announces VAD's response, then refuses ours."""
+    core = new_core()
+    core.ask(Request('Say: "We will call you back."', purpose="goodbye"))
+    replay(core, [_created(1, "resp_vad"), _error(None)])  # code null ...
+    refusal = {"type": "error", "event_id": "event_R", "error": {
+        "type": "invalid_request_error", "code": "conversation_already_has_active_response",
+        "message": "Conversation already has an active response in progress: resp_vad.",
+        "param": None, "event_id": None}}  # fmt: skip
+    replay(core, [refusal])
+    again = sent(replay(core, [_done(2, "resp_vad")]))
+    assert [e["response"]["instructions"] for e in again] == ['Say: "We will call you back."']
+
+
+def test_a_refused_session_update_ends_the_call_rather_than_play_static() -> None:
+    actions = replay(new_core(), [_error("invalid_value", event_id="s1")])
+    ends = [a for a in actions if isinstance(a, End)]
+    assert [(e.reason, e.failed) for e in ends] == [("model_session_refused", True)]
+
+
+def test_a_pending_retry_keeps_the_call_from_hanging_up() -> None:
+    core = new_core()
+    core.ask(Request('Say: "Goodbye."', purpose="goodbye"))
+    replay(core, seq.failed_response(1, "resp_G"))
+    assert not core.responses.idle
+    assert not core.quiet
+
+
+def test_a_failed_filler_is_neither_retried_nor_counted() -> None:
+    core = new_core()
+    first = replay(core, seq.failed_response(1, "resp_1"))  # first failure: immediate retry
+    core.retry_due(next(a for a in first if isinstance(a, ScheduleRetry)).retry)
+    retry = next(
+        a for a in replay(core, seq.failed_response(3, "resp_2")) if isinstance(a, ScheduleRetry)
+    )
+    failures = core.responses.failures
+    # The filler the second failure sent fails too.
+    actions = replay(core, seq.failed_response(5, "resp_filler"))
+    assert not [a for a in actions if isinstance(a, ScheduleRetry | End)]
+    assert core.responses.failures == failures
+    assert len(sent(core.retry_due(retry.retry))) == 1
+
+
+def test_requests_wait_while_the_session_is_replaced_and_the_history_goes_first() -> None:
+    core = new_core()
+    replay(core, seq.GA_TURN["events"])
+    core.replacing()
+    assert core.ask(Request("Are you still there?", purpose="prompt")) == []
+    history = [json.loads(s.data) for s in core.restored()]
+    assert [h["type"] for h in history] == ["conversation.item.create"] * 2
+    resumed = sent(core.resumed())
+    assert [e["response"]["instructions"] for e in resumed] == ["Are you still there?"]
+
+
+def test_a_tool_result_after_a_replacement_reaches_the_model_as_a_note() -> None:
+    core = new_core()
+    actions = replay(core, seq.FUNCTION_CALL_WITHOUT_NAME["events"])
+    (call,) = next(a for a in actions if isinstance(a, RunTools)).calls
+    core.replacing()
+    core.restored()
+    core.resumed()
+    note = json.loads(core.tool_output(call, '{"booked": true}').data)
+    assert note["item"]["role"] == "system"
+    assert "get_free_slots" in note["item"]["content"][0]["text"]
+    validate_client_event(note)
+
+
+def test_playback_accounting_survives_a_replacement() -> None:
+    core = new_core()
+    replay(core, [_audio(1, "resp_1", "item_A"), _audio(2, "resp_1", "item_A")])
+    core.mark("item_A:100")
+    core.replacing()
+    core.restored()
+    assert not core.playback.drained  # Twilio is still playing the rest
+    core.mark("item_A:200")
+    assert core.playback.drained
+
+
+def test_a_full_queue_drops_a_prompt_never_a_goodbye() -> None:
+    core = new_core()
+    core.ask(Request("Greet.", purpose="greeting"))
+    for n in range(4):
+        core.ask(Request(f"Prompt {n}.", purpose="prompt"))
+    core.ask(Request('Say: "Goodbye."', purpose="goodbye"))
+    purposes = [r.purpose for r in core.responses.queue]
+    assert "goodbye" in purposes
+    assert len(purposes) == 4

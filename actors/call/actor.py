@@ -85,7 +85,11 @@ class CallActor(Conduct, Sessions, Readers):
                 # The engine is stopping (after its drain): a goodbye the caller hears,
                 # then the hang-up; the readers end the call once it has played.
                 self._hang_up_reason = "engine_stopping"
-                await self._do(self._core.ask(Request(SAY_ENGINE_GOODBYE, purpose="goodbye")))
+                await self._do(
+                    self._core.ask(
+                        Request(SAY_ENGINE_GOODBYE, purpose="goodbye"), trio.current_time()
+                    )
+                )
                 await trio.sleep(GOODBYE_GRACE_S)
                 self._ended = CallEnded("engine_stopping")
                 nursery.cancel_scope.cancel()

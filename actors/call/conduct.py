@@ -65,7 +65,7 @@ class Conduct(CallState):
             elif isinstance(action, Expiry):
                 self._session_expires_s = trio.current_time() + action.remaining_s
             elif isinstance(action, End):
-                raise CallEnded(action.reason, action.failed)
+                raise CallEnded(action.reason, action.failed, action.error)
             elif isinstance(action, Replace):
                 assert self._model is not None
                 await self._reconnect(action.why, self._model)
@@ -73,7 +73,7 @@ class Conduct(CallState):
 
     async def _retry(self, action: ScheduleRetry) -> None:
         await trio.sleep(action.retry.after_s)
-        await self._do(self._core.retry_due(action.retry))
+        await self._do(self._core.retry_due(action.retry, trio.current_time()))
 
     async def _run_tools(self, calls: tuple[ToolCall, ...]) -> None:
         """The tool calls of one response, in order; their outputs, then one response.
@@ -91,10 +91,10 @@ class Conduct(CallState):
             await self._do([self._core.tool_output(call, output)])
         if self._hang_up_reason is not None:
             # end_call or a transfer: the last words were said before the tool call.
-            await self._do(self._core.tools_done(answer=False))
+            await self._do(self._core.tools_done(answer=False, now_s=trio.current_time()))
             await self._maybe_hang_up()
             return
-        await self._do(self._core.tools_done())
+        await self._do(self._core.tools_done(now_s=trio.current_time()))
 
     async def _run_function_with_filler(self, call: ToolCall) -> str:
         async with trio.open_nursery() as nursery:
@@ -106,7 +106,9 @@ class Conduct(CallState):
     async def _filler_if_slow(self) -> None:
         await trio.sleep(FILLER_AFTER_S)
         with trio.CancelScope(shield=True):  # never half-send a frame
-            await self._do(self._core.ask(Request(FILLER_INSTRUCTIONS, purpose="filler")))
+            await self._do(
+                self._core.ask(Request(FILLER_INSTRUCTIONS, purpose="filler"), trio.current_time())
+            )
 
     def _run_builtin(self, call: ToolCall) -> str:
         setup = self._setup
@@ -162,7 +164,9 @@ class Conduct(CallState):
         # The caller hears they will be called back; the call then ends as after any
         # goodbye, or after GOODBYE_GRACE_S if that never finishes playing.
         self._hang_up_reason = "transfer_failed"
-        await self._do(self._core.ask(Request(SAY_CALL_BACK, purpose="goodbye")))
+        await self._do(
+            self._core.ask(Request(SAY_CALL_BACK, purpose="goodbye"), trio.current_time())
+        )
         await trio.sleep(GOODBYE_GRACE_S)
         raise CallEnded("transfer_failed", failed=True, error=error)
 
@@ -175,13 +179,19 @@ class Conduct(CallState):
             await trio.sleep_until(limits.next_check_s())
             action = limits.due(trio.current_time())
             if action == "prompt_silence":
-                await self._do(self._core.ask(Request(SAY_STILL_THERE, purpose="prompt")))
+                await self._do(
+                    self._core.ask(Request(SAY_STILL_THERE, purpose="prompt"), trio.current_time())
+                )
             elif action == "warn_duration":
-                await self._do(self._core.ask(Request(SAY_WRAP_UP, purpose="prompt")))
+                await self._do(
+                    self._core.ask(Request(SAY_WRAP_UP, purpose="prompt"), trio.current_time())
+                )
             elif action in ("end_silence", "end_duration"):
                 reason = "silence_timeout" if action == "end_silence" else "max_duration"
                 self._hang_up_reason = reason
                 goodbye = SAY_SILENCE_GOODBYE if action == "end_silence" else SAY_DURATION_GOODBYE
-                await self._do(self._core.ask(Request(goodbye, purpose="goodbye")))
+                await self._do(
+                    self._core.ask(Request(goodbye, purpose="goodbye"), trio.current_time())
+                )
                 await trio.sleep(GOODBYE_GRACE_S)
                 raise CallEnded(reason)

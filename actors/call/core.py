@@ -12,7 +12,7 @@ functions' HTTP calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from actors.call.errors import (
@@ -23,7 +23,7 @@ from actors.call.errors import (
     is_active_response_refusal,
 )
 from actors.call.playback import Playback
-from actors.call.responses import Request, Responses, Retry
+from actors.call.responses import Outcome, Request, Responses, Retry
 from actors.call.session_check import believed_expiry_s, format_mismatches, voice_mismatch
 from actors.call.transcript import Transcript
 from engine.pricing import add_transcription_usage, add_usage
@@ -47,6 +47,7 @@ from engine.realtime_codec import (
     encode_assistant_text,
     encode_function_output,
     encode_response_create,
+    encode_system_text,
     encode_truncate,
     encode_user_text,
 )
@@ -84,6 +85,7 @@ class ScheduleRetry:
 class End:
     reason: str
     failed: bool = False
+    error: str | None = None  # the record's detail (default: the reason, when failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,8 @@ class CallCore:
         self.usage: dict[str, Any] = {}
         self.caller_speaking = False
         self.errors_by_class: dict[str, int] = {}
+        self.epoch = 0  # the model session's number: 0, then one more per replacement
+        self.now_s = started_at_s  # the latest time the actor gave (for request deadlines)
 
     # -- the caller's side ------------------------------------------------------------------
 
@@ -139,37 +143,57 @@ class CallCore:
 
     # -- what the call asks of the model ------------------------------------------------------
 
-    def ask(self, request: Request) -> list[Action]:
+    def ask(self, request: Request, now_s: float | None = None) -> list[Action]:
         """A response the call wants (a greeting, a prompt, a goodbye, an answer)."""
-        now = self.responses.request(request)
-        return [] if now is None else [self._send(now)]
+        self._at(now_s)
+        return self._maybe_send(self.responses.request(request))
 
-    def retry_due(self, retry: Retry) -> list[Action]:
-        now = self.responses.retry_due(retry)
-        return [] if now is None else [self._send(now)]
+    def retry_due(self, retry: Retry, now_s: float | None = None) -> list[Action]:
+        self._at(now_s)
+        return self._maybe_send(self.responses.retry_due(retry))
+
+    def check(self, now_s: float) -> list[Action]:
+        """Called every second or so: a ``response.create`` nothing answered is retried."""
+        self._at(now_s)
+        outcome = self.responses.overdue(now_s)
+        return [] if outcome is None else self._outcome(outcome)
 
     def tool_output(self, call: ToolCall, output: str) -> Send:
+        if call.epoch != self.epoch:
+            # The session that asked is gone and this one never saw the call: the result
+            # as a note, so the model knows what was done (a booking is not made twice).
+            note = f"Result of {call.name}, asked for before a reconnection: {output}"
+            return Send(encode_system_text(note, self.ids.new("i")))
         return Send(encode_function_output(call.call_id, output, self.ids.new("o")))
 
-    def tools_done(self, *, answer: bool = True) -> list[Action]:
+    def tools_done(self, *, answer: bool = True, now_s: float | None = None) -> list[Action]:
         """One response's tool outputs are sent; the model answers with them unless the
         call is about to end (``answer=False``)."""
-        now = self.responses.tools_done(answer=answer)
-        return [] if now is None else [self._send(now)]
+        self._at(now_s)
+        return self._maybe_send(self.responses.tools_done(answer=answer))
 
-    def restored(self) -> list[Action]:
-        """A new session replaced the old one: the conversation so far, then whatever
-        the old session was doing for the call."""
-        actions: list[Action] = []
+    def replacing(self) -> None:
+        """A new session is being opened: nothing is asked of the model meanwhile (it
+        would go to a socket about to be dropped); requests wait in the queue."""
+        self.responses.held = True
+
+    def restored(self) -> list[Send]:
+        """The new session is up: the conversation so far, to send to it first. Playback
+        accounting carries on (Twilio is still playing what it has)."""
+        self.epoch += 1
+        self.caller_speaking = False
+        self.responses.lost()
+        sends: list[Send] = []
         for turn in self.transcript.turns():
             encode = encode_user_text if turn["role"] == "caller" else encode_assistant_text
-            actions.append(Send(encode(str(turn["text"]), self.ids.new("i"))))
-        self.playback = Playback()
-        self.responses.lost()
-        request = self.responses.next_queued()
-        if request is not None:
-            actions.append(self._send(request))
-        return actions
+            sends.append(Send(encode(str(turn["text"]), self.ids.new("i"))))
+        return sends
+
+    def resumed(self, now_s: float | None = None) -> list[Action]:
+        """The new session is the call's: what waited is asked of it."""
+        self._at(now_s)
+        self.responses.held = False
+        return self._maybe_send(self.responses.next_queued())
 
     @property
     def quiet(self) -> bool:
@@ -192,6 +216,7 @@ class CallCore:
     def event(
         self, event: ServerEvent | OtherServerEvent, now_s: float, now_unix_s: float
     ) -> list[Action]:
+        self.now_s = now_s
         offset_ms = self.offset_ms(now_s)
         if isinstance(event, SpeechStarted):
             self.caller_speaking = True
@@ -248,14 +273,16 @@ class CallCore:
         add_usage(self.usage, info.usage or {})
         if info.status == "cancelled":
             self.playback.cancelled(info.id)
-        outcome = self.responses.done(info)
+        return self._outcome(self.responses.done(info))
+
+    def _outcome(self, outcome: Outcome) -> list[Action]:
         actions: list[Action] = []
         for call in outcome.interrupted_calls:
             # The call stays in the conversation; its output says it never ran, so the
             # model does not believe a booking was made.
             actions.append(self.tool_output(call, INTERRUPTED_OUTPUT))
         if outcome.tools:
-            actions.append(RunTools(outcome.tools))
+            actions.append(RunTools(tuple(replace(c, epoch=self.epoch) for c in outcome.tools)))
         if outcome.failed is not None:
             self._count("failed_response")
             code, message = outcome.failed
@@ -281,10 +308,24 @@ class CallCore:
             return [Note("error", "Model error", message, True), End(f"model_error: {code}", True)]
         if kind is ErrorClass.SESSION_GONE:
             return [Note("warning", "Model session expired", message, True), Replace(code)]
+        if caused_by == "session.update":
+            # The session keeps the server's defaults (24 kHz PCM: static on a phone line)
+            # or lacks the project's tools: it cannot serve this call.
+            return [
+                Note("error", "Model session refused", message, True),
+                End(
+                    "model_session_refused", failed=True, error=f"model_session_refused: {message}"
+                ),
+            ]
         if kind is ErrorClass.RACE:
             if is_active_response_refusal(error.code, error.message):
-                self.responses.refused(ours=caused_by == "response.create")
+                self.responses.refused()  # only we send response.create: it is ours
             return [Note("info", "Model race", message)]
+        if caused_by == "response.create":  # no response will come of it
+            return [
+                Note("warning", "Model error", message),
+                *self._outcome(self.responses.create_failed(code, error.message)),
+            ]
         alert = self.error_rate.note(now_s)
         return [Note("warning", "Model error", f"{message}; the call goes on", alert)]
 
@@ -314,8 +355,15 @@ class CallCore:
     def _count(self, error_class: str) -> None:
         self.errors_by_class[error_class] = self.errors_by_class.get(error_class, 0) + 1
 
+    def _at(self, now_s: float | None) -> None:
+        if now_s is not None:
+            self.now_s = now_s
+
+    def _maybe_send(self, request: Request | None) -> list[Action]:
+        return [] if request is None else [self._send(request)]
+
     def _send(self, request: Request) -> Send:
-        self.responses.sending(request)
+        self.responses.sending(request, self.now_s)
         data = encode_response_create(
             request.instructions, self.ids.new("r"), out_of_band=request.out_of_band
         )

@@ -56,7 +56,7 @@ class Readers(CallState):
                 elif isinstance(event, Dtmf):
                     text = f"The caller pressed {event.dtmf.digit} on the keypad."
                     await self._to_model(core.caller_text(text))
-                    await self._do(core.ask(Request(purpose="keypad")))
+                    await self._do(core.ask(Request(purpose="keypad"), trio.current_time()))
                 elif isinstance(event, Stop):
                     raise CallEnded("caller_hung_up")
                 elif isinstance(event, UnknownEvent) and event.event not in self._unknown_seen:

@@ -9,7 +9,6 @@ from functools import partial
 
 import trio
 
-from actors.call.core import Send
 from actors.call.responses import Request
 from actors.call.session import (
     FIRST_BACKOFF_S,
@@ -57,7 +56,9 @@ class Sessions(CallState):
         project = setup.project
         greeting = project.greeting or f"Thank you for calling {project.name}. How can I help?"
         instructions = f'Greet the caller. Say exactly: "{greeting}"'
-        await self._do(self._core.ask(Request(instructions, purpose="greeting")))
+        await self._do(
+            self._core.ask(Request(instructions, purpose="greeting"), trio.current_time())
+        )
 
     async def _new_session(self, budget_s: float, backoff_s: tuple[float, ...]) -> WebSocket:
         return await new_session(
@@ -75,11 +76,11 @@ class Sessions(CallState):
         async with self._replacing:
             if current is not self._model:
                 return False
+            self._core.replacing()  # requests wait: the old socket may be gone
             model = await self._new_session(RECONNECT_BUDGET_S, RECONNECT_BACKOFF_S)
             try:
-                for action in self._core.restored():
-                    if isinstance(action, Send):
-                        await model.send_text(action.data)
+                for send in self._core.restored():  # the history first, before any request
+                    await model.send_text(send.data)
             except (WebSocketClosed, trio.TooSlowError, trio.BrokenResourceError):
                 await model.aclose()
                 raise ModelUnavailable(f"the new session closed while restoring ({why})") from None
@@ -88,6 +89,7 @@ class Sessions(CallState):
             if self._receiving is not None:
                 self._receiving.cancel()  # the old session's reader stops waiting on it
             log.info("call %s: model session replaced (%s)", self._setup.call_sid, why)
+            await self._do(self._core.resumed(trio.current_time()))
             return True
 
     async def _reconnect(self, why: str, model: WebSocket) -> None:
@@ -107,6 +109,7 @@ class Sessions(CallState):
         while True:
             renew_at_s, cap_at_s = self._renewal_times()
             now_s = trio.current_time()
+            await self._do(self._core.check(now_s))  # a response.create nothing answered
             if now_s >= next_report_s:
                 self._report(self._progress())
                 next_report_s = now_s + PROGRESS_EVERY_S
@@ -116,8 +119,9 @@ class Sessions(CallState):
                 continue
             # Quiet depends on state changed in many places: a poll a few times a
             # second, for the last minute of a session, is the simple way.
-            while not self._core.quiet and trio.current_time() < cap_at_s:  # noqa: ASYNC110
+            while not self._core.quiet and trio.current_time() < cap_at_s:
                 await trio.sleep(QUIET_POLL_S)
+                await self._do(self._core.check(trio.current_time()))
             assert self._model is not None
             try:
                 renewed = await self._replace_session("session renewal", self._model)

@@ -62,6 +62,7 @@ class ToolCall:
     name: str
     arguments: str  # a JSON string, as the model wrote it
     item_id: str = ""
+    epoch: int = 0  # which model session asked for it (a replaced one never sees its output)
 
 
 @dataclass(frozen=True, slots=True)
