@@ -4,6 +4,7 @@ updates in any order, and a spool that keeps what PostgreSQL cannot take yet."""
 from __future__ import annotations
 
 import itertools
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ from trio_asyncio import aio_as_trio
 
 from actors.store.actor import StoreActor
 from actors.store.db import open_database
+from actors.store.spool import Spool
+from actors.store.write_errors import is_outage, is_poison, sqlstate_class
 from engine.errors import StartupError
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import (
+    Alert,
     CallUpdated,
     EventLogWritten,
     FunctionCallRecorded,
@@ -107,18 +111,34 @@ async def test_the_same_batch_twice_gives_the_same_rows(
 
 
 CALL_START = CallUpdated(
-    "CA9", project_id="acme", from_number="+15550001111", to_number="+15552223333",
-    status="active", started_at=at(0), answered_at=at(0, 1), stream_sid="MZ1",
-)  # fmt: skip
+    "CA9",
+    project_id="acme",
+    from_number="+15550001111",
+    to_number="+15552223333",
+    status="active",
+    started_at=at(0),
+    answered_at=at(0, 1),
+    stream_sid="MZ1",
+)
 STREAM_END = CallUpdated(
-    "CA9", status="completed", intent="emergency", end_reason="caller_hung_up",
-    ended_at=at(4), duration_s=239.0, transcript=[{"role": "assistant", "text": "Hi"}],
-    usage={"input_tokens": 100}, cost_usd=0.42,
-)  # fmt: skip
+    "CA9",
+    status="completed",
+    intent="emergency",
+    end_reason="caller_hung_up",
+    ended_at=at(4),
+    duration_s=239.0,
+    transcript=[{"role": "assistant", "text": "Hi"}],
+    usage={"input_tokens": 100},
+    cost_usd=0.42,
+)
 STATUS_CALLBACK = CallUpdated(
-    "CA9", source="twilio", status="completed", to_number="+15552223333",
-    twilio_status="completed", twilio_duration_s=241,
-)  # fmt: skip
+    "CA9",
+    source="twilio",
+    status="completed",
+    to_number="+15552223333",
+    twilio_status="completed",
+    twilio_duration_s=241,
+)
 BRIDGE_FAILED = CallUpdated("CA9", status="failed", error="model disconnected")
 
 
@@ -132,7 +152,7 @@ BRIDGE_FAILED = CallUpdated("CA9", status="failed", error="model disconnected")
         pytest.param([CALL_START, STATUS_CALLBACK, BRIDGE_FAILED], "failed", id="engine-verdict"),
         pytest.param([BRIDGE_FAILED, STATUS_CALLBACK, CALL_START], "failed", id="failed-first"),
     ],
-)  # fmt: skip
+)
 async def test_call_updates_merge_to_the_same_row_in_any_order(
     fresh_database: str, tmp_path: Path, updates: list[StoreWrite], expected_status: str
 ) -> None:
@@ -198,9 +218,13 @@ async def test_a_record_postgres_refuses_is_kept_aside_and_the_rest_written(
     fresh_database: str, tmp_path: Path
 ) -> None:
     bogus = FunctionCallRecorded(
-        new_event_id(), "CA1", "book", "exploded",  # type: ignore[arg-type]
-        latency_ms=5, at=at(1),
-    )  # fmt: skip
+        new_event_id(),
+        "CA1",
+        "book",
+        "exploded",  # type: ignore[arg-type]
+        latency_ms=5,
+        at=at(1),
+    )
     store = await run_store(fresh_database, tmp_path, [event(1), bogus, event(2)])
     assert await count_rows(fresh_database) == 2
     assert await count_rows(fresh_database, "function_calls") == 0
@@ -280,3 +304,73 @@ async def test_a_read_only_database_spools_records_instead_of_rejecting_them(
         await aio_as_trio(admin.close)()
     assert await count_rows(fresh_database) == 5
     assert not (tmp_path / "rejected.jsonl").exists()
+
+
+# Passes no webhook today, but a record must never block. Random, so that PostgreSQL
+# cannot compress it into an index row (a repeated character would fit).
+HUGE_SID = "CA" + secrets.token_hex(4000)
+
+
+async def test_a_poison_record_between_good_ones_is_set_aside_and_alerted(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """A CallSid of 8,000 characters (PostgreSQL would refuse it with SQLSTATE 54000, an
+    index row too large) between good records: the good ones are written, the poison is
+    set aside with its reason, and an alert says so; nothing retries it."""
+    alerts: Mailbox[Alert] = Mailbox("alerts", 16, OverflowPolicy.DROP_NEWEST)
+    records: list[StoreWrite] = [
+        event(1),
+        CallUpdated(HUGE_SID, status="active", started_at=at(1)),
+        event(2),
+        CallUpdated("CA" + "1" * 32, status="active", started_at=at(2)),
+    ]
+    store = await run_store(fresh_database, tmp_path, records, alerts=alerts)
+    assert await count_rows(fresh_database) == 2
+    assert await count_rows(fresh_database, "calls") == 1
+    assert store.statistics().spool.rejected_total == 1
+    assert store.statistics().spool.pending_records == 0
+    assert "over 64, not a key" in (tmp_path / "rejected.jsonl").read_text()
+    assert [a.title for a in alerts.drain_nowait()] == ["Record refused"]
+
+
+async def test_a_poison_record_in_the_spool_does_not_block_the_replay_after_a_restart(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path)  # what an engine killed during an outage left behind
+    spool.append([event(1), CallUpdated(HUGE_SID, status="active"), event(2)])
+    spool.close()
+    store = await run_store(fresh_database, tmp_path, [event(3)])
+    assert await count_rows(fresh_database) == 3
+    assert store.statistics().spool.pending_records == 0
+    assert store.statistics().spool.rejected_total == 1
+
+
+async def test_postgresqls_own_refusals_are_classed_by_sqlstate(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """The classification against the real server's errors, not against our guesses."""
+    await run_store(fresh_database, tmp_path, [])  # the schema
+    async with open_database(fresh_database, connect_timeout_s=10) as db:
+        refused: list[BaseException] = []
+        for sql, args in [
+            (
+                "INSERT INTO calls (call_sid, status, status_rank) VALUES ($1, 'active', 0)",
+                (HUGE_SID,),
+            ),  # 54000: index row too large
+            (
+                "INSERT INTO calls (call_sid, status, status_rank) VALUES ($1, 'exploded', 0)",
+                ("CA2",),
+            ),  # 23514: check violation
+            ("SELECT $1::int", ("twelve",)),  # asyncpg's own encoding: not an int
+            ("SELECT 1/0", ()),  # 22012: division by zero
+        ]:
+            try:
+                await db.execute(sql, *args, timeout_s=5)
+            except Exception as exc:  # noqa: BLE001 - collected to be classified
+                refused.append(exc)
+    assert len(refused) == 4
+    assert [sqlstate_class(e) for e in refused] == ["54", "23", "22", "22"]
+    assert all(is_poison(e) and not is_outage(e) for e in refused)
+    read_only = asyncpg.exceptions.ReadOnlySQLTransactionError("read-only")
+    assert is_outage(read_only)
+    assert not is_poison(read_only)

@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING
 import asyncpg
 import outcome
 import trio
+from asyncpg.exceptions._base import DataError as ClientDataError
 
 from actors.store.db import TRANSIENT_ERRORS, open_database
 from actors.store.migrations import apply_migrations, load_migrations
 from actors.store.queries import StoreUnavailable
 from actors.store.spool import Spool, SpoolStatistics
+from actors.store.write_errors import describe_refusal, is_outage, is_poison
 from actors.store.writes import write_records
 from engine.config import AlertLevel
 from engine.errors import StartupError
@@ -50,14 +52,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("afterhours.store")
 
-# A record Postgres refuses as invalid: SQLSTATE class 22 (data exceptions, also raised by
-# asyncpg's own argument encoding) and class 23 (integrity violations). Any other error is
-# the database's condition (unreachable, read-only during a failover, out of connections
-# or disk, a deadlock, a timeout): the records wait in the spool for it to recover.
-INVALID_RECORD_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.DataError,
-    asyncpg.IntegrityConstraintViolationError,
-)
+# Which failed writes are the record's fault and which the database's: by SQLSTATE, in
+# write_errors.py (poison records are set aside, never retried; outages spool).
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, asyncpg.PostgresError)
 CONNECT_FAILURES: tuple[type[BaseException], ...] = (StartupError, *UNAVAILABLE_ERRORS)
 
@@ -254,11 +250,14 @@ class StoreActor:
         else:
             try:
                 await self._write(db, batch)
-            except INVALID_RECORD_ERRORS as exc:
-                await self._write_one_by_one(db, spool, batch, exc, spool_rest=True)
-            except UNAVAILABLE_ERRORS as exc:
-                spool.append(batch)
-                self._database_down(exc)
+            except Exception as exc:
+                if is_poison(exc):
+                    await self._write_one_by_one(db, spool, batch, exc, spool_rest=True)
+                elif is_outage(exc):
+                    spool.append(batch)
+                    self._database_down(exc)
+                else:
+                    raise
         self._pending = []
 
     async def _replay(self, db: Database, spool: Spool) -> None:
@@ -271,10 +270,14 @@ class StoreActor:
                 return
             try:
                 await self._write(db, chunk.records)
-            except INVALID_RECORD_ERRORS as exc:
-                if not await self._write_one_by_one(db, spool, chunk.records, exc):
-                    return  # the database failed half-way: the chunk stays spooled
-            except UNAVAILABLE_ERRORS as exc:
+            except Exception as exc:
+                if is_poison(exc):
+                    if not await self._write_one_by_one(db, spool, chunk.records, exc):
+                        return  # the database failed half-way: the chunk stays spooled
+                    spool.commit(chunk)
+                    continue
+                if not is_outage(exc):
+                    raise
                 if isinstance(exc, trio.TooSlowError | TimeoutError):
                     # A slow database: smaller chunks, or the replay never catches up.
                     self._replay_chunk = max(REPLAY_CHUNK_MIN, self._replay_chunk // 2)
@@ -312,11 +315,15 @@ class StoreActor:
         for index, record in enumerate(records):
             try:
                 await self._write(db, [record])
-            except INVALID_RECORD_ERRORS as exc:
-                spool.reject(record, describe_error(exc))
-                log.error("record refused by PostgreSQL and kept in the spool: %s", exc)
-                self._raise_alert(AlertLevel.ERROR, "Record refused", describe_error(exc))
-            except UNAVAILABLE_ERRORS as exc:
+            except Exception as exc:
+                if is_poison(exc):
+                    reason = describe_refusal(exc)
+                    spool.reject(record, reason)
+                    log.error("record refused and set aside in the spool: %s", reason)
+                    self._raise_alert(AlertLevel.ERROR, "Record refused", reason)
+                    continue
+                if not is_outage(exc):
+                    raise
                 if spool_rest:
                     spool.append(records[index:])
                 self._database_down(exc)
@@ -341,15 +348,17 @@ class StoreActor:
             result: outcome.Outcome[object] = outcome.Value(
                 await db.transaction(work, timeout_s=lane.timeout_s)
             )
-        except INVALID_RECORD_ERRORS as exc:
-            # Input that passed validation but not PostgreSQL (a NUL byte, say): the
-            # asker's error, not a server error.
-            result = outcome.Error(ValidationFailed([FieldError("body", describe_error(exc))]))
-        except UNAVAILABLE_ERRORS as exc:
-            unavailable = StoreUnavailable(f"PostgreSQL is unavailable ({describe_error(exc)})")
-            result = outcome.Error(unavailable)
         except Exception as exc:  # noqa: BLE001 - not swallowed: it is the asker's answer
-            result = outcome.Error(exc)
+            if isinstance(exc, asyncpg.PostgresError | ClientDataError) and is_poison(exc):
+                # Input that passed validation but not PostgreSQL (a NUL byte, say): the
+                # asker's error, not a server error.
+                failed = ValidationFailed([FieldError("body", describe_error(exc))])
+                result = outcome.Error(failed)
+            elif is_outage(exc):
+                unavailable = StoreUnavailable(f"PostgreSQL is unavailable ({describe_error(exc)})")
+                result = outcome.Error(unavailable)
+            else:
+                result = outcome.Error(exc)
         finally:
             limiter.release_on_behalf_of(query)
         with contextlib.suppress(

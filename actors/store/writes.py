@@ -14,6 +14,12 @@ for one, so a NUL anywhere in a record (a caller's number, a model's transcript,
 function's arguments) would lose the call's record: every text value, and every string
 inside a JSON value before it is encoded, has its NULs replaced by U+FFFD here, where
 all rows are made (``engine/safe_text.py without_nul``).
+
+Every value is bounded here too, so no record is refused for its size: text beyond its
+column's bound is cut (with a marked end), a JSON value beyond its bound is replaced by
+its cut text under ``{"truncated": true}``. A key (a CallSid, a project id) is never cut,
+since a cut key would merge into another call's row: one too long to be a key is refused
+(``RecordRefused``) and set aside by the store.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from actors.store.write_errors import RecordRefused
 from engine.messages import CallUpdated, EventLogWritten, FunctionCallRecorded
 from engine.safe_text import without_nul
 
@@ -105,23 +112,48 @@ def _upsert_call_sql() -> str:
 UPSERT_CALL = _upsert_call_sql()
 
 
+# Bounds, in characters. Keys: Twilio's SIDs are 34; ours are short slugs and UUIDs.
+KEY_MAX = 64
+TEXT_MAX = {"short": 256, "message": 8000, "error": 4000}
+JSON_MAX = {"transcript": 1 << 20, "usage": 16 << 10, "arguments": 64 << 10,
+            "metadata": 64 << 10}  # fmt: skip
+CUT_MARK = " [...]"
+
+
+def _key(name: str, value: str | None) -> str | None:
+    if value is not None and len(value) > KEY_MAX:
+        raise RecordRefused(f"{name} is {len(value)} characters: over {KEY_MAX}, not a key")
+    return value
+
+
+def _text(value: str | None, kind: str = "short") -> str | None:
+    limit = TEXT_MAX[kind]
+    if value is None or len(value) <= limit:
+        return value
+    return value[: limit - len(CUT_MARK)] + CUT_MARK
+
+
 def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(without_nul(value) for value in row)
 
 
-def _json_text(value: Any) -> str:
-    return _json.encode(without_nul(value)).decode()  # before encoding: "\u0000" is refused too
+def _json_text(value: Any, kind: str = "metadata") -> str:
+    text = _json.encode(without_nul(value)).decode()  # before encoding: "\u0000" is refused too
+    limit = JSON_MAX[kind]
+    if len(text) <= limit:
+        return text
+    return _json.encode({"truncated": True, "text": text[: limit - 64]}).decode()
 
 
 def event_row(record: EventLogWritten) -> tuple[Any, ...]:
     return _storable((
-        record.event_id,
+        _key("event id", record.event_id),
         record.timestamp,
-        record.level,
-        record.type,
-        record.project_id,
-        record.call_sid,
-        record.message,
+        _text(record.level),
+        _text(record.type),
+        _key("project_id", record.project_id),
+        _key("call_sid", record.call_sid),
+        _text(record.message, "message"),
         _json_text(record.metadata),
     ))  # fmt: skip
 
@@ -134,23 +166,28 @@ def call_row(record: CallUpdated) -> tuple[Any, ...]:
     # Status first, source second: one number the merge compares (see _WINS).
     values["status_rank"] = _STATUS_RANK[values["status"]] * 2 + _SOURCE_RANK[record.source]
     values["intent"] = record.intent or "unknown"
+    for column in ("call_sid", "project_id", "stream_sid"):
+        values[column] = _key(column, values[column])
+    for column in ("from_number", "to_number", "end_reason", "engine_instance", "twilio_status"):
+        values[column] = _text(values[column])
+    values["error"] = _text(values["error"], "error")
     for column in ("transcript", "usage"):
         value = values[column]
-        values[column] = None if value is None else _json_text(value)
+        values[column] = None if value is None else _json_text(value, column)
     return _storable(tuple(values[c] for c in _CALL_COLUMNS))
 
 
 def function_call_row(record: FunctionCallRecorded) -> tuple[Any, ...]:
     return _storable((
-        record.id,
-        record.call_sid,
-        record.project_id,
-        record.name,
-        _json_text(record.arguments),
+        _key("function call id", record.id),
+        _key("call_sid", record.call_sid),
+        _key("project_id", record.project_id),
+        _text(record.name),
+        _json_text(record.arguments, "arguments"),
         record.outcome,
         record.http_status,
         record.latency_ms,
-        record.error,
+        _text(record.error, "error"),
         record.at,
     ))  # fmt: skip
 
