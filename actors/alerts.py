@@ -247,8 +247,7 @@ class AlertActor:
         row = EventLogWritten.from_alert(alert)
         if outgoing.count > 1:
             row = msgspec.structs.replace(row, metadata=row.metadata | {"count": outgoing.count})
-        with trio.move_on_after(STORE_SEND_TIMEOUT_S):
-            await self._store.send(row)
+        if await self._store.send_within(row, STORE_SEND_TIMEOUT_S):
             return
         self._event_log_lost_total += 1
         log.error("event_log row for alert %s lost: the store's inbox stayed full", alert.type)

@@ -111,6 +111,12 @@ class Observability:
         }
         spool = store.spool.pending_records
         database["spooledRecords"] = spool
+        database["writes"] = _writes(store)
+        if database["status"] == "up" and not store.database_up:
+            # SELECT 1 answers, yet the records do not get in: that is down for us.
+            database["status"] = "down"
+            if details and store.last_error:
+                database["error"] = store.last_error
         if database["status"] == "down":
             status = "unhealthy"
         elif spool or model_failing or sources.admission.draining:
@@ -221,3 +227,19 @@ def _memory() -> dict[str, int]:
     except OSError:
         pass
     return usage
+
+
+def _writes(store: StoreStatistics) -> dict[str, Any]:
+    """How the store's writes are going: the honest half of the database's health."""
+
+    def seconds(value: float | None) -> float | None:
+        return None if value is None else round(value, 1)
+
+    return {
+        "lastOk": store.last_write_ok,
+        "lastSecondsAgo": seconds(store.last_write_age_s),
+        "oldestUnwrittenSeconds": seconds(store.oldest_unwritten_age_s),
+        "setAside": store.records_set_aside,
+        "spilledToSpool": store.records_spilled_total,
+        "lost": store.records_lost_total,
+    }

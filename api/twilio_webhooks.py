@@ -26,8 +26,6 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-import trio
-
 from actors.early_sessions import DiscardEarly, OpenEarly
 from api.asgi import Request, Response
 from engine.admission import Admission
@@ -267,8 +265,7 @@ class TwilioWebhooks:
         )
 
     async def _record(self, update: CallUpdated) -> None:
-        with trio.move_on_after(RECORD_SEND_TIMEOUT_S):
-            await self._store.send(update)
+        if await self._store.send_within(update, RECORD_SEND_TIMEOUT_S):
             return
         log.error("call %s: the store's inbox stayed full; record not queued", update.call_sid)
 

@@ -56,6 +56,8 @@ class Outbox(Protocol[T_contra]):
 
     async def send(self, message: T_contra) -> None: ...
 
+    async def send_within(self, message: T_contra, timeout_s: float) -> bool: ...
+
     def send_nowait(self, message: T_contra) -> bool: ...
 
 
@@ -100,6 +102,16 @@ class Mailbox(Generic[T]):
             return
         await trio.lowlevel.checkpoint()
         self.send_nowait(message)
+
+    async def send_within(self, message: T, timeout_s: float) -> bool:
+        """``send``, waiting at most ``timeout_s`` for room (``BLOCK``). False when it
+        found none: the message is lost, counted in ``dropped_total`` for the one who
+        watches this mailbox (the store alerts on it), and the caller logs it."""
+        with trio.move_on_after(timeout_s):
+            await self.send(message)
+            return True
+        self._dropped_total += 1
+        return False
 
     def send_nowait(self, message: T) -> bool:
         """Deliver without waiting. Returns whether the message was queued.

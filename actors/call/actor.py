@@ -136,7 +136,9 @@ class CallActor(Conduct, Sessions, Readers):
             setup, core, ended, intent=self._intent, started_at=started_at,
             duration_s=duration_s, first_audio_ms=self._first_audio_ms,
         )  # fmt: skip
-        await self._store.send(record)
+        if not await self._store.send_within(record, FINALISE_TIMEOUT_S):
+            log.error("call %s: the call's record not queued: the store's inbox stayed full",
+                      setup.call_sid)  # fmt: skip
         self._report(self._progress())
         first_audio_s = None if self._first_audio_ms is None else self._first_audio_ms / 1000
         status: Literal["completed", "failed"] = "failed" if ended.failed else "completed"

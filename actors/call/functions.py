@@ -90,9 +90,7 @@ class BusinessFunctions:
             project_id=setup.project.id, arguments=arguments, http_status=http_status,
             error=error,
         )  # fmt: skip
-        with trio.move_on_after(RECORD_SEND_TIMEOUT_S) as deadline:
-            await self._store.send(record)
-        if deadline.cancelled_caught:
+        if not await self._store.send_within(record, RECORD_SEND_TIMEOUT_S):
             log.error("call %s: function call record not queued (%s)", setup.call_sid, name)
         if setup.metrics is not None:
             setup.metrics.send_nowait(FunctionCalled(setup.project.id, outcome, latency_ms / 1000))

@@ -81,6 +81,14 @@ READ_LANE = Lane(concurrency=2, timeout_s=10.0, statement_timeout_ms=8000, lock_
 REPLAY_RETRY_S = 0.5
 REPLAY_RETRY_MAX_S = 10.0
 REPLAY_CHUNK_MIN = 10
+# While a write has been waiting on PostgreSQL this long, what arrives in the inbox goes
+# straight to the spool (checked every SPILL_CHECK_S): a slow or hung database never
+# leaves the inbox full, so no sender is ever refused for lack of room. Records spilled
+# during a write that then succeeds reach PostgreSQL after it from the spool; one that
+# fails is spooled behind them: the order of arrival is not kept then, which the
+# writes allow (every write is idempotent and a call's row merges in any order).
+SPILL_AFTER_S = 0.5
+SPILL_CHECK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +98,14 @@ class StoreStatistics:
     write_failures_total: int
     backlog_records: int  # in the inbox or an open batch, not yet written or spooled
     spool: SpoolStatistics
-    database_up: bool
+    database_up: bool  # False while writes fail (not only while SELECT 1 does)
     last_error: str | None
+    last_write_ok: bool | None = None  # the latest write's outcome (None: none yet)
+    last_write_age_s: float | None = None
+    oldest_unwritten_age_s: float | None = None  # in memory or in the spool
+    records_set_aside: int = 0  # refused for what they are: rejected.jsonl
+    records_spilled_total: int = 0  # sent to the spool while a write waited
+    records_lost_total: int = 0  # found the inbox full (send_within): should stay 0
 
 
 class StoreActor:
@@ -130,6 +144,11 @@ class StoreActor:
         self._next_replay_at_s = 0.0
         self._replay_chunk = batch_max
         self._last_error: str | None = None
+        self._writing_since_s: float | None = None
+        self._last_write: tuple[bool, float] | None = None  # (ok, trio time)
+        self._spooled_since_s: float | None = None
+        self._spilled_total = 0
+        self._refused_seen = 0  # the inbox's dropped_total already alerted on
         # The actor object outlives a restart by its supervisor: this says which start it is.
         self._started_once = False
 
@@ -143,6 +162,7 @@ class StoreActor:
                 if spool.pending:
                     log.warning("spool holds %d records from before: replaying", spool.pending)
                 async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._spill_while_waiting, spool)
                     for queries, lane in self._lanes:
                         nursery.start_soon(self._serve_queries, db, queries, lane, stop)
                     await self._serve(db, spool, stop)
@@ -178,7 +198,7 @@ class StoreActor:
                 await attempt.aclose()
                 self._database_down(exc)
                 if await self._collect_batch(stop, self._until_replay_s()):
-                    spool.append(self._pending)
+                    self._spool_append(spool, self._pending)
                     self._pending = []
                 continue
             await resources.enter_async_context(attempt)
@@ -196,6 +216,7 @@ class StoreActor:
 
     def statistics(self) -> StoreStatistics:
         spool = self._spool
+        now_s = trio.current_time()
         return StoreStatistics(
             records_written_total=self._written_total,
             batches_written_total=self._batches_total,
@@ -204,7 +225,29 @@ class StoreActor:
             spool=spool.statistics() if spool else SpoolStatistics(0, 0, 0, 0, 0, 0),
             database_up=self._database_up,
             last_error=self._last_error,
+            last_write_ok=None if self._last_write is None else self._last_write[0],
+            last_write_age_s=None if self._last_write is None else now_s - self._last_write[1],
+            oldest_unwritten_age_s=self._oldest_unwritten_age_s(now_s),
+            records_set_aside=spool.statistics().rejected_total if spool else 0,
+            records_spilled_total=self._spilled_total,
+            records_lost_total=self._inbox.statistics().dropped_total,
         )
+
+    def _spool_append(self, spool: Spool, records: list[StoreWrite]) -> None:
+        if records and not spool.pending:
+            self._spooled_since_s = trio.current_time()
+        spool.append(records)
+
+    def _oldest_unwritten_age_s(self, now_s: float) -> float | None:
+        spool = self._spool
+        if spool is not None and spool.pending:
+            if self._spooled_since_s is None:  # spooled before this start: at least this old
+                self._spooled_since_s = now_s
+            return now_s - self._spooled_since_s
+        self._spooled_since_s = None
+        if self._writing_since_s is not None:
+            return now_s - self._writing_since_s
+        return None
 
     async def _serve(self, db: Database, spool: Spool, stop: StopSignal) -> None:
         while not stop.requested:
@@ -246,7 +289,7 @@ class StoreActor:
         batch that did reach Postgres is harmless: the writes are idempotent)."""
         batch = self._pending
         if spool.pending:
-            spool.append(batch)  # behind the records already waiting: order is kept
+            self._spool_append(spool, batch)  # behind the records already waiting: order is kept
         else:
             try:
                 await self._write(db, batch)
@@ -254,7 +297,7 @@ class StoreActor:
                 if is_poison(exc):
                     await self._write_one_by_one(db, spool, batch, exc, spool_rest=True)
                 elif is_outage(exc):
-                    spool.append(batch)
+                    self._spool_append(spool, batch)
                     self._database_down(exc)
                 else:
                     raise
@@ -295,7 +338,15 @@ class StoreActor:
         async def unit(connection: Connection) -> None:
             await write_records(connection, records)
 
-        await db.transaction(unit, timeout_s=WRITE_TIMEOUT_S)
+        self._writing_since_s = trio.current_time()
+        try:
+            await db.transaction(unit, timeout_s=WRITE_TIMEOUT_S)
+        except BaseException:
+            self._last_write = (False, trio.current_time())
+            raise
+        finally:
+            self._writing_since_s = None
+        self._last_write = (True, trio.current_time())
         self._written_total += len(records)
         self._batches_total += 1
 
@@ -325,10 +376,30 @@ class StoreActor:
                 if not is_outage(exc):
                     raise
                 if spool_rest:
-                    spool.append(records[index:])
+                    self._spool_append(spool, records[index:])
                 self._database_down(exc)
                 return False
         return True
+
+    async def _spill_while_waiting(self, spool: Spool) -> None:
+        """Keep the inbox empty while PostgreSQL keeps a write waiting, and alert if a
+        sender ever found it full anyway (its record lost: ``send_within`` counts it)."""
+        while True:
+            await trio.sleep(SPILL_CHECK_S)
+            since_s = self._writing_since_s
+            if since_s is not None and trio.current_time() - since_s >= SPILL_AFTER_S:
+                records = self._inbox.drain_nowait()
+                if records:
+                    self._spool_append(spool, records)
+                    self._spilled_total += len(records)
+            refused = self._inbox.statistics().dropped_total
+            if refused > self._refused_seen:
+                lost = refused - self._refused_seen
+                self._refused_seen = refused
+                log.error("%d record(s) found the store's inbox full and were lost", lost)
+                self._raise_alert(
+                    AlertLevel.ERROR, "Records not queued", f"{lost} record(s) found no room"
+                )
 
     async def _serve_queries(
         self, db: Database, queries: Mailbox[StoreQuery], lane: Lane, stop: StopSignal

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import asyncpg
+import outcome
 import trio
 from trio_asyncio import aio_as_trio
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 POOL_CLOSE_TIMEOUT_S = 3.0
+RELEASE_TIMEOUT_S = 2.0  # returning a connection resets it: a round trip
+ABORT_GRACE_S = 0.5  # after terminating a connection at a deadline
 
 log = logging.getLogger("afterhours.store")
 
@@ -55,8 +58,13 @@ else:
 
 
 class Database:
-    """A pool, used from Trio. Every method takes a timeout: no external await is
-    unbounded."""
+    """A pool, used from Trio. Every method takes a timeout, and the timeout fires even
+    against a server that stopped answering mid-protocol (a SIGSTOP'd or stalled
+    PostgreSQL): cancelling asyncpg there is not enough, since its cleanup (the rollback,
+    the reset before the connection goes back to the pool) waits on the same frozen
+    socket; measured, a 5 s timeout took about 28 s to fire. So at the deadline the
+    connection in use is terminated (its socket closed at once, asyncpg's awaits fail),
+    and the caller gets ``trio.TooSlowError`` within ``ABORT_GRACE_S`` of it."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -67,27 +75,64 @@ class Database:
         """Run ``work(connection)`` (asyncio-flavoured) inside one transaction, crossing
         the bridge once. A Trio cancellation cancels the statement server-side."""
 
-        async def unit() -> T:
-            async with self._pool.acquire() as connection, connection.transaction():
+        async def in_transaction(connection: Connection) -> T:
+            async with connection.transaction():
                 return await work(connection)
 
-        with trio.fail_after(timeout_s):
-            result: T = await aio_as_trio(unit)()
-            return result
+        return await self._with_connection(in_transaction, timeout_s)
 
     async def fetchval(self, sql: str, *args: Any, timeout_s: float) -> Any:
-        with trio.fail_after(timeout_s):
-            return await aio_as_trio(self._pool.fetchval)(sql, *args)
+        async def one(connection: Connection) -> Any:
+            return await connection.fetchval(sql, *args)
+
+        return await self._with_connection(one, timeout_s)
 
     async def fetch(self, sql: str, *args: Any, timeout_s: float) -> list[asyncpg.Record]:
-        with trio.fail_after(timeout_s):
-            rows: list[asyncpg.Record] = await aio_as_trio(self._pool.fetch)(sql, *args)
-            return rows
+        async def rows(connection: Connection) -> list[asyncpg.Record]:
+            return await connection.fetch(sql, *args)
+
+        result: list[asyncpg.Record] = await self._with_connection(rows, timeout_s)
+        return result
 
     async def execute(self, sql: str, *args: Any, timeout_s: float) -> str:
-        with trio.fail_after(timeout_s):
-            status: str = await aio_as_trio(self._pool.execute)(sql, *args)
-            return status
+        async def status(connection: Connection) -> str:
+            return await connection.execute(sql, *args)
+
+        result: str = await self._with_connection(status, timeout_s)
+        return result
+
+    async def _with_connection(
+        self, work: Callable[[Connection], Awaitable[T]], timeout_s: float
+    ) -> T:
+        held: list[Connection] = []
+
+        async def unit() -> T:
+            connection = await self._pool.acquire(timeout=timeout_s)
+            held.append(connection)
+            try:
+                return await work(connection)
+            finally:
+                held.remove(connection)
+                await self._pool.release(connection, timeout=RELEASE_TIMEOUT_S)
+
+        done: list[outcome.Outcome[T]] = []
+        terminated = False
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                done.append(await outcome.acapture(aio_as_trio(unit)))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run)
+            await trio.sleep(timeout_s)
+            terminated = True
+            for connection in held:  # the deadline: no more waiting on this server
+                connection.terminate()
+            await trio.sleep(ABORT_GRACE_S)  # asyncpg unwinds on the closed socket
+            nursery.cancel_scope.cancel()  # and if it did not, cancel regardless
+        if not done or (terminated and isinstance(done[0], outcome.Error)):
+            raise trio.TooSlowError(f"no answer from PostgreSQL within {timeout_s:g} s")
+        return done[0].unwrap()
 
     async def close(self) -> None:
         with trio.move_on_after(POOL_CLOSE_TIMEOUT_S) as scope:
