@@ -73,6 +73,7 @@ if TYPE_CHECKING:
     from engine.routing import RoutingSnapshot
 
 log = logging.getLogger("afterhours.media")
+RECORD_SEND_TIMEOUT_S = 2.0  # a full store inbox is counted and alerted, never waited on for long
 
 MEDIA_PATH = "/twilio/media"
 # Twilio sends its upgrade request as soon as its connection is open (through nginx: the
@@ -338,7 +339,8 @@ class MediaServer:
                 error=str(exc),
                 ended_at=utc_now(),
             )
-            await self._store.send(failed)
+            if not await self._store.send_within(failed, RECORD_SEND_TIMEOUT_S):
+                log.error("call %s: the failed call's record not queued", call_sid)
             return
         await done.wait()
 
