@@ -147,7 +147,9 @@ class MediaServer:
         metrics: Outbox[MetricsSample] | None = None,
         refusals: Refusals | None = None,
         twilio_rest: TwilioRest | None = None,  # api/twilio_access.py; None: no transfers
+        instance: str | None = None,  # this process's id, on its calls' rows (leases.py)
     ) -> None:
+        self._instance = instance
         token = settings.twilio_auth_token
         # One key for both: the upgrade's signature and the stream token's HMAC.
         self._stream_key = token.reveal().encode() if token else b""
@@ -324,7 +326,9 @@ class MediaServer:
             session_max_s=self._settings.model_session_max_s,
             prices=self._prices_for(model, project.id),
             metrics=self._metrics,
+            engine_instance=self._instance,
         )
+        self._record_live(setup)
         done = trio.Event()
         try:
             actor = CallActor(setup, socket, self._store, self._alerts, done)
@@ -338,11 +342,33 @@ class MediaServer:
                 end_reason="call_start_failed",
                 error=str(exc),
                 ended_at=utc_now(),
+                engine_instance=self._instance,
             )
             if not await self._store.send_within(failed, RECORD_SEND_TIMEOUT_S):
                 log.error("call %s: the failed call's record not queued", call_sid)
             return
         await done.wait()
+
+    def _record_live(self, setup: CallSetup) -> None:
+        """Say that this instance carries the call, through the store as well as the claim:
+        when the claim was local only (the database did not answer) this is what names
+        the instance, brought by the spool behind the webhook's record. Without waiting:
+        a full store inbox delays no caller, and the row already names an instance."""
+        if self._instance is None:
+            return
+        live = CallUpdated(
+            setup.call_sid,
+            project_id=setup.project.id,
+            status="active",
+            stream_sid=setup.stream_sid,
+            engine_instance=self._instance,
+        )
+        try:
+            self._store.send_nowait(live)
+        except trio.WouldBlock:
+            log.warning(
+                "call %s: the store's inbox is full; its live record is skipped", setup.call_sid
+            )
 
     def _prices_for(self, model: str, project_id: str) -> Prices:
         """``model``'s prices, remembered; the first call with a deprecated model logs
@@ -387,7 +413,11 @@ class MediaServer:
         if trio.current_time() < self._local_only_until_s:
             return True
         claim = partial(
-            claim_stream, call_sid=call_sid, stream_sid=stream_sid, project_id=project_id
+            claim_stream,
+            call_sid=call_sid,
+            stream_sid=stream_sid,
+            project_id=project_id,
+            engine_instance=self._instance,
         )
         try:
             claimed: bool = await ask_store(self._setup, claim, timeout_s=CLAIM_TIMEOUT_S)

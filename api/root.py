@@ -39,6 +39,7 @@ from actors.metrics import ErrorRateRule, MetricsAggregator, MetricsSample
 from actors.model_link import ModelEndpoint
 from actors.routing import RoutingActor
 from actors.store.actor import StoreActor
+from actors.store.leases import Lease, new_instance_id
 from api.admin import AdminApi
 from api.analytics import AnalyticsApi
 from api.app import App
@@ -393,6 +394,8 @@ def _build_tree(
     setup_queries: Mailbox[StoreQuery] = Mailbox("store-setup", 64, OverflowPolicy.BLOCK)
     # BLOCK, but the listener only ever uses send_nowait: one waiting reload is enough.
     routing_inbox: Mailbox[RefreshRouting] = Mailbox("routing", 16, OverflowPolicy.BLOCK)
+    # This process's id: on every call row it carries, and on its lease (leases.py).
+    instance = new_instance_id()
     store = StoreActor(
         dsn,
         store_inbox,
@@ -402,6 +405,7 @@ def _build_tree(
         alerts=alerts_inbox,
         queries=queries,
         setup_queries=setup_queries,
+        lease=Lease(instance, settings.engine_lease_s),
     )
     routing = RoutingActor(dsn, routing_inbox, setup_queries)
     load = LoadMonitor(
@@ -450,6 +454,7 @@ def _build_tree(
         metrics=metrics_inbox,
         refusals=refusals,
         twilio_rest=access.rest,
+        instance=instance,
     )
 
     def config_warnings() -> list[ConfigWarning]:
@@ -502,6 +507,7 @@ def _build_tree(
             admission=admission,
             metrics=metrics_inbox,
             refusals=refusals,
+            instance=instance,
         ),
         observability,
         alerts_inbox,

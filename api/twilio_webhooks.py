@@ -99,8 +99,10 @@ class TwilioWebhooks:
         admission: Admission | None = None,
         metrics: Outbox[MetricsSample] | None = None,
         refusals: Refusals | None = None,
+        instance: str | None = None,  # this process's id, on the rows it creates (leases.py)
     ) -> None:
         token = settings.twilio_auth_token
+        self._instance = instance
         self._signing_key = token.reveal().encode() if token else None
         self._refusals = refusals
         self._stream_key = token.reveal().encode() if token else b""
@@ -204,6 +206,7 @@ class TwilioWebhooks:
                 to_number=to_number,
                 status="active",
                 started_at=utc_now(),
+                engine_instance=self._instance,
             )
         )
         # Wall-clock time: the stream may reach another instance (Trio's clock is per process).

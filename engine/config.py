@@ -136,6 +136,11 @@ class Settings:
     # `serve --workers N` sets WORKERS; it gives each child its WORKER_INDEX.
     workers: int
     worker_index: int | None
+    # Each engine process's lease in the database (actors/store/leases.py), renewed every
+    # quarter of it: once it expires, the process's calls still marked live are finalised
+    # failed (engine_lost). 20 s: four heartbeats must fail in a row before a live engine
+    # is taken for dead, and a dead one's calls leave the live view within half a minute.
+    engine_lease_s: float
     # Admission by load: new calls are turned away politely while this process's CPU over
     # the last second (a share of one core: the engine is one thread) or its event-loop
     # lag is at or above these, so the calls already admitted keep their latency
@@ -263,6 +268,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         ),
         workers=workers,
         worker_index=_parse_worker_index(raw.get("WORKER_INDEX"), workers),
+        engine_lease_s=_parse_seconds(
+            "ENGINE_LEASE_S", raw.get("ENGINE_LEASE_S"), 20.0, (0.5, 3600.0)
+        ),
         comparison_rate_per_min_usd=_parse_price(
             "COMPARISON_RATE_PER_MIN_USD", raw.get("COMPARISON_RATE_PER_MIN_USD")
         ),

@@ -67,6 +67,7 @@ FULL: dict[str, str] = {
     "COMPARISON_RATE_PER_MIN_USD": "0.12",
     "ADMIT_MAX_CPU": "0.7",
     "ADMIT_MAX_LOOP_LAG_S": "0.05",
+    "ENGINE_LEASE_S": "30",
     "SIMULATOR_FAULTS": "late_transcription, fail_responses=2:rate_limit_exceeded",
 }
 
@@ -110,6 +111,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         alert_error_rate_window_s=300.0,
         workers=1,
         worker_index=None,
+        engine_lease_s=20.0,
         admit_max_cpu=0.85,
         admit_max_loop_lag_s=0.04,
         comparison_rate_per_min_usd=None,

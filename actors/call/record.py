@@ -40,4 +40,5 @@ def call_record(
         cost_usd=call_cost_usd(usage, duration_s, setup.prices),
         time_to_first_audio_ms=first_audio_ms,
         stream_sid=setup.stream_sid,
+        engine_instance=setup.engine_instance,
     )

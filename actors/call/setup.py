@@ -27,6 +27,7 @@ class CallSetup:
     session_max_s: float = 3600.0  # the model's session cap (MODEL_SESSION_MAX_S)
     prices: Prices = DEFAULT_PRICES
     metrics: Outbox[MetricsSample] | None = None  # DROP_NEWEST: a metric never waits
+    engine_instance: str | None = None  # this process's lease id (actors/store/leases.py)
 
 
 class CallEnded(Exception):

@@ -29,6 +29,7 @@ import trio
 from asyncpg.exceptions._base import DataError as ClientDataError
 
 from actors.store.db import TRANSIENT_ERRORS, open_database
+from actors.store.leases import keep_lease
 from actors.store.migrations import apply_migrations, load_migrations
 from actors.store.queries import StoreUnavailable
 from actors.store.spool import Spool, SpoolStatistics
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from actors.store.db import Connection, Database
+    from actors.store.leases import Lease
     from actors.store.queries import StoreQuery
     from engine.lifecycle import StopSignal
     from engine.mailbox import Mailbox, Outbox
@@ -121,7 +123,9 @@ class StoreActor:
         connect_timeout_s: float = 10.0,
         batch_max: int = 500,
         batch_delay_s: float = 0.1,
+        lease: Lease | None = None,  # this instance's heartbeat and sweep (leases.py)
     ) -> None:
+        self._lease = lease
         self._dsn = dsn
         self._inbox = inbox
         self._spool_dir = spool_dir
@@ -165,6 +169,8 @@ class StoreActor:
                     nursery.start_soon(self._spill_while_waiting, spool)
                     for queries, lane in self._lanes:
                         nursery.start_soon(self._serve_queries, db, queries, lane, stop)
+                    if self._lease is not None:
+                        nursery.start_soon(keep_lease, db, self._lease, stop)
                     await self._serve(db, spool, stop)
                     nursery.cancel_scope.cancel()
         finally:

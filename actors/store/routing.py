@@ -13,19 +13,27 @@ if TYPE_CHECKING:
 
 
 async def claim_stream(
-    connection: Connection, call_sid: str, stream_sid: str, project_id: str
+    connection: Connection,
+    call_sid: str,
+    stream_sid: str,
+    project_id: str,
+    engine_instance: str | None = None,
 ) -> bool:
     """Bind the call to this media stream, once: the stream token's single use, shared by
     every engine instance (the stream may reach another instance than the webhook did,
     and arrive before the webhook's own record is written: the row is created if need be).
+    The claiming instance is the call's from here: its lease covers the row (leases.py).
     False when the call already has a stream."""
     claimed = await connection.fetchval(
-        "INSERT INTO calls (call_sid, project_id, stream_sid) VALUES ($1, $2, $3) "
-        "ON CONFLICT (call_sid) DO UPDATE SET stream_sid = EXCLUDED.stream_sid "
+        "INSERT INTO calls (call_sid, project_id, stream_sid, engine_instance) "
+        "VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (call_sid) DO UPDATE SET stream_sid = EXCLUDED.stream_sid, "
+        "engine_instance = COALESCE(EXCLUDED.engine_instance, calls.engine_instance) "
         "WHERE calls.stream_sid IS NULL RETURNING 1",
         call_sid,
         project_id,
         stream_sid,
+        engine_instance,
     )
     return claimed is not None
 

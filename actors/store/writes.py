@@ -65,7 +65,16 @@ _CALL_COLUMNS = (
 #   the row does not have yet, so a row never says "completed" with another update's error;
 # * started_at and answered_at keep the earliest time reported;
 # * intent keeps the most urgent (emergency > routine > unknown);
-# * the call's identity (project, numbers) keeps its first value.
+# * the call's identity (project, numbers) keeps its first value;
+# * engine_instance (the process whose lease covers the live call, leases.py) follows the
+#   stream: the instance that took the media stream (routing.py claim_stream, or an update
+#   with the stream_sid) replaces the one that answered the webhook (they differ behind a
+#   balancer, or between workers), and an update that knows no stream never replaces it;
+# * a row the lease sweep finalised ('failed', engine_lost: a guess, the instance went
+#   silent) ranks as ENGINE_LOST_RANK below: above any 'active', so a replayed spool does
+#   not revive it; equal to Twilio's 'completed', so the status callback that follows
+#   only fills in twilio_status and twilio_duration_s; below the engine's own final word,
+#   which replaces the guess (an instance cut off from the database, not dead).
 # Two updates that both lose to a third and give the same field different values (which
 # the bridge and Twilio never do: each field has one reporter) are settled by arrival.
 _STATUS_RANK = {"active": 0, "completed": 1, "missed": 2, "failed": 3}
@@ -75,9 +84,13 @@ _IDENTITY = ("project_id", "from_number", "to_number")
 _EARLIEST = ("started_at", "answered_at")
 _OUTCOME = (
     "end_reason", "error", "ended_at", "duration_s", "transcript", "usage", "cost_usd",
-    "time_to_first_audio_ms", "stream_sid", "engine_instance", "twilio_status",
-    "twilio_duration_s",
+    "time_to_first_audio_ms", "stream_sid", "twilio_status", "twilio_duration_s",
 )  # fmt: skip
+# An update that knows the stream while the row does not yet: the instance that took it;
+# and one that knows none, for a row whose stream an instance has.
+_TAKES_STREAM = "(calls.stream_sid IS NULL AND EXCLUDED.stream_sid IS NOT NULL)"
+_KNOWS_NO_STREAM = "(calls.stream_sid IS NOT NULL AND EXCLUDED.stream_sid IS NULL)"
+ENGINE_LOST_RANK = _STATUS_RANK["completed"] * 2 + _SOURCE_RANK["twilio"]
 _URGENCY = "CASE {0} WHEN 'emergency' THEN 2 WHEN 'routine' THEN 1 ELSE 0 END"
 
 
@@ -93,6 +106,13 @@ def _upsert_call_sql() -> str:
         f"ELSE COALESCE(calls.{c}, EXCLUDED.{c}) END"
         for c in _OUTCOME
     ]
+    merges.append(
+        f"engine_instance = CASE WHEN {_KNOWS_NO_STREAM} "
+        "THEN COALESCE(calls.engine_instance, EXCLUDED.engine_instance) "
+        f"WHEN {_WINS} OR {_TAKES_STREAM} "
+        "THEN COALESCE(EXCLUDED.engine_instance, calls.engine_instance) "
+        "ELSE COALESCE(calls.engine_instance, EXCLUDED.engine_instance) END"
+    )
     merges += [
         f"status = CASE WHEN {_WINS} THEN EXCLUDED.status ELSE calls.status END",
         f"status_source = CASE WHEN {_WINS} THEN EXCLUDED.status_source "
