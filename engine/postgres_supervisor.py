@@ -174,7 +174,7 @@ class SupervisedPostgres:
                 status = await self._postmaster.wait_exit()
                 nursery.cancel_scope.cancel()
             assert pid is not None
-            self._exited(PostgresExit(pid, status, trio.current_time(), self._hung, ""))
+            self._exited(pid, status)
             await self._postmaster.sweep()
             if not await self._restart():
                 self._give_up()
@@ -219,9 +219,9 @@ class SupervisedPostgres:
                 continue
             return True
 
-    def _exited(self, exit: PostgresExit) -> None:
+    def _exited(self, pid: int, status: int) -> None:
         tail = self._postmaster.log_tail()
-        exit = PostgresExit(exit.pid, exit.status, exit.at_s, exit.hung, tail)
+        exit = PostgresExit(pid, status, trio.current_time(), self._hung, tail)
         self._last_exit = exit
         self._state = "restarting"
         self._down_since_s = exit.at_s
