@@ -10,6 +10,10 @@ no secret: whether OpenAI and Twilio are configured, never their keys. Its error
 a stranger has no business learning: they are shown only to the admin token
 (``details=True``); without it each service says only its status.
 
+The embedded PostgreSQL, when the engine runs one, adds its state (``up``,
+``restarting``, ``failed``), restart count and last exit to the database's entry; while
+it is not up, the database is ``down`` without a round trip that could only time out.
+
 Overall health: ``unhealthy`` (HTTP 503) when the database does not answer;
 ``degraded`` when records wait in the spool, the last model connection failed within
 ``RECENT_MODEL_FAILURE_S``, or the engine is draining; ``healthy`` otherwise.
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from engine.admission import Admission
     from engine.group import GroupStatistics
     from engine.mailbox import MailboxStatistics, Outbox
+    from engine.postgres_supervisor import EmbeddedPostgresStatistics
     from engine.refusals import Refusals
     from engine.supervisor import SupervisorStatistics
 
@@ -72,6 +77,7 @@ class Sources:
     load: Callable[[], LoadReading] | None = None
     # Settings that leave something a project asks for undone (a transfer, say).
     config_warnings: Callable[[], list[ConfigWarning]] | None = None
+    embedded_postgres: Callable[[], EmbeddedPostgresStatistics] | None = None
 
 
 class Observability:
@@ -82,7 +88,16 @@ class Observability:
     async def detailed_health(self, *, details: bool = False) -> Response:
         """The services' status; ``details`` (the admin token) adds their error texts."""
         sources = self._sources
-        database = await self._database()
+        embedded = sources.embedded_postgres() if sources.embedded_postgres else None
+        if embedded is not None and not embedded.up:
+            database: dict[str, Any] = {
+                "status": "down",
+                "error": embedded.last_error or "the embedded PostgreSQL is restarting",
+            }
+        else:
+            database = await self._database()
+        if embedded is not None:
+            database["embedded"] = _embedded(embedded, details=details)
         if not details:
             database.pop("error", None)
         store = sources.store()
@@ -206,6 +221,24 @@ class Observability:
             },
         }
         return Response(200, body)
+
+
+def _embedded(stats: EmbeddedPostgresStatistics, *, details: bool) -> dict[str, Any]:
+    """The engine's own PostgreSQL: whether it runs, how often it was restarted, and
+    how it last ended (its server log's tail names paths: the admin token only)."""
+    body: dict[str, Any] = {"status": stats.state, "restarts": stats.restarts_total}
+    if stats.down_since_s is not None:
+        body["downForS"] = round(trio.current_time() - stats.down_since_s, 1)
+    last = stats.last_exit
+    if last is not None:
+        body["lastExit"] = {
+            "pid": last.pid,
+            "how": last.description,
+            "secondsAgo": round(trio.current_time() - last.at_s, 1),
+        }
+        if details:
+            body["lastExit"]["serverLog"] = last.log_tail
+    return body
 
 
 def _routing(routing: RoutingStatistics | None) -> dict[str, Any] | None:

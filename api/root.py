@@ -53,12 +53,12 @@ from api.twilio_webhooks import TwilioWebhooks
 from api.watchdog import ShutdownWatchdog
 from engine.admission import Admission
 from engine.children import KILL_GRACE_S
-from engine.embedded_postgres import open_embedded_postgres
 from engine.errors import StartupError
 from engine.group import DynamicGroup
 from engine.lifecycle import StopSignal
 from engine.logs import mask_secret
 from engine.mailbox import Mailbox, OverflowPolicy
+from engine.postgres_supervisor import RestartPolicy, SupervisedPostgres, open_supervised_postgres
 from engine.price_book import (
     BUILT_IN,
     PriceBook,
@@ -116,18 +116,36 @@ class Engine:
     mailboxes: dict[str, Mailbox[Any]]  # by name, as /stats lists them
     app: App
     refusals: Refusals  # what the edges turned away, by edge and reason
+    embedded_postgres: SupervisedPostgres | None = None  # without DATABASE_URL
+
+
+@dataclass(frozen=True, slots=True)
+class EngineDatabase:
+    dsn: str
+    embedded: SupervisedPostgres | None  # None with DATABASE_URL: not ours to restart
+
+
+# Module-level so that a test can make the embedded server give up in seconds.
+EMBEDDED_POSTGRES_RESTARTS = RestartPolicy()
 
 
 @asynccontextmanager
-async def open_engine_database(settings: Settings) -> AsyncIterator[str]:
-    """``DATABASE_URL`` when set; otherwise the engine's own PostgreSQL under DATA_DIR."""
+async def open_engine_database(
+    settings: Settings, on_give_up: Callable[[], None]
+) -> AsyncIterator[EngineDatabase]:
+    """``DATABASE_URL`` when set; otherwise the engine's own PostgreSQL under DATA_DIR,
+    restarted when it dies; ``on_give_up`` is called if it keeps dying."""
     if settings.database_url is not None:
-        yield settings.database_url
+        yield EngineDatabase(settings.database_url, None)
         return
-    async with open_embedded_postgres(settings.data_dir / "postgres") as server:
+    async with open_supervised_postgres(
+        settings.data_dir / "postgres",
+        on_give_up=on_give_up,
+        policy=EMBEDDED_POSTGRES_RESTARTS,
+    ) as server:
         mask_secret(urlsplit(server.dsn).password or "")
         log.info("embedded PostgreSQL on 127.0.0.1:%d (data in %s)", server.port, server.data_dir)
-        yield server.dsn
+        yield EngineDatabase(server.dsn, server)
 
 
 async def run_engine(
@@ -151,12 +169,19 @@ async def run_engine(
             # Until the database is up, a stop cancels the start-up outright; from then on
             # the supervisor handles a stop itself, in order, even while it is starting.
             with stop.interruptible() as database_start:
-                async with trio_asyncio.open_loop(), open_engine_database(settings) as dsn:
+                async with (
+                    trio_asyncio.open_loop(),
+                    open_engine_database(settings, stop.request) as database,
+                ):
                     stop.detach(database_start)
                     if not database_start.cancel_called:
                         await _run_tree(
-                            settings, dsn, stop, watchdog, drains, task_status, on_ready
+                            settings, database, stop, watchdog, drains, task_status, on_ready
                         )
+                    # The embedded PostgreSQL kept dying: the tree has stopped in order,
+                    # now the CLI says why in one line and exits 3.
+                    if database.embedded is not None and database.embedded.escalation:
+                        raise database.embedded.escalation
         finally:
             watchdog.disarm()
             nursery.cancel_scope.cancel()  # the tree is down: stop listening for signals
@@ -164,7 +189,7 @@ async def run_engine(
 
 async def _run_tree(
     settings: Settings,
-    dsn: str,
+    database: EngineDatabase,
     stop: StopSignal,
     watchdog: ShutdownWatchdog,
     drains: list[Drain],
@@ -175,9 +200,10 @@ async def _run_tree(
     refusals = Refusals()  # every edge counts what it turns away here, for /metrics
     access = twilio_access(settings)
     _log_twilio_access(access)
+    dsn = database.dsn
     tree = _build_tree(
         settings,
-        dsn,
+        database,
         load_prices(settings),
         admission,
         refusals,
@@ -206,6 +232,7 @@ async def _run_tree(
             {box.name: box for box in mailboxes},
             api.app,
             refusals,
+            database.embedded,
         )
         drains.append(drain)  # from now on a first signal drains
         # The routing snapshot is loaded by now: the projects are known. Not a refusal to
@@ -361,7 +388,7 @@ def load_prices(settings: Settings) -> PriceBook:
 
 def _build_tree(
     settings: Settings,
-    dsn: str,
+    database: EngineDatabase,
     prices: PriceBook,
     admission: Admission,
     refusals: Refusals,
@@ -388,6 +415,10 @@ def _build_tree(
         alert = alert_for(event)
         if alert is not None:
             alerts_inbox.send_nowait(alert)
+
+    dsn, embedded = database.dsn, database.embedded
+    if embedded is not None:
+        embedded.attach(alert=alerts_inbox.send_nowait, event=report)
 
     # Two query lanes (bulkheads): call setup never queues behind analytics or admin.
     queries: Mailbox[StoreQuery] = Mailbox("store-queries", 64, OverflowPolicy.BLOCK)
@@ -485,10 +516,15 @@ def _build_tree(
             load=load.reading,
             twilio=access.mode,
             config_warnings=config_warnings,
+            embedded_postgres=None if embedded is None else embedded.statistics,
         )
     )
     app = App(
-        HealthView(lambda: calls.statistics().active, admission),
+        HealthView(
+            lambda: calls.statistics().active,
+            admission,
+            embedded_postgres=None if embedded is None else embedded.statistics,
+        ),
         AdminApi(
             queries,
             settings.admin_token,

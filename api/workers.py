@@ -53,8 +53,12 @@ class Workers:
         self.exit_codes: dict[int, int] = {}
 
     async def run(self) -> int:
-        async with trio_asyncio.open_loop(), open_engine_database(self._settings) as dsn:
-            env = {**os.environ, "DATABASE_URL": dsn, "WORKERS": str(self._settings.workers)}
+        async with (
+            trio_asyncio.open_loop(),
+            open_engine_database(self._settings, self._database_gave_up) as database,
+        ):
+            env = {**os.environ, "DATABASE_URL": database.dsn}
+            env["WORKERS"] = str(self._settings.workers)
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pass_signals)
@@ -94,6 +98,12 @@ class Workers:
                 return
             log.error("worker %d exited with %d: restarting it", index, code)
             await trio.sleep(RESTART_DELAY_S)
+
+    def _database_gave_up(self) -> None:
+        """The embedded PostgreSQL kept dying (engine/postgres_supervisor.py logged why):
+        the workers drain and stop, and the parent exits 3."""
+        self._gave_up = True
+        self._signal_all(signal.SIGTERM)
 
     async def _pass_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -49,7 +49,13 @@ from engine.errors import StartupError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
-__all__ = ["EmbeddedPostgres", "find_postgres_bindir", "open_embedded_postgres"]
+__all__ = [
+    "EmbeddedPostgres",
+    "Postmaster",
+    "find_postgres_bindir",
+    "open_embedded_postgres",
+    "open_postmaster",
+]
 
 log = logging.getLogger("afterhours.postgres")
 
@@ -68,6 +74,7 @@ PG_CTL_TIMEOUT_S = PG_CTL_STOP_WAIT_S + 10.0
 PSQL_TIMEOUT_S = 15.0
 PROBE_TIMEOUT_S = 5.0
 READY_POLL_INTERVAL_S = 0.05
+SWEEP_TIMEOUT_S = 2.0  # SIGKILLed backends are gone in milliseconds
 LOG_TAIL_LINES = 5
 
 _NOT_FOUND = (
@@ -500,51 +507,162 @@ async def open_embedded_postgres(
     ``port`` or else on a free port.
 
     Yields once the server accepts connections and database ``afterhours`` exists; stops
-    the server on exit, whether by return, error or cancellation.
+    the server on exit, whether by return, error or cancellation. Nothing restarts it if
+    it dies: ``open_postmaster`` and engine/postgres_supervisor.py do that.
     """
-    with _exclusive(data_dir):
-        async with _running_server(
-            data_dir, ready_timeout_s, stop_timeout_s, bindir, port
-        ) as server:
-            yield server
+    async with open_postmaster(
+        data_dir,
+        ready_timeout_s=ready_timeout_s,
+        stop_timeout_s=stop_timeout_s,
+        bindir=bindir,
+        port=port,
+    ) as postmaster:
+        yield postmaster.server
 
 
 @asynccontextmanager
-async def _running_server(
+async def open_postmaster(
     data_dir: Path,
-    ready_timeout_s: float,
-    stop_timeout_s: float,
-    bindir: Path | None,
-    port: int | None,
-) -> AsyncIterator[EmbeddedPostgres]:
-    tools, first_run = _setup(data_dir, bindir)
-    if first_run:
-        await _initdb(tools)
-    password = _read_password(tools.data_dir)
-    if password is not None:
-        tools = tools.with_password(password)
-    await _stop_orphan(tools)
-    port = port or _free_port()
-    log_path = tools.data_dir / SERVER_LOG_NAME
-    proc = await _spawn_postmaster(tools, port, log_path)
-    try:
-        try:
-            with trio.fail_after(ready_timeout_s):
-                await _wait_ready(tools, proc, port, log_path)
-        except trio.TooSlowError:
-            raise StartupError(
-                f"embedded PostgreSQL did not become ready within {ready_timeout_s:g} s; "
-                f"see {log_path}"
-            ) from None
-        await _ensure_database(tools, port)
-        log.info("embedded PostgreSQL (pid %d) listening on 127.0.0.1:%d", proc.pid, port)
-        credentials = DB_USER if password is None else f"{DB_USER}:{password}"
-        yield EmbeddedPostgres(
-            dsn=f"postgresql://{credentials}@127.0.0.1:{port}/{DB_NAME}",
-            port=port,
-            pid=proc.pid,
-            data_dir=tools.data_dir,
+    *,
+    ready_timeout_s: float = 15.0,
+    stop_timeout_s: float = 5.0,
+    bindir: Path | None = None,
+    port: int | None = None,
+) -> AsyncIterator[Postmaster]:
+    """``open_embedded_postgres``, but yielding the ``Postmaster`` itself, started: its
+    owner may watch it and start it again on the same port (the DSN stays valid)."""
+    with _exclusive(data_dir):
+        tools, first_run = _setup(data_dir, bindir)
+        if first_run:
+            await _initdb(tools)
+        password = _read_password(tools.data_dir)
+        if password is not None:
+            tools = tools.with_password(password)
+        await _stop_orphan(tools)
+        postmaster = Postmaster(
+            tools, port or _free_port(), password, ready_timeout_s, stop_timeout_s
         )
-    finally:
-        with trio.CancelScope(shield=True):
-            await _stop_postmaster(proc, stop_timeout_s)
+        try:
+            await postmaster.start()
+            yield postmaster
+        finally:
+            await postmaster.stop()
+
+
+class Postmaster:
+    """Our one postmaster, on one port for the engine's lifetime. ``start`` may be
+    called again after it exited: every connection string handed out stays valid."""
+
+    def __init__(
+        self,
+        tools: _Tools,
+        port: int,
+        password: str | None,
+        ready_timeout_s: float,
+        stop_timeout_s: float,
+    ) -> None:
+        self._tools = tools
+        self.port = port
+        self.log_path = tools.data_dir / SERVER_LOG_NAME
+        self._password = password
+        self._ready_timeout_s = ready_timeout_s
+        self._stop_timeout_s = stop_timeout_s
+        self._proc: trio.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The current postmaster's pid; ``None`` before the first start."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def server(self) -> EmbeddedPostgres:
+        assert self._proc is not None, "start() first"
+        credentials = DB_USER if self._password is None else f"{DB_USER}:{self._password}"
+        return EmbeddedPostgres(
+            dsn=f"postgresql://{credentials}@127.0.0.1:{self.port}/{DB_NAME}",
+            port=self.port,
+            pid=self._proc.pid,
+            data_dir=self._tools.data_dir,
+        )
+
+    async def start(self) -> None:
+        """Spawn the postmaster and return once it accepts connections and database
+        ``afterhours`` exists. ``StartupError`` (the child stopped again) otherwise."""
+        proc = await _spawn_postmaster(self._tools, self.port, self.log_path)
+        self._proc = proc
+        try:
+            try:
+                with trio.fail_after(self._ready_timeout_s):
+                    await _wait_ready(self._tools, proc, self.port, self.log_path)
+            except trio.TooSlowError:
+                raise StartupError(
+                    "embedded PostgreSQL did not become ready within "
+                    f"{self._ready_timeout_s:g} s; see {self.log_path}"
+                ) from None
+            await _ensure_database(self._tools, self.port)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _stop_postmaster(proc, self._stop_timeout_s)
+            raise
+        log.info("embedded PostgreSQL (pid %d) listening on 127.0.0.1:%d", proc.pid, self.port)
+
+    async def wait_exit(self) -> int:
+        """Until the current postmaster exits (the kernel tells trio: no polling); its
+        status, negative for the signal that killed it."""
+        assert self._proc is not None, "start() first"
+        return await self._proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its backends (its process group)."""
+        if self._proc is not None and self._proc.returncode is None:
+            with suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    async def sweep(self) -> None:
+        """After the postmaster died: kill the backends it left behind and wait (bounded)
+        until they are gone, because a new postmaster refuses to start while one of them
+        still holds the old shared memory. They lead no life of their own: they are
+        reparented away from us, so they are found by process group in /proc."""
+        if self._proc is None:
+            return
+        group = self._proc.pid
+        with suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        with trio.move_on_after(SWEEP_TIMEOUT_S):
+            while _group_alive(group):  # noqa: ASYNC110 - no event tells us; bounded
+                await trio.sleep(READY_POLL_INTERVAL_S)
+
+    async def accepting(self) -> bool | None:
+        """Whether the server answers ``pg_isready``: True (accepting), False (it
+        answered: starting, recovering, shutting down), ``None`` (no answer at all)."""
+        probe = self._tools.argv("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(self.port))
+        probe += ["-U", DB_USER, "-d", "postgres", "-t", str(int(PROBE_TIMEOUT_S))]
+        try:
+            result = await self._tools.run(probe, timeout_s=PROBE_TIMEOUT_S + 1.0)
+        except StartupError:  # pg_isready itself did not finish: as good as no answer
+            return None
+        # pg_isready: 0 accepting, 1 rejecting, 2 no response, 3 no attempt made.
+        return {0: True, 1: False}.get(result.returncode)
+
+    def log_tail(self) -> str:
+        return _log_tail(self.log_path)
+
+    async def stop(self) -> None:
+        """Fast shutdown, then SIGKILL (bounded, shielded); nothing if never started."""
+        if self._proc is not None:
+            with trio.CancelScope(shield=True):
+                await _stop_postmaster(self._proc, self._stop_timeout_s)
+
+
+def _group_alive(group: int) -> bool:
+    """True while a live (not zombie) process of process group ``group`` exists."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
