@@ -88,9 +88,13 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
         await setup_project(engine)
         busy_until_s = trio.current_time() + 2.5
 
-        async def hog() -> None:  # 15 ms of CPU at a time, with a checkpoint between
+        # 60 ms of CPU at a time, with a checkpoint between: past the lag limit (40 ms)
+        # whatever else the machine runs. (15 ms spins overloaded only an idle machine: on
+        # a busy one the process gets 2/3 of a core, under the CPU limit, and a 15 ms lag
+        # is under the lag limit, so the engine rightly took the call.)
+        async def hog() -> None:
             while trio.current_time() < busy_until_s:
-                spin_until = time.perf_counter() + 0.015
+                spin_until = time.perf_counter() + 0.06
                 while time.perf_counter() < spin_until:
                     pass
                 await trio.lowlevel.checkpoint()
