@@ -121,7 +121,9 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
         )
     assert b"<Dial" in refused.body
     assert PROJECT["on_call_number"].encode() in refused.body
-    assert refused_after_s < 1.0
+    # At once, by Twilio's measure (it waits 15 s for a webhook): within 3 s even on a
+    # machine whose cores two CPU hogs share with the engine and its in-process spinner.
+    assert refused_after_s < 3.0
     assert (record["end_reason"], record["project_id"]) == ("engine_overloaded", "smith-plumbing")
     assert b"<Connect><Stream" in answered
     assert by_cpu + by_lag >= 1  # this caller, and those the engine turned away after
