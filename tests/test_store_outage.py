@@ -238,29 +238,3 @@ async def test_a_store_restarted_during_an_outage_starts_and_spools(
                 calls = await db.fetchval("SELECT count(*) FROM calls", timeout_s=5)
             await server.stop()
     assert calls == 25
-
-
-async def test_a_store_that_saw_an_outage_with_nothing_to_spool_says_the_database_is_back(
-    aio_loop: None, base_dir: Path
-) -> None:
-    inbox: Mailbox[StoreWrite] = Mailbox("store", 64, OverflowPolicy.BLOCK)
-    with trio.fail_after(WAIT_S):
-        async with trio.open_nursery() as nursery:
-            server = Server(nursery, base_dir / "postgres", free_port())
-            dsn = await server.start()
-            store = StoreActor(dsn, inbox, spool_dir=base_dir / "spool", batch_delay_s=0.01)
-            running = RunningStore(store, inbox)
-            first = StopSignal()
-            async with trio.open_nursery() as first_run:
-                await first_run.start(store.run, first)
-                first.request()
-            await server.stop()
-            second = StopSignal()
-            await nursery.start(store.run, second)  # restarted in the outage: no records
-            await running.wait_until(lambda: not stats(running).database_up)
-            await server.start()
-            await running.send(burst(0, 1))  # the first records after it: written directly
-            await running.wait_until(lambda: stats(running).records_written_total == 4)
-            assert stats(running).database_up
-            second.request()
-            await server.stop()
