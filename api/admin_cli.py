@@ -90,6 +90,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add.add_argument("number")
     add.add_argument("--project", required=True)
     add.add_argument("--system", default="openai", choices=("openai", "vapi"))
+    add.add_argument("--vapi-phone-number-id", help="Vapi's id for the number (for --system vapi)")
+    add.add_argument("--vapi-assistant-id", help="the Vapi assistant to answer it (optional)")
     key = commands.add_parser("key", help="manage analytics API keys").add_subparsers(
         dest="action", required=True
     )
@@ -178,6 +180,9 @@ def _list(client: AdminClient, args: argparse.Namespace) -> None:
 
 def _add_number(client: AdminClient, args: argparse.Namespace) -> None:
     body = {"number": args.number, "system": args.system}
+    for field in ("vapi_phone_number_id", "vapi_assistant_id"):
+        if getattr(args, field):
+            body[field] = getattr(args, field)
     client.expect((201,), "POST", f"/admin/projects/{quote(args.project)}/phone-numbers", body)
     print(f"{args.number} ({args.system}) now belongs to {args.project}")
 

@@ -15,20 +15,19 @@ import subprocess
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import trio
-
 from api.admin_cli import add_commands, run_command
-from api.root import Engine, run_engine
-from api.simulate_cli import add_commands as add_simulation_commands
-from api.simulate_cli import run_command as run_simulation
-from api.workers import Workers
+from api.simulate_args import add_commands as add_simulation_commands
 from engine import __version__
 from engine.config import Settings, load_settings
 from engine.errors import StartupError, find_escalation, find_startup_error
 from engine.local_secrets import ensure_local_secrets, prepare_data_dir
 from engine.logs import configure_logging
+
+if TYPE_CHECKING:
+    from api.root import Engine
 
 log = logging.getLogger("afterhours")
 
@@ -69,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"afterhours: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.command in ("call", "simulate"):
+        # Imported here: the engine's modules (openai's types above all) take a second or
+        # more to import, which a command that only talks to the admin API never needs.
+        from api.simulate_cli import run_command as run_simulation
+
         return run_simulation(args, settings)
     return run_command(args, settings)
 
@@ -88,6 +91,11 @@ def _bench(name: str, options: list[str]) -> int:
 
 
 def _serve(env_file: Path) -> int:
+    import trio  # see main: only serve needs the engine and its runtime
+
+    from api.root import run_engine
+    from api.workers import Workers
+
     try:
         settings = load_settings(os.environ, env_file)
         prepare_data_dir(settings.data_dir)  # ownership checked even when no token is made

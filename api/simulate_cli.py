@@ -23,25 +23,13 @@ import trio
 
 from api.twilio_access import twilio_access
 from engine.config import Secret
-from engine.simulator.caller import CALLER_SCRIPTS, CallerConfig, CallSummary, place_call
+from engine.simulator.caller import CallerConfig, CallSummary, place_call
 from engine.simulator.twilio_rest import SimulatedTwilio
 
 if TYPE_CHECKING:
     import argparse
 
     from engine.config import Settings
-
-
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    one = commands.add_parser("call", help="place one simulated call through the engine")
-    many = commands.add_parser("simulate", help="place many simulated calls, some at once")
-    many.add_argument("--calls", type=int, default=10)
-    many.add_argument("--concurrency", type=int, default=5)
-    for sub in (one, many):
-        sub.add_argument("--to", required=True, help="the project's number (E.164)")
-        sub.add_argument("--from", dest="from_number", default="+15550100000")
-        sub.add_argument("--script", default="conversation", choices=sorted(CALLER_SCRIPTS))
-        sub.add_argument("--url", help="the engine's base URL (default: http://HOST:PORT)")
 
 
 RECORD_WAIT_S = 10.0  # the store writes in batches: a record is final within moments

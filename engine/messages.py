@@ -85,12 +85,13 @@ class CallUpdated(msgspec.Struct, frozen=True, tag="call", tag_field="record"):
     any engine instance (Twilio's status callback reaches whichever instance the balancer
     picks): the merge rules in ``actors/store/writes.py`` make the result independent of
     the order, and applying the same update twice changes nothing.
-    ``source`` is ``engine`` (the call bridge, which knows how the call went) or
-    ``twilio`` (the status callback, which knows only that the call ended).
+    ``source`` is ``engine`` (the call bridge, which knows how the call went),
+    ``twilio`` (the status callback, which knows only that the call ended) or ``vapi``
+    (Vapi's server messages about a call it answered, which know how it went).
     """
 
     call_sid: str
-    source: Literal["engine", "twilio"] = "engine"
+    source: Literal["engine", "twilio", "vapi"] = "engine"
     project_id: str | None = None
     from_number: str | None = None
     to_number: str | None = None
@@ -110,6 +111,9 @@ class CallUpdated(msgspec.Struct, frozen=True, tag="call", tag_field="record"):
     engine_instance: str | None = None
     twilio_status: str | None = None
     twilio_duration_s: int | None = None
+    system: Literal["openai", "vapi"] | None = None  # which system answered
+    vapi_call_id: str | None = None
+    summary: str | None = None  # Vapi's end-of-call summary
 
 
 class FunctionCallRecorded(msgspec.Struct, frozen=True, tag="function_call", tag_field="record"):

@@ -27,6 +27,10 @@ from engine.pricing import REALTIME_PRICES, built_in_prices
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 SYSTEMS = ("openai", "vapi")
+# Who answers a caller of a Vapi number when Vapi does not take the call in time: this
+# engine, or the project's on-call number (api/vapi_calls.py).
+VAPI_FALLBACKS = ("engine", "on_call")
+_VAPI_ID_MAX_CHARS = 64
 FUNCTION_TIMEOUT_MAX_S = 30.0
 MAX_CALL_RANGE_S = (30, 7200)
 SILENCE_TIMEOUT_RANGE_S = (5, 600)
@@ -82,6 +86,7 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     vad_threshold: float = 0.5
     vad_silence_ms: int = 500
     vad_prefix_padding_ms: int = 300
+    vapi_fallback: Literal["engine", "on_call"] = "engine"
 
     def public_dict(self) -> dict[str, Any]:
         """Every field for API output, except that the secret becomes
@@ -93,10 +98,14 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PhoneNumber(msgspec.Struct, frozen=True):
-    """A number that rings a project, and which realtime system answers it."""
+    """A number that rings a project, and which realtime system answers it. A number on
+    ``vapi`` is created on Vapi's side with ``vapi_phone_number_id`` (Vapi's id for the
+    number, required to answer there) and optionally ``vapi_assistant_id``."""
 
     number: str
     system: Literal["openai", "vapi"] = "openai"
+    vapi_phone_number_id: str | None = None
+    vapi_assistant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,17 +179,71 @@ def patch_project(existing: Project, changes: Mapping[str, Any]) -> Project:
 
 
 def parse_phone_number(data: Mapping[str, Any]) -> PhoneNumber:
-    """Validate a phone number assignment: ``number`` (E.164) and ``system``."""
-    errors = _unknown_fields(data, ("number", "system"))
+    """Validate a phone number assignment: ``number`` (E.164), ``system`` and the Vapi ids."""
+    errors = _unknown_fields(data, ("number", *_NUMBER_FIELDS))
     if "number" not in data:
         errors.append(FieldError("number", "required"))
     else:
         _check_field(errors, "number", data["number"], _STRING, _e164_problem)
-    if "system" in data:
-        _check_field(errors, "system", data["system"], _STRING, _system_problem)
+    errors.extend(_number_field_errors(data))
+    number = None if errors else _number_of(data["number"], data)
+    if number is not None:
+        errors.extend(_vapi_number_errors(number))
+    if errors or number is None:
+        raise ValidationFailed(errors)
+    return number
+
+
+def patch_phone_number(existing: PhoneNumber, changes: Mapping[str, Any]) -> PhoneNumber:
+    """``existing`` with ``changes`` (``system``, ``vapi_phone_number_id``,
+    ``vapi_assistant_id``; null clears an id) applied, validated as a whole: a number
+    moved to ``vapi`` needs Vapi's id for it, sent now or already stored."""
+    errors = _unknown_fields(changes, _NUMBER_FIELDS)
+    if "number" in changes:
+        errors.append(FieldError("number", "the number is the path's: release it and add another"))
+    errors.extend(_number_field_errors(changes))
     if errors:
         raise ValidationFailed(errors)
-    return PhoneNumber(data["number"], data.get("system", "openai"))
+    merged = {field: getattr(existing, field) for field in _NUMBER_FIELDS} | dict(changes)
+    number = _number_of(existing.number, merged)
+    errors = _vapi_number_errors(number)
+    if errors:
+        raise ValidationFailed(errors)
+    return number
+
+
+_NUMBER_FIELDS = ("system", "vapi_phone_number_id", "vapi_assistant_id")
+
+
+def _number_field_errors(data: Mapping[str, Any]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if "system" in data:
+        _check_field(errors, "system", data["system"], _STRING, _system_problem)
+    for field in ("vapi_phone_number_id", "vapi_assistant_id"):
+        if data.get(field) is not None:
+            _check_field(errors, field, data[field], _STRING, _vapi_id_problem)
+    return errors
+
+
+def _number_of(number: str, data: Mapping[str, Any]) -> PhoneNumber:
+    return PhoneNumber(
+        number,
+        data.get("system") or "openai",
+        data.get("vapi_phone_number_id") or None,
+        data.get("vapi_assistant_id") or None,
+    )
+
+
+def _vapi_number_errors(number: PhoneNumber) -> list[FieldError]:
+    if number.system == "vapi" and number.vapi_phone_number_id is None:
+        return [
+            FieldError(
+                "vapi_phone_number_id",
+                "required for a number on vapi: Vapi's id for this number (its dashboard, "
+                "Phone Numbers), which the request that hands it a call names",
+            )
+        ]
+    return []
 
 
 # -- project fields -----------------------------------------------------------------------
@@ -307,6 +370,18 @@ _e164_problem = _rule(is_e164, "is not an E.164 number (+ and 7-15 digits, e.g. 
 _system_problem = _rule(
     lambda value: value in SYSTEMS, f"is not a system; use one of {', '.join(SYSTEMS)}"
 )
+_vapi_fallback_problem = _rule(
+    lambda value: value in VAPI_FALLBACKS,
+    f"is not a fallback; use one of {', '.join(VAPI_FALLBACKS)}",
+)
+_vapi_id_problem = _rule(
+    lambda value: (
+        0 < len(value) <= _VAPI_ID_MAX_CHARS
+        and value.isprintable()
+        and not any(c.isspace() for c in value)
+    ),
+    f"is not a Vapi id: 1 to {_VAPI_ID_MAX_CHARS} printable characters, no spaces",
+)
 _tool_name_problem = _rule(
     lambda value: _TOOL_NAME.fullmatch(value) is not None,
     "is not a tool name: use 1 to 64 letters, digits, _ or - (e.g. book_visit)",
@@ -411,6 +486,7 @@ _SPECS: dict[str, tuple[_Kind, bool, _Problem]] = {
     "vad_threshold": (_NUMBER, False, _vad_threshold_problem),
     "vad_silence_ms": (_INTEGER, False, _ms_problem(100, 3000)),
     "vad_prefix_padding_ms": (_INTEGER, False, _ms_problem(0, 2000)),
+    "vapi_fallback": (_STRING, False, _vapi_fallback_problem),
 }
 
 

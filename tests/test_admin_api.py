@@ -172,7 +172,10 @@ async def test_phone_numbers_belong_to_one_project(fresh_database: str, tmp_path
             "POST", numbers, json={"number": "+15550001111", "system": "openai"}, token=ADMIN_TOKEN
         )
         switched = await http_request(
-            "POST", numbers, json={"number": "+15550001111", "system": "vapi"}, token=ADMIN_TOKEN
+            "POST",
+            numbers,
+            json={"number": "+15550001111", "system": "vapi", "vapi_phone_number_id": "pn-1"},
+            token=ADMIN_TOKEN,
         )
         stolen = await http_request(
             "POST",
@@ -201,12 +204,22 @@ async def test_phone_numbers_belong_to_one_project(fresh_database: str, tmp_path
         "number": "+15550001111",
         "system": "openai",
         "project_id": "smith-plumbing",
+        "vapi_phone_number_id": None,
+        "vapi_assistant_id": None,
     }
     assert (switched.status, switched.json()["system"]) == (201, "vapi")
     assert fields(stolen) == {"number": "+15550001111 is already owned by project 'smith-plumbing'"}
     assert set(fields(bad)) == {"number", "system"}
     assert unknown_project.status == 404
-    assert view.json()["phone_numbers"] == [{"number": "+15550001111", "system": "vapi"}]
+    assert view.json()["phone_numbers"] == [
+        {
+            "number": "+15550001111",
+            "project_id": "smith-plumbing",
+            "system": "vapi",
+            "vapi_phone_number_id": "pn-1",
+            "vapi_assistant_id": None,
+        }
+    ]
     assert removed.status == 204
     assert removed_again.status == 404
 

@@ -64,7 +64,7 @@ async def test_number_add_and_key_create(fresh_database: str, tmp_path: Path) ->
         url = engine.bound_urls[0]
         await cli(url, "project", "apply", str(EXAMPLE))
         added = await cli(url, "number", "add", "+15550009999", "--project", "smith-plumbing",
-                          "--system", "vapi")  # fmt: skip
+                          "--system", "vapi", "--vapi-phone-number-id", "pn-9")  # fmt: skip
         key = await cli(url, "key", "create", "--project", "smith-plumbing", "--name", "dash")
         bad_number = await cli(url, "number", "add", "555", "--project", "smith-plumbing")
         no_project = await cli(url, "key", "create", "--project", "nobody")

@@ -56,7 +56,7 @@ async def seeded(engine: Engine, dsn: str) -> dict[str, str]:
         added = await http_request(
             "POST",
             f"{base}/admin/projects/acme/phone-numbers",
-            json={"number": number, "system": system},
+            json={"number": number, "system": system, "vapi_phone_number_id": "pn-3"},
             token=ADMIN_TOKEN,
         )
         assert added.status == 201, added.body

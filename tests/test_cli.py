@@ -289,3 +289,10 @@ async def test_workers_share_the_ports_and_the_database_and_stop_together(
     assert postgres_pids(cluster) == []  # the parent's PostgreSQL stopped after the workers
     assert "worker 0 stopped (exit 0)" in engine.output
     assert "worker 1 stopped (exit 0)" in engine.output
+
+
+def test_the_cli_script_names_are_the_simulated_callers() -> None:
+    from api.simulate_args import CALLER_SCRIPT_NAMES
+    from engine.simulator.caller import CALLER_SCRIPTS
+
+    assert sorted(CALLER_SCRIPT_NAMES) == sorted(CALLER_SCRIPTS)

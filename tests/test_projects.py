@@ -61,6 +61,7 @@ FULL: dict[str, Any] = {
     "vad_threshold": 0.7,
     "vad_silence_ms": 800,
     "vad_prefix_padding_ms": 200,
+    "vapi_fallback": "on_call",
 }
 ID_TEXT = (
     "is not a project id: use 2 to 63 lowercase letters, digits and hyphens, starting with "
@@ -711,8 +712,8 @@ def test_is_e164(text: str, valid: bool) -> None:
             id="openai",
         ),
         pytest.param(
-            {"number": "+15551234567", "system": "vapi"},
-            PhoneNumber("+15551234567", "vapi"),
+            {"number": "+15551234567", "system": "vapi", "vapi_phone_number_id": "pn-1"},
+            PhoneNumber("+15551234567", "vapi", "pn-1"),
             id="vapi",
         ),
     ],

@@ -61,7 +61,8 @@ async def setup_project(engine: Engine) -> None:
     for number, system in ((ANSWERED, "openai"), (ELSEWHERE, "vapi")):
         added = await http_request(
             "POST", f"{base}/smith-plumbing/phone-numbers",
-            json={"number": number, "system": system}, token=ADMIN_TOKEN,
+            json={"number": number, "system": system, "vapi_phone_number_id": "pn-1"},
+            token=ADMIN_TOKEN,
         )  # fmt: skip
         assert added.status == 201
 

@@ -33,6 +33,7 @@ _PROJECT_COLUMNS = (
     "id", "name", "timezone", "greeting", "instructions", "voice", "language", "tools",
     "function_url", "function_secret", "function_timeout_s", "on_call_number", "max_call_s",
     "silence_timeout_s", "vad_threshold", "vad_silence_ms", "vad_prefix_padding_ms", "model",
+    "vapi_fallback",
 )  # fmt: skip
 _json = msgspec.json.Encoder()
 
@@ -64,12 +65,21 @@ def project_from_row(row: asyncpg.Record) -> Project:
     return msgspec.convert(data, Project)
 
 
-async def _numbers(connection: Connection, project_id: str) -> list[dict[str, str]]:
+NUMBER_COLUMNS = "number, project_id, system, vapi_phone_number_id, vapi_assistant_id"
+
+
+def number_view(row: asyncpg.Record) -> dict[str, Any]:
+    """A phone_numbers row as API output (Vapi's ids are identifiers, not secrets)."""
+    return {column: row[column] for column in NUMBER_COLUMNS.split(", ")}
+
+
+async def _numbers(connection: Connection, project_id: str) -> list[dict[str, Any]]:
     rows = await connection.fetch(
-        "SELECT number, system FROM phone_numbers WHERE project_id = $1 ORDER BY number",
+        f"SELECT {NUMBER_COLUMNS} FROM phone_numbers "  # noqa: S608 -- constant columns
+        "WHERE project_id = $1 ORDER BY number",
         project_id,
     )
-    return [{"number": row["number"], "system": row["system"]} for row in rows]
+    return [number_view(row) for row in rows]
 
 
 async def _view(connection: Connection, project: Project) -> dict[str, Any]:
@@ -172,26 +182,33 @@ async def delete_project(connection: Connection, project_id: str) -> None:
 
 async def add_phone_number(
     connection: Connection, project_id: str, number: PhoneNumber
-) -> dict[str, str]:
+) -> dict[str, Any]:
+    """Add ``number`` to the project, or (the project's own number) replace its system and
+    Vapi ids; a number another project owns is refused."""
     if await connection.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
         raise NotFound(f"no project {project_id!r}")
-    owner = await connection.fetchval(
-        "INSERT INTO phone_numbers (number, project_id, system) VALUES ($1, $2, $3) "
-        "ON CONFLICT (number) DO UPDATE SET system = EXCLUDED.system "
+    row = await connection.fetchrow(
+        "INSERT INTO phone_numbers (number, project_id, system, vapi_phone_number_id, "  # noqa: S608
+        "vapi_assistant_id) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT (number) DO UPDATE SET system = EXCLUDED.system, "
+        "vapi_phone_number_id = EXCLUDED.vapi_phone_number_id, "
+        "vapi_assistant_id = EXCLUDED.vapi_assistant_id, updated_at = now() "
         "WHERE phone_numbers.project_id = EXCLUDED.project_id "
-        "RETURNING project_id",
+        f"RETURNING {NUMBER_COLUMNS}",
         number.number,
         project_id,
         number.system,
+        number.vapi_phone_number_id,
+        number.vapi_assistant_id,
     )
-    if owner is None:
+    if row is None:
         other = await connection.fetchval(
             "SELECT project_id FROM phone_numbers WHERE number = $1", number.number
         )
         raise ValidationFailed(
             [FieldError("number", f"{number.number} is already owned by project {other!r}")]
         )
-    return {"number": number.number, "system": number.system, "project_id": project_id}
+    return number_view(row)
 
 
 async def delete_phone_number(connection: Connection, number: str) -> None:

@@ -57,8 +57,13 @@ async def load_snapshot(connection: Connection) -> RoutingSnapshot:
             row["project_id"],
             row["system"],
             projects[row["project_id"]].on_call_number,
+            row["vapi_phone_number_id"],
+            row["vapi_assistant_id"],
         )
-        for row in await connection.fetch("SELECT number, project_id, system FROM phone_numbers")
+        for row in await connection.fetch(
+            "SELECT number, project_id, system, vapi_phone_number_id, vapi_assistant_id "
+            "FROM phone_numbers"
+        )
         if row["project_id"] in projects
     }
     keys = await connection.fetch(

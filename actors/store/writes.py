@@ -56,7 +56,7 @@ _CALL_COLUMNS = (
     "status_rank", "intent",
     "end_reason", "error", "started_at", "answered_at", "ended_at", "duration_s", "transcript",
     "usage", "cost_usd", "time_to_first_audio_ms", "stream_sid", "engine_instance",
-    "twilio_status", "twilio_duration_s",
+    "twilio_status", "twilio_duration_s", "system", "vapi_call_id", "summary",
 )  # fmt: skip
 
 # How a call's row merges updates, so that the result does not depend on their order:
@@ -65,7 +65,7 @@ _CALL_COLUMNS = (
 #   the row does not have yet, so a row never says "completed" with another update's error;
 # * started_at and answered_at keep the earliest time reported;
 # * intent keeps the most urgent (emergency > routine > unknown);
-# * the call's identity (project, numbers) keeps its first value;
+# * the call's identity (project, numbers, system, Vapi's call id) keeps its first value;
 # * engine_instance (the process whose lease covers the live call, leases.py) follows the
 #   stream: the instance that took the media stream (routing.py claim_stream, or an update
 #   with the stream_sid) replaces the one that answered the webhook (they differ behind a
@@ -78,13 +78,14 @@ _CALL_COLUMNS = (
 # Two updates that both lose to a third and give the same field different values (which
 # the bridge and Twilio never do: each field has one reporter) are settled by arrival.
 _STATUS_RANK = {"active": 0, "completed": 1, "missed": 2, "failed": 3}
-_SOURCE_RANK = {"twilio": 0, "engine": 1}
+# Vapi's report on a call it answered is that call's own word, as the engine's is here.
+_SOURCE_RANK = {"twilio": 0, "engine": 1, "vapi": 1}
 _WINS = "(EXCLUDED.status_rank > calls.status_rank)"
-_IDENTITY = ("project_id", "from_number", "to_number")
+_IDENTITY = ("project_id", "from_number", "to_number", "system", "vapi_call_id")
 _EARLIEST = ("started_at", "answered_at")
 _OUTCOME = (
     "end_reason", "error", "ended_at", "duration_s", "transcript", "usage", "cost_usd",
-    "time_to_first_audio_ms", "stream_sid", "twilio_status", "twilio_duration_s",
+    "time_to_first_audio_ms", "stream_sid", "twilio_status", "twilio_duration_s", "summary",
 )  # fmt: skip
 # An update that knows the stream while the row does not yet: the instance that took it;
 # and one that knows none, for a row whose stream an instance has.
@@ -186,11 +187,12 @@ def call_row(record: CallUpdated) -> tuple[Any, ...]:
     # Status first, source second: one number the merge compares (see _WINS).
     values["status_rank"] = _STATUS_RANK[values["status"]] * 2 + _SOURCE_RANK[record.source]
     values["intent"] = record.intent or "unknown"
-    for column in ("call_sid", "project_id", "stream_sid"):
+    for column in ("call_sid", "project_id", "stream_sid", "vapi_call_id"):
         values[column] = _key(column, values[column])
     for column in ("from_number", "to_number", "end_reason", "engine_instance", "twilio_status"):
         values[column] = _text(values[column])
     values["error"] = _text(values["error"], "error")
+    values["summary"] = _text(values["summary"], "message")
     for column in ("transcript", "usage"):
         value = values[column]
         values[column] = None if value is None else _json_text(value, column)

@@ -1,0 +1,25 @@
+"""The arguments of ``afterhours call`` and ``afterhours simulate`` (run by
+api/simulate_cli.py), apart from it: parsing a command line must not import the simulated
+caller, httpx and Trio, which take a second or more on a busy machine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
+
+# engine/simulator/caller.py CALLER_SCRIPTS's names (a test keeps the two the same).
+CALLER_SCRIPT_NAMES = ("conversation", "quick", "silent")
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    one = commands.add_parser("call", help="place one simulated call through the engine")
+    many = commands.add_parser("simulate", help="place many simulated calls, some at once")
+    many.add_argument("--calls", type=int, default=10)
+    many.add_argument("--concurrency", type=int, default=5)
+    for sub in (one, many):
+        sub.add_argument("--to", required=True, help="the project's number (E.164)")
+        sub.add_argument("--from", dest="from_number", default="+15550100000")
+        sub.add_argument("--script", default="conversation", choices=CALLER_SCRIPT_NAMES)
+        sub.add_argument("--url", help="the engine's base URL (default: http://HOST:PORT)")
