@@ -26,7 +26,8 @@ log = logging.getLogger("afterhours")
 
 POLL_S = 0.1
 # Once the last call has ended, Twilio's status callbacks for it are still on their way:
-# the API stays up this long for them (within the drain's budget).
+# the API stays up until this long after that call's end (within the drain's budget). A
+# stop with no call ended lately does not wait.
 CALLBACK_GRACE_S = 2.0
 
 
@@ -38,9 +39,11 @@ class Drain:
         stop: StopSignal,
         *,
         drain_timeout_s: float,
+        last_call_ended_at_s: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._admission = admission
         self._active_calls = active_calls
+        self._last_call_ended_at_s = last_call_ended_at_s
         self._stop = stop
         self._drain_timeout_s = drain_timeout_s
         self._begun = trio.Event()
@@ -75,7 +78,9 @@ class Drain:
                 # Polled: the calls group's count is a snapshot, read a few times a second.
                 while self._active_calls():  # noqa: ASYNC110
                     await trio.sleep(POLL_S)
-                await trio.sleep(CALLBACK_GRACE_S)
+                ended_at_s = self._last_call_ended_at_s()
+                if ended_at_s is not None:
+                    await trio.sleep_until(ended_at_s + CALLBACK_GRACE_S)
                 nursery.cancel_scope.cancel()
         left = self._active_calls()
         if left:

@@ -216,6 +216,7 @@ async def _run_tree(
         lambda: calls.statistics().active,
         stop,
         drain_timeout_s=settings.drain_timeout_s,
+        last_call_ended_at_s=lambda: calls.statistics().last_exit_at_s,
     )
 
     def ready(value: object = None) -> None:

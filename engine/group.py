@@ -47,6 +47,7 @@ class GroupStatistics:
     killed_total: int
     refused_total: int
     accepting: bool
+    last_exit_at_s: float | None = None  # trio.current_time() when a child last ended
 
 
 class DynamicGroup:
@@ -59,6 +60,7 @@ class DynamicGroup:
         self._report = report
         self._nursery: trio.Nursery | None = None
         self._children: dict[str, RunningChild] = {}
+        self._last_exit_at_s: float | None = None
         self._counts = dict.fromkeys(("started", "completed", "failed", "killed", "refused"), 0)
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
@@ -102,6 +104,7 @@ class DynamicGroup:
             killed_total=self._counts["killed"],
             refused_total=self._counts["refused"],
             accepting=self._nursery is not None,
+            last_exit_at_s=self._last_exit_at_s,
         )
 
     def _refusal(self, child_id: str, stopping: bool) -> str | None:
@@ -141,6 +144,7 @@ class DynamicGroup:
         self._report(ChildStarted(self.name, child_id, 0))
 
     def _note_exit(self, child: RunningChild, reason: ExitReason, error: Exception | None) -> None:
+        self._last_exit_at_s = trio.current_time()
         if reason in (ExitReason.FAILED, ExitReason.START_FAILED):
             self._counts["failed"] += 1
             detail = reason.value if error is None else describe_error(error)

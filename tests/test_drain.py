@@ -107,3 +107,50 @@ async def test_a_call_still_live_when_the_drain_runs_out_hears_a_goodbye(
         "I am sorry, I have to end our call now. Please call back in a few minutes. Goodbye."
     )
     assert record["duration_s"] < 10  # the hang-up came once the goodbye was heard
+
+
+async def _stopped_after_s(ended_before_s: float | None, live: int) -> float:
+    """How long after its begin the drain requests the stop, with ``live`` calls that end
+    one per second from then, and the last earlier call ended ``ended_before_s`` before."""
+    from api.drain import Drain
+    from engine.admission import Admission
+    from engine.lifecycle import StopSignal
+
+    begun_at_s = trio.current_time()
+    stop = StopSignal()
+    last_end = [None if ended_before_s is None else begun_at_s - ended_before_s]
+    calls = [live]
+    drain = Drain(
+        Admission(),
+        lambda: calls[0],
+        stop,
+        drain_timeout_s=30.0,
+        last_call_ended_at_s=lambda: last_end[0],
+    )
+
+    async def calls_end() -> None:
+        while calls[0]:
+            await trio.sleep(1.0)
+            calls[0] -= 1
+            last_end[0] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain.run)
+        nursery.start_soon(calls_end)
+        drain.begin()
+        await stop.wait()
+        return trio.current_time() - begun_at_s
+
+
+async def test_a_stop_with_no_call_ended_lately_does_not_wait(autojump_clock: Any) -> None:
+    assert await _stopped_after_s(None, 0) < 0.2  # no call at all: at once
+    assert await _stopped_after_s(9.0, 0) < 0.2  # the last call ended 9 s before
+
+
+async def test_the_api_stays_up_for_the_status_callbacks_of_a_call_just_ended(
+    autojump_clock: Any,
+) -> None:
+    # Its status callback is on its way: up to 2 s after the call's end.
+    assert 1.5 <= await _stopped_after_s(0.5, 0) <= 1.7
+    # Two live calls, ending 1 s and 2 s after the begin: the grace follows the last.
+    assert 4.0 <= await _stopped_after_s(None, 2) <= 4.2
