@@ -430,7 +430,7 @@ async def test_a_patch_waits_for_the_row_and_is_checked_against_what_it_became(
     assert listed.json()["phone_numbers"][0]["system"] == "openai"
 
 
-async def test_the_next_call_to_a_toggled_number_is_routed_by_its_new_system(
+async def test_the_next_call_to_a_toggled_or_released_number_is_routed_by_it(
     fresh_database: str, tmp_path: Path
 ) -> None:
     async with running_engine(fresh_database, tmp_path) as engine:
@@ -441,6 +441,8 @@ async def test_the_next_call_to_a_toggled_number_is_routed_by_its_new_system(
         here = await twilio_post(engine, "/twilio/voice", call(sid(1), ELSEWHERE))
         to_vapi = await http_request("PATCH", number, json={"system": "vapi"}, token=ADMIN_TOKEN)
         there = await twilio_post(engine, "/twilio/voice", call(sid(2), ELSEWHERE))
+        released = await http_request("DELETE", number, token=ADMIN_TOKEN)
+        gone = await twilio_post(engine, "/twilio/voice", call(sid(3), ELSEWHERE))
     assert (to_openai.status, to_vapi.status) == (200, 200)
     # Answered here at once: a media stream to this engine's own media listener.
     assert re.search(
@@ -448,6 +450,8 @@ async def test_the_next_call_to_a_toggled_number_is_routed_by_its_new_system(
     )
     # Back on vapi: not this engine's stream (what Vapi's side answers is tested with it).
     assert "/twilio/media" not in there.body.decode()
+    assert released.status == 204
+    assert "this number is not in service" in gone.body.decode()
 
 
 async def test_a_projects_keys_are_listed_without_their_hashes(
