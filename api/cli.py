@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     add_call_commands(call)
     args = parser.parse_args(argv)
     places_calls = args.command == "simulate" or (args.command == "call" and not args.action)
-    if args.command == "call" and places_calls and args.to is None:
+    if places_calls and args.to is None:  # simulate requires it itself
         call.error("the following arguments are required: --to (or: afterhours call show SID)")
     if args.command == "serve":
         if args.workers is not None:
