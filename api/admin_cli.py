@@ -1,12 +1,16 @@
-"""``afterhours project|number|key``: the admin API from the command line.
+"""``afterhours project|number|key`` and ``afterhours call show``: the admin API from the
+command line (api/admin_client.py talks to it).
 
 For operators who keep configuration in files: ``project apply FILE.toml`` creates or
 updates a project (and its ``[[phone_numbers]]``) through the running engine's admin API,
 so the CLI and HTTP share one validation and one writer; a project the engine cannot
 transfer live calls for (its ``/health/detailed`` config warnings) is warned about on
-stderr. The engine's URL comes from
-``--url`` or HOST/PORT; the token from ADMIN_TOKEN or the one the engine generated in
-DATA_DIR.
+stderr. A number's system and Vapi ids are only changed by an apply whose file states
+them: a number toggled to Vapi (``number set``, the dashboard) stays there.
+
+Every command that reads or writes a record takes ``--json`` and prints the API's JSON
+answer as it is, for scripts; the commands whose route answers nothing (``number
+remove``, ``key revoke``, ``project delete``) print one line either way.
 """
 
 from __future__ import annotations
@@ -14,126 +18,155 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+from api.admin_client import AdminClient, CliError, client_for, describe_failure
+from api.call_view import SYSTEMS, call_lines
 from engine.errors import StartupError
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from engine.config import Settings
 
-REQUEST_TIMEOUT_S = 15.0
-
-
-class CliError(Exception):
-    """One line for the operator, then exit 1."""
-
-
-@dataclass(frozen=True)
-class AdminClient:
-    base_url: str
-    token: str
-
-    def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - the operator's own engine URL
-            self.base_url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:  # noqa: S310
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            return exc.code, json.loads(raw) if raw else None
-        except (urllib.error.URLError, OSError) as exc:
-            raise CliError(
-                f"cannot reach the engine at {self.base_url} ({exc}): is `afterhours serve` "
-                "running? (or pass --url)"
-            ) from exc
-
-    def expect(self, statuses: tuple[int, ...], method: str, path: str, body: object = None) -> Any:
-        status, answer = self.call(method, path, body)
-        if status in statuses:
-            return answer
-        raise CliError(_describe_failure(status, answer))
-
-
-def _describe_failure(status: int, answer: Any) -> str:
-    if isinstance(answer, dict) and answer.get("fields"):
-        lines = [f"  {item['field']}: {item['message']}" for item in answer["fields"]]
-        return "invalid:\n" + "\n".join(lines)
-    message = answer.get("error") if isinstance(answer, dict) else answer
-    return f"HTTP {status}: {message}"
-
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    project = commands.add_parser("project", help="manage projects").add_subparsers(
-        dest="action", required=True
+    project = _group(commands, "project", "manage projects")
+    apply = _command(
+        project,
+        "apply",
+        "create or update a project from a TOML file (a number's system is kept "
+        "unless the file states it)",
     )
-    apply = project.add_parser("apply", help="create or update a project from a TOML file")
     apply.add_argument("file", type=Path)
-    project.add_parser("list", help="list projects and their numbers")
-    number = commands.add_parser("number", help="manage phone numbers").add_subparsers(
-        dest="action", required=True
+    _with_json(_command(project, "list", "list projects and their numbers"))
+    show = _with_json(_command(project, "show", "one project's settings and numbers"))
+    show.add_argument("project_id", metavar="ID")
+    delete = _command(
+        project,
+        "delete",
+        "delete a project with its numbers and keys (its call history stays); asks "
+        "nothing, so it needs --yes",
     )
-    add = number.add_parser("add", help="give a phone number to a project")
+    delete.add_argument("project_id", metavar="ID")
+    delete.add_argument("--yes", action="store_true", help="yes, delete it")
+
+    number = _group(commands, "number", "manage phone numbers")
+    listed = _with_json(_command(number, "list", "every number, its project and system"))
+    listed.add_argument("--project", help="only this project's numbers")
+    add = _with_json(
+        _command(
+            number,
+            "add",
+            "give a phone number to a project; re-adding a number of the same project "
+            "replaces its system and Vapi ids",
+        )
+    )
     add.add_argument("number")
     add.add_argument("--project", required=True)
     add.add_argument("--system", default="openai", choices=("openai", "vapi"))
-    add.add_argument("--vapi-phone-number-id", help="Vapi's id for the number (for --system vapi)")
-    add.add_argument("--vapi-assistant-id", help="the Vapi assistant to answer it (optional)")
-    key = commands.add_parser("key", help="manage analytics API keys").add_subparsers(
-        dest="action", required=True
+    _vapi_ids(add)
+    change = _with_json(
+        _command(
+            number,
+            "set",
+            "change a number's system (the toggle: the next call goes there) or Vapi ids",
+        )
     )
-    create = key.add_parser("create", help="create a read key for a project (shown once)")
+    change.add_argument("number")
+    change.add_argument("--system", choices=("openai", "vapi"))
+    _vapi_ids(change, clearable=True)
+    remove = _command(
+        number, "remove", "release a number: its callers then hear it is not in service"
+    )
+    remove.add_argument("number")
+
+    key = _group(commands, "key", "manage analytics API keys")
+    create = _with_json(_command(key, "create", "create a read key for a project (shown once)"))
     create.add_argument("--project", required=True)
     create.add_argument("--name", default="")
-    for sub in (apply, project.choices["list"], add, create):
-        sub.add_argument("--url", help="the engine's base URL (default: http://HOST:PORT)")
+    keys = _with_json(_command(key, "list", "a project's keys (never the keys themselves)"))
+    keys.add_argument("--project", required=True)
+    revoke = _command(key, "revoke", "revoke a key: it reads nothing from then on")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+
+    for group in (project, number, key):
+        for sub in group.choices.values():
+            _with_url(sub)
+
+
+def add_call_commands(call: argparse.ArgumentParser) -> None:
+    """``afterhours call show SID`` beside ``afterhours call --to NUMBER`` (which places a
+    simulated call: api/simulate_args.py)."""
+    actions = call.add_subparsers(dest="action", metavar="{show}")
+    text = "one call's record: status, transcript, function calls, cost"
+    show = _with_url(_with_json(_command(actions, "show", text)))
+    show.add_argument("call_sid", metavar="SID")
+
+
+def _group(commands: Any, name: str, text: str) -> Any:
+    return commands.add_parser(name, help=text).add_subparsers(dest="action", required=True)
+
+
+def _command(group: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose text shows in its group's list and in its own --help."""
+    sub: argparse.ArgumentParser = group.add_parser(name, help=text, description=text)
+    return sub
+
+
+def _with_json(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    return sub
+
+
+def _with_url(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub.add_argument("--url", help="the engine's base URL (default: http://HOST:PORT)")
+    return sub
+
+
+def _vapi_ids(sub: argparse.ArgumentParser, *, clearable: bool = False) -> None:
+    cleared = " ('' clears it)" if clearable else ""
+    sub.add_argument(
+        "--vapi-phone-number-id", help=f"Vapi's id for the number (needed on vapi){cleared}"
+    )
+    sub.add_argument("--vapi-assistant-id", help=f"the Vapi assistant to answer it{cleared}")
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    handlers: dict[tuple[str, str], Callable[[AdminClient, argparse.Namespace], None]] = {
+        ("project", "apply"): _apply,
+        ("project", "list"): _list_projects,
+        ("project", "show"): _show_project,
+        ("project", "delete"): _delete_project,
+        ("number", "list"): _list_numbers,
+        ("number", "add"): _add_number,
+        ("number", "set"): _set_number,
+        ("number", "remove"): _remove_number,
+        ("key", "create"): _create_key,
+        ("key", "list"): _list_keys,
+        ("key", "revoke"): _revoke_key,
+        ("call", "show"): _show_call,
+    }
     try:
-        client = AdminClient(_base_url(args.url, settings), _token(settings))
-        handler = {
-            ("project", "apply"): _apply,
-            ("project", "list"): _list,
-            ("number", "add"): _add_number,
-            ("key", "create"): _create_key,
-        }[(args.command, args.action)]
-        handler(client, args)
+        handlers[(args.command, args.action)](client_for(args.url, settings), args)
     except (CliError, StartupError) as exc:
         print(f"afterhours: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _base_url(url: str | None, settings: Settings) -> str:
-    if url:
-        return url.rstrip("/")
-    if settings.port == 0:
-        raise CliError("PORT is 0 (any free port): pass the engine's --url")
-    return f"http://{settings.host}:{settings.port}"
+def _show(args: argparse.Namespace, answer: Any, lines: Callable[[Any], list[str]]) -> None:
+    """The API's answer as JSON with ``--json``, else as ``lines`` renders it."""
+    if getattr(args, "json", False):
+        print(json.dumps(answer, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(lines(answer)))
 
 
-def _token(settings: Settings) -> str:
-    if settings.admin_token:
-        return settings.admin_token.reveal()
-    stored = settings.data_dir / "admin_token"
-    try:
-        return stored.read_text().strip()
-    except OSError:
-        raise CliError(f"no ADMIN_TOKEN: set it, or run where the engine keeps {stored}") from None
+# -- projects -----------------------------------------------------------------------------
 
 
 def _apply(client: AdminClient, args: argparse.Namespace) -> None:
@@ -145,14 +178,35 @@ def _apply(client: AdminClient, args: argparse.Namespace) -> None:
     project_id = data.get("id")
     if not isinstance(project_id, str) or not project_id:
         raise CliError(f"{args.file}: `id` is required (the project's short name)")
-    status, answer = client.call("PUT", f"/admin/projects/{quote(project_id)}", data)
+    if not isinstance(numbers, list) or not all(isinstance(n, dict) for n in numbers):
+        raise CliError(f"{args.file}: `phone_numbers` must be tables ([[phone_numbers]])")
+    path = f"/admin/projects/{quote(project_id)}"
+    status, answer = client.call("PUT", path, data)
     if status not in (200, 201):
-        raise CliError(_describe_failure(status, answer))
+        raise CliError(describe_failure(status, answer))
     print(f"{'created' if status == 201 else 'updated'} project {project_id}")
-    for entry in numbers if isinstance(numbers, list) else []:
-        client.expect((201,), "POST", f"/admin/projects/{quote(project_id)}/phone-numbers", entry)
-        print(f"  number {entry.get('number')} ({entry.get('system', 'openai')})")
+    owned = {n["number"]: n for n in answer["phone_numbers"]}
+    for entry in numbers:
+        print(f"  number {_apply_number(client, project_id, entry, owned)}")
     _warn_about(client, project_id)
+
+
+def _apply_number(
+    client: AdminClient, project_id: str, entry: dict[str, Any], owned: dict[str, dict[str, Any]]
+) -> str:
+    """A ``[[phone_numbers]]`` entry: a number the project has is patched with what the
+    entry states (nothing stated: left as it is), any other is added (the server's
+    validation names what is wrong with it, and refuses another project's number)."""
+    number = entry.get("number")
+    if isinstance(number, str) and number in owned:
+        changes = {k: v for k, v in entry.items() if k != "number"}
+        view = owned[number]
+        if changes:
+            view = client.expect((200,), "PATCH", f"/admin/phone-numbers/{quote(number)}", changes)
+    else:
+        path = f"/admin/projects/{quote(project_id)}/phone-numbers"
+        view = client.expect((201,), "POST", path, entry)
+    return f"{view['number']} ({view['system']})"
 
 
 def _warn_about(client: AdminClient, project_id: str) -> None:
@@ -169,13 +223,99 @@ def _warn_about(client: AdminClient, project_id: str) -> None:
             print(f"afterhours: warning: {warning.get('message')}", file=sys.stderr)
 
 
-def _list(client: AdminClient, args: argparse.Namespace) -> None:
-    projects = client.expect((200,), "GET", "/admin/projects")["projects"]
-    if not projects:
-        print("no projects yet: `afterhours project apply FILE.toml` creates one")
-    for project in projects:
+def _list_projects(client: AdminClient, args: argparse.Namespace) -> None:
+    _show(args, client.expect((200,), "GET", "/admin/projects"), _project_list_lines)
+
+
+def _project_list_lines(answer: dict[str, Any]) -> list[str]:
+    if not answer["projects"]:
+        return ["no projects yet: `afterhours project apply FILE.toml` creates one"]
+    lines = []
+    for project in answer["projects"]:
         numbers = ", ".join(f"{n['number']} ({n['system']})" for n in project["phone_numbers"])
-        print(f"{project['id']}\t{project['name']}\t{project['timezone']}\t{numbers or '-'}")
+        lines.append(f"{project['id']}\t{project['name']}\t{project['timezone']}\t{numbers or '-'}")
+    return lines
+
+
+def _show_project(client: AdminClient, args: argparse.Namespace) -> None:
+    project = client.expect((200,), "GET", f"/admin/projects/{quote(args.project_id)}")
+    _show(args, project, _project_lines)
+
+
+def _project_lines(project: dict[str, Any]) -> list[str]:
+    tools = ", ".join(tool["name"] for tool in project["tools"]) or "-"
+    rows = [
+        ("name", project["name"]),
+        ("timezone", project["timezone"]),
+        ("language", f"{project['language']}, voice {project['voice']}"),
+        ("model", project["model"] or "OPENAI_REALTIME_MODEL"),
+        ("on call", project["on_call_number"] or "-"),
+        ("tools", tools),
+        ("functions", _function_backend(project)),
+        (
+            "limits",
+            f"calls end after {project['max_call_s']} s, or "
+            f"{project['silence_timeout_s']} s of silence",
+        ),
+        ("vapi down", "answered here" if project["vapi_fallback"] == "engine" else "on call"),
+    ]
+    numbers = project["phone_numbers"]
+    return [
+        f"project {project['id']}",
+        *(f"  {label:<10} {value}" for label, value in rows),
+        f"phone numbers ({len(numbers)})" if numbers else "phone numbers: none",
+        *(f"  {_number_line(number)}" for number in numbers),
+    ]
+
+
+def _function_backend(project: dict[str, Any]) -> str:
+    if not project["function_url"]:
+        return "-"
+    # The query is left out: a backend's URL may carry a token there.
+    url = urlsplit(project["function_url"])
+    shown = f"{url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''}{url.path}"
+    shown += "?..." if url.query else ""
+    signed = "signed" if project["function_secret_set"] else "NOT signed (no function_secret)"
+    return f"{shown}, {signed}, {project['function_timeout_s']:g} s timeout"
+
+
+def _delete_project(client: AdminClient, args: argparse.Namespace) -> None:
+    if not args.yes:
+        raise CliError(
+            f"deleting {args.project_id} also removes its phone numbers (their callers then "
+            "hear the number is not in service) and its API keys; its call history stays. "
+            "Pass --yes to delete it."
+        )
+    client.expect((204,), "DELETE", f"/admin/projects/{quote(args.project_id)}")
+    print(f"deleted project {args.project_id}, its numbers and its keys (call history kept)")
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+
+def _number_line(number: dict[str, Any]) -> str:
+    ids = [
+        f"{label} {number[key]}"
+        for key, label in (
+            ("vapi_phone_number_id", "vapi number"),
+            ("vapi_assistant_id", "assistant"),
+        )
+        if number.get(key)
+    ]
+    return "\t".join(
+        [number["number"], number["project_id"], number["system"], ", ".join(ids) or "-"]
+    )
+
+
+def _list_numbers(client: AdminClient, args: argparse.Namespace) -> None:
+    query = f"?project={quote(args.project)}" if args.project is not None else ""
+    _show(args, client.expect((200,), "GET", f"/admin/phone-numbers{query}"), _number_list_lines)
+
+
+def _number_list_lines(answer: dict[str, Any]) -> list[str]:
+    if not answer["phone_numbers"]:
+        return ["no phone numbers yet: `afterhours number add NUMBER --project ID` adds one"]
+    return [_number_line(number) for number in answer["phone_numbers"]]
 
 
 def _add_number(client: AdminClient, args: argparse.Namespace) -> None:
@@ -183,12 +323,72 @@ def _add_number(client: AdminClient, args: argparse.Namespace) -> None:
     for field in ("vapi_phone_number_id", "vapi_assistant_id"):
         if getattr(args, field):
             body[field] = getattr(args, field)
-    client.expect((201,), "POST", f"/admin/projects/{quote(args.project)}/phone-numbers", body)
-    print(f"{args.number} ({args.system}) now belongs to {args.project}")
+    path = f"/admin/projects/{quote(args.project)}/phone-numbers"
+    view = client.expect((201,), "POST", path, body)
+    _show(args, view, lambda v: [f"{v['number']} ({v['system']}) now belongs to {v['project_id']}"])
+
+
+def _set_number(client: AdminClient, args: argparse.Namespace) -> None:
+    changes: dict[str, str | None] = {}
+    if args.system is not None:
+        changes["system"] = args.system
+    for field in ("vapi_phone_number_id", "vapi_assistant_id"):
+        value = getattr(args, field)
+        if value is not None:
+            changes[field] = value or None  # '' clears it
+    if not changes:
+        raise CliError("nothing to change: give --system, --vapi-phone-number-id or "
+                       "--vapi-assistant-id")  # fmt: skip
+    view = client.expect((200,), "PATCH", f"/admin/phone-numbers/{quote(args.number)}", changes)
+    _show(args, view, _set_lines)
+
+
+def _set_lines(view: dict[str, Any]) -> list[str]:
+    return [
+        f"{view['number']} ({view['project_id']}) is answered by {SYSTEMS[view['system']]} "
+        "from the next call on",
+        f"  {_number_line(view)}",
+    ]
+
+
+def _remove_number(client: AdminClient, args: argparse.Namespace) -> None:
+    client.expect((204,), "DELETE", f"/admin/phone-numbers/{quote(args.number)}")
+    print(f"released {args.number}: its callers now hear that the number is not in service")
+
+
+# -- keys ---------------------------------------------------------------------------------
 
 
 def _create_key(client: AdminClient, args: argparse.Namespace) -> None:
     path = f"/admin/projects/{quote(args.project)}/api-keys"
     created = client.expect((201,), "POST", path, {"name": args.name})
-    print(f"key {created['id']} for {created['project_id']} (shown once, store it now):")
-    print(created["key"])
+    _show(args, created, lambda key: [
+        f"key {key['id']} for {key['project_id']} (shown once, store it now):", key["key"],
+    ])  # fmt: skip
+
+
+def _list_keys(client: AdminClient, args: argparse.Namespace) -> None:
+    answer = client.expect((200,), "GET", f"/admin/projects/{quote(args.project)}/api-keys")
+    _show(args, answer, _key_lines)
+
+
+def _key_lines(answer: dict[str, Any]) -> list[str]:
+    if not answer["api_keys"]:
+        return ["no keys yet: `afterhours key create --project ID` makes one"]
+    return [
+        f"{key['id']}\t{key['name'] or '-'}\tcreated {key['created_at']}\t"
+        + (f"revoked {key['revoked_at']}" if key["revoked_at"] else "active")
+        for key in answer["api_keys"]
+    ]
+
+
+def _revoke_key(client: AdminClient, args: argparse.Namespace) -> None:
+    client.expect((204,), "DELETE", f"/admin/api-keys/{quote(args.key_id)}")
+    print(f"revoked key {args.key_id}: it reads nothing from now on")
+
+
+# -- calls --------------------------------------------------------------------------------
+
+
+def _show_call(client: AdminClient, args: argparse.Namespace) -> None:
+    _show(args, client.expect((200,), "GET", f"/admin/calls/{quote(args.call_sid)}"), call_lines)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from api.admin_cli import add_commands, run_command
+from api.admin_cli import add_call_commands, add_commands, run_command
 from api.simulate_args import add_commands as add_simulation_commands
 from engine import __version__
 from engine.config import Settings, load_settings
@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("name", choices=BENCHMARKS)
     bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to the benchmark")
     add_commands(commands)
-    add_simulation_commands(commands)
+    call = add_simulation_commands(commands)
+    add_call_commands(call)
     args = parser.parse_args(argv)
+    places_calls = args.command == "simulate" or (args.command == "call" and not args.action)
+    if places_calls and args.to is None:  # simulate requires it itself
+        call.error("the following arguments are required: --to (or: afterhours call show SID)")
     if args.command == "serve":
         if args.workers is not None:
             os.environ["WORKERS"] = str(args.workers)  # the workers inherit it
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"afterhours: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    if args.command in ("call", "simulate"):
+    if places_calls:
         # Imported here: the engine's modules (openai's types above all) take a second or
         # more to import, which a command that only talks to the admin API never needs.
         from api.simulate_cli import run_command as run_simulation

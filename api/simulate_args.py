@@ -13,13 +13,21 @@ if TYPE_CHECKING:
 CALLER_SCRIPT_NAMES = ("conversation", "quick", "silent")
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    one = commands.add_parser("call", help="place one simulated call through the engine")
+def add_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Adds ``call`` and ``simulate``; returns ``call``'s parser, which also has ``call
+    show SID`` (api/admin_cli.py), so its --to is checked by the caller: ``required``
+    here would refuse ``call show``."""
+    one = commands.add_parser(
+        "call", help="place one simulated call through the engine (or: call show SID)"
+    )
     many = commands.add_parser("simulate", help="place many simulated calls, some at once")
     many.add_argument("--calls", type=int, default=10)
     many.add_argument("--concurrency", type=int, default=5)
     for sub in (one, many):
-        sub.add_argument("--to", required=True, help="the project's number (E.164)")
+        sub.add_argument("--to", required=sub is many, help="the project's number (E.164)")
         sub.add_argument("--from", dest="from_number", default="+15550100000")
         sub.add_argument("--script", default="conversation", choices=CALLER_SCRIPT_NAMES)
         sub.add_argument("--url", help="the engine's base URL (default: http://HOST:PORT)")
+    return one

@@ -1,8 +1,9 @@
 """``afterhours call`` and ``afterhours simulate``: calls through the engine's real path,
 placed by the simulated Twilio caller (engine/simulator/caller.py), with a summary per
 call read back from the engine's own record (``GET /admin/calls/{sid}``): status, end
-reason, intent, time to first audio, cost and transcript. With no accounts configured,
-``make run`` plus ``afterhours simulate`` is a complete call in the logs and the database.
+reason, intent, time to first audio, cost, transcript and function calls. With no
+accounts configured, ``make run`` plus ``afterhours simulate`` is a complete call in the
+logs and the database.
 The exit status is 0 only when every call connected and its record is final.
 
 When the engine sends its REST calls to the simulated Twilio (no TWILIO_ACCOUNT_SID, no
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from api.call_view import function_call_lines, transcript_lines
 from api.twilio_access import twilio_access
 from engine.config import Secret
 from engine.simulator.caller import CallerConfig, CallSummary, place_call
@@ -170,6 +172,8 @@ def _line(summary: CallSummary, record: dict[str, Any] | None) -> str:
         f"intent {record.get('intent')}, first audio {record.get('time_to_first_audio_ms')} ms, "
         f"cost ${cost if cost is not None else 0:.4f}; {heard}"
     ]
-    for turn in record.get("transcript") or []:
-        lines.append(f"    {turn.get('role'):>9}: {turn.get('text')}")
+    lines += transcript_lines(record)
+    functions = function_call_lines(record)
+    if functions:
+        lines += [f"  function calls ({record.get('function_calls_total')}):", *functions]
     return "\n".join(lines)
