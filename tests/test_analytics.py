@@ -188,7 +188,7 @@ async def test_one_call_with_its_function_calls(fresh_database: str, tmp_path: P
     writes: list[StoreWrite] = [
         # (seeded() inserted CA1 without a merge rank: the update restates its status)
         CallUpdated("CA1", status="completed", transcript=transcript,
-                    end_reason="caller_hung_up", system="openai"),  # fmt: skip
+                    end_reason="caller_hung_up", system="openai"),
         FunctionCallRecorded(
             "00000000-0000-4000-8000-000000000099", "CA1", "book_appointment", "error",
             latency_ms=240, at=utc("2026-11-10T15:00:30"), project_id="acme",
@@ -268,6 +268,15 @@ async def test_summary_numbers_worked_out_by_hand(fresh_database: str, tmp_path:
     assert body["minutes"] == 3.5  # (60 + 30 + 0 + 120) s of ended calls
     assert body["costPerMinuteUsd"] == 0.1  # 0.35 USD over 3.5 minutes
     assert body["comparisonRatePerMinuteUsd"] is None  # COMPARISON_RATE_PER_MIN_USD unset
+    # No call here has a system recorded: all are read as this engine's (docs/api.md).
+    assert body["bySystem"] == {
+        "openai": {"calls": 5, "completed": 2, "missed": 1, "failed": 1, "active": 1,
+                   "minutes": 3.5, "costUsd": 0.35, "costPerMinuteUsd": 0.1,
+                   "averageDurationS": 52.5},
+        "vapi": {"calls": 0, "completed": 0, "missed": 0, "failed": 0, "active": 0,
+                 "minutes": 0.0, "costUsd": 0.0, "costPerMinuteUsd": None,
+                 "averageDurationS": None},
+    }  # fmt: skip
     assert body["daily"] == [
         {"date": "2026-11-10", "total": 3, "completed": 1, "missed": 1, "failed": 1,
          "active": 0, "costUsd": 0.15},  # CA3 at 23:30 local counts on the 10th
