@@ -14,10 +14,16 @@ query lane; a database that does not answer in time gives 503, never a hung requ
     PATCH  /admin/projects/{id}                     change some fields
     DELETE /admin/projects/{id}                     delete (its numbers and keys too)
     POST   /admin/projects/{id}/phone-numbers       {"number": "+1...", "system": "openai"}
+    GET    /admin/phone-numbers[?project=ID]        every number (or one project's)
+    PATCH  /admin/phone-numbers/{number}            change its system and Vapi ids
     DELETE /admin/phone-numbers/{number}
     POST   /admin/projects/{id}/api-keys            {"name": "..."}: the key, shown once
+    GET    /admin/projects/{id}/api-keys            the keys (never their hashes)
     DELETE /admin/api-keys/{key_id}                 revoke
-    GET    /admin/calls/{call_sid}                  one call's record (status, transcript, cost)
+    GET    /admin/calls/{call_sid}                  one call's record and its function calls
+
+A write (any method but GET) is routed by on this instance when its answer comes back:
+the next call to a number just toggled is answered by the system it was toggled to.
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ import re
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 import msgspec
 import trio
 
 from actors.routing import refresh_routing
 from actors.store import admin as ops
+from actors.store.call_record import get_call
 from actors.store.queries import StoreUnavailable, ask_store
 from api.asgi import Request, Response, error
 from engine.key_limits import KeyLimits
@@ -93,8 +101,11 @@ class AdminApi:
             ("PATCH", re.compile(r"/admin/projects/(?P<id>[^/]+)"), self._patch),
             ("DELETE", re.compile(r"/admin/projects/(?P<id>[^/]+)"), self._delete),
             ("POST", re.compile(r"/admin/projects/(?P<id>[^/]+)/phone-numbers"), self._add_number),
+            ("GET", re.compile(r"/admin/phone-numbers"), self._list_numbers),
+            ("PATCH", re.compile(r"/admin/phone-numbers/(?P<number>[^/]+)"), self._patch_number),
             ("DELETE", re.compile(r"/admin/phone-numbers/(?P<number>[^/]+)"), self._delete_number),
             ("POST", re.compile(r"/admin/projects/(?P<id>[^/]+)/api-keys"), self._create_key),
+            ("GET", re.compile(r"/admin/projects/(?P<id>[^/]+)/api-keys"), self._list_keys),
             ("DELETE", re.compile(r"/admin/api-keys/(?P<key_id>[^/]+)"), self._revoke_key),
             ("GET", re.compile(r"/admin/calls/(?P<call_sid>[^/]+)"), self._get_call),
         ]
@@ -182,7 +193,7 @@ class AdminApi:
         return Response(200, await self._ask(partial(ops.get_project, project_id=params["id"])))
 
     async def _get_call(self, request: Request, params: dict[str, str]) -> Response:
-        return Response(200, await self._ask(partial(ops.get_call, call_sid=params["call_sid"])))
+        return Response(200, await self._ask(partial(get_call, call_sid=params["call_sid"])))
 
     async def _put(self, request: Request, params: dict[str, str]) -> Response:
         body = decode_json_object(request.body)
@@ -217,6 +228,25 @@ class AdminApi:
         work = partial(ops.add_phone_number, project_id=params["id"], number=number)
         return Response(201, await self._ask(work))
 
+    async def _list_numbers(self, request: Request, params: dict[str, str]) -> Response:
+        # Query parameters, as on the analytics routes: 400 naming the parameter. A typo
+        # such as ?projet= must not answer every project's numbers as if filtered.
+        # Blank values kept: ?project= (an unset shell variable) is not "every project".
+        query = parse_qs(request.query_string, keep_blank_values=True)
+        for key, values in query.items():
+            if key != "project":
+                return error(400, f"unknown parameter {key!r} (only: project)", field=key)
+            if len(values) > 1 or not values[0]:
+                return error(400, "expected one project id", field=key)
+        project = query["project"][0] if query else None
+        work = partial(ops.list_phone_numbers, project_id=project)
+        return Response(200, {"phone_numbers": await self._ask(work)})
+
+    async def _patch_number(self, request: Request, params: dict[str, str]) -> Response:
+        changes = decode_json_object(request.body)
+        work = partial(ops.patch_phone_number_row, number=params["number"], changes=changes)
+        return Response(200, await self._ask(work))
+
     async def _delete_number(self, request: Request, params: dict[str, str]) -> Response:
         await self._ask(partial(ops.delete_phone_number, number=params["number"]))
         return Response(204, None)
@@ -230,6 +260,10 @@ class AdminApi:
         created = await self._ask(partial(ops.create_api_key, project_id=params["id"], name=name))
         shown_once = {"note": "store this key now: it is not shown again"}
         return Response(201, msgspec.structs.asdict(created) | shown_once)
+
+    async def _list_keys(self, request: Request, params: dict[str, str]) -> Response:
+        keys = await self._ask(partial(ops.list_api_keys, project_id=params["id"]))
+        return Response(200, {"api_keys": keys})
 
     async def _revoke_key(self, request: Request, params: dict[str, str]) -> Response:
         await self._ask(partial(ops.revoke_api_key, key_id=params["key_id"]))

@@ -202,9 +202,35 @@ def document() -> dict[str, Any]:
             "/admin/projects/{id}/api-keys": {
                 "parameters": [project_id],
                 "post": _operation("Create an analytics key (shown once)", _ADMIN, 201, 401, 404),
+                "get": _operation(
+                    "A project's keys: id, name, created_at, revoked_at (never a hash)",
+                    _ADMIN,
+                    200,
+                    401,
+                    404,
+                ),
+            },
+            "/admin/phone-numbers": {
+                "get": _operation(
+                    "Every phone number with its project, system and Vapi ids",
+                    _ADMIN,
+                    200,
+                    400,
+                    401,
+                    404,
+                    parameters=[_query("project", "only this project's numbers")],
+                ),
             },
             "/admin/phone-numbers/{number}": {
                 "parameters": [_path_parameter("number", "E.164, e.g. +15550001111")],
+                "patch": _operation(
+                    "Change a number's system (openai or vapi) and Vapi ids",
+                    _ADMIN,
+                    200,
+                    401,
+                    404,
+                    422,
+                ),
                 "delete": _operation("Release a number", _ADMIN, 204, 401, 404),
             },
             "/admin/api-keys/{key_id}": {
@@ -213,7 +239,9 @@ def document() -> dict[str, Any]:
             },
             "/admin/calls/{call_sid}": {
                 "parameters": [_path_parameter("call_sid", "Twilio's CallSid")],
-                "get": _operation("One call's record", _ADMIN, 200, 401, 404),
+                "get": _operation(
+                    "One call's record with its function calls", _ADMIN, 200, 401, 404
+                ),
             },
             "/twilio/voice": {
                 "post": _operation(

@@ -4,13 +4,22 @@ error, and the auth matrix."""
 from __future__ import annotations
 
 import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+import trio
+from trio_asyncio import aio_as_trio
 
+from actors.store.call_record import FUNCTION_CALLS_SHOWN
 from actors.store.db import open_database
-from tests.helpers import ADMIN_TOKEN, http_request, running_engine
+from engine.messages import CallUpdated, FunctionCallRecorded, StoreWrite, new_event_id
+from tests.helpers import ADMIN_TOKEN, http_request, running_engine, sid, wait_until
+from tests.test_twilio_webhooks import ELSEWHERE, call, setup_project, twilio_post
 
 PLUMBER: dict[str, Any] = {
     "id": "smith-plumbing",
@@ -38,8 +47,11 @@ ROUTES = [
     ("PATCH", "/admin/projects/smith-plumbing"),
     ("DELETE", "/admin/projects/smith-plumbing"),
     ("POST", "/admin/projects/smith-plumbing/phone-numbers"),
+    ("GET", "/admin/phone-numbers"),
+    ("PATCH", "/admin/phone-numbers/+15550001111"),
     ("DELETE", "/admin/phone-numbers/+15550001111"),
     ("POST", "/admin/projects/smith-plumbing/api-keys"),
+    ("GET", "/admin/projects/smith-plumbing/api-keys"),
     ("DELETE", "/admin/api-keys/abc123"),
     ("GET", "/admin/calls/CA123"),
 ]
@@ -301,3 +313,233 @@ async def test_a_projects_model_and_language_are_stored_and_reserved_tools_refus
     assert refused.status == 422
     assert "reserved for the engine's own tools" in fields(refused)["tools[0].name"]
     assert set(fields(unpriced)) == {"model"}
+
+
+async def add_number(base: str, body: dict[str, Any], project: str = "smith-plumbing") -> None:
+    added = await http_request(
+        "POST", f"{base}/projects/{project}/phone-numbers", json=body, token=ADMIN_TOKEN
+    )
+    assert added.status == 201, added.body
+
+
+async def test_numbers_are_listed_and_toggled_between_systems(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0] + "/admin"
+        for project in ("smith-plumbing", "jones-hvac"):
+            body = PLUMBER | {"id": project}
+            await http_request("POST", f"{base}/projects", json=body, token=ADMIN_TOKEN)
+        await add_number(base, {"number": "+15550001111"})
+        await add_number(base, {"number": "+15550002222"}, project="jones-hvac")
+        number = f"{base}/phone-numbers/%2B15550001111"
+
+        async def patch(body: object) -> Any:
+            return await http_request("PATCH", number, json=body, token=ADMIN_TOKEN)
+
+        no_id = await patch({"system": "vapi"})
+        unchanged = await http_request("GET", f"{base}/phone-numbers", token=ADMIN_TOKEN)
+        to_vapi = await patch({"system": "vapi", "vapi_phone_number_id": "pn-1",
+                               "vapi_assistant_id": "as-1"})  # fmt: skip
+        back = await patch({"system": "openai"})
+        again = await patch({"system": "vapi", "vapi_assistant_id": None})  # the stored id
+        mistakes = await patch({"system": "sip", "number": "+15550009999", "colour": "red"})
+        not_json = await http_request("PATCH", number, body=b"{", token=ADMIN_TOKEN)
+        unknown = await http_request(
+            "PATCH", f"{base}/phone-numbers/%2B15559999999", json={}, token=ADMIN_TOKEN
+        )
+        listed = await http_request("GET", f"{base}/phone-numbers", token=ADMIN_TOKEN)
+        jones = await http_request(
+            "GET", f"{base}/phone-numbers?project=jones-hvac", token=ADMIN_TOKEN
+        )
+        nobody = await http_request(
+            "GET", f"{base}/phone-numbers?project=nobody", token=ADMIN_TOKEN
+        )
+        blank = await http_request("GET", f"{base}/phone-numbers?project=", token=ADMIN_TOKEN)
+        typo = await http_request("GET", f"{base}/phone-numbers?projet=x", token=ADMIN_TOKEN)
+    assert "required for a number on vapi" in fields(no_id)["vapi_phone_number_id"]
+    assert unchanged.json()["phone_numbers"][0]["system"] == "openai"  # nothing was written
+    assert (to_vapi.status, to_vapi.json()) == (200, {
+        "number": "+15550001111", "project_id": "smith-plumbing", "system": "vapi",
+        "vapi_phone_number_id": "pn-1", "vapi_assistant_id": "as-1",
+    })  # fmt: skip
+    # Back to this engine: Vapi's ids are kept, so toggling again needs nothing re-typed.
+    assert (back.status, back.json()["system"], back.json()["vapi_phone_number_id"]) == (
+        200, "openai", "pn-1",
+    )  # fmt: skip
+    assert again.json() | {} == to_vapi.json() | {"vapi_assistant_id": None}
+    assert set(fields(mistakes)) == {"system", "number", "colour"}
+    assert set(fields(not_json)) == {"body"}
+    assert (unknown.status, unknown.json()) == (404, {"error": "no phone number '+15559999999'"})
+    assert listed.json() == {"phone_numbers": [
+        {"number": "+15550002222", "project_id": "jones-hvac", "system": "openai",
+         "vapi_phone_number_id": None, "vapi_assistant_id": None},
+        again.json(),
+    ]}  # fmt: skip
+    assert [n["number"] for n in jones.json()["phone_numbers"]] == ["+15550002222"]
+    assert (nobody.status, nobody.json()) == (404, {"error": "no project 'nobody'"})
+    assert (blank.status, blank.json()["field"]) == (400, "project")
+    assert (typo.status, typo.json()["field"]) == (400, "projet")
+
+
+async def test_a_patch_waits_for_the_row_and_is_checked_against_what_it_became(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """The PATCH reads the row FOR UPDATE: while another transaction holds it (here one
+    that clears Vapi's id), the PATCH waits, then is validated against the committed
+    row. A plain read would have seen the id, passed, and written a vapi number with no
+    id Vapi could be asked about."""
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0] + "/admin"
+        await http_request("POST", f"{base}/projects", json=PLUMBER, token=ADMIN_TOKEN)
+        await add_number(base, {"number": "+15550001111", "vapi_phone_number_id": "pn-1"})
+        answer: list[Any] = []
+
+        async def patch() -> None:
+            url = f"{base}/phone-numbers/%2B15550001111"
+            answer.append(await http_request("PATCH", url, json={"system": "vapi"},
+                                             token=ADMIN_TOKEN))  # fmt: skip
+
+        holder = await aio_as_trio(asyncpg.connect)(fresh_database)
+        watcher = await aio_as_trio(asyncpg.connect)(fresh_database)
+        try:
+            transaction = holder.transaction()
+            await aio_as_trio(transaction.start)()
+            await aio_as_trio(holder.execute)(
+                "UPDATE phone_numbers SET vapi_phone_number_id = NULL WHERE number = '+15550001111'"
+            )
+
+            async def patch_waits_for_the_row() -> bool:
+                # Outside the transaction, whose view of pg_stat_activity is its first.
+                waiting = await aio_as_trio(watcher.fetchval)(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'"
+                )
+                return bool(waiting)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(patch)
+                await wait_until(patch_waits_for_the_row, timeout_s=10)
+                assert not answer
+                await aio_as_trio(transaction.commit)()
+        finally:
+            await aio_as_trio(holder.close)()
+            await aio_as_trio(watcher.close)()
+        listed = await http_request("GET", f"{base}/phone-numbers", token=ADMIN_TOKEN)
+    assert "required for a number on vapi" in fields(answer[0])["vapi_phone_number_id"]
+    assert listed.json()["phone_numbers"][0]["system"] == "openai"
+
+
+async def test_the_next_call_to_a_toggled_number_is_routed_by_its_new_system(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        await setup_project(engine)  # ELSEWHERE is on vapi
+        number = f"{engine.bound_urls[0]}/admin/phone-numbers/%2B{ELSEWHERE[1:]}"
+        to_openai = await http_request("PATCH", number, json={"system": "openai"},
+                                       token=ADMIN_TOKEN)  # fmt: skip
+        here = await twilio_post(engine, "/twilio/voice", call(sid(1), ELSEWHERE))
+        to_vapi = await http_request("PATCH", number, json={"system": "vapi"}, token=ADMIN_TOKEN)
+        there = await twilio_post(engine, "/twilio/voice", call(sid(2), ELSEWHERE))
+    assert (to_openai.status, to_vapi.status) == (200, 200)
+    # Answered here at once: a media stream to this engine's own media listener.
+    assert re.search(
+        r'<Connect><Stream url="ws://127\.0\.0\.1:\d+/twilio/media">', here.body.decode()
+    )
+    # Back on vapi: not this engine's stream (what Vapi's side answers is tested with it).
+    assert "/twilio/media" not in there.body.decode()
+
+
+async def test_a_projects_keys_are_listed_without_their_hashes(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0] + "/admin"
+        await http_request("POST", f"{base}/projects", json=PLUMBER, token=ADMIN_TOKEN)
+        keys = f"{base}/projects/smith-plumbing/api-keys"
+        made = [
+            (await http_request("POST", keys, json={"name": name}, token=ADMIN_TOKEN)).json()
+            for name in ("dashboard", "reports")
+        ]
+        await http_request("DELETE", f"{base}/api-keys/{made[0]['id']}", token=ADMIN_TOKEN)
+        listed = await http_request("GET", keys, token=ADMIN_TOKEN)
+        unknown = await http_request("GET", f"{base}/projects/nobody/api-keys", token=ADMIN_TOKEN)
+    shown = listed.json()["api_keys"]
+    assert [(k["id"], k["name"]) for k in shown] == [(m["id"], m["name"]) for m in made]
+    assert all(set(k) == {"id", "name", "created_at", "revoked_at"} for k in shown)
+    assert shown[0]["revoked_at"] is not None
+    assert shown[1]["revoked_at"] is None
+    for key in made:
+        assert key["key"] not in listed.body.decode()
+        assert hashlib.sha256(key["key"].encode()).hexdigest() not in listed.body.decode()
+    assert unknown.status == 404
+
+
+def function_call(call_sid: str, name: str, at: datetime, latency_ms: int,
+                  **fields: Any) -> FunctionCallRecorded:  # fmt: skip
+    return FunctionCallRecorded(
+        new_event_id(), call_sid, name, fields.pop("outcome", "ok"), latency_ms, at,
+        project_id="smith-plumbing", **fields,
+    )  # fmt: skip
+
+
+async def test_a_calls_record_lists_its_function_calls_in_order_without_secrets(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    secret = PLUMBER["function_secret"]
+    signature = "sha256=" + "ab" * 32
+    started = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
+    records: list[StoreWrite] = [
+        CallUpdated(sid(7), project_id="smith-plumbing", status="completed",
+                    end_reason="end_call", started_at=started,
+                    answered_at=started + timedelta(seconds=1), engine_instance="i-1"),
+        # Made first, finished last (a slow backend): listed first.
+        function_call(sid(7), "book_appointment", started + timedelta(seconds=9), 6000,
+                      arguments={"slot_id": "slot-1", "note": f"key {secret}"},
+                      http_status=200),
+        function_call(sid(7), "get_slots", started + timedelta(seconds=8), 100,
+                      arguments={"day": "tomorrow"}, outcome="error", http_status=500,
+                      error=f"refused: {signature} token=abc"),
+    ]  # fmt: skip
+    many = sid(8)
+    records.append(CallUpdated(many, project_id="smith-plumbing", status="completed"))
+    records += [
+        function_call(many, "get_slots", started + timedelta(seconds=n), 1)
+        for n in range(FUNCTION_CALLS_SHOWN + 1)
+    ]
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0] + "/admin"
+        project = PLUMBER | {"function_url": "https://hooks.example.com/smith?token=abc"}
+        await http_request("POST", f"{base}/projects", json=project, token=ADMIN_TOKEN)
+        for write in records:
+            await engine.mailboxes["store"].send(write)
+
+        async def shown(call_sid: str, count: int) -> Any:
+            answer = await http_request("GET", f"{base}/calls/{call_sid}", token=ADMIN_TOKEN)
+            record = answer.json()
+            return (
+                record if answer.status == 200 and len(record["function_calls"]) == count else None
+            )
+
+        record = await wait_until(partial(shown, sid(7), 2), timeout_s=10)
+        bounded = await wait_until(partial(shown, many, FUNCTION_CALLS_SHOWN), timeout_s=10)
+        bare = await http_request("GET", f"{base}/calls/{many}", token=ADMIN_TOKEN)
+    assert [f["name"] for f in record["function_calls"]] == ["book_appointment", "get_slots"]
+    booked, slots = record["function_calls"]
+    assert booked == {
+        "name": "book_appointment", "arguments": {"slot_id": "slot-1", "note": "key [redacted]"},
+        "outcome": "ok", "http_status": 200, "latency_ms": 6000, "error": None,
+        "at": (started + timedelta(seconds=9)).isoformat(),
+    }  # fmt: skip
+    assert (slots["outcome"], slots["http_status"], slots["latency_ms"]) == ("error", 500, 100)
+    assert slots["error"] == "refused: sha256=[redacted] [redacted]"  # the URL's query
+    text = str(record)
+    assert secret not in text
+    assert signature not in text
+    assert "token=abc" not in text
+    assert record["function_calls_total"] == 2
+    assert (record["system"], record["vapi_call_id"], record["summary"]) == ("openai", None, None)
+    assert record["answered_at"] == (started + timedelta(seconds=1)).isoformat()
+    assert (record["engine_instance"], record["end_reason"]) == ("i-1", "end_call")
+    assert bounded["function_calls_total"] == FUNCTION_CALLS_SHOWN + 1
+    assert bare.json()["function_calls"][0]["at"] == started.isoformat()  # the earliest kept

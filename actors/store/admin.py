@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from engine.errors import EngineError
-from engine.projects import FieldError, Project, ValidationFailed, patch_project
+from engine.projects import (
+    FieldError,
+    PhoneNumber,
+    Project,
+    ValidationFailed,
+    patch_phone_number,
+    patch_project,
+)
 from engine.routing import hash_key
 
 if TYPE_CHECKING:
@@ -27,7 +34,6 @@ if TYPE_CHECKING:
     import asyncpg
 
     from actors.store.db import Connection
-    from engine.projects import PhoneNumber
 
 _PROJECT_COLUMNS = (
     "id", "name", "timezone", "greeting", "instructions", "voice", "language", "tools",
@@ -86,6 +92,11 @@ async def _view(connection: Connection, project: Project) -> dict[str, Any]:
     return project.public_dict() | {"phone_numbers": await _numbers(connection, project.id)}
 
 
+async def _require_project(connection: Connection, project_id: str) -> None:
+    if await connection.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
+        raise NotFound(f"no project {project_id!r}")
+
+
 async def get_project(connection: Connection, project_id: str) -> dict[str, Any]:
     row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
     if row is None:
@@ -97,30 +108,6 @@ async def load_project(connection: Connection, project_id: str) -> Project | Non
     """The project itself (with its secret), for the engine's own use, never for output."""
     row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
     return None if row is None else project_from_row(row)
-
-
-_CALL_COLUMNS = (
-    "call_sid, project_id, from_number, to_number, status, intent, end_reason, error, "
-    "started_at, ended_at, duration_s, transcript, usage, cost_usd, time_to_first_audio_ms, "
-    "stream_sid, twilio_status, twilio_duration_s"
-)
-
-
-async def get_call(connection: Connection, call_sid: str) -> dict[str, Any]:
-    """One call's record as JSON-ready values."""
-    row = await connection.fetchrow(
-        f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_sid = $1",  # noqa: S608 -- constant columns
-        call_sid,
-    )
-    if row is None:
-        raise NotFound(f"no call {call_sid!r}")
-    call = dict(row)
-    for key in ("transcript", "usage"):
-        call[key] = msgspec.json.decode(call[key]) if call[key] is not None else None
-    for key in ("started_at", "ended_at"):
-        call[key] = call[key].isoformat() if call[key] is not None else None
-    call["cost_usd"] = float(call["cost_usd"]) if call["cost_usd"] is not None else None
-    return call
 
 
 async def list_projects(connection: Connection) -> list[dict[str, Any]]:
@@ -185,8 +172,7 @@ async def add_phone_number(
 ) -> dict[str, Any]:
     """Add ``number`` to the project, or (the project's own number) replace its system and
     Vapi ids; a number another project owns is refused."""
-    if await connection.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
-        raise NotFound(f"no project {project_id!r}")
+    await _require_project(connection, project_id)
     row = await connection.fetchrow(
         "INSERT INTO phone_numbers (number, project_id, system, vapi_phone_number_id, "  # noqa: S608
         "vapi_assistant_id) VALUES ($1, $2, $3, $4, $5) "
@@ -211,6 +197,48 @@ async def add_phone_number(
     return number_view(row)
 
 
+async def list_phone_numbers(
+    connection: Connection, project_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Every number (by project, then number), or one project's (404 for no such project)."""
+    if project_id is not None:
+        await _require_project(connection, project_id)
+        return await _numbers(connection, project_id)
+    rows = await connection.fetch(
+        f"SELECT {NUMBER_COLUMNS} FROM phone_numbers ORDER BY project_id, number"  # noqa: S608
+    )
+    return [number_view(row) for row in rows]
+
+
+async def patch_phone_number_row(
+    connection: Connection, number: str, changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Change a number's system and Vapi ids, validated against the row as it is, locked:
+    two toggles at once apply one after the other, and neither is checked against a row
+    the other has changed (a move to vapi needs Vapi's id, stored or sent)."""
+    row = await connection.fetchrow(
+        f"SELECT {NUMBER_COLUMNS} FROM phone_numbers WHERE number = $1 FOR UPDATE",  # noqa: S608
+        number,
+    )
+    if row is None:
+        raise NotFound(f"no phone number {number!r}")
+    existing = PhoneNumber(
+        row["number"], row["system"], row["vapi_phone_number_id"], row["vapi_assistant_id"]
+    )
+    patched = patch_phone_number(existing, changes)
+    updated = await connection.fetchrow(
+        "UPDATE phone_numbers SET system = $2, vapi_phone_number_id = $3, "  # noqa: S608
+        "vapi_assistant_id = $4, updated_at = now() "
+        f"WHERE number = $1 RETURNING {NUMBER_COLUMNS}",
+        number,
+        patched.system,
+        patched.vapi_phone_number_id,
+        patched.vapi_assistant_id,
+    )
+    assert updated is not None  # the row is locked: nobody deleted it meanwhile
+    return number_view(updated)
+
+
 async def delete_phone_number(connection: Connection, number: str) -> None:
     deleted = await connection.fetchval(
         "DELETE FROM phone_numbers WHERE number = $1 RETURNING number", number
@@ -220,8 +248,7 @@ async def delete_phone_number(connection: Connection, number: str) -> None:
 
 
 async def create_api_key(connection: Connection, project_id: str, name: str) -> CreatedKey:
-    if await connection.fetchval("SELECT 1 FROM projects WHERE id = $1", project_id) is None:
-        raise NotFound(f"no project {project_id!r}")
+    await _require_project(connection, project_id)
     key_id = secrets.token_hex(6)
     key = f"ahk_{key_id}_{secrets.token_urlsafe(32)}"
     await connection.execute(
@@ -232,6 +259,26 @@ async def create_api_key(connection: Connection, project_id: str, name: str) -> 
         hash_key(key),
     )
     return CreatedKey(key_id, project_id, name, key)
+
+
+async def list_api_keys(connection: Connection, project_id: str) -> list[dict[str, Any]]:
+    """A project's keys, revoked ones too (when), oldest first: never the hash, which
+    would let anyone who reads it test guesses offline."""
+    await _require_project(connection, project_id)
+    rows = await connection.fetch(
+        "SELECT id, name, created_at, revoked_at FROM api_keys WHERE project_id = $1 "
+        "ORDER BY created_at, id",
+        project_id,
+    )
+    return [
+        {
+            "id": row["id"],
+            "name": row["name"],
+            "created_at": row["created_at"].isoformat(),
+            "revoked_at": row["revoked_at"].isoformat() if row["revoked_at"] else None,
+        }
+        for row in rows
+    ]
 
 
 async def revoke_api_key(connection: Connection, key_id: str) -> None:
