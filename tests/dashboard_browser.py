@@ -32,7 +32,6 @@ def browse(config: dict[str, Any]) -> dict[str, Any]:
         page.set_viewport_size({"width": 375, "height": 800})  # a phone
         shown["phone"] = _phone(page, config)
         page.set_viewport_size({"width": 1280, "height": 1100})
-        page.wait_for_load_state("networkidle")
         page.reload()  # signs in again from the tab's sessionStorage
         _ready(page)
         page.screenshot(path=config["screenshot"], full_page=True)
@@ -58,8 +57,12 @@ def _sign_in(page: Page, config: dict[str, Any], token: str, project: str) -> No
 
 
 def _ready(page: Page) -> None:
-    page.wait_for_selector("#dashboard:not([hidden])", timeout=WAIT_MS)
-    page.wait_for_function("document.querySelectorAll('#recent tr').length > 0")
+    try:
+        page.wait_for_selector("#dashboard:not([hidden])", timeout=WAIT_MS)
+    except Exception as exc:
+        said = page.text_content("#signin-error"), page.text_content("#load-error")
+        raise AssertionError(f"not signed in: {said}") from exc
+    page.wait_for_function("() => document.querySelectorAll('#recent tr').length > 0")
     page.wait_for_load_state("networkidle")  # the redraw at full width
 
 
@@ -83,13 +86,18 @@ def _confirm(page: Page, value: str | None = None) -> dict[str, Any]:
 
 
 def _status_after(page: Page, action: Callable[[], object]) -> str:
-    """The numbers' status line once ``action`` has changed something and the table is
-    redrawn."""
-    page.evaluate("document.getElementById('numbers-status').textContent = ''")
+    """The numbers' status line once ``action`` has changed something (the page says so
+    once the table is redrawn)."""
+    page.evaluate("() => { document.getElementById('numbers-status').textContent = '' }")
     action()
-    page.wait_for_function("document.getElementById('numbers-status').textContent !== ''")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => document.getElementById('numbers-status').textContent !== ''")
     return page.text_content("#numbers-status") or ""
+
+
+def _row(page: Page, number: str) -> str:
+    """A number's row as shown (cells apart by tabs)."""
+    shown: str = page.inner_text(_number_row(number))
+    return shown
 
 
 def _as_admin(page: Page, config: dict[str, Any]) -> dict[str, Any]:
@@ -117,15 +125,15 @@ def _as_admin(page: Page, config: dict[str, Any]) -> dict[str, Any]:
     page.click(f"{_number_row(kept)} button[data-action=toggle]")
     page.wait_for_selector("#confirm[open]", timeout=WAIT_MS)
     page.click("#confirm-cancel")
-    shown["kept_after_cancel"] = page.text_content(_number_row(kept))
+    shown["kept_after_cancel"] = _row(page, kept)
     # A Vapi number moved back here.
     shown["moved_status"] = change(moved, "toggle", "moved_asked")
-    shown["moved_row"] = page.text_content(_number_row(moved))
+    shown["moved_row"] = _row(page, moved)
     # A new number: added here, moved to Vapi (its Vapi id asked for), released.
     page.fill("#add-number-value", added)
     shown["added_status"] = _status_after(page, lambda: page.click("#add-number button"))
     shown["added_to_vapi_status"] = change(added, "toggle", "added_asked", "pn-new-1")
-    shown["added_row"] = page.text_content(_number_row(added))
+    shown["added_row"] = _row(page, added)
     shown["released_status"] = change(added, "release", "release_asked")
     shown["numbers_after"] = page.eval_on_selector_all("#numbers tr", ROWS)
     shown["pages"] = _pages(page)
@@ -134,14 +142,12 @@ def _as_admin(page: Page, config: dict[str, Any]) -> dict[str, Any]:
     shown["vapi_started"] = page.text_content(f'#recent tr[data-sid="{config["vapi_sid"]}"] td')
     # Another project, with no Vapi call: the configured rate stands in, labelled.
     page.select_option("#project", config["quiet_project"])
-    page.wait_for_function(
-        "id => document.getElementById('who').textContent.startsWith(id)",
-        arg=config["quiet_project"],
+    page.wait_for_function(  # its page drawn: no call at all
+        "() => document.getElementById('period-calls').textContent === '0'"
     )
-    page.wait_for_load_state("networkidle")
     shown["quiet_comparison"] = page.eval_on_selector_all("#comparison-rows tr", ROWS)
     page.select_option("#project", config["project"])
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => document.getElementById('period-calls').textContent !== '0'")
     return shown
 
 
@@ -155,13 +161,11 @@ def _sids(page: Page) -> list[str]:
 def _pages(page: Page) -> dict[str, Any]:
     first = _sids(page)
     page.click("#older")
-    page.wait_for_function("document.getElementById('page').textContent === 'page 2'")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => document.getElementById('page').textContent === 'page 2'")
     second = _sids(page)
     newer_enabled = page.is_enabled("#newer")
     page.click("#newer")
-    page.wait_for_function("document.getElementById('page').textContent === 'page 1'")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => document.getElementById('page').textContent === 'page 1'")
     return {"first": first, "second": second, "back": _sids(page), "newer_enabled": newer_enabled}
 
 
@@ -169,7 +173,7 @@ def _open_call(page: Page, call_sid: str) -> dict[str, Any]:
     page.click(f'#recent tr[data-sid="{call_sid}"] button')
     page.wait_for_selector("#call-view[open]", timeout=WAIT_MS)
     page.wait_for_function(
-        f"document.getElementById('call-title').textContent === 'Call {call_sid}'"
+        "sid => document.getElementById('call-title').textContent === 'Call ' + sid", arg=call_sid
     )
     shown = {
         "facts": page.inner_text("#call-facts"),
@@ -177,21 +181,23 @@ def _open_call(page: Page, call_sid: str) -> dict[str, Any]:
         "transcript": page.eval_on_selector_all("#call-transcript li", ROWS),
         "functions": page.eval_on_selector_all("#call-functions tr", ROWS),
         "images": page.eval_on_selector_all("#call-view img", "images => images.length"),
-        "injected": page.evaluate("window.__xss === undefined ? null : window.__xss"),
+        "injected": page.evaluate("() => window.__xss === undefined ? null : window.__xss"),
     }
     page.click("#call-close")
     return shown
 
 
 def _phone(page: Page, config: dict[str, Any]) -> dict[str, Any]:
-    page.wait_for_load_state("networkidle")
     page.wait_for_timeout(200)  # the layout at the new width
     widths = page.evaluate(
-        "({page: document.documentElement.scrollWidth, view: document.documentElement.clientWidth})"
+        "() => ({page: document.documentElement.scrollWidth,"
+        " view: document.documentElement.clientWidth})"
     )
     page.click(f'#recent tr[data-sid="{config["openai_sid"]}"] button')
     page.wait_for_selector("#call-view[open]", timeout=WAIT_MS)
-    dialog = page.evaluate("document.getElementById('call-view').getBoundingClientRect().right")
+    dialog = page.evaluate(
+        "() => document.getElementById('call-view').getBoundingClientRect().right"
+    )
     page.click("#call-close")
     return {"widths": widths, "dialog_right": dialog}
 

@@ -192,7 +192,8 @@ async def test_one_call_with_its_function_calls(fresh_database: str, tmp_path: P
         FunctionCallRecorded(
             "00000000-0000-4000-8000-000000000099", "CA1", "book_appointment", "error",
             latency_ms=240, at=utc("2026-11-10T15:00:30"), project_id="acme",
-            arguments={"slot": "2026-11-11T09:00", "name": CALLER_TEXT}, http_status=500,
+            arguments={"slot": "2026-11-11T09:00", "name": CALLER_TEXT,
+                       "echo": "sha256=" + "ab" * 32}, http_status=500,
             error="HTTP 500 from the function URL",
         ),
     ]  # fmt: skip
@@ -219,16 +220,19 @@ async def test_one_call_with_its_function_calls(fresh_database: str, tmp_path: P
     assert call["transcript"] == transcript  # in full, in order, as stored
     assert call["summary"] is None
     functions = call["functionCalls"]
-    # In the order they happened (the seeded ones, 10-31 to 11-12, and 11-10 15:00:30).
+    # In the order they were made (the seeded ones, 10-31 to 11-12, and 11-10 15:00:30).
     assert [(f["name"], f["outcome"]) for f in functions] == [
         ("get_slots", "error"), ("book_appointment", "error"), ("get_slots", "ok"),
         ("get_slots", "error"), ("get_slots", "timeout"),
     ]  # fmt: skip
     assert functions[1] == {
-        "name": "book_appointment", "arguments": {"slot": "2026-11-11T09:00", "name": CALLER_TEXT},
+        "name": "book_appointment",
+        "arguments": {"slot": "2026-11-11T09:00", "name": CALLER_TEXT,
+                      "echo": "sha256=[redacted]"},  # a signature is never shown
         "outcome": "error", "httpStatus": 500, "latencyMs": 240,
         "error": "HTTP 500 from the function URL", "at": "2026-11-10T15:00:30+00:00",
     }  # fmt: skip
+    assert call["functionCallsTotal"] == 5
     # Another project's call is not found, in the same words as a call that never was.
     assert (others.status, missing.status) == (404, 404)
     assert others.json()["error"].replace("CA9", "X") == missing.json()["error"].replace(

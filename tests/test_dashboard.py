@@ -246,8 +246,8 @@ def check_admin_view(
     assert json.loads(arguments) == {"day": "tomorrow"}
     assert latency.endswith(" ms")
     shown = admin["vapi_call"]
-    assert shown["transcript"] == [
-        "assistant: Smith Plumbing, how can I help?", f"caller: {CALLER_MARKUP}"
+    assert shown["transcript"] == [  # (the roles capitalised by the page's style)
+        "Assistant: Smith Plumbing, how can I help?", f"Caller: {CALLER_MARKUP}"
     ]  # fmt: skip
     assert (shown["images"], shown["injected"]) == (0, None)  # shown as text, never markup
     assert shown["summary"] == "A dripping tap; booked for Tuesday."
