@@ -3,13 +3,15 @@
     GET /analytics/project/{projectId}?from=&to=                  summary of a window
     GET /analytics/project/{projectId}/recent?limit=&cursor=      latest calls, paged
     GET /analytics/project/{projectId}/statistics?start=&end=     per local day
+    GET /analytics/project/{projectId}/calls/{callSid}            one call, its functions
 
 Access: ``Authorization: Bearer <key>``. A project's API key reads that project only;
 ``ADMIN_TOKEN`` reads every project. No token, an unknown or a revoked key: 401. A key
 for another project: 403, whether or not the asked project exists (a key never learns
 which projects exist). Bad parameters: 400 naming the parameter; an unknown project (for
-the admin token): 404. The key check, the project's time zone and the query run as one
-unit on the store's query lane.
+the admin token): 404; a call that is not the project's: 404, whether or not it exists.
+The key check, the project's time zone and the query run as one unit on the store's
+query lane.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from actors.store import analytics
+from actors.store.call_detail import CallNotFound, call_detail
 from actors.store.queries import StoreBusy, StoreUnavailable, ask_store
 from api.asgi import Response, error
 from engine.analytics_params import (
@@ -48,12 +51,18 @@ if TYPE_CHECKING:
     from engine.routing import RoutingSnapshot
 
 ANALYTICS_TIMEOUT_S = 10.0
-_ROUTE = re.compile(r"/analytics/project/(?P<id>[^/]+)(?P<view>/recent|/statistics)?")
+_ROUTE = re.compile(
+    r"/analytics/project/(?P<id>[^/]+)(?P<view>/recent|/statistics|/calls/(?P<sid>[^/]*))?"
+)
 ROUTES = {
     ("GET", "/analytics/project/{projectId}"),
     ("GET", "/analytics/project/{projectId}/recent"),
     ("GET", "/analytics/project/{projectId}/statistics"),
+    ("GET", "/analytics/project/{projectId}/calls/{callSid}"),
 }
+# A call's key is Twilio's CallSid (CA and 32 hex digits); a record that arrived from
+# Vapi alone may carry Vapi's id instead. Either is short and of these characters.
+_CALL_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 # Per key: the dashboard reads three routes at once; a script polling faster than a
@@ -115,7 +124,10 @@ class AnalyticsApi:
                 return error(403, "this API key reads another project")
         params = {name: values[-1] for name, values in request.query.items() if values[-1]}
         try:
-            work = self._work(found["view"] or "", project_id, snapshot, params)
+            if found["sid"] is not None:
+                work = _call_work(project_id, found["sid"])
+            else:
+                work = self._work(found["view"] or "", project_id, snapshot, params)
         except InvalidParameter as exc:
             return error(400, str(exc), field=exc.field)
         refused = self._limits.begin(key, trio.current_time())
@@ -133,6 +145,8 @@ class AnalyticsApi:
             )
         except InvalidParameter as exc:
             return error(400, str(exc), field=exc.field)
+        except CallNotFound as exc:
+            return error(404, str(exc))
         except StoreBusy:
             self._refusals.refuse("analytics", "lane_full")
             return _retry_later(503, "too many analytics reads are waiting; try again", 1)
@@ -162,6 +176,12 @@ class AnalyticsApi:
             window=days,
             comparison_rate_per_min_usd=comparison,
         )
+
+
+def _call_work(project_id: str, call_sid: str) -> Callable[[Connection], Awaitable[dict[str, Any]]]:
+    if not _CALL_KEY.fullmatch(call_sid):
+        raise InvalidParameter("callSid", "expected a CallSid (CA and 32 hex digits)")
+    return partial(call_detail, project_id=project_id, call_sid=call_sid)
 
 
 async def _recent(

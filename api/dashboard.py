@@ -2,8 +2,11 @@
 
 The page itself holds no data and needs no token; it signs in with the admin token or a
 project's API key (kept in the browser tab's sessionStorage) and reads everything
-through the analytics API, refreshing every 10 s. A strict content security policy: no
-outside scripts, styles, frames or connections, and no inline script but the page's own:
+through the analytics API, refreshing every 10 s; with the admin token it also manages
+the project's phone numbers through the admin API. Text from calls (transcripts,
+function arguments) is put on the page as text nodes only, never parsed as markup. A
+strict content security policy: no outside scripts, styles, frames or connections, and no
+inline script but the page's own:
 ``script-src`` lists the SHA-256 of each ``<script>`` block as served (computed here, at
 import, so an edit to the page can never leave a stale hash), never ``'unsafe-inline'``.
 A script injected into the page by any means would not match and would not run.

@@ -167,6 +167,21 @@ def document() -> dict[str, Any]:
                     ],
                 )
             },
+            "/analytics/project/{projectId}/calls/{callSid}": {
+                "get": _operation(
+                    "One call: its record, full transcript and function calls (404 for a "
+                    "call of another project)",
+                    _READ,
+                    200,
+                    400,
+                    401,
+                    403,
+                    404,
+                    429,
+                    503,
+                    parameters=[_PROJECT, _path_parameter("callSid", "Twilio's CallSid")],
+                )
+            },
             "/admin/projects": {
                 "get": _operation("List projects", _ADMIN, 200, 401),
                 "post": _operation("Create a project", _ADMIN, 201, 401, 409, 422),

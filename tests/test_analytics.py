@@ -1,20 +1,23 @@
 """The analytics API against real PostgreSQL, with numbers worked out by hand for a
 small fixture: totals, rates, averages and percentiles; the time-zone boundary (23:30
 local belongs to that local day); empty projects and empty days; pagination without
-gaps or repeats; the access matrix; every validation error."""
+gaps or repeats; the access matrix; every validation error; the two systems side by side
+(calls written through the engine's store as the call bridge and Vapi's reports write
+them); one call's full record with its function calls."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from actors.store.db import open_database
 from api.root import Engine
-from tests.helpers import ADMIN_TOKEN, HttpResponse, http_request, running_engine
+from engine.messages import CallUpdated, FunctionCallRecorded, StoreWrite
+from tests.helpers import ADMIN_TOKEN, HttpResponse, http_request, running_engine, wait_until
 
 CHICAGO = "America/Chicago"  # UTC-6 in November
 TRANSCRIPT = [
@@ -88,6 +91,161 @@ async def get(engine: Engine, path: str, token: str | None = ADMIN_TOKEN) -> Htt
     return await http_request("GET", engine.bound_urls[0] + path, token=token)
 
 
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def ended(sid: str, system: Literal["openai", "vapi"], started: str,
+          status: Literal["completed", "failed"], duration_s: float, cost: float,
+          ) -> list[StoreWrite]:  # fmt: skip
+    """A call's start and end records, as the bridge (openai) or Vapi's report writes them."""
+    source: Literal["engine", "vapi"] = "vapi" if system == "vapi" else "engine"
+    start = CallUpdated(sid, source=source, project_id="acme", system=system,
+                        status="active", started_at=utc(started))  # fmt: skip
+    end = CallUpdated(sid, source=source, status=status, duration_s=duration_s,
+                      cost_usd=cost, end_reason="caller_hung_up")  # fmt: skip
+    return [start, end]
+
+
+# Written through the engine's store on top of seeded(): the calls there have no system
+# (rows from before Vapi, or whose webhook record has not landed), read as openai.
+SYSTEM_CALLS = [
+    *ended("CAO1", "openai", "2026-11-11T16:00:00", "completed", 60, 0.06),
+    *ended("CAV1", "vapi", "2026-11-11T15:00:00", "completed", 90, 0.15),
+    *ended("CAV2", "vapi", "2026-11-12T05:30:00", "failed", 30, 0.02),  # 23:30 local, the 11th
+]
+
+
+async def store(engine: Engine, dsn: str, writes: list[StoreWrite], expect: str) -> None:
+    """Hand ``writes`` to the engine's store; wait until ``expect`` (a query) is true."""
+    for write in writes:
+        await engine.mailboxes["store"].send(write)
+
+    async def landed() -> bool:
+        async with open_database(dsn, connect_timeout_s=5) as db:
+            return bool(await db.fetchval(expect, timeout_s=5))
+
+    await wait_until(landed, timeout_s=10)
+
+
+async def test_the_two_systems_side_by_side(fresh_database: str, tmp_path: Path) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        keys = await seeded(engine, fresh_database)
+        await store(engine, fresh_database, SYSTEM_CALLS,
+                    "SELECT count(*) = 3 FROM calls WHERE system IS NOT NULL"
+                    " AND status <> 'active'")  # fmt: skip
+        summary = await get(engine, f"/analytics/project/acme?{WINDOW}", keys["acme"])
+        days = await get(engine, "/analytics/project/acme/statistics?start=2026-11-10"
+                                 "&end=2026-11-12", keys["acme"])  # fmt: skip
+        recent = await get(engine, "/analytics/project/acme/recent?limit=3", keys["acme"])
+    assert summary.status == 200, summary.body
+    body = summary.json()
+    # openai: CA1-CA5 (no system) and CAO1; ended: 60 + 30 + 0 + 120 + 60 s, 0.41 USD.
+    assert body["bySystem"] == {
+        "openai": {"calls": 6, "completed": 3, "missed": 1, "failed": 1, "active": 1,
+                   "minutes": 4.5, "costUsd": 0.41, "costPerMinuteUsd": 0.091111,
+                   "averageDurationS": 54.0},
+        "vapi": {"calls": 2, "completed": 1, "missed": 0, "failed": 1, "active": 0,
+                 "minutes": 2.0, "costUsd": 0.17, "costPerMinuteUsd": 0.085,
+                 "averageDurationS": 60.0},
+    }  # fmt: skip
+    # The totals keep their meaning: both systems together.
+    assert (body["totalCalls"], body["minutes"], body["totalCostUsd"]) == (8, 6.5, 0.58)
+    assert body["costPerMinuteUsd"] == 0.089231  # 0.58 over 6.5 minutes
+    assert days.status == 200, days.body
+    by_day = {day["date"]: day for day in days.json()["days"]}
+    eleventh = by_day["2026-11-11"]
+    assert eleventh["total"] == 3
+    assert eleventh["costUsd"] == 0.23
+    assert eleventh["bySystem"]["openai"] == {
+        "total": 1, "byStatus": {"completed": 1, "missed": 0, "failed": 0, "active": 0},
+        "byIntent": {"emergency": 0, "routine": 0, "unknown": 1},
+        "durationTotalS": 60.0, "durationAverageS": 60.0, "costUsd": 0.06,
+    }  # fmt: skip
+    assert eleventh["bySystem"]["vapi"] == {
+        "total": 2, "byStatus": {"completed": 1, "missed": 0, "failed": 1, "active": 0},
+        "byIntent": {"emergency": 0, "routine": 0, "unknown": 2},
+        "durationTotalS": 120.0, "durationAverageS": 60.0, "costUsd": 0.17,
+    }  # fmt: skip
+    tenth = by_day["2026-11-10"]["bySystem"]
+    assert tenth["openai"]["total"] == by_day["2026-11-10"]["total"] == 3
+    assert tenth["vapi"] == {
+        "total": 0, "byStatus": {"completed": 0, "missed": 0, "failed": 0, "active": 0},
+        "byIntent": {"emergency": 0, "routine": 0, "unknown": 0},
+        "durationTotalS": 0.0, "durationAverageS": None, "costUsd": 0.0,
+    }  # fmt: skip
+    rows = {call["callSid"]: call for call in recent.json()["calls"]}
+    assert rows["CA5"]["system"] == "openai"  # NULL in the row
+    assert set(rows) == {"CA5", "CA4", "CAV2"}
+    assert (rows["CAV2"]["system"], rows["CAV2"]["endReason"]) == ("vapi", "caller_hung_up")
+
+
+CALLER_TEXT = '<img src=x onerror="alert(1)">'
+
+
+async def test_one_call_with_its_function_calls(fresh_database: str, tmp_path: Path) -> None:
+    transcript = [*TRANSCRIPT, {"role": "caller", "text": CALLER_TEXT}]
+    writes: list[StoreWrite] = [
+        # (seeded() inserted CA1 without a merge rank: the update restates its status)
+        CallUpdated("CA1", status="completed", transcript=transcript,
+                    end_reason="caller_hung_up", system="openai"),
+        FunctionCallRecorded(
+            "00000000-0000-4000-8000-000000000099", "CA1", "book_appointment", "error",
+            latency_ms=240, at=utc("2026-11-10T15:00:30"), project_id="acme",
+            arguments={"slot": "2026-11-11T09:00", "name": CALLER_TEXT,
+                       "echo": "sha256=" + "ab" * 32}, http_status=500,
+            error="HTTP 500 from the function URL",
+        ),
+    ]  # fmt: skip
+    async with running_engine(fresh_database, tmp_path) as engine:
+        keys = await seeded(engine, fresh_database)
+        await store(engine, fresh_database, writes,
+                    "SELECT count(*) = 5 FROM function_calls WHERE call_sid = 'CA1'")  # fmt: skip
+        await store(engine, fresh_database, [], "SELECT system = 'openai' FROM calls"
+                                                " WHERE call_sid = 'CA1'")  # fmt: skip
+        path = "/analytics/project"
+        own = await get(engine, f"{path}/acme/calls/CA1", keys["acme"])
+        others = await get(engine, f"{path}/acme/calls/CA9", keys["acme"])  # other's call
+        missing = await get(engine, f"{path}/acme/calls/CA404", keys["acme"])
+        across = await get(engine, f"{path}/other/calls/CA9", keys["acme"])
+        admin = await get(engine, f"{path}/other/calls/CA9")
+        bad = await get(engine, f"{path}/acme/calls/CA1%27%20OR%201=1", keys["acme"])
+    assert own.status == 200, own.body
+    call = own.json()
+    assert (call["callSid"], call["system"], call["status"], call["endReason"]) == (
+        "CA1", "openai", "completed", "caller_hung_up"
+    )  # fmt: skip
+    assert (call["durationS"], call["costUsd"], call["timeToFirstAudioMs"]) == (60.0, 0.1, 400)
+    assert call["startedAt"] == "2026-11-10T15:00:00+00:00"
+    assert call["transcript"] == transcript  # in full, in order, as stored
+    assert call["summary"] is None
+    functions = call["functionCalls"]
+    # In the order they were made (the seeded ones, 10-31 to 11-12, and 11-10 15:00:30).
+    assert [(f["name"], f["outcome"]) for f in functions] == [
+        ("get_slots", "error"), ("book_appointment", "error"), ("get_slots", "ok"),
+        ("get_slots", "error"), ("get_slots", "timeout"),
+    ]  # fmt: skip
+    assert functions[1] == {
+        "name": "book_appointment",
+        "arguments": {"slot": "2026-11-11T09:00", "name": CALLER_TEXT,
+                      "echo": "sha256=[redacted]"},  # a signature is never shown
+        "outcome": "error", "httpStatus": 500, "latencyMs": 240,
+        "error": "HTTP 500 from the function URL", "at": "2026-11-10T15:00:30+00:00",
+    }  # fmt: skip
+    assert call["functionCallsTotal"] == 5
+    # Another project's call is not found, in the same words as a call that never was.
+    assert (others.status, missing.status) == (404, 404)
+    assert others.json()["error"].replace("CA9", "X") == missing.json()["error"].replace(
+        "CA404", "X"
+    )
+    assert "other" not in others.body.decode()
+    assert across.status == 403
+    assert admin.status == 200
+    assert admin.json()["callSid"] == "CA9"
+    assert bad.status == 400
+    assert bad.json()["field"] == "callSid"
+
+
 async def test_summary_numbers_worked_out_by_hand(fresh_database: str, tmp_path: Path) -> None:
     async with running_engine(fresh_database, tmp_path) as engine:
         keys = await seeded(engine, fresh_database)
@@ -114,6 +272,15 @@ async def test_summary_numbers_worked_out_by_hand(fresh_database: str, tmp_path:
     assert body["minutes"] == 3.5  # (60 + 30 + 0 + 120) s of ended calls
     assert body["costPerMinuteUsd"] == 0.1  # 0.35 USD over 3.5 minutes
     assert body["comparisonRatePerMinuteUsd"] is None  # COMPARISON_RATE_PER_MIN_USD unset
+    # No call here has a system recorded: all are read as this engine's (docs/api.md).
+    assert body["bySystem"] == {
+        "openai": {"calls": 5, "completed": 2, "missed": 1, "failed": 1, "active": 1,
+                   "minutes": 3.5, "costUsd": 0.35, "costPerMinuteUsd": 0.1,
+                   "averageDurationS": 52.5},
+        "vapi": {"calls": 0, "completed": 0, "missed": 0, "failed": 0, "active": 0,
+                 "minutes": 0.0, "costUsd": 0.0, "costPerMinuteUsd": None,
+                 "averageDurationS": None},
+    }  # fmt: skip
     assert body["daily"] == [
         {"date": "2026-11-10", "total": 3, "completed": 1, "missed": 1, "failed": 1,
          "active": 0, "costUsd": 0.15},  # CA3 at 23:30 local counts on the 10th
@@ -140,6 +307,9 @@ async def test_statistics_by_local_day_zero_filled(fresh_database: str, tmp_path
     assert response.status == 200, response.body
     days = response.json()["days"]
     assert [day["date"] for day in days] == ["2026-11-10", "2026-11-11", "2026-11-12"]
+    split = days[0].pop("bySystem")
+    assert split["openai"] == {k: v for k, v in days[0].items() if k != "date"}  # all openai
+    assert split["vapi"]["total"] == 0
     assert days[0] == {
         "date": "2026-11-10", "total": 3,
         "byStatus": {"completed": 1, "missed": 1, "failed": 1, "active": 0},

@@ -11,7 +11,7 @@ from tests.helpers import ADMIN_TOKEN, http_request, running_engine
 
 # A value for each path parameter, so every templated route can be called.
 EXAMPLES = {"projectId": "nobody", "id": "nobody", "number": "+15550000000",
-            "key_id": "nokey", "call_sid": "CA0"}  # fmt: skip
+            "key_id": "nokey", "call_sid": "CA0", "callSid": "CA0"}  # fmt: skip
 
 
 async def test_the_document_lists_exactly_the_served_routes_and_each_answers(

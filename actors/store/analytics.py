@@ -3,9 +3,13 @@
 Every query is bounded to one project and a time range, and served by the
 ``calls_project_started_cover`` index on ``(project_id, started_at, call_sid)``, which
 also carries the columns the aggregates read, so large windows are index-only scans
-(migration 0003; ``bench/analytics.py`` prints the plans). Days are the project's local
-days: a call's day is ``(started_at AT TIME ZONE tz)::date``, and the day series is
-zero-filled.
+(migration 0003; ``bench/analytics.py`` prints the plans). The split by system (this
+engine or Vapi) reads ``calls.system`` too, which that index does not carry: those two
+queries visit the rows of the window. Days are the project's local days: a call's day is
+``(started_at AT TIME ZONE tz)::date``, and the day series is zero-filled.
+
+A call's system is NULL until the webhook's record lands (a status callback can create
+the row first) and for every call before Vapi existed: it counts as ``openai``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from actors.store.db import Connection
@@ -66,6 +71,24 @@ LEFT JOIN per_day AS p ON p.day = days.day::date
 ORDER BY days.day
 """  # noqa: S608
 
+SYSTEMS = ("openai", "vapi")
+_SYSTEM = "coalesce(system, 'openai')"
+
+_BY_SYSTEM = f"""
+SELECT {_SYSTEM} AS system, count(*) AS total, {_STATUS_COUNTS}
+FROM calls
+WHERE project_id = $1 AND started_at >= $2 AND started_at < $3
+GROUP BY 1
+"""  # noqa: S608
+
+_DAILY_BY_SYSTEM = f"""
+SELECT (started_at AT TIME ZONE $4)::date AS day, {_SYSTEM} AS system, count(*) AS total,
+    {_STATUS_COUNTS}
+FROM calls
+WHERE project_id = $1 AND started_at >= $2 AND started_at < $3
+GROUP BY 1, 2
+"""  # noqa: S608
+
 _FUNCTIONS = """
 SELECT count(*) AS total, count(*) FILTER (WHERE outcome IN ('error', 'timeout')) AS failed,
     count(*) FILTER (WHERE outcome = 'cancelled') AS cancelled
@@ -73,15 +96,16 @@ FROM function_calls
 WHERE project_id = $1 AND at >= $2 AND at < $3
 """
 
-_RECENT = """
-SELECT call_sid, from_number, status, intent, end_reason, started_at, duration_s, cost_usd,
+_RECENT = f"""
+SELECT call_sid, from_number, status, intent, end_reason, {_SYSTEM} AS system, started_at,
+    duration_s, cost_usd,
     jsonb_path_query_array(transcript, '$[0 to 2]') AS first_turns
 FROM calls
 WHERE project_id = $1 AND started_at IS NOT NULL
     AND ($2::timestamptz IS NULL OR (started_at, call_sid) < ($2::timestamptz, $3::text))
 ORDER BY started_at DESC, call_sid DESC
 LIMIT $4
-"""
+"""  # noqa: S608
 
 
 async def summary(
@@ -95,12 +119,13 @@ async def summary(
     functions = await connection.fetchrow(_FUNCTIONS, project_id, window.start, window.end)
     assert functions is not None
     days = await _days(connection, project_id, window)
+    systems = await connection.fetch(_BY_SYSTEM, project_id, window.start, window.end)
     numbers = await connection.fetch(
         "SELECT number, system FROM phone_numbers WHERE project_id = $1 ORDER BY number",
         project_id,
     )
     ended = row["completed"] + row["missed"] + row["failed"]
-    minutes = float(row["duration_total_s"]) / 60
+    minutes = _minutes(row)
     return {
         "projectId": project_id,
         "from": window.start.isoformat(),
@@ -133,8 +158,10 @@ async def summary(
         # Cost per minute of talk: ended calls' cost over their minutes, beside the other
         # system's configured rate (COMPARISON_RATE_PER_MIN_USD) when there is one.
         "minutes": round(minutes, 2),
-        "costPerMinuteUsd": round(float(row["cost_ended_usd"]) / minutes, 6) if minutes else None,
+        "costPerMinuteUsd": _per_minute(row),
         "comparisonRatePerMinuteUsd": comparison_rate_per_min_usd,
+        # The same figures for each system on its own, measured from its calls' records.
+        "bySystem": _per_system(systems, _system_figures, _NO_CALLS),
     }
 
 
@@ -144,7 +171,7 @@ async def daily(connection: Connection, project_id: str, window: Window) -> dict
         "start": window.first_day.isoformat(),
         "end": window.last_day.isoformat(),
         "timezone": window.timezone,
-        "days": await _days(connection, project_id, window),
+        "days": await _days(connection, project_id, window, by_system=True),
     }
 
 
@@ -168,6 +195,7 @@ async def recent(
             "status": row["status"],
             "intent": row["intent"],
             "endReason": row["end_reason"],
+            "system": row["system"],
             "startedAt": row["started_at"].isoformat(),
             "durationS": _round(row["duration_s"], 1),
             "costUsd": _round(row["cost_usd"], 6),
@@ -180,28 +208,67 @@ async def recent(
     return calls, following
 
 
-async def _days(connection: Connection, project_id: str, window: Window) -> list[dict[str, Any]]:
-    rows = await connection.fetch(
-        _DAILY,
-        project_id,
-        window.start,
-        window.end,
-        window.timezone,
-        window.first_day,
-        window.last_day,
-    )
-    return [
-        {
-            "date": row["day"].isoformat(),
-            "total": row["total"],
-            "byStatus": _by_status(row),
-            "byIntent": _by_intent(row),
-            "durationTotalS": _round(row["duration_total_s"], 1),
-            "durationAverageS": _round(row["duration_avg_s"], 1),
-            "costUsd": _round(row["cost_total_usd"], 6),
-        }
-        for row in rows
-    ]
+async def _days(
+    connection: Connection, project_id: str, window: Window, *, by_system: bool = False
+) -> list[dict[str, Any]]:
+    bounds = (project_id, window.start, window.end, window.timezone)
+    rows = await connection.fetch(_DAILY, *bounds, window.first_day, window.last_day)
+    days = [{"date": row["day"].isoformat(), **_day_figures(row)} for row in rows]
+    if by_system:
+        split: dict[str, list[Any]] = {}
+        for row in await connection.fetch(_DAILY_BY_SYSTEM, *bounds):
+            split.setdefault(row["day"].isoformat(), []).append(row)
+        for day in days:
+            day["bySystem"] = _per_system(split.get(day["date"], []), _day_figures, _NO_CALLS)
+    return days
+
+
+def _day_figures(row: Any) -> dict[str, Any]:
+    return {
+        "total": row["total"],
+        "byStatus": _by_status(row),
+        "byIntent": _by_intent(row),
+        "durationTotalS": _round(row["duration_total_s"], 1),
+        "durationAverageS": _round(row["duration_avg_s"], 1),
+        "costUsd": _round(row["cost_total_usd"], 6),
+    }
+
+
+def _system_figures(row: Any) -> dict[str, Any]:
+    return {
+        "calls": row["total"],
+        **_by_status(row),
+        "minutes": round(_minutes(row), 2),
+        "costUsd": _round(row["cost_total_usd"], 6),
+        "costPerMinuteUsd": _per_minute(row),
+        "averageDurationS": _round(row["duration_avg_s"], 1),
+    }
+
+
+def _per_system(
+    rows: list[Any], figures: Callable[[Any], dict[str, Any]], empty: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """``figures`` of each system's row, every system present (``empty``: no calls)."""
+    found = {row["system"]: figures(row) for row in rows}
+    return {system: found.get(system, figures(empty)) for system in SYSTEMS}
+
+
+# A system with no call in the window: the aggregates of no rows.
+_NO_CALLS: dict[str, Any] = dict.fromkeys(
+    ("total", "completed", "missed", "failed", "active", "emergency", "routine", "unknown",
+     "duration_total_s", "cost_ended_usd", "cost_total_usd"), 0,
+) | {"duration_avg_s": None}  # fmt: skip
+
+
+def _minutes(row: Any) -> float:
+    """Minutes of talk of the ended calls."""
+    return float(row["duration_total_s"]) / 60
+
+
+def _per_minute(row: Any) -> float | None:
+    """Cost per minute of talk: ended calls' cost over their minutes."""
+    minutes = _minutes(row)
+    return round(float(row["cost_ended_usd"]) / minutes, 6) if minutes else None
 
 
 def _day_brief(day: dict[str, Any]) -> dict[str, Any]:
