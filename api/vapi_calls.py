@@ -111,9 +111,12 @@ class VapiCalls:
         )
         headers = {"Authorization": f"Bearer {access.api_key.reveal()}"}
         response: httpx.Response | None = None
+        # httpx's timeout bounds each step; this, the whole exchange.
         with trio.move_on_after(self._timeout_s):
             try:
-                async with httpx.AsyncClient(verify=client_context(), timeout=None) as http:
+                async with httpx.AsyncClient(
+                    verify=client_context(), timeout=self._timeout_s
+                ) as http:
                     response = await http.post(
                         f"{access.base_url}/call", json=body, headers=headers
                     )
