@@ -18,8 +18,9 @@ When the stream ends (the caller's ``stop``, or the socket closes), it posts a
 ``status-update`` (``ended``) and an ``end-of-call-report`` (engine/simulator/
 vapi_reports.py) to ``server_url`` with ``x-vapi-secret``.
 
-Fault knobs (``VapiFaults``, set on ``SimulatedVapi.faults``): ``down`` (connections are
-closed unanswered), ``slow_s`` (``/call`` answers after that long), ``fail_status``
+Fault knobs (``VapiFaults``, set on ``SimulatedVapi.faults``): ``down`` (set before
+``serve``: nothing listens on the API's port, so connections are refused), ``slow_s``
+(``/call`` answers after that long), ``fail_status``
 (``/call`` answers that HTTP status), ``bad_twiml`` (TwiML Twilio cannot run),
 ``duplicate_reports`` (each report posted twice, as Vapi may), ``wrong_secret``
 (messages carry another secret).
@@ -91,7 +92,7 @@ class VapiFaults:
 class ApiRequest:
     method: str
     path: str
-    status: int | None  # None: closed unanswered (down)
+    status: int
     body: dict[str, Any] | None = None
 
 
@@ -115,9 +116,14 @@ class SimulatedVapi:
         api = await trio.open_tcp_listeners(port, host=host)
         streams = await trio.open_tcp_listeners(0, host=host)
         self.base_url = f"http://{host}:{api[0].socket.getsockname()[1]}"
+        if self.faults.down:  # a host that is gone: nothing listens there (refused)
+            for listener in api:
+                await listener.aclose()
+            api = []
         self.stream_url = f"ws://{host}:{streams[0].socket.getsockname()[1]}"
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, self._api_connection, api)
+            if api:
+                nursery.start_soon(trio.serve_listeners, self._api_connection, api)
             nursery.start_soon(trio.serve_listeners, self._stream_connection, streams)
             task_status.started(self.base_url)
 
@@ -125,9 +131,6 @@ class SimulatedVapi:
 
     async def _api_connection(self, stream: trio.SocketStream) -> None:
         async with stream:
-            if self.faults.down:  # as a dead host's balancer does: closed, unanswered
-                self.requests.append(ApiRequest("?", "?", None))
-                return
             connection = h11.Connection(h11.SERVER, max_incomplete_event_size=READ_BYTES)
             try:
                 while await self._exchange(stream, connection):
