@@ -353,10 +353,10 @@ async def test_a_number_toggled_back_to_openai_is_answered_here(
     assert (row["system"], row["vapi_fallback"]) == ("openai", None)
 
 
-async def _reported(dsn: str, call_sid: str) -> dict[str, Any] | None:
+async def _reported(dsn: str, call_sid: str) -> dict[str, Any]:
     """The call's row once Vapi's report is in it (its cost is the report's alone)."""
     found = await rows(dsn, "SELECT * FROM calls WHERE call_sid = $1", call_sid)
-    return found[0] if found and found[0]["cost_usd"] is not None else None
+    return found[0] if found and found[0]["cost_usd"] is not None else {}
 
 
 async def _deliveries(vapi: SimulatedVapi, kind: str, count: int) -> list[Any]:
