@@ -127,6 +127,18 @@ class SimulatedVapi:
             nursery.start_soon(trio.serve_listeners, self._stream_connection, streams)
             task_status.started(self.base_url)
 
+    async def wait_reported(self, timeout_s: float) -> bool:
+        """Until every call whose stream began has had its report posted (or
+        ``timeout_s``): the caller's side ends before Vapi's reports go out."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                reported = {d.call_id for d in self.deliveries if d.type == "end-of-call-report"}
+                begun = {c.id for c in self.calls.values() if c.status != "queued"}
+                if begun <= reported:
+                    return True
+                await trio.sleep(0.05)
+        return False
+
     # -- the API ----------------------------------------------------------------------------
 
     async def _api_connection(self, stream: trio.SocketStream) -> None:
