@@ -14,10 +14,11 @@ has accepted it (it spools while PostgreSQL is away, so accepted is kept): a ful
 store inbox past ``STORE_ACCEPT_TIMEOUT_S`` answers 503 rather than a 200 for a record
 not queued. Every refusal is counted (``afterhours_refusals_total{edge="vapi"}``).
 
-Why a refusal, not a silent 200, for what we do not take: Vapi does not retry a server
-message unless a backoff plan is configured (its default: not retried), and it neither
-disables nor pauses a server URL that refuses one; it logs the refusal with its status in
-the call's logs, which is where an operator looks when an assistant misbehaves.
+Why a refusal, not a silent 200, for what we do not take: a made-up answer would hide a
+misconfiguration (the assistant, its tools and transfers live in Vapi), and Vapi sends a
+server message once, not retried unless a backoff plan is configured (its
+end-of-call-report page), so a refusal costs one error line in the call's log in Vapi,
+which is where an operator looks when an assistant misbehaves.
 """
 
 from __future__ import annotations
