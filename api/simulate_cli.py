@@ -36,6 +36,7 @@ from engine.simulator.vapi import SimulatedVapi
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Awaitable, Callable
 
     from engine.config import Settings
 
@@ -119,31 +120,34 @@ async def _simulate(
     async with trio.open_nursery() as nursery:
         if vapi is not None:
             simulated_vapi, host, port = vapi
-            try:
-                await nursery.start(partial(simulated_vapi.serve, host=host, port=port))
-            except OSError as exc:
-                print(
-                    f"afterhours: cannot serve the simulated Vapi on {host}:{port} ({exc}); "
-                    "calls to Vapi numbers get their fallback",
-                    file=sys.stderr,
-                )
+            await _serve(nursery, simulated_vapi.serve, "Vapi", host, port, "Vapi calls fall back")
         if twilio is not None:
             simulated, host, port = twilio
-            try:
-                await nursery.start(partial(simulated.serve, host=host, port=port))
-            except OSError as exc:
-                print(
-                    f"afterhours: cannot serve the simulated Twilio on {host}:{port} ({exc}); "
-                    "a transfer will fail",
-                    file=sys.stderr,
-                )
-            else:
+            if await _serve(nursery, simulated.serve, "Twilio", host, port, "a transfer will fail"):
                 config = dataclasses.replace(config, twilio=simulated)
         summaries = await _place_all(config, script, calls, concurrency)
         if vapi is not None:  # its reports go out just after the calls end
             await vapi[0].wait_reported(VAPI_REPORTS_WAIT_S)
         nursery.cancel_scope.cancel()
     return summaries
+
+
+async def _serve(
+    nursery: trio.Nursery,
+    serve: Callable[..., Awaitable[None]],
+    name: str,
+    host: str,
+    port: int,
+    otherwise: str,
+) -> bool:
+    """Start a simulator the engine talks to; False (said on stderr) if its port is taken."""
+    try:
+        await nursery.start(partial(serve, host=host, port=port))
+    except OSError as exc:
+        print(f"afterhours: cannot serve the simulated {name} on {host}:{port} ({exc}); "
+              f"{otherwise}", file=sys.stderr)  # fmt: skip
+        return False
+    return True
 
 
 async def _records(

@@ -29,7 +29,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from actors.early_sessions import DiscardEarly, OpenEarly
 from api.asgi import Request, Response
@@ -218,19 +218,10 @@ class TwilioWebhooks:
             await missed("engine_overloaded", counted_as=counted)
             return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
         call_sid = params.get("CallSid", "")
-        await self._record(
-            CallUpdated(
-                call_sid,
-                project_id=route.project_id,
-                from_number=params.get("From"),
-                to_number=route.number,
-                status="active",
-                started_at=utc_now(),
-                engine_instance=self._instance,
-                system="openai",
-                vapi_fallback=vapi_fallback,
-            )
-        )
+        await self._record_answered(
+            params, route, engine_instance=self._instance, system="openai",
+            vapi_fallback=vapi_fallback,
+        )  # fmt: skip
         # Wall-clock time: the stream may reach another instance (Trio's clock is per process).
         token = issue_token(self._stream_key, call_sid, route.project_id, time.time())
         parameters = {"project": route.project_id, "token": token, "callSid": call_sid}
@@ -251,20 +242,9 @@ class TwilioWebhooks:
             created = await self._vapi.create(route, params.get("From", ""), call_sid)
         except VapiUnavailable as unavailable:
             return await self._vapi_fallback(params, route, unavailable)
-        await self._record(
-            CallUpdated(
-                call_sid,
-                project_id=route.project_id,
-                from_number=params.get("From"),
-                to_number=route.number,
-                status="active",
-                started_at=utc_now(),
-                # No engine_instance: Vapi holds the call, so this process's lease must
-                # never sweep it; Twilio's status callback and Vapi's report end it.
-                system="vapi",
-                vapi_call_id=created.call_id,
-            )
-        )
+        # No engine_instance: Vapi holds the call, so this process's lease must never
+        # sweep it; Twilio's status callback and Vapi's report end it.
+        await self._record_answered(params, route, system="vapi", vapi_call_id=created.call_id)
         return _twiml(created.twiml)
 
     async def _vapi_fallback(
@@ -316,6 +296,20 @@ class TwilioWebhooks:
                 twilio_duration_s=seconds,
                 ended_at=now if twilio_status in _FINAL else None,
                 started_at=now - timedelta(seconds=seconds) if seconds is not None else None,
+            )
+        )
+
+    async def _record_answered(self, params: FormParams, route: NumberRoute, **fields: Any) -> None:
+        """The record of a call taken (here or by Vapi): live from now."""
+        await self._record(
+            CallUpdated(
+                params.get("CallSid", ""),
+                project_id=route.project_id,
+                from_number=params.get("From"),
+                to_number=route.number,
+                status="active",
+                started_at=utc_now(),
+                **fields,
             )
         )
 
