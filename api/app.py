@@ -2,12 +2,12 @@
 
 Routes: ``GET /health`` and ``GET /health/detailed`` (no auth: for load balancers and
 probes; no secrets), ``GET /metrics`` and ``GET /stats`` (admin token; see
-api/observability.py), ``/admin/*`` (admin token; see api/admin.py) and ``/twilio/*``
-(Twilio's signature). Unknown paths get a JSON 404, known paths with another method a
-405. An exception in a handler answers 500 with a request id (also in the log and the
-``apiError`` alert), and the server goes on. The lifespan protocol is answered
-(Hypercorn's trio worker crashes at start-up on an app that ignores it: stack-notes
-section 2).
+api/observability.py), ``/admin/*`` (admin token; see api/admin.py), ``/twilio/*``
+(Twilio's signature) and ``/vapi/events`` (Vapi's secret; api/vapi_events.py).
+Unknown paths get a JSON 404, known paths with another method a 405. An exception in a
+handler answers 500 with a request id (also in the log and the ``apiError`` alert), and
+the server goes on. The lifespan protocol is answered (Hypercorn's trio worker crashes at
+start-up on an app that ignores it: stack-notes section 2).
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from api.asgi import (
 from api.dashboard import dashboard
 from api.openapi import document
 from api.twilio_webhooks import ROUTES as TWILIO_ROUTES
+from api.vapi_events import MAX_BODY_BYTES as VAPI_MAX_BODY_BYTES
+from api.vapi_events import PATH as VAPI_PATH
+from api.vapi_events import ROUTES as VAPI_ROUTES
 from engine.config import AlertLevel
 from engine.messages import Alert
 from engine.twilio_form import MAX_BODY_BYTES as TWILIO_MAX_BODY_BYTES
@@ -42,12 +45,15 @@ if TYPE_CHECKING:
     from api.health import HealthView
     from api.observability import Observability
     from api.twilio_webhooks import TwilioWebhooks
+    from api.vapi_events import VapiEvents
     from engine.mailbox import Outbox
 
 # Request counts by route group, so the label set stays bounded whatever the paths.
 OPENAPI = document()
 _TWILIO_PATHS = {path for _, path in TWILIO_ROUTES}
-_ROUTE_GROUPS = ("/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio", "/dashboard")
+_ROUTE_GROUPS = (
+    "/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio", "/vapi", "/dashboard",
+)  # fmt: skip
 
 log = logging.getLogger("afterhours.api")
 
@@ -61,7 +67,9 @@ class App:
         observability: Observability | None = None,
         alerts: Outbox[Alert] | None = None,
         analytics: AnalyticsApi | None = None,
+        vapi: VapiEvents | None = None,
     ) -> None:
+        self._vapi = vapi
         self._health = health
         self._admin = admin
         self._twilio = twilio
@@ -84,6 +92,8 @@ class App:
             served |= TWILIO_ROUTES
         if self._admin is not None:
             served |= self._admin.route_templates()
+        if self._vapi is not None:
+            served |= VAPI_ROUTES
         return served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,15 +102,20 @@ class App:
             await self._lifespan(receive, send)
         elif kind == "http":
             twilio = self._twilio if scope["path"] in _TWILIO_PATHS else None
-            # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py).
+            vapi = self._vapi if scope["path"] == VAPI_PATH else None
+            # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py);
+            # Vapi's end-of-call reports a looser one (api/vapi_events.py).
             limit = MAX_BODY_BYTES if twilio is None else TWILIO_MAX_BODY_BYTES
+            limit = VAPI_MAX_BODY_BYTES if vapi is not None else limit
             try:
                 request = await read_request(scope, receive, max_body_bytes=limit)
             except BodyTooLarge:
                 too_large = error(413, "request body too large")
-                await send_response(
-                    send, too_large if twilio is None else twilio.body_too_large(scope["path"])
-                )
+                if twilio is not None:
+                    too_large = twilio.body_too_large(scope["path"])
+                elif vapi is not None:
+                    too_large = vapi.body_too_large()
+                await send_response(send, too_large)
                 return
             response = await self._answer(request)
             group = next((g for g in _ROUTE_GROUPS if request.path.startswith(g)), "other")
@@ -163,6 +178,8 @@ class App:
             return await self._analytics.handle(request)
         if request.path.startswith("/admin/") and self._admin is not None:
             return await self._admin.handle(request)
+        if request.path == VAPI_PATH and self._vapi is not None:
+            return await self._vapi.handle(request)
         if request.path.startswith("/twilio/") and self._twilio is not None:
             answer = await self._twilio.handle(request)
             if answer is not None:

@@ -151,6 +151,8 @@ def _secret_values(settings: Settings) -> list[str]:
         settings.openai_api_key,
         settings.twilio_auth_token,
         settings.alert_webhook_secret,
+        settings.vapi_api_key,
+        settings.vapi_server_secret,
     ]
     revealed = [secret.reveal() for secret in secrets if secret]
     for url in (settings.database_url, settings.smtp_url):

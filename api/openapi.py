@@ -44,7 +44,8 @@ def _responses(*codes: int) -> dict[str, Any]:
         404: "Unknown resource",
         405: "Wrong method",
         409: "Already exists",
-        413: "The body is too large (16 KiB for Twilio's webhooks, 1 MiB elsewhere)",
+        413: "The body is too large (16 KiB for Twilio's webhooks, 4 MiB for Vapi's "
+        "messages, 1 MiB elsewhere)",
         422: "Invalid body (one message per field)",
         429: "Too many requests for this key (see the Retry-After header)",
         503: "Unavailable (database away, too many reads waiting: see Retry-After, or draining)",
@@ -94,6 +95,12 @@ def document() -> dict[str, Any]:
                     "description": "a project's API key: its analytics only",
                 },
                 "twilioSignature": {"type": "apiKey", "in": "header", "name": "X-Twilio-Signature"},
+                "vapiSecret": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-vapi-secret",
+                    "description": "VAPI_SERVER_SECRET, as Vapi sends it",
+                },
             }
         },
         "paths": {
@@ -251,6 +258,20 @@ def document() -> dict[str, Any]:
                     400,
                     403,
                     413,
+                )
+            },
+            "/vapi/events": {
+                "post": _operation(
+                    "Vapi's server messages: end-of-call-report and status-update recorded, "
+                    "informational types acknowledged (204), others refused (422)",
+                    [{"vapiSecret": []}],
+                    200,
+                    204,
+                    400,
+                    401,
+                    413,
+                    422,
+                    503,
                 )
             },
             "/twilio/status": {

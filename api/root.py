@@ -50,6 +50,8 @@ from api.observability import Observability, Sources
 from api.server import ApiServer
 from api.twilio_access import ConfigWarning, TwilioAccess, transfer_warning, twilio_access
 from api.twilio_webhooks import TwilioWebhooks
+from api.vapi_calls import VapiAccess, VapiCalls, vapi_access
+from api.vapi_events import VapiEvents
 from api.watchdog import ShutdownWatchdog
 from engine.admission import Admission
 from engine.children import KILL_GRACE_S
@@ -200,6 +202,8 @@ async def _run_tree(
     refusals = Refusals()  # every edge counts what it turns away here, for /metrics
     access = twilio_access(settings)
     _log_twilio_access(access)
+    vapi = vapi_access(settings)
+    _log_vapi_access(vapi)
     dsn = database.dsn
     tree = _build_tree(
         settings,
@@ -208,6 +212,7 @@ async def _run_tree(
         admission,
         refusals,
         access,
+        vapi,
         on_stopping=watchdog.arm,
     )
     supervisor, calls, api, model, media, early, mailboxes, config_warnings = tree
@@ -260,6 +265,24 @@ def _log_twilio_access(access: TwilioAccess) -> None:
         )
     elif access.note is not None:
         log.info("no TWILIO_ACCOUNT_SID and no simulated Twilio: %s", access.note)
+
+
+def _log_vapi_access(access: VapiAccess) -> None:
+    if access.mode == "simulated" and access.api_key is not None:
+        mask_secret(access.api_key.reveal())  # local and derived, but a key all the same
+        if access.server_secret is not None:
+            mask_secret(access.server_secret.reveal())
+        log.info(
+            "no VAPI_API_KEY: calls to numbers on Vapi go to the simulated Vapi at %s "
+            "(`afterhours simulate` serves it)",
+            access.base_url,
+        )
+    elif access.mode == "not_configured":
+        log.info(
+            "Vapi is not configured (%s): callers of Vapi numbers get the fallback", access.note
+        )
+    if access.server_secret is None:
+        log.info("VAPI_SERVER_SECRET is not set: POST /vapi/events refuses every message")
 
 
 class _Started:
@@ -394,6 +417,7 @@ def _build_tree(
     admission: Admission,
     refusals: Refusals,
     access: TwilioAccess,
+    vapi: VapiAccess,
     *,
     on_stopping: Callable[[], None],
 ) -> tuple[
@@ -545,6 +569,7 @@ def _build_tree(
             metrics=metrics_inbox,
             refusals=refusals,
             instance=instance,
+            vapi=VapiCalls(vapi, timeout_s=settings.vapi_create_timeout_s),
         ),
         observability,
         alerts_inbox,
@@ -554,6 +579,9 @@ def _build_tree(
             routes=routing.snapshot,
             comparison_rate_per_min_usd=settings.comparison_rate_per_min_usd,
             refusals=refusals,
+        ),
+        VapiEvents(
+            vapi.server_secret, routes=routing.snapshot, store=store_inbox, refusals=refusals
         ),
     )
     api = ApiServer(

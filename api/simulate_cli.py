@@ -9,7 +9,13 @@ The exit status is 0 only when every call connected and its record is final.
 When the engine sends its REST calls to the simulated Twilio (no TWILIO_ACCOUNT_SID, no
 OPENAI_API_KEY: api/twilio_access.py), these commands serve it for the calls they place,
 so a transfer to a project's on-call number ends the call's stream as Twilio's would and
-is printed ("transferred to +1...")."""
+is printed ("transferred to +1...").
+
+Likewise for Vapi (api/vapi_calls.py): with no VAPI_API_KEY and the built-in simulators,
+the engine creates the calls of numbers on the ``vapi`` system at the simulated Vapi
+(engine/simulator/vapi.py), which these commands serve on VAPI_API_BASE_URL (default
+127.0.0.1:PORT+3): its TwiML takes the simulated caller into its own stream, and its
+signed reports go to the engine's ``/vapi/events``."""
 
 from __future__ import annotations
 
@@ -24,17 +30,21 @@ import trio
 
 from api.call_view import function_call_lines, transcript_lines
 from api.twilio_access import twilio_access
+from api.vapi_calls import vapi_access
 from engine.config import Secret
 from engine.simulator.caller import CallerConfig, CallSummary, place_call
 from engine.simulator.twilio_rest import SimulatedTwilio
+from engine.simulator.vapi import SimulatedVapi
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Awaitable, Callable
 
     from engine.config import Settings
 
 
 RECORD_WAIT_S = 10.0  # the store writes in batches: a record is final within moments
+VAPI_REPORTS_WAIT_S = 10.0  # the simulated Vapi posts its reports once a stream ends
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,7 +57,8 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     calls = 1 if args.command == "call" else args.calls
     concurrency = 1 if args.command == "call" else args.concurrency
     twilio = _simulated_twilio(settings, auth_token)
-    summaries = trio.run(_simulate, config, twilio, args.script, calls, concurrency)
+    vapi = _simulated_vapi(settings, auth_token, engine_url)
+    summaries = trio.run(_simulate, config, twilio, vapi, args.script, calls, concurrency)
     records = trio.run(_records, engine_url, admin_token, summaries)
     for summary in summaries:
         print(_line(summary, records.get(summary.call_sid)))
@@ -85,29 +96,60 @@ def _simulated_twilio(
     return SimulatedTwilio.for_auth_token(auth_token), address.hostname or "", address.port or 80
 
 
+def _simulated_vapi(
+    settings: Settings, auth_token: str, engine_url: str
+) -> tuple[SimulatedVapi, str, int] | None:
+    """The simulated Vapi the engine creates Vapi calls at, posting its reports to the
+    engine; ``None`` when the engine uses none (a Vapi key, a real model)."""
+    completed = dataclasses.replace(settings, twilio_auth_token=Secret(auth_token))
+    access = vapi_access(completed)
+    key, secret = access.api_key, access.server_secret
+    if access.mode != "simulated" or access.base_url is None or key is None or secret is None:
+        return None
+    vapi = SimulatedVapi(key.reveal(), secret.reveal(), f"{engine_url}/vapi/events")
+    address = urlsplit(access.base_url)
+    return vapi, address.hostname or "", address.port or 80
+
+
 async def _simulate(
     config: CallerConfig,
     twilio: tuple[SimulatedTwilio, str, int] | None,
+    vapi: tuple[SimulatedVapi, str, int] | None,
     script: str,
     calls: int,
     concurrency: int,
 ) -> list[CallSummary]:
     async with trio.open_nursery() as nursery:
+        if vapi is not None:
+            simulated_vapi, host, port = vapi
+            await _serve(nursery, simulated_vapi.serve, "Vapi", host, port, "Vapi calls fall back")
         if twilio is not None:
             simulated, host, port = twilio
-            try:
-                await nursery.start(partial(simulated.serve, host=host, port=port))
-            except OSError as exc:
-                print(
-                    f"afterhours: cannot serve the simulated Twilio on {host}:{port} ({exc}); "
-                    "a transfer will fail",
-                    file=sys.stderr,
-                )
-            else:
+            if await _serve(nursery, simulated.serve, "Twilio", host, port, "a transfer will fail"):
                 config = dataclasses.replace(config, twilio=simulated)
         summaries = await _place_all(config, script, calls, concurrency)
+        if vapi is not None:  # its reports go out just after the calls end
+            await vapi[0].wait_reported(VAPI_REPORTS_WAIT_S)
         nursery.cancel_scope.cancel()
     return summaries
+
+
+async def _serve(
+    nursery: trio.Nursery,
+    serve: Callable[..., Awaitable[None]],
+    name: str,
+    host: str,
+    port: int,
+    otherwise: str,
+) -> bool:
+    """Start a simulator the engine talks to; False (said on stderr) if its port is taken."""
+    try:
+        await nursery.start(partial(serve, host=host, port=port))
+    except OSError as exc:
+        print(f"afterhours: cannot serve the simulated {name} on {host}:{port} ({exc}); "
+              f"{otherwise}", file=sys.stderr)  # fmt: skip
+        return False
+    return True
 
 
 async def _records(
@@ -128,8 +170,12 @@ async def _records(
                         print(f"afterhours: cannot read records: {exc}", file=sys.stderr)
                         return records
                     if response.status_code == 200:
-                        records[summary.call_sid] = response.json()
-                        if response.json().get("status") != "active":
+                        record = records[summary.call_sid] = response.json()
+                        # Vapi's report follows Twilio's callback by moments: its cost.
+                        awaiting_vapi = record.get("system") == "vapi" and not record.get(
+                            "cost_usd"
+                        )
+                        if record.get("status") != "active" and not awaiting_vapi:
                             break
                     await trio.sleep(0.1)
     return records
@@ -167,8 +213,9 @@ def _line(summary: CallSummary, record: dict[str, Any] | None) -> str:
     if record is None:
         return f"{summary.call_sid}  {heard}; no record found"
     cost = record.get("cost_usd")
+    by = " by Vapi" if record.get("system") == "vapi" else ""
     lines = [
-        f"{summary.call_sid}  {record.get('status')} ({record.get('end_reason')}), "
+        f"{summary.call_sid}  {record.get('status')}{by} ({record.get('end_reason')}), "
         f"intent {record.get('intent')}, first audio {record.get('time_to_first_audio_ms')} ms, "
         f"cost ${cost if cost is not None else 0:.4f}; {heard}"
     ]

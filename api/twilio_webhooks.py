@@ -13,8 +13,12 @@ event_log entry, nothing more. The incoming call is routed by its ``To`` number,
 routing snapshot in memory (no database round trip, so a database outage or a heavy
 report does not delay it; its records spool until PostgreSQL is back): a number
 this engine answers gets ``<Connect><Stream>`` to the media stream with the project and a
-one-time stream token; an unknown number, a number another system answers, or an engine
-at capacity gets polite TwiML (dial the on-call number if the project has one) and the call
+one-time stream token; a number on Vapi gets the TwiML Vapi answers the call's creation
+with (api/vapi_calls.py; recorded at once, system ``vapi``), or, when Vapi does not
+answer within ``VAPI_CREATE_TIMEOUT_S`` or errs, the project's ``vapi_fallback`` (this
+engine, or the on-call number), with a ``vapiError`` alert and the reason in the record's
+``vapi_fallback``; an unknown number, a number another system answers, or an engine at
+capacity gets polite TwiML (dial the on-call number if the project has one) and the call
 is recorded as missed with the reason. The status callback updates the call's record on
 whichever instance it reaches (the store's merge makes the order irrelevant).
 """
@@ -24,10 +28,12 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
 
 from actors.early_sessions import DiscardEarly, OpenEarly
 from api.asgi import Request, Response
+from api.vapi_calls import VapiUnavailable
 from engine.admission import Admission
 from engine.config import AlertLevel
 from engine.messages import Alert, CallUpdated, utc_now
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors.early_sessions import EarlyRequest
+    from api.vapi_calls import VapiCalls
     from engine.config import Settings
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite
@@ -62,6 +69,7 @@ UNKNOWN_NUMBER = "We're sorry, this number is not in service. Goodbye."
 ELSEWHERE = "We're sorry, we cannot take your call on this line right now."
 AT_CAPACITY = "All of our lines are busy right now."
 DRAINING = "We're sorry, we cannot take your call right now."
+VAPI_UNAVAILABLE = "Please hold while we connect you."
 
 # Twilio's final call statuses, as our call statuses.
 _FINAL: dict[str, Literal["completed", "missed", "failed"]] = {
@@ -100,7 +108,9 @@ class TwilioWebhooks:
         metrics: Outbox[MetricsSample] | None = None,
         refusals: Refusals | None = None,
         instance: str | None = None,  # this process's id, on the rows it creates (leases.py)
+        vapi: VapiCalls | None = None,  # for numbers on the vapi system; None: not configured
     ) -> None:
+        self._vapi = vapi
         token = settings.twilio_auth_token
         self._instance = instance
         self._signing_key = token.reveal().encode() if token else None
@@ -179,36 +189,39 @@ class TwilioWebhooks:
         )
 
     async def _incoming_call(self, params: FormParams) -> Response:
-        call_sid, to_number = params.get("CallSid", ""), params.get("To", "")
+        to_number = params.get("To", "")
         # From memory: answering never waits on PostgreSQL (it may be away, or busy).
         route = self._routes().route(to_number)
         if route is None:
             await self._record_missed(params, None, "unknown_number")
             return _twiml(turn_away(UNKNOWN_NUMBER, None))
+        if route.system == "vapi":
+            return await self._vapi_call(params, route)
         if route.system != "openai":
             await self._record_missed(params, route, "answered_elsewhere")
             return _twiml(turn_away(ELSEWHERE, route.on_call_number))
+        return await self._answer_here(params, route)
+
+    async def _answer_here(
+        self, params: FormParams, route: NumberRoute, *, vapi_fallback: str | None = None
+    ) -> Response:
+        """This engine takes the call: a media stream, or polite TwiML when it cannot."""
+        missed = partial(self._record_missed, params, route, vapi_fallback=vapi_fallback)
         if self._admission.draining:  # a deploy or stop: live calls finish, new ones go
-            await self._record_missed(params, route, "engine_draining")
+            await missed("engine_draining")
             return _twiml(turn_away(DRAINING, route.on_call_number))
         if self._at_capacity():
-            await self._record_missed(params, route, "engine_at_capacity")
+            await missed("engine_at_capacity")
             return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
         if overloaded := self._admission.overloaded:  # near saturation: those let in first
             counted = f"engine_overloaded_{overloaded}"  # which limit, for /metrics
-            await self._record_missed(params, route, "engine_overloaded", counted_as=counted)
+            await missed("engine_overloaded", counted_as=counted)
             return _twiml(turn_away(AT_CAPACITY, route.on_call_number))
-        await self._record(
-            CallUpdated(
-                call_sid,
-                project_id=route.project_id,
-                from_number=params.get("From"),
-                to_number=to_number,
-                status="active",
-                started_at=utc_now(),
-                engine_instance=self._instance,
-            )
-        )
+        call_sid = params.get("CallSid", "")
+        await self._record_answered(
+            params, route, engine_instance=self._instance, system="openai",
+            vapi_fallback=vapi_fallback,
+        )  # fmt: skip
         # Wall-clock time: the stream may reach another instance (Trio's clock is per process).
         token = issue_token(self._stream_key, call_sid, route.project_id, time.time())
         parameters = {"project": route.project_id, "token": token, "callSid": call_sid}
@@ -217,6 +230,52 @@ class TwilioWebhooks:
             project = self._routes().projects.get(route.project_id)
             self._early.send_nowait(OpenEarly(call_sid, project.model if project else None))
         return _twiml(connect_stream(self._stream_url(), parameters))
+
+    async def _vapi_call(self, params: FormParams, route: NumberRoute) -> Response:
+        """Vapi takes the call (its TwiML bridges Twilio to it), recorded here at once;
+        when Vapi cannot, within its budget, the project's fallback does: this engine,
+        or its on-call number. Never silence."""
+        call_sid = params.get("CallSid", "")
+        try:
+            if self._vapi is None:
+                raise VapiUnavailable("vapi_not_configured", "Vapi is not configured")
+            created = await self._vapi.create(route, params.get("From", ""), call_sid)
+        except VapiUnavailable as unavailable:
+            return await self._vapi_fallback(params, route, unavailable)
+        # No engine_instance: Vapi holds the call, so this process's lease must never
+        # sweep it; Twilio's status callback and Vapi's report end it.
+        await self._record_answered(params, route, system="vapi", vapi_call_id=created.call_id)
+        return _twiml(created.twiml)
+
+    async def _vapi_fallback(
+        self, params: FormParams, route: NumberRoute, unavailable: VapiUnavailable
+    ) -> Response:
+        project = self._routes().projects.get(route.project_id)
+        on_call = project is not None and project.vapi_fallback == "on_call"
+        answered_by = "the on-call number" if on_call and route.on_call_number else "this engine"
+        log.warning(
+            "call %s to a Vapi number: %s; answered by %s",
+            params.get("CallSid"), unavailable.detail, answered_by,
+        )  # fmt: skip
+        self._refuse("voice", unavailable.reason)  # why Vapi did not, whoever answers
+        self._alerts.send_nowait(
+            Alert(
+                AlertLevel.ERROR,
+                "vapiError",
+                "Vapi did not take a call",
+                f"{unavailable.detail}; the caller was answered by {answered_by}",
+                project_id=route.project_id,
+                call_sid=params.get("CallSid"),
+                metadata={"reason": unavailable.reason, "number": route.number},
+            )
+        )
+        if on_call and route.on_call_number:
+            await self._record_missed(
+                params, route, "vapi_unavailable", vapi_fallback=unavailable.reason, system="vapi"
+            )
+            return _twiml(turn_away(VAPI_UNAVAILABLE, route.on_call_number))
+        # No on-call number to send them to: this engine rather than a dead end.
+        return await self._answer_here(params, route, vapi_fallback=unavailable.reason)
 
     async def _status_callback(self, params: FormParams) -> None:
         twilio_status = params.get("CallStatus", "")
@@ -240,6 +299,20 @@ class TwilioWebhooks:
             )
         )
 
+    async def _record_answered(self, params: FormParams, route: NumberRoute, **fields: Any) -> None:
+        """The record of a call taken (here or by Vapi): live from now."""
+        await self._record(
+            CallUpdated(
+                params.get("CallSid", ""),
+                project_id=route.project_id,
+                from_number=params.get("From"),
+                to_number=route.number,
+                status="active",
+                started_at=utc_now(),
+                **fields,
+            )
+        )
+
     async def _record_missed(
         self,
         params: FormParams,
@@ -247,6 +320,8 @@ class TwilioWebhooks:
         reason: str,
         *,
         counted_as: str | None = None,
+        vapi_fallback: str | None = None,
+        system: Literal["openai", "vapi"] | None = None,
     ) -> None:
         self._refuse("voice", counted_as or reason)  # a caller turned away is a refusal too
         if self._metrics is not None:
@@ -264,6 +339,8 @@ class TwilioWebhooks:
                 started_at=now,
                 ended_at=now,
                 duration_s=0.0,
+                system=system if system is not None else ("openai" if route else None),
+                vapi_fallback=vapi_fallback,
             )
         )
 

@@ -35,6 +35,13 @@ DRAIN_TIMEOUT_MAX_S = 3600.0
 MAX_CONCURRENT_CALLS_RANGE = (1, 100_000)
 
 SIMULATED_TWILIO_PORT_OFFSET = 2
+SIMULATED_VAPI_PORT_OFFSET = 3
+VAPI_API_URL = "https://api.vapi.ai"
+# Twilio waits 15 s for the voice webhook's TwiML; Vapi's create-call answers in well
+# under a second when healthy. 3 s leaves the caller's fallback (this engine, or the
+# on-call number) most of Twilio's budget.
+VAPI_CREATE_TIMEOUT_DEFAULT_S = 3.0
+VAPI_CREATE_TIMEOUT_MAX_S = 10.0
 _TWILIO_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 # A plausibility check, not RFC 5322: it catches "ops" or "ops@" typos, not bad mailboxes.
 _EMAIL = re.compile(r"[^@\s,]+@[^@\s,]+\.[^@\s,.]+")
@@ -147,6 +154,16 @@ class Settings:
     # (ADMIT_MAX_CPU=1 turns the CPU check off).
     admit_max_cpu: float
     admit_max_loop_lag_s: float
+    # Vapi, for numbers on the vapi system (api/vapi_calls.py, api/vapi_events.py): the
+    # private API key the voice webhook creates calls with; its base URL
+    # (https://api.vapi.ai with a key; without one, the simulated Vapi `afterhours
+    # simulate` serves on 127.0.0.1, PORT + 3; None when PORT is 0 and nothing is set);
+    # the secret Vapi sends in x-vapi-secret with its server messages; and how long the
+    # webhook waits for Vapi before the caller gets the project's fallback.
+    vapi_api_key: Secret | None
+    vapi_api_base_url: str | None
+    vapi_server_secret: Secret | None
+    vapi_create_timeout_s: float
     # The other system's price per minute (e.g. the platform the business came from), for
     # the dashboard's cost comparison; None: not shown.
     comparison_rate_per_min_usd: float | None
@@ -270,6 +287,17 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         worker_index=_parse_worker_index(raw.get("WORKER_INDEX"), workers),
         engine_lease_s=_parse_seconds(
             "ENGINE_LEASE_S", raw.get("ENGINE_LEASE_S"), 20.0, (0.5, 3600.0)
+        ),
+        vapi_api_key=_parse_secret("VAPI_API_KEY", raw.get("VAPI_API_KEY")),
+        vapi_api_base_url=_parse_vapi_api_url(
+            raw.get("VAPI_API_BASE_URL"), key="VAPI_API_KEY" in raw, port=port
+        ),
+        vapi_server_secret=_parse_secret("VAPI_SERVER_SECRET", raw.get("VAPI_SERVER_SECRET")),
+        vapi_create_timeout_s=_parse_seconds(
+            "VAPI_CREATE_TIMEOUT_S",
+            raw.get("VAPI_CREATE_TIMEOUT_S"),
+            VAPI_CREATE_TIMEOUT_DEFAULT_S,
+            (0.0, VAPI_CREATE_TIMEOUT_MAX_S),
         ),
         comparison_rate_per_min_usd=_parse_price(
             "COMPARISON_RATE_PER_MIN_USD", raw.get("COMPARISON_RATE_PER_MIN_USD")
@@ -509,6 +537,18 @@ def _parse_twilio_api_url(value: str | None, *, account: bool, port: int) -> str
         return "https://api.twilio.com"
     # Next to MEDIA_PORT's default (PORT + 1): the simulated Twilio's REST API.
     simulated_port = port + SIMULATED_TWILIO_PORT_OFFSET
+    if not port or simulated_port > PORT_RANGE[1]:
+        return None
+    return f"http://127.0.0.1:{simulated_port}"
+
+
+def _parse_vapi_api_url(value: str | None, *, key: bool, port: int) -> str | None:
+    if value is not None:
+        return _parse_url("VAPI_API_BASE_URL", value).rstrip("/")
+    if key:
+        return VAPI_API_URL
+    # Beside the simulated Twilio's (PORT + 2): the simulated Vapi's API.
+    simulated_port = port + SIMULATED_VAPI_PORT_OFFSET
     if not port or simulated_port > PORT_RANGE[1]:
         return None
     return f"http://127.0.0.1:{simulated_port}"

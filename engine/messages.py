@@ -114,6 +114,8 @@ class CallUpdated(msgspec.Struct, frozen=True, tag="call", tag_field="record"):
     system: Literal["openai", "vapi"] | None = None  # which system answered
     vapi_call_id: str | None = None
     summary: str | None = None  # Vapi's end-of-call summary
+    # Why Vapi did not take a call to one of its numbers, answered by the fallback instead.
+    vapi_fallback: str | None = None
 
 
 class FunctionCallRecorded(msgspec.Struct, frozen=True, tag="function_call", tag_field="record"):

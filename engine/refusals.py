@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 # Where a request or connection was refused.
-Edge = Literal["voice", "status", "media", "analytics", "admin", "http"]
+Edge = Literal["voice", "status", "media", "analytics", "admin", "http", "vapi"]
 
 
 class Refusals:

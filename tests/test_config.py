@@ -65,6 +65,10 @@ FULL: dict[str, str] = {
     "WORKERS": "4",
     "WORKER_INDEX": "2",
     "COMPARISON_RATE_PER_MIN_USD": "0.12",
+    "VAPI_API_KEY": "vapi-private-key-full",
+    "VAPI_API_BASE_URL": "https://vapi.example.com",
+    "VAPI_SERVER_SECRET": "vapi-server-secret-full",
+    "VAPI_CREATE_TIMEOUT_S": "2.5",
     "ADMIT_MAX_CPU": "0.7",
     "ADMIT_MAX_LOOP_LAG_S": "0.05",
     "ENGINE_LEASE_S": "30",
@@ -114,6 +118,10 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         engine_lease_s=20.0,
         admit_max_cpu=0.85,
         admit_max_loop_lag_s=0.04,
+        vapi_api_key=None,
+        vapi_api_base_url="http://127.0.0.1:8083",  # no key: the simulated Vapi
+        vapi_server_secret=None,
+        vapi_create_timeout_s=3.0,
         comparison_rate_per_min_usd=None,
         simulator_faults=None,
     )
@@ -130,6 +138,18 @@ def test_twilios_rest_api_is_twilio_with_an_account_and_the_simulated_one_withou
     assert settings_from_mapping({"PORT": "65535"}).twilio_api_base_url is None
     told = {"PORT": "0", "TWILIO_API_BASE_URL": "http://127.0.0.1:7000/"}
     assert settings_from_mapping(told).twilio_api_base_url == "http://127.0.0.1:7000"
+
+
+def test_vapis_api_is_vapi_with_a_key_and_the_simulated_one_without() -> None:
+    keyed = settings_from_mapping({"VAPI_API_KEY": "vapi-private-key"})
+    assert keyed.vapi_api_base_url == "https://api.vapi.ai"
+    assert "vapi-private-key" not in repr(keyed)
+    assert settings_from_mapping({"PORT": "9000"}).vapi_api_base_url == "http://127.0.0.1:9003"
+    assert settings_from_mapping({"PORT": "0"}).vapi_api_base_url is None
+    told = {"VAPI_API_BASE_URL": "http://127.0.0.1:7001/"}
+    assert settings_from_mapping(told).vapi_api_base_url == "http://127.0.0.1:7001"
+    with pytest.raises(ConfigError, match="VAPI_CREATE_TIMEOUT_S"):
+        settings_from_mapping({"VAPI_CREATE_TIMEOUT_S": "15"})  # past Twilio's own budget
 
 
 def test_every_variable_set() -> None:
@@ -154,6 +174,10 @@ def test_every_variable_set() -> None:
     assert settings.drain_timeout_s == 12.5
     assert settings.max_concurrent_calls == 7
     assert settings.log_format == "json"
+    assert settings.vapi_api_key == Secret("vapi-private-key-full")
+    assert settings.vapi_api_base_url == "https://vapi.example.com"
+    assert settings.vapi_server_secret == Secret("vapi-server-secret-full")
+    assert settings.vapi_create_timeout_s == 2.5
     assert not settings.is_local
 
 

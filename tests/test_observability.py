@@ -56,6 +56,12 @@ async def test_metrics_match_a_scripted_set_of_calls(fresh_database: str, tmp_pa
         with trio.fail_after(60):
             for _ in range(2):
                 await place_call(config, "quick")
+            # Its Vapi number, with Vapi not configured: the on-call fallback, a missed call.
+            patched = await http_request(
+                "PATCH", f"{base}/admin/projects/smith-plumbing",
+                json={"vapi_fallback": "on_call"}, token=ADMIN_TOKEN,
+            )  # fmt: skip
+            assert patched.status == 200
             await twilio_post(engine, "/twilio/voice", call(sid(500), ELSEWHERE))
             await final_rows(fresh_database, expected=2)
             unauthorized = await http_request("GET", f"{base}/metrics")

@@ -139,6 +139,51 @@ async def test_the_simulate_command_serves_twilio_and_prints_a_transfer(
     assert call.endswith("ended by twilio: transferred to +15551234567")
 
 
+async def test_the_call_command_serves_vapi_for_a_number_on_vapi(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """No VAPI_API_KEY, the built-in simulators: the engine creates the call at the
+    simulated Vapi the command serves (keys derived from TWILIO_AUTH_TOKEN), whose TwiML
+    takes the caller into its stream and whose report completes the record."""
+    vapi_url = f"http://127.0.0.1:{free_port()}"
+    async with running_engine(
+        fresh_database, tmp_path, MEDIA_PORT="0", VAPI_API_BASE_URL=vapi_url
+    ) as engine:
+        url = engine.bound_urls[0]
+        created = await http_request(
+            "POST", f"{url}/admin/projects", json=EMERGENCY_PROJECT, token=ADMIN_TOKEN
+        )
+        assert created.status == 201
+        number = {"number": "+15557654321", "system": "vapi", "vapi_phone_number_id": "pn-1"}
+        added = await http_request(
+            "POST", f"{url}/admin/projects/smith-plumbing/phone-numbers", json=number,
+            token=ADMIN_TOKEN,
+        )  # fmt: skip
+        assert added.status == 201
+        env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES}
+        env |= {"TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN, "ADMIN_TOKEN": ADMIN_TOKEN,
+                "PUBLIC_URL": PUBLIC_URL, "VAPI_API_BASE_URL": vapi_url,
+                "PYTHONPATH": str(ROOT)}  # fmt: skip
+        command = [sys.executable, "-m", "api.cli", "call", "--to", "+15557654321", "--script",
+                   "quick", "--url", url]  # fmt: skip
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                command, env=env, cwd=tmp_path, capture_stdout=True, capture_stderr=True,
+                stdin=subprocess.DEVNULL, check=False,
+            )  # fmt: skip
+        async with open_database(fresh_database, connect_timeout_s=5) as db:
+            (row,) = await db.fetch("SELECT * FROM calls", timeout_s=5)
+    lines = done.stdout.decode().splitlines()
+    assert done.returncode == 0, done.stderr.decode()
+    assert lines[-1] == "1 of 1 calls connected; 1 records final"
+    (call,) = [line for line in lines if line.startswith("CA")]
+    assert "completed" in call
+    assert "(customer-ended-call)" in call
+    assert any("assistant: Thanks for calling" in line for line in lines)
+    assert (row["system"], row["vapi_fallback"]) == ("vapi", None)
+    assert row["cost_usd"] > 0
+
+
 EMERGENCY_PROJECT = {
     "id": "smith-plumbing",
     "name": "Smith Plumbing",

@@ -124,14 +124,17 @@ async def test_calls_that_cannot_be_answered_are_turned_away_politely_and_record
     assert "<Say>We're sorry, this number is not in service. Goodbye.</Say><Hangup />" in (
         unknown.body.decode()
     )
-    assert '<Dial timeout="30">+15551234567</Dial>' in elsewhere.body.decode()
+    # A number on Vapi with no Vapi configured: its project's fallback, this engine, answers
+    # (tests/test_vapi_calls.py has the rest of Vapi's numbers).
+    assert "/twilio/media" in elsewhere.body.decode()
     assert "All of our lines are busy right now." in full.body.decode()
     assert "<Dial" in full.body.decode()
     assert {call_sid: (r["status"], r["end_reason"]) for call_sid, r in rows.items()} == {
         sid(201): ("missed", "unknown_number"),
-        sid(202): ("missed", "answered_elsewhere"),
+        sid(202): ("active", None),
         sid(203): ("missed", "engine_at_capacity"),
     }
+    assert rows[sid(202)]["vapi_fallback"] == "vapi_not_configured"
     assert rows[sid(201)]["project_id"] is None
     assert rows[sid(202)]["project_id"] == "smith-plumbing"
 

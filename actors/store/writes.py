@@ -31,6 +31,7 @@ import msgspec
 from actors.store.write_errors import RecordRefused
 from engine.messages import CallUpdated, EventLogWritten, FunctionCallRecorded
 from engine.safe_text import without_nul
+from engine.vapi_messages import VAPI_KEY_PREFIX
 
 if TYPE_CHECKING:
     from actors.store.db import Connection
@@ -56,7 +57,7 @@ _CALL_COLUMNS = (
     "status_rank", "intent",
     "end_reason", "error", "started_at", "answered_at", "ended_at", "duration_s", "transcript",
     "usage", "cost_usd", "time_to_first_audio_ms", "stream_sid", "engine_instance",
-    "twilio_status", "twilio_duration_s", "system", "vapi_call_id", "summary",
+    "twilio_status", "twilio_duration_s", "system", "vapi_call_id", "summary", "vapi_fallback",
 )  # fmt: skip
 
 # How a call's row merges updates, so that the result does not depend on their order:
@@ -65,7 +66,8 @@ _CALL_COLUMNS = (
 #   the row does not have yet, so a row never says "completed" with another update's error;
 # * started_at and answered_at keep the earliest time reported;
 # * intent keeps the most urgent (emergency > routine > unknown);
-# * the call's identity (project, numbers, system, Vapi's call id) keeps its first value;
+# * the call's identity (project, numbers, system, Vapi's call id, why Vapi did not take
+#   it) keeps its first value;
 # * engine_instance (the process whose lease covers the live call, leases.py) follows the
 #   stream: the instance that took the media stream (routing.py claim_stream, or an update
 #   with the stream_sid) replaces the one that answered the webhook (they differ behind a
@@ -81,7 +83,7 @@ _STATUS_RANK = {"active": 0, "completed": 1, "missed": 2, "failed": 3}
 # Vapi's report on a call it answered is that call's own word, as the engine's is here.
 _SOURCE_RANK = {"twilio": 0, "engine": 1, "vapi": 1}
 _WINS = "(EXCLUDED.status_rank > calls.status_rank)"
-_IDENTITY = ("project_id", "from_number", "to_number", "system", "vapi_call_id")
+_IDENTITY = ("project_id", "from_number", "to_number", "system", "vapi_call_id", "vapi_fallback")
 _EARLIEST = ("started_at", "answered_at")
 _OUTCOME = (
     "end_reason", "error", "ended_at", "duration_s", "transcript", "usage", "cost_usd",
@@ -95,11 +97,24 @@ ENGINE_LOST_RANK = _STATUS_RANK["completed"] * 2 + _SOURCE_RANK["twilio"]
 _URGENCY = "CASE {0} WHEN 'emergency' THEN 2 WHEN 'routine' THEN 1 ELSE 0 END"
 
 
-def _upsert_call_sql() -> str:
-    placeholders = ", ".join(
+def _upsert_call_sql(*, by_vapi_id: bool = False) -> str:
+    values = [
         f"${n}::jsonb" if column in ("transcript", "usage") else f"${n}"
         for n, column in enumerate(_CALL_COLUMNS, start=1)
-    )
+    ]
+    if by_vapi_id:
+        # A Vapi message that named no CallSid (key "vapi:<id>"): the row that carries
+        # that Vapi call id (the voice webhook's, under Twilio's CallSid) if there is one,
+        # found here in the write rather than by a read in the request path; else its
+        # own row. (A report whose call's webhook record is still spooled on another
+        # instance then makes a second row: both say system vapi and the same call id.)
+        vapi_id = f"${_CALL_COLUMNS.index('vapi_call_id') + 1}"
+        values[0] = (  # constants only, never input (the value is the placeholder)
+            "COALESCE((SELECT known.call_sid FROM calls AS known "  # noqa: S608
+            f"WHERE known.vapi_call_id = {vapi_id} AND known.call_sid NOT LIKE "
+            f"'{VAPI_KEY_PREFIX}%' ORDER BY known.started_at LIMIT 1), $1)"
+        )
+    placeholders = ", ".join(values)
     merges = [f"{c} = COALESCE(calls.{c}, EXCLUDED.{c})" for c in _IDENTITY]
     merges += [f"{c} = LEAST(calls.{c}, EXCLUDED.{c})" for c in _EARLIEST]
     merges += [
@@ -131,6 +146,7 @@ def _upsert_call_sql() -> str:
 
 
 UPSERT_CALL = _upsert_call_sql()
+UPSERT_CALL_BY_VAPI_ID = _upsert_call_sql(by_vapi_id=True)
 
 
 # Bounds, in characters. Keys: Twilio's SIDs are 34; ours are short slugs and UUIDs.
@@ -193,6 +209,7 @@ def call_row(record: CallUpdated) -> tuple[Any, ...]:
         values[column] = _text(values[column])
     values["error"] = _text(values["error"], "error")
     values["summary"] = _text(values["summary"], "message")
+    values["vapi_fallback"] = _text(values["vapi_fallback"])
     for column in ("transcript", "usage"):
         value = values[column]
         values[column] = None if value is None else _json_text(value, column)
@@ -214,16 +231,25 @@ def function_call_row(record: FunctionCallRecorded) -> tuple[Any, ...]:
     ))  # fmt: skip
 
 
+def _by_vapi_id(record: CallUpdated) -> bool:
+    return record.vapi_call_id is not None and record.call_sid.startswith(VAPI_KEY_PREFIX)
+
+
 async def write_records(connection: Connection, records: list[StoreWrite]) -> None:
     """Write a batch inside the caller's transaction: one ``executemany`` per table. Call
     updates keep their order, which matters for none of the merge rules but keeps the
     row's ``updated_at`` history honest."""
     events = [event_row(r) for r in records if isinstance(r, EventLogWritten)]
-    calls = [call_row(r) for r in records if isinstance(r, CallUpdated)]
+    updates = [r for r in records if isinstance(r, CallUpdated)]
+    calls = [call_row(r) for r in updates if not _by_vapi_id(r)]
+    # After the others: a row this batch creates for the Vapi call id is found.
+    by_vapi_id = [call_row(r) for r in updates if _by_vapi_id(r)]
     functions = [function_call_row(r) for r in records if isinstance(r, FunctionCallRecorded)]
     if events:
         await connection.executemany(INSERT_EVENT, events)
     if calls:
         await connection.executemany(UPSERT_CALL, calls)
+    if by_vapi_id:
+        await connection.executemany(UPSERT_CALL_BY_VAPI_ID, by_vapi_id)
     if functions:
         await connection.executemany(INSERT_FUNCTION_CALL, functions)

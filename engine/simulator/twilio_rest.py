@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from urllib.parse import parse_qs
 import h11
 import trio
 
+from engine.simulator.http11 import READ_BYTES, next_event, read_body, send_json
 from engine.simulator.twilio_calls import CallRegistry, LiveCall, TwimlError, simulated_account
 
 if TYPE_CHECKING:
@@ -44,18 +44,13 @@ API_VERSION = "2010-04-01"
 _CALL_PATH = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<call>[^/]+)\.json")
 # A call update is a few hundred bytes (the transfer TwiML is ~150): far more is not one.
 MAX_BODY_BYTES = 64 * 1024
-READ_BYTES = 16 * 1024
 # The engine's client sends a request whole, over loopback: this long is a stuck peer.
 REQUEST_TIMEOUT_S = 5.0
 # An idle kept-alive connection is closed after this (httpx reopens one when it needs it).
 IDLE_TIMEOUT_S = 10.0
-SEND_TIMEOUT_S = 5.0
 # A stalled request is held at most this long (or until its client gives up), so a
 # forgotten stall never holds a connection for good.
 STALL_HOLD_S = 60.0
-_REASONS = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found"}
-_REASONS |= {405: b"Method Not Allowed", 413: b"Payload Too Large"}
-_REASONS |= {500: b"Internal Server Error"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,12 +129,12 @@ class SimulatedTwilio:
         """One request and its answer; False when the connection is done."""
         event: h11.Event | None = None
         with trio.move_on_after(IDLE_TIMEOUT_S):  # past it, an idle connection is closed
-            event = await _next_event(stream, connection)
+            event = await next_event(stream, connection)
         if not isinstance(event, h11.Request):
             return False
         method, target = event.method.decode(), event.target.decode()
         with trio.fail_after(REQUEST_TIMEOUT_S):
-            body = await _read_body(stream, connection)
+            body = await read_body(stream, connection, MAX_BODY_BYTES)
         answer = (
             _error(413, None, "Payload Too Large") if body is None
             else self._answer(method, target, dict(event.headers), body)
@@ -151,7 +146,7 @@ class SimulatedTwilio:
                     pass
             return False
         self.requests.append(RestRequest(method, target, answer.status))
-        await _send_answer(stream, connection, answer)
+        await send_json(stream, connection, answer.status, answer.body, answer.headers)
         return connection.our_state is h11.DONE and connection.their_state is h11.DONE
 
     def _answer(
@@ -242,51 +237,3 @@ def _error(status: int, code: int | None, message: str) -> _Answer:
 
 def _not_found(path: str) -> _Answer:
     return _error(404, 20404, f"The requested resource {path} was not found")
-
-
-async def _next_event(stream: trio.SocketStream, connection: h11.Connection) -> h11.Event | None:
-    while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            connection.receive_data(await stream.receive_some(READ_BYTES))
-            continue
-        if event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
-            return None
-        return event  # type: ignore[return-value]
-
-
-async def _read_body(stream: trio.SocketStream, connection: h11.Connection) -> bytes | None:
-    """The request body; ``None`` past MAX_BODY_BYTES (the rest is not read)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = await _next_event(stream, connection)
-        if isinstance(event, h11.Data):
-            size += len(event.data)
-            if size > MAX_BODY_BYTES:
-                return None
-            chunks.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(chunks)
-        else:
-            raise h11.RemoteProtocolError("the request ended before its body")
-
-
-async def _send_answer(
-    stream: trio.SocketStream, connection: h11.Connection, answer: _Answer
-) -> None:
-    payload = json.dumps(answer.body).encode()
-    headers = [
-        (b"Content-Type", b"application/json; charset=utf-8"),
-        (b"Content-Length", str(len(payload)).encode()),
-        *answer.headers,
-    ]
-    if connection.their_state is not h11.DONE:  # the body was not read whole: close after
-        headers.append((b"Connection", b"close"))
-    reason = _REASONS.get(answer.status, b"")
-    response = h11.Response(status_code=answer.status, headers=headers, reason=reason)
-    with trio.fail_after(SEND_TIMEOUT_S):
-        data = connection.send(response) or b""
-        data += connection.send(h11.Data(data=payload)) or b""
-        data += connection.send(h11.EndOfMessage()) or b""
-        await stream.send_all(data)
