@@ -62,7 +62,9 @@ ROUTES = {
 }
 # A call's key is Twilio's CallSid (CA and 32 hex digits); a record that arrived from
 # Vapi alone may carry Vapi's id instead. Either is short and of these characters.
-_CALL_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A CallSid, or the key of a Vapi report whose call this engine never saw (vapi:<id>,
+# actors/store/writes.py).
+_CALL_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}|vapi:[A-Za-z0-9_-]{1,59}")
 
 
 # Per key: the dashboard reads three routes at once; a script polling faster than a
@@ -180,7 +182,9 @@ class AnalyticsApi:
 
 def _call_work(project_id: str, call_sid: str) -> Callable[[Connection], Awaitable[dict[str, Any]]]:
     if not _CALL_KEY.fullmatch(call_sid):
-        raise InvalidParameter("callSid", "expected a CallSid (CA and 32 hex digits)")
+        raise InvalidParameter(
+            "callSid", "expected a CallSid (CA and 32 hex digits) or vapi:<Vapi call id>"
+        )
     return partial(call_detail, project_id=project_id, call_sid=call_sid)
 
 

@@ -433,7 +433,9 @@ async def test_a_patch_waits_for_the_row_and_is_checked_against_what_it_became(
 async def test_the_next_call_to_a_toggled_or_released_number_is_routed_by_it(
     fresh_database: str, tmp_path: Path
 ) -> None:
-    async with running_engine(fresh_database, tmp_path) as engine:
+    from tests.test_vapi_calls import vapi_engine
+
+    async with vapi_engine(fresh_database, tmp_path) as (engine, _vapi):
         await setup_project(engine)  # ELSEWHERE is on vapi
         number = f"{engine.bound_urls[0]}/admin/phone-numbers/%2B{ELSEWHERE[1:]}"
         to_openai = await http_request("PATCH", number, json={"system": "openai"},
@@ -448,8 +450,9 @@ async def test_the_next_call_to_a_toggled_or_released_number_is_routed_by_it(
     assert re.search(
         r'<Connect><Stream url="ws://127\.0\.0\.1:\d+/twilio/media">', here.body.decode()
     )
-    # Back on vapi: not this engine's stream (what Vapi's side answers is tested with it).
+    # Back on vapi: the (simulated) Vapi's TwiML, its own stream, not this engine's.
     assert "/twilio/media" not in there.body.decode()
+    assert re.search(r'<Stream url="ws://127\.0\.0\.1:\d+/[^"]+/transport"', there.body.decode())
     assert released.status == 204
     assert "this number is not in service" in gone.body.decode()
 

@@ -34,7 +34,7 @@ _CALL_COLUMNS = (
     "call_sid, project_id, from_number, to_number, status, status_source, intent, "
     "end_reason, error, started_at, answered_at, ended_at, duration_s, transcript, usage, "
     "cost_usd, time_to_first_audio_ms, stream_sid, engine_instance, twilio_status, "
-    "twilio_duration_s, system, vapi_call_id, summary"
+    "twilio_duration_s, system, vapi_call_id, vapi_fallback, summary"
 )
 _FUNCTION_COLUMNS = "name, arguments, outcome, http_status, latency_ms, error, at"
 
