@@ -1,13 +1,14 @@
 """The dashboard in a real browser: headless Chromium (the Debian package, driven by
 Playwright's Python package with ``executable_path``; Playwright never downloads a
 browser) loads ``/dashboard`` from an engine that has answered a simulated call (whose
-business function failed) and holds a call Vapi answered, written through the engine's
-store as Vapi's report writes it. Signed in with the admin token it shows both systems
-side by side, moves a number between them (the next call to it is answered by the new
-system), adds, moves and releases another, pages through the calls, opens a call with
-its function calls and a caller's markup shown as text; at phone width nothing scrolls
-sideways; a project's key sees the numbers read-only. No console errors; a screenshot is
-saved (``AFTERHOURS_DASHBOARD_SCREENSHOT`` names where; docs/dashboard.png is one)."""
+business function failed) and a call to its Vapi number, handed by the voice webhook to
+the simulated Vapi, whose end-of-call report then came to ``/vapi/events``. Signed in
+with the admin token it shows both systems side by side, moves a number between them
+(the next call to it is answered by the new system), adds, moves and releases another,
+pages through the calls, opens a call with its function calls and a caller's markup
+shown as text; at phone width nothing scrolls sideways; a project's key sees the numbers
+read-only. No console errors; a screenshot is saved (``AFTERHOURS_DASHBOARD_SCREENSHOT``
+names where; docs/dashboard.png is one)."""
 
 from __future__ import annotations
 
@@ -24,60 +25,72 @@ import pytest
 import trio
 
 from actors.store.db import open_database
+from api.root import Engine
 from engine.messages import CallUpdated, StoreWrite
 from engine.simulator.caller import CallerConfig, place_call
 from tests.dashboard_browser import CHROMIUM
+from tests.fixtures import vapi_payloads
 from tests.function_backend import FunctionBackend
 from tests.helpers import (
     ADMIN_TOKEN,
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
     http_request,
-    running_engine,
     sid,
     wait_until,
 )
 from tests.test_call_e2e import BOOKING_PROJECT
 from tests.test_simulated_caller import final_rows
 from tests.test_twilio_webhooks import ANSWERED, ELSEWHERE, call, twilio_post
+from tests.test_vapi_calls import post_event, vapi_engine
 
 ADDED = "+15550004444"
 QUIET = "westside-heating"  # listed after smith-plumbing: the admin lands on smith's page
 CALLER_MARKUP = '<img src=x onerror="window.__xss=1">'
 VAPI_SID = sid(7001)
+VAPI_CALL_ID = "vapi-call-1"
 OLDER = [sid(7100 + n) for n in range(12)]  # before the 30-day window: for paging only
 
 
-def vapi_call(now: datetime) -> list[StoreWrite]:
-    """A call Vapi answered: its start as the webhook records it, then its report."""
-    started = now - timedelta(minutes=3)
-    return [
-        CallUpdated(
-            VAPI_SID,
-            source="vapi",
-            project_id="smith-plumbing",
-            system="vapi",
-            from_number="+15550100001",
-            to_number=ELSEWHERE,
-            status="active",
-            started_at=started,
-            vapi_call_id="vapi-call-1",
-        ),
-        CallUpdated(
-            VAPI_SID,
-            source="vapi",
-            status="completed",
-            end_reason="customer-ended-call",
-            ended_at=started + timedelta(seconds=150),
-            duration_s=150.0,
-            cost_usd=0.25,
-            summary="A dripping tap; booked for Tuesday.",
-            transcript=[
-                {"role": "assistant", "text": "Smith Plumbing, how can I help?"},
-                {"role": "caller", "text": CALLER_MARKUP},
-            ],
-        ),
-    ]
+def vapi_report(started: datetime) -> dict[str, Any]:
+    """Vapi's end-of-call report for the call it took (VAPI_SID), as Vapi posts it."""
+    ended = started + timedelta(seconds=150)
+    at_ms = int(started.timestamp() * 1000)
+    return vapi_payloads.report(
+        call={"id": VAPI_CALL_ID, "phoneCallProviderId": VAPI_SID,
+              "metadata": {"callSid": VAPI_SID, "project": "smith-plumbing"}},
+        endedReason="customer-ended-call",
+        startedAt=started.isoformat().replace("+00:00", "Z"),
+        endedAt=ended.isoformat().replace("+00:00", "Z"),
+        durationSeconds=150.0,
+        cost=0.25,
+        analysis={"summary": "A dripping tap; booked for Tuesday."},
+        artifact={"messages": [
+            {"role": "bot", "message": "Smith Plumbing, how can I help?", "time": at_ms + 900,
+             "secondsFromStart": 0.9},
+            {"role": "user", "message": CALLER_MARKUP, "time": at_ms + 4000,
+             "secondsFromStart": 4.0},
+        ]},
+    )  # fmt: skip
+
+
+async def vapi_call(engine: Engine, dsn: str) -> None:
+    """A call to the Vapi number, handed to the (simulated) Vapi by the voice webhook,
+    and the report Vapi then posts to /vapi/events."""
+    taken = await twilio_post(engine, "/twilio/voice", call(VAPI_SID, ELSEWHERE))
+    assert "/transport" in taken.body.decode(), taken.body  # Vapi's TwiML, not ours
+    await wait_until(lambda: recorded_with_vapi_id(dsn), timeout_s=10)
+    reported = await post_event(engine, vapi_report(datetime.now(UTC) - timedelta(minutes=3)))
+    assert reported.status == 200, reported.body
+
+
+async def recorded_with_vapi_id(dsn: str) -> bool:
+    """The webhook's record of the Vapi call is written, with Vapi's id for it."""
+    async with open_database(dsn, connect_timeout_s=5) as db:
+        vapi_id = await db.fetchval(
+            "SELECT vapi_call_id FROM calls WHERE call_sid = $1", VAPI_SID, timeout_s=5
+        )
+    return vapi_id is not None
 
 
 def older_calls(now: datetime) -> list[StoreWrite]:
@@ -129,17 +142,17 @@ async def test_the_dashboard_manages_numbers_and_compares_the_two_systems(
     backend = FunctionBackend({"get_slots": (500, b'{"error": "calendar down"}', 0.0)})
     async with trio.open_nursery() as nursery:
         function_url = await nursery.start(backend.serve)
-        async with running_engine(
+        async with vapi_engine(
             fresh_database, tmp_path, MEDIA_PORT="0", COMPARISON_RATE_PER_MIN_USD="0.12"
-        ) as engine:
+        ) as (engine, _vapi):
             base = engine.bound_urls[0]
             key = await setup(base, function_url)
             config = CallerConfig(base, PUBLIC_URL, TWILIO_AUTH_TOKEN, ANSWERED)
             with trio.fail_after(60):
                 answered = await place_call(config, "quick")  # the model calls get_slots
                 await final_rows(fresh_database, expected=1)
-                now = datetime.now(UTC)
-                for write in [*vapi_call(now), *older_calls(now)]:
+                await vapi_call(engine, fresh_database)
+                for write in older_calls(datetime.now(UTC)):
                     await engine.mailboxes["store"].send(write)
                 await wait_until(lambda: ended_calls(fresh_database, 14), timeout_s=10)
             analytics = f"{base}/analytics/project/smith-plumbing"
