@@ -74,10 +74,13 @@ async def read_request(stream: trio.SocketStream) -> Received | None:
 @dataclass
 class TwilioRestStandIn:
     """A local HTTP peer (Twilio's REST API, an alert webhook): records each request and
-    answers ``status``."""
+    answers ``status``, ``answer_after_s`` after the request arrived (``arrived`` is set
+    then: a test can end the call's stream before the answer, as Twilio often does)."""
 
     received: list[Received] = field(default_factory=list)
     status: int = 200
+    answer_after_s: float = 0.0
+    arrived: trio.Event = field(default_factory=trio.Event)
 
     async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
         async with trio.open_nursery() as nursery:
@@ -91,6 +94,8 @@ class TwilioRestStandIn:
             if request is None:
                 return
             self.received.append(request)
+            self.arrived.set()
+            await trio.sleep(self.answer_after_s)
             answer = b'{"sid": "CA", "status": "in-progress"}'
             await stream.send_all(
                 f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n".encode()

@@ -355,9 +355,12 @@ async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
     assert 10 <= record["duration_s"] < 20
 
 
+@pytest.mark.parametrize("stream_ends_first", [False, True])
 async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_api(
-    fresh_database: str, tmp_path: Path
+    fresh_database: str, tmp_path: Path, stream_ends_first: bool
 ) -> None:
+    """``stream_ends_first``: Twilio runs the new TwiML and ends the media stream before
+    its REST answer reaches the engine (1 s later): still a transfer, not a hang-up."""
     emergency_project = {
         "id": "smith-plumbing",
         "name": "Smith Plumbing",
@@ -365,7 +368,7 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
         "instructions": "Handle after-hours calls. [scenario: emergency]",
         "on_call_number": "+15551234567",
     }
-    twilio = TwilioRestStandIn()
+    twilio = TwilioRestStandIn(answer_after_s=1.0 if stream_ends_first else 0.0)
     account = "AC" + "ab" * 16
     async with trio.open_nursery() as nursery:
         rest_url = await nursery.start(twilio.serve)
@@ -381,7 +384,14 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
                 await start_call(socket, sid(904), parameters)
                 await listen(socket, until_silent_s=1.0)
                 await speak(socket, silence(100) + tone(400) + silence(700))
-                await listen(socket, until_silent_s=3.0)  # until the engine hands the call over
+                if stream_ends_first:
+                    async with trio.open_nursery() as listening:  # marks echoed meanwhile
+                        listening.start_soon(listen, socket, 30.0)
+                        await twilio.arrived.wait()
+                        listening.cancel_scope.cancel()
+                    await hang_up(socket, sid(904))
+                else:
+                    await listen(socket, until_silent_s=3.0)  # until the engine hands over
                 record = await wait_for_final(fresh_database, sid(904))
             await socket.aclose()
         nursery.cancel_scope.cancel()

@@ -158,9 +158,11 @@ class Conduct(CallState):
 
     async def _transfer(self) -> None:
         error = await transfer_call(self._setup)
+        if error is not None:
+            self._transfer_failed(error)
+        self._transfer_settled.set()  # a stream end seen meanwhile waits for this
         if error is None:
             raise CallEnded("transferred")  # Twilio now ends our stream itself
-        self._transfer_failed(error)
         # The caller hears they will be called back; the call then ends as after any
         # goodbye, or after GOODBYE_GRACE_S if that never finishes playing.
         self._hang_up_reason = "transfer_failed"

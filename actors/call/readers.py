@@ -34,7 +34,10 @@ class Readers(CallState):
     async def _pump_twilio(self) -> None:
         core = self._core
         while True:
-            batch = await self._twilio.receive_batch()
+            try:
+                batch = await self._twilio.receive_batch()
+            except WebSocketClosed as closed:
+                raise await self._twilio_ended(self._twilio_closed(closed)) from closed
             read_at_s = trio.current_time()
             for message in batch:
                 try:
@@ -58,7 +61,7 @@ class Readers(CallState):
                     await self._to_model(core.caller_text(text))
                     await self._do(core.ask(Request(purpose="keypad"), trio.current_time()))
                 elif isinstance(event, Stop):
-                    raise CallEnded("caller_hung_up")
+                    raise await self._twilio_ended(CallEnded("caller_hung_up"))
                 elif isinstance(event, UnknownEvent) and event.event not in self._unknown_seen:
                     self._unknown_seen.add(event.event)  # once per name: no log flood
                     log.info("call %s: ignoring Twilio event %r", self._setup.call_sid, event.event)

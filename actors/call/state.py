@@ -17,6 +17,7 @@ from actors.call.core import (
 )
 from actors.call.functions import BusinessFunctions
 from actors.call.setup import CallEnded, CallSetup
+from actors.twilio_rest import REST_TIMEOUT_S
 from engine.config import AlertLevel
 from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
 from engine.messages import Alert
@@ -66,6 +67,9 @@ class CallState(abc.ABC):
         self._hang_up_reason: str | None = None  # hang up once the last words have played
         self._transferring = False
         self._transfer_error: str | None = None
+        # Set once the transfer request has its answer: Twilio may end our stream
+        # before that answer reaches us, and that end is the transfer, not a hang-up.
+        self._transfer_settled = trio.Event()
         self._reconnects = 0
         self._renewals = 0
         self._frames_dropped = 0
@@ -146,6 +150,19 @@ class CallState(abc.ABC):
         else:
             return
         scope.cancel()
+
+    async def _twilio_ended(self, ended: CallEnded) -> CallEnded:
+        """Twilio ended the stream. While our transfer request is in flight that is most
+        likely the transfer itself (Twilio ends the stream when it runs the new TwiML,
+        often before its REST answer reaches us): wait for the answer, bounded by the
+        request's own timeout, and record what it says."""
+        if not self._transferring:
+            return ended
+        with trio.move_on_after(REST_TIMEOUT_S + 1.0):
+            await self._transfer_settled.wait()
+        if self._transfer_settled.is_set() and self._transfer_error is None:
+            return CallEnded("transferred")
+        return ended
 
     def _twilio_closed(self, closed: WebSocketClosed) -> CallEnded:
         """Twilio's socket closed: a hang-up, unless we closed it over a frame we could
