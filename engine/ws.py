@@ -41,6 +41,7 @@ from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
+from engine import ws_frames
 from engine.tls import client_context
 
 if TYPE_CHECKING:
@@ -169,6 +170,16 @@ class WebSocket:
         self._protocol = protocol
         self._send_timeout_s = send_timeout_s
         self._early_events: list[Request | Response | Frame] = []
+        # The common frames are parsed and built by engine/ws_frames.py; websockets'
+        # protocol sees the rest (control frames, and everything from the first unusual
+        # frame on, for good: ``_fast`` False).
+        self._fast = True
+        self._buffer = bytearray()  # received, not yet a whole frame (fast path)
+        self._parsed: list[str | bytes] = []  # messages parsed, not yet returned
+        self._masked_in = isinstance(protocol, ServerProtocol)  # a client masks its frames
+        self._mask_keys = ws_frames.MaskKeys() if isinstance(protocol, ClientProtocol) else None
+        limit = protocol.max_message_size
+        self._max_size = limit if limit is not None else 1 << 62
         self._write_lock = trio.Lock()
         self._fragments: list[bytes] = []
         self._unread: list[str | bytes] = []  # given back by a reader: returned first
@@ -228,25 +239,80 @@ class WebSocket:
             if self._protocol.close_expected() or self._closed:
                 raise self._closed_error()
             try:
-                data = await self._stream.receive_some(READ_BYTES)
+                data = await self._read()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._closed = True
                 raise WebSocketClosed(None, f"connection lost: {exc}") from None
             if data:
                 self.bytes_received += len(data)
-                self._protocol.receive_data(data)
+                self._receive(data)
             else:
                 self._protocol.receive_eof()
                 self._closed = True
 
+    def _receive(self, data: bytes | bytearray) -> None:
+        """Parse what the peer sent: the common frames here, the rest by websockets."""
+        if not self._fast:
+            self._protocol.receive_data(data)
+            return
+        self._buffer += data
+        parsed = ws_frames.parse(self._buffer, masked=self._masked_in, max_size=self._max_size)
+        if parsed.messages:
+            self._parsed += parsed.messages
+        # Control frames (pongs, close replies, the ping budget) in one feed, so a read
+        # full of pings is answered once, to the latest; then what is left to websockets.
+        for_websockets = b"".join(parsed.control)
+        if parsed.rest is not None:
+            self._fast = False
+            for_websockets += parsed.rest
+        if for_websockets:
+            self._protocol.receive_data(for_websockets)
+
+    def _go_slow(self) -> None:
+        """From now on websockets parses everything (what is buffered first)."""
+        if self._fast:
+            self._fast = False
+            buffered, self._buffer = bytes(self._buffer), bytearray()
+            if buffered:
+                self._protocol.receive_data(buffered)
+
+    async def _read(self) -> bytes:
+        """The next bytes from the peer. A plain socket is read as variant F reads it
+        (docs/performance.md): wait until it is readable, then one ``read(2)``. Trio's
+        ``receive_some`` tries the read first, which on a paced stream (a frame every
+        20 ms) almost always fails with EAGAIN: a wasted system call, an exception and
+        two checkpoints per message. ``wait_readable`` is itself a checkpoint, so a
+        call still yields on every read and a cancelled call still stops here."""
+        stream = self._stream
+        if not isinstance(stream, trio.SocketStream):
+            return bytes(await stream.receive_some(READ_BYTES))  # TLS, in-memory streams
+        while True:
+            fd = stream.socket.fileno()  # -1 once closed: never a reused descriptor
+            if fd < 0:
+                raise trio.ClosedResourceError("the socket was closed")
+            await trio.lowlevel.wait_readable(stream.socket)
+            try:
+                return os.read(fd, READ_BYTES)
+            except (BlockingIOError, InterruptedError):
+                continue  # woken with nothing to read (rare): wait again
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+
+    def _text_frame(self, data: bytes) -> bytes:
+        if self._protocol.state is not State.OPEN:
+            raise self._closed_error()  # closing or closed: nothing more is sent
+        mask_key = self._mask_keys.take() if self._mask_keys is not None else None
+        return ws_frames.text_frame(data, mask_key)
+
     async def send_text(self, data: bytes) -> None:
         """Send one text message (``data`` is UTF-8 JSON). Raises ``WebSocketClosed``
         when the peer is gone, ``trio.TooSlowError`` past the send deadline."""
-        try:
-            self._protocol.send_text(data)
-        except InvalidState:
-            raise self._closed_error() from None
-        await self._flush()
+        await self._flush(self._text_frame(data))
+
+    async def send_texts(self, first: bytes, second: bytes) -> None:
+        """Two text messages in one write (an audio delta and its mark): one system call
+        where two ``send_text`` make two."""
+        await self._flush(self._text_frame(first) + self._text_frame(second))
 
     async def aclose(
         self, code: int = 1000, reason: str = "", *, timeout_s: float = CLOSE_TIMEOUT_S
@@ -273,6 +339,7 @@ class WebSocket:
         parsed: nobody reads a connection being closed, and a peer that floods while we
         wait would otherwise pile up frames here."""
         received = 0
+        self._go_slow()
         while self._protocol.close_rcvd is None and received < MAX_BYTES_AFTER_CLOSE:
             data = await self._stream.receive_some(READ_BYTES)
             if not data:
@@ -295,7 +362,7 @@ class WebSocket:
         await trio.aclose_forcefully(self._stream)
 
     def _take_messages(self) -> list[str | bytes]:
-        messages: list[str | bytes] = []
+        messages, self._parsed = self._parsed, []  # the fast path's come first
         events = self._protocol.events_received()
         if self._early_events:  # frames that came in the same read as the handshake
             events, self._early_events = [*self._early_events, *events], []
@@ -315,8 +382,12 @@ class WebSocket:
                 messages.append(data.decode() if self._fragment_text else data)
         return messages
 
-    async def _flush(self) -> None:
+    async def _flush(self, frames: bytes = b"") -> None:
+        """Write what websockets' protocol has queued (pongs, a close), then ``frames``
+        (ours, already framed), in that order."""
         chunks = self._protocol.data_to_send()
+        if frames:
+            chunks.append(frames)
         if not chunks:
             return
         if not self._write_lock.locked() and all(chunks):
@@ -470,19 +541,45 @@ async def connect(
 
 
 async def _read_handshake(socket: WebSocket, kind: type[HandshakeT]) -> HandshakeT:
-    """The peer's request or response. A frame the peer sent right behind it, read in
-    the same chunk, is kept for the first ``receive_batch`` (never dropped)."""
+    """The peer's request or response. websockets is fed the HTTP head only; what came
+    behind it in the same read (a first frame) is the fast path's, parsed at once and
+    returned by the first ``receive_batch`` (never dropped). A head that needs more
+    than itself (a refusal with a body) gets the rest too, and the connection then
+    stays with websockets' parser."""
     stream, protocol = socket._stream, socket._protocol
+    received = bytearray()
+    fed = 0  # bytes of ``received`` given to websockets
     while True:
         events = protocol.events_received()
         for n, event in enumerate(events):
             if isinstance(event, kind):
                 socket._early_events = list(events[n + 1 :])
+                if socket._fast:
+                    socket._receive(received[fed:])
                 return event
         if protocol.handshake_exc is not None:
             raise HandshakeFailed(f"invalid handshake: {protocol.handshake_exc}")
+        if socket._fast and fed and fed == _head_end(received):
+            socket._go_slow()  # the head alone was not enough: websockets takes it all
+            protocol.receive_data(bytes(received[fed:]))
+            fed = len(received)
+            continue
         data = await stream.receive_some(READ_BYTES)
         if not data:
             raise HandshakeAbandoned("connection closed during the handshake")
         socket.bytes_received += len(data)
-        protocol.receive_data(data)
+        received += data
+        if not socket._fast:
+            protocol.receive_data(data)
+            fed = len(received)
+            continue
+        end = _head_end(received)
+        cut = len(received) if end is None else end
+        protocol.receive_data(bytes(received[fed:cut]))
+        fed = cut
+
+
+def _head_end(received: bytearray) -> int | None:
+    """Where the HTTP head ends (after its blank line), None while it has not."""
+    end = received.find(b"\r\n\r\n")
+    return None if end < 0 else end + 4

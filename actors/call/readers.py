@@ -120,8 +120,9 @@ class Readers(CallState):
             self._turn_latency.observe(now_s - self._turn_began_s)
             self._turn_began_s = None
         stream_sid = self._setup.stream_sid
-        await self._twilio.send_text(encode_media(stream_sid, delta.delta))
-        await self._twilio.send_text(encode_mark(stream_sid, mark))
+        await self._twilio.send_texts(
+            encode_media(stream_sid, delta.delta), encode_mark(stream_sid, mark)
+        )
         self._to_caller_timing.observe(trio.current_time() - read_at_s)
 
 
