@@ -327,6 +327,8 @@ class MediaServer:
             prices=self._prices_for(model, project.id),
             metrics=self._metrics,
             engine_instance=self._instance,
+            frames_per_append=self._settings.caller_frames_per_append,
+            mark_every_deltas=self._settings.mark_every_deltas,
         )
         self._record_live(setup)
         done = trio.Event()

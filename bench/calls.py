@@ -501,9 +501,9 @@ async def one_run(
     pin = args.pin and (os.cpu_count() or 1) >= 2
     # What a core carries is measured with nothing turned away: admission by load off
     # (bench/overload.py measures it on).
-    admission_off = {"ADMIT_MAX_CPU": "1", "ADMIT_MAX_LOOP_LAG_S": "10"}
+    settings = {"ADMIT_MAX_CPU": "1", "ADMIT_MAX_LOOP_LAG_S": "10", **args.engine_env}
     async with engine_and_model(
-        pin, database_url, workdir, admission_off, bridge=bridge, model_leg=model_leg
+        pin, database_url, workdir, settings, bridge=bridge, model_leg=model_leg
     ) as processes:
         idle_rss = rss_bytes(processes.engine.pid)
         window = [Window()]
@@ -539,6 +539,7 @@ async def one_run(
     return {
         "bridge": bridge,
         "model_leg": model_leg,
+        "engine_env": args.engine_env if bridge == "engine" else {},
         "levels": levels,
         "most_calls_carried": max(passing, default=0),
         "model_sessions_open_after_hang_up": sessions["sessions_open"],
@@ -742,9 +743,14 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=1, help="rounds of every bridge and leg")
     parser.add_argument(
+        "--engine-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting for the engine (repeatable), e.g. CALLER_FRAMES_PER_APPEND=2",
+    )  # fmt: skip
+    parser.add_argument(
         "--keep-going", action="store_true", help="measure levels past the first not carried"
     )
     args = parser.parse_args()
+    args.engine_env = dict(item.split("=", 1) for item in args.engine_env)
     result = run_bench(args, bench, "bench.calls")
     drawn = chart(result, RESULTS_DIR / f"{args.output}.png")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))

@@ -134,6 +134,11 @@ class Settings:
     # may live (OpenAI's cap has moved 15 -> 30 -> 60 min; calls renew before it).
     model_connect_timeout_s: float
     model_session_max_s: float
+    # The per-frame path (docs/performance.md, "The lean hot path"): caller frames
+    # joined into one input_audio_buffer.append (each extra frame holds the first one
+    # back 20 ms), and a mark after every Nth audio delta (and at each response's end).
+    caller_frames_per_append: int
+    mark_every_deltas: int
     # USD prices for the cost of each call (engine/pricing.py); None: the built-in table.
     prices_file: Path | None
     # highErrorRate: the share of failed calls (or function calls) over a rolling window.
@@ -274,6 +279,10 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         model_session_max_s=_parse_seconds(
             "MODEL_SESSION_MAX_S", raw.get("MODEL_SESSION_MAX_S"), 3600.0, (5.0, 86400.0)
         ),
+        caller_frames_per_append=_parse_int(
+            "CALLER_FRAMES_PER_APPEND", raw.get("CALLER_FRAMES_PER_APPEND"), 2, (1, 5)
+        ),
+        mark_every_deltas=_parse_int("MARK_EVERY_DELTAS", raw.get("MARK_EVERY_DELTAS"), 2, (1, 10)),
         prices_file=_parse_optional_path("PRICES_FILE", raw.get("PRICES_FILE")),
         alert_error_rate=_parse_share("ALERT_ERROR_RATE", raw.get("ALERT_ERROR_RATE"), 0.25),
         alert_error_rate_window_s=_parse_seconds(

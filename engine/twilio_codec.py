@@ -8,6 +8,7 @@ declared, so msgspec skips them and new fields Twilio adds do no harm.
 
 from __future__ import annotations
 
+import binascii
 from typing import Final
 
 import msgspec
@@ -108,6 +109,16 @@ def _unknown_event_name(frame: str | bytes) -> str | None:
     except msgspec.DecodeError:
         return None
     return event if isinstance(event, str) and event not in _KNOWN else None
+
+
+def join_payloads(payloads: list[str]) -> str | None:
+    """Several frames' base64 payloads as one (base64 cannot simply be concatenated:
+    each 160-byte frame ends in padding); None if one is not base64. C all the way."""
+    try:
+        audio = b"".join(binascii.a2b_base64(payload, strict_mode=True) for payload in payloads)
+    except binascii.Error:
+        return None
+    return binascii.b2a_base64(audio, newline=False).decode()
 
 
 # -- outbound -------------------------------------------------------------------------------

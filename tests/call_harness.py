@@ -87,6 +87,8 @@ async def run_call(
     model: SimulatedModel | None = None,
     session_max_s: float = 3600.0,
     twilio_rest: TwilioRest | None = None,
+    frames_per_append: int = 1,
+    mark_every_deltas: int = 1,
 ) -> CallRun:
     """Run one call until the actor ends it; ``caller`` acts for the caller meanwhile.
     An actor that crashes is caught (``CallRun.crash``), as the calls group would."""
@@ -139,6 +141,8 @@ async def run_call(
             endpoint,
             twilio_rest,
             session_max_s=session_max_s,
+            frames_per_append=frames_per_append,
+            mark_every_deltas=mark_every_deltas,
         )
         done = trio.Event()
         actor = CallActor(setup, engine_socket, store, alerts, done)

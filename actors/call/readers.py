@@ -13,7 +13,12 @@ from actors.call.responses import Request
 from actors.call.setup import CallEnded
 from actors.call.state import CallState
 from engine.config import AlertLevel
-from engine.realtime_codec import AudioDelta, RealtimeProtocolError, decode_server_event
+from engine.realtime_codec import (
+    AudioDelta,
+    RealtimeProtocolError,
+    TranscriptDelta,
+    decode_server_event,
+)
 from engine.twilio_codec import (
     Dtmf,
     Mark,
@@ -24,6 +29,7 @@ from engine.twilio_codec import (
     decode_twilio,
     encode_mark,
     encode_media,
+    join_payloads,
 )
 from engine.ws import WebSocket, WebSocketClosed
 
@@ -49,7 +55,16 @@ class Readers(CallState):
                     if event.streamSid != self._setup.stream_sid:
                         log.warning("call %s: media for another stream", self._setup.call_sid)
                         continue
-                    await self._to_model(core.caller_audio(event.media.payload))
+                    payload: str | None = event.media.payload
+                    if self._setup.frames_per_append > 1:
+                        self._held_audio.append(event.media.payload)
+                        if len(self._held_audio) < self._setup.frames_per_append:
+                            continue  # held back until the next frame joins it
+                        payload, self._held_audio = join_payloads(self._held_audio), []
+                    if payload is None:
+                        log.warning("call %s: media that is not base64", self._setup.call_sid)
+                        continue
+                    await self._to_model(core.caller_audio(payload))
                     self._to_model_timing.observe(trio.current_time() - read_at_s)
                 elif isinstance(event, Mark):
                     core.mark(event.mark.name)
@@ -99,6 +114,10 @@ class Readers(CallState):
                 if isinstance(event, AudioDelta):
                     await self._play(event, read_at_s)
                     continue
+                if self._unmarked is not None and not isinstance(event, TranscriptDelta):
+                    # Anything but the transcript streaming beside the audio may be the
+                    # answer's end: the audio before it is marked, so playback can drain.
+                    await self._send_mark()
                 caller_was_speaking = core.caller_speaking
                 await self._do(core.event(event, trio.current_time(), time.time()))
                 if core.caller_speaking != caller_was_speaking:
@@ -120,10 +139,21 @@ class Readers(CallState):
             self._turn_latency.observe(now_s - self._turn_began_s)
             self._turn_began_s = None
         stream_sid = self._setup.stream_sid
-        await self._twilio.send_texts(
-            encode_media(stream_sid, delta.delta), encode_mark(stream_sid, mark)
-        )
+        self._deltas_unmarked += 1
+        if self._deltas_unmarked < self._setup.mark_every_deltas:
+            self._unmarked = mark  # sent with a later delta, or before the next event
+            await self._twilio.send_text(encode_media(stream_sid, delta.delta))
+        else:
+            self._unmarked, self._deltas_unmarked = None, 0
+            await self._twilio.send_texts(
+                encode_media(stream_sid, delta.delta), encode_mark(stream_sid, mark)
+            )
         self._to_caller_timing.observe(trio.current_time() - read_at_s)
+
+    async def _send_mark(self) -> None:
+        mark, self._unmarked, self._deltas_unmarked = self._unmarked, None, 0
+        if mark is not None:
+            await self._twilio.send_text(encode_mark(self._setup.stream_sid, mark))
 
 
 def _audio_ms(delta_b64: str) -> int:

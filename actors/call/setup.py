@@ -28,6 +28,8 @@ class CallSetup:
     prices: Prices = DEFAULT_PRICES
     metrics: Outbox[MetricsSample] | None = None  # DROP_NEWEST: a metric never waits
     engine_instance: str | None = None  # this process's lease id (actors/store/leases.py)
+    frames_per_append: int = 1  # CALLER_FRAMES_PER_APPEND
+    mark_every_deltas: int = 1  # MARK_EVERY_DELTAS
 
 
 class CallEnded(Exception):

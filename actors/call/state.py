@@ -78,6 +78,11 @@ class CallState(abc.ABC):
         self._session_expires_s: float | None = None
         self._receiving: trio.CancelScope | None = None  # the model reader's wait
         self._unknown_seen: set[str] = set()
+        # The per-frame levers (CALLER_FRAMES_PER_APPEND, MARK_EVERY_DELTAS): caller
+        # payloads held for the next append, and the latest mark not yet sent.
+        self._held_audio: list[str] = []
+        self._unmarked: str | None = None
+        self._deltas_unmarked = 0
         self._replacing = trio.Lock()  # one session replacement at a time
         # Timings for the metrics, reported every few seconds (CallProgress).
         self._to_model_timing = Histogram(FAST_BUCKETS_S)
