@@ -309,10 +309,10 @@ class WebSocket:
         when the peer is gone, ``trio.TooSlowError`` past the send deadline."""
         await self._flush(self._text_frame(data))
 
-    async def send_texts(self, first: bytes, second: bytes) -> None:
-        """Two text messages in one write (an audio delta and its mark): one system call
-        where two ``send_text`` make two."""
-        await self._flush(self._text_frame(first) + self._text_frame(second))
+    async def send_many(self, messages: list[bytes]) -> None:
+        """Text messages in one write (the audio deltas of one read, each with its mark):
+        one system call where a ``send_text`` each would make one each."""
+        await self._flush(b"".join([self._text_frame(message) for message in messages]))
 
     async def aclose(
         self, code: int = 1000, reason: str = "", *, timeout_s: float = CLOSE_TIMEOUT_S

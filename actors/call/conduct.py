@@ -52,7 +52,7 @@ class Conduct(CallState):
     async def _do(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                await self._to_model(action.data)
+                await self._to_model([action.data])
             elif isinstance(action, ClearCaller):
                 self._barge_ins += 1
                 await self._twilio.send_text(encode_clear(self._setup.stream_sid))

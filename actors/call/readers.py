@@ -45,6 +45,7 @@ class Readers(CallState):
             except WebSocketClosed as closed:
                 raise await self._twilio_ended(self._twilio_closed(closed)) from closed
             read_at_s = trio.current_time()
+            appends: list[bytes] = []  # for the model: one write per read, in order
             for message in batch:
                 try:
                     event = decode_twilio(message)
@@ -64,22 +65,31 @@ class Readers(CallState):
                     if payload is None:
                         log.warning("call %s: media that is not base64", self._setup.call_sid)
                         continue
-                    await self._to_model(core.caller_audio(payload))
-                    self._to_model_timing.observe(trio.current_time() - read_at_s)
-                elif isinstance(event, Mark):
+                    appends.append(core.caller_audio(payload))
+                    continue
+                if appends:  # what the model gets next comes after this audio
+                    await self._appends_to_model(appends, read_at_s)
+                    appends = []
+                if isinstance(event, Mark):
                     core.mark(event.mark.name)
                     self._activity(caller=False)  # the model's words are still playing
                     if self._hang_up_reason is not None:  # per frame: no await unless due
                         await self._maybe_hang_up()
                 elif isinstance(event, Dtmf):
                     text = f"The caller pressed {event.dtmf.digit} on the keypad."
-                    await self._to_model(core.caller_text(text))
+                    await self._to_model([core.caller_text(text)])
                     await self._do(core.ask(Request(purpose="keypad"), trio.current_time()))
                 elif isinstance(event, Stop):
                     raise await self._twilio_ended(CallEnded("caller_hung_up"))
                 elif isinstance(event, UnknownEvent) and event.event not in self._unknown_seen:
                     self._unknown_seen.add(event.event)  # once per name: no log flood
                     log.info("call %s: ignoring Twilio event %r", self._setup.call_sid, event.event)
+            if appends:
+                await self._appends_to_model(appends, read_at_s)
+
+    async def _appends_to_model(self, appends: list[bytes], read_at_s: float) -> None:
+        await self._to_model(appends)
+        self._to_model_timing.observe(trio.current_time() - read_at_s)
 
     async def _pump_model(self) -> None:
         while True:
@@ -103,6 +113,7 @@ class Readers(CallState):
                 batch = await model.receive_batch()
             self._receiving = None
             read_at_s = trio.current_time()
+            to_caller: list[bytes] = []  # audio and marks: one write per read, in order
             for message in batch:
                 if model is not self._model:
                     return  # replaced while handling this batch: the rest is the old one's
@@ -112,12 +123,15 @@ class Readers(CallState):
                     log.warning("call %s: bad Realtime frame: %s", self._setup.call_sid, exc)
                     continue
                 if isinstance(event, AudioDelta):
-                    await self._play(event, read_at_s)
+                    self._play(event, to_caller)
                     continue
                 if self._unmarked is not None and not isinstance(event, TranscriptDelta):
                     # Anything but the transcript streaming beside the audio may be the
                     # answer's end: the audio before it is marked, so playback can drain.
-                    await self._send_mark()
+                    to_caller.append(self._take_mark())
+                if to_caller:  # before whatever this event makes us send
+                    await self._to_caller(to_caller, read_at_s)
+                    to_caller = []
                 caller_was_speaking = core.caller_speaking
                 await self._do(core.event(event, trio.current_time(), time.time()))
                 if core.caller_speaking != caller_was_speaking:
@@ -127,7 +141,15 @@ class Readers(CallState):
                 if self._hang_up_reason is not None:
                     await self._maybe_hang_up()
 
-    async def _play(self, delta: AudioDelta, read_at_s: float) -> None:
+            if to_caller:
+                await self._to_caller(to_caller, read_at_s)
+
+    async def _to_caller(self, messages: list[bytes], read_at_s: float) -> None:
+        await self._twilio.send_many(messages)
+        self._to_caller_timing.observe(trio.current_time() - read_at_s)
+
+    def _play(self, delta: AudioDelta, to_caller: list[bytes]) -> None:
+        """A delta (and, every ``mark_every_deltas``, its mark) for the caller."""
         self._activity(caller=False)
         mark = self._core.audio(delta, _audio_ms(delta.delta))
         if mark is None:
@@ -139,21 +161,17 @@ class Readers(CallState):
             self._turn_latency.observe(now_s - self._turn_began_s)
             self._turn_began_s = None
         stream_sid = self._setup.stream_sid
+        to_caller.append(encode_media(stream_sid, delta.delta))
+        self._unmarked = mark
         self._deltas_unmarked += 1
-        if self._deltas_unmarked < self._setup.mark_every_deltas:
-            self._unmarked = mark  # sent with a later delta, or before the next event
-            await self._twilio.send_text(encode_media(stream_sid, delta.delta))
-        else:
-            self._unmarked, self._deltas_unmarked = None, 0
-            await self._twilio.send_texts(
-                encode_media(stream_sid, delta.delta), encode_mark(stream_sid, mark)
-            )
-        self._to_caller_timing.observe(trio.current_time() - read_at_s)
+        if self._deltas_unmarked >= self._setup.mark_every_deltas:
+            to_caller.append(self._take_mark())
+        # else: sent with a later delta, or before the next model event
 
-    async def _send_mark(self) -> None:
+    def _take_mark(self) -> bytes:
         mark, self._unmarked, self._deltas_unmarked = self._unmarked, None, 0
-        if mark is not None:
-            await self._twilio.send_text(encode_mark(self._setup.stream_sid, mark))
+        assert mark is not None
+        return encode_mark(self._setup.stream_sid, mark)
 
 
 def _audio_ms(delta_b64: str) -> int:

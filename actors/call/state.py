@@ -127,14 +127,14 @@ class CallState(abc.ABC):
         )  # fmt: skip
         self._alerts.send_nowait(alert)
 
-    async def _to_model(self, data: bytes) -> None:
-        """Send to the model; while its socket is being replaced the frame is dropped
-        (the model reader handles the reconnect)."""
+    async def _to_model(self, messages: list[bytes]) -> None:
+        """Send to the model, in one write; while its socket is being replaced the
+        frames are dropped (the model reader handles the reconnect)."""
         assert self._model is not None
         try:
-            await self._model.send_text(data)
+            await self._model.send_many(messages)
         except WebSocketClosed:
-            self._frames_dropped += 1
+            self._frames_dropped += len(messages)
 
     async def _guard(self, work: Any, scope: trio.CancelScope) -> None:
         """Run one of the call's tasks; if it ends the call (a hang-up, a broken socket,
