@@ -280,7 +280,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             "MODEL_SESSION_MAX_S", raw.get("MODEL_SESSION_MAX_S"), 3600.0, (5.0, 86400.0)
         ),
         caller_frames_per_append=_parse_int(
-            "CALLER_FRAMES_PER_APPEND", raw.get("CALLER_FRAMES_PER_APPEND"), 2, (1, 5)
+            "CALLER_FRAMES_PER_APPEND", raw.get("CALLER_FRAMES_PER_APPEND"), 1, (1, 5)
         ),
         mark_every_deltas=_parse_int("MARK_EVERY_DELTAS", raw.get("MARK_EVERY_DELTAS"), 2, (1, 10)),
         prices_file=_parse_optional_path("PRICES_FILE", raw.get("PRICES_FILE")),
