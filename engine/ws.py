@@ -29,6 +29,7 @@ And what a peer that sends without reading could make us hold, bounded here:
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -43,9 +44,7 @@ from websockets.uri import parse_uri
 
 from engine import ws_frames
 from engine.tls import client_context
-
-if TYPE_CHECKING:
-    import ssl
+from engine.ws_tls import Tls, TlsClosed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -165,8 +164,13 @@ class WebSocket:
         *,
         max_unsent_bytes: int = MAX_UNSENT_BYTES,
         control_budget: ControlBudget | None = None,
+        tls: Tls | None = None,
     ) -> None:
         self._stream = stream
+        # TLS over the plain socket (engine/ws_tls.py): the socket is read and written
+        # as for ws://, the records en- and decrypted in memory.
+        self._tls = tls
+        self._tls_backlog = b""  # records TLS produced while reading, sent first
         self._protocol = protocol
         self._send_timeout_s = send_timeout_s
         self._early_events: list[Request | Response | Frame] = []
@@ -292,11 +296,23 @@ class WebSocket:
                 raise trio.ClosedResourceError("the socket was closed")
             await trio.lowlevel.wait_readable(stream.socket)
             try:
-                return os.read(fd, READ_BYTES)
+                data = os.read(fd, READ_BYTES)
             except (BlockingIOError, InterruptedError):
                 continue  # woken with nothing to read (rare): wait again
             except OSError as exc:
                 raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+            if self._tls is None:
+                return data
+            try:
+                plaintext = self._tls.decrypt(data)
+            except TlsClosed:
+                return b""
+            except ssl.SSLError as exc:
+                raise trio.BrokenResourceError(f"TLS failed: {exc}") from exc
+            self._tls_backlog += self._tls.pending_output()
+            if plaintext or not data:
+                return plaintext
+            # only part of a TLS record so far: wait for the rest
 
     def _text_frame(self, data: bytes) -> bytes:
         if self._protocol.state is not State.OPEN:
@@ -341,7 +357,7 @@ class WebSocket:
         received = 0
         self._go_slow()
         while self._protocol.close_rcvd is None and received < MAX_BYTES_AFTER_CLOSE:
-            data = await self._stream.receive_some(READ_BYTES)
+            data = await self._read()
             if not data:
                 return
             received += len(data)
@@ -388,6 +404,12 @@ class WebSocket:
         chunks = self._protocol.data_to_send()
         if frames:
             chunks.append(frames)
+        if self._tls is not None:
+            # One run of records for all of it (a TLS connection is never half-closed:
+            # the protocol's EOF marker, an empty chunk, drops out of the join).
+            records = self._tls_backlog + self._tls.encrypt(b"".join(chunks))
+            self._tls_backlog = b""
+            chunks = [records] if records else []
         if not chunks:
             return
         if not self._write_lock.locked() and all(chunks):
@@ -518,12 +540,17 @@ async def connect(
         opener = open_stream or trio.open_tcp_stream
         stream: trio.abc.Stream = await opener(uri.host, uri.port)
         try:
-            if uri.secure:
-                context = ssl_context or client_context()
-                tls = trio.SSLStream(stream, context, server_hostname=uri.host)
-                await tls.do_handshake()
-                stream = tls
-            socket = WebSocket(stream, protocol, send_timeout_s)
+            tls: Tls | None = None
+            if uri.secure and isinstance(stream, trio.SocketStream):
+                tls = Tls(ssl_context or client_context(), uri.host)
+                await tls.handshake(stream)
+            elif uri.secure:  # a stream that is not a socket (tests): the stream API
+                ssl_stream = trio.SSLStream(
+                    stream, ssl_context or client_context(), server_hostname=uri.host
+                )
+                await ssl_stream.do_handshake()
+                stream = ssl_stream
+            socket = WebSocket(stream, protocol, send_timeout_s, tls=tls)
             request = protocol.connect()
             for name, value in headers:
                 request.headers[name] = value
@@ -546,7 +573,7 @@ async def _read_handshake(socket: WebSocket, kind: type[HandshakeT]) -> Handshak
     returned by the first ``receive_batch`` (never dropped). A head that needs more
     than itself (a refusal with a body) gets the rest too, and the connection then
     stays with websockets' parser."""
-    stream, protocol = socket._stream, socket._protocol
+    protocol = socket._protocol
     received = bytearray()
     fed = 0  # bytes of ``received`` given to websockets
     while True:
@@ -564,7 +591,7 @@ async def _read_handshake(socket: WebSocket, kind: type[HandshakeT]) -> Handshak
             protocol.receive_data(bytes(received[fed:]))
             fed = len(received)
             continue
-        data = await stream.receive_some(READ_BYTES)
+        data = await socket._read()
         if not data:
             raise HandshakeAbandoned("connection closed during the handshake")
         socket.bytes_received += len(data)
