@@ -70,8 +70,6 @@ from engine.price_book import (
 )
 from engine.realtime_models import deprecation_warning
 from engine.refusals import Refusals
-from engine.simulator import faults
-from engine.simulator.model import SimulatedModel
 from engine.stream_tokens import TOKEN_LIFETIME_S
 from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
 
@@ -83,6 +81,7 @@ if TYPE_CHECKING:
     from engine.events import SupervisorEvent
     from engine.mailbox import Outbox
     from engine.messages import Alert, RefreshRouting, StoreWrite
+    from engine.simulator.model import SimulatedModel
 
 log = logging.getLogger("afterhours")
 
@@ -334,9 +333,16 @@ class _Model:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._simulated_url = ""
-        self.simulator = SimulatedModel() if settings.openai_api_key is None else None
-        if self.simulator is not None and settings.simulator_faults is not None:
-            faults.apply(self.simulator, settings.simulator_faults)
+        self.simulator: SimulatedModel | None = None
+        if settings.openai_api_key is None:
+            # Imported only here: the simulator validates events against the openai
+            # package's types, about a second of imports an engine with a key never needs.
+            from engine.simulator import faults
+            from engine.simulator.model import SimulatedModel
+
+            self.simulator = SimulatedModel()
+            if settings.simulator_faults is not None:
+                faults.apply(self.simulator, settings.simulator_faults)
 
     def endpoint(self) -> ModelEndpoint:
         settings = self._settings

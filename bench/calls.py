@@ -1,31 +1,36 @@
-"""How many calls a core carries: a step load in echo mode through the whole engine.
+"""How many calls a core carries, the engine beside the simplest peer: a step load in
+echo mode through each bridge, one after the other, in one run.
 
-Three processes, as in production the engine shares nothing with its peers:
-- the engine (``afterhours serve``), pinned to CPU 0, pointed at the simulated model as
-  it would point at OpenAI (OPENAI_API_KEY set, OPENAI_REALTIME_URL to the simulator);
+Three processes, as in production the bridge shares nothing with its peers:
+- the bridge, pinned to CPU 0: the engine (``afterhours serve``, pointed at the simulated
+  model as it would point at OpenAI: OPENAI_API_KEY set, OPENAI_REALTIME_URL to the
+  simulator), or the peer (bench/peer_bridge.py, in the style of Twilio's public sample);
 - the simulated Realtime model in echo mode (bench/model_process.py), on CPU 1: every
   160 bytes of appended audio come straight back as one ``response.output_audio.delta``;
-- this process, the load, on CPU 1: simulated Twilio callers through the real path
-  (signed webhook, TwiML, signed media stream, ``start``); each sends a 160-byte frame
-  every 20 ms on a fixed schedule (the calls spread over 20 slots of 1 ms), every frame
-  unique (a marker) so its echo is matched to its send; received audio is "played" at
-  real-time rate and each mark returned when its audio has played, as Twilio does. The
-  load must cost much less than the engine or it measures itself: it runs on picows (a
-  Cython WebSocket) over uvloop, with one pacing task for all callers, and reports its
-  own CPU.
+  over TLS with ``--model-legs wss`` (a throwaway CA the bridge trusts);
+- this process, the load, on CPU 1: simulated Twilio callers through the bridge's
+  webhook and media stream (signed, as Twilio signs); each sends a 160-byte frame every
+  20 ms on a fixed schedule (the calls spread over 20 slots of 1 ms), every frame unique
+  (a marker) so its echo is matched to its send; received audio is "played" at real-time
+  rate and each mark returned when its audio has played, as Twilio does. It runs on
+  picows (a Cython WebSocket) over uvloop, with one pacing task for all callers, and
+  reports its own CPU.
 
 For each level (calls kept up from one level to the next, new ones added) it waits for
-the calls to settle, then measures a steady window: round trip (a frame's send to its
-echo's arrival) p50/p95/p99/max, lost frames (sent in the window, never echoed within a
-second), engine CPU ms per call-second and RSS per call (from /proc), and the load's and
-the model's own CPU (so a run whose load saturates its core is visible). After the last
-level every call hangs up and the model is asked how many sessions are still open (0 is
-the only right answer). Time to first audio comes from the engine's own records.
+the calls to settle, then measures a steady window: round trip p50/p95/p99/max, lost
+frames (sent in the window, never echoed within a second), the bridge's CPU ms per
+call-second and RSS per call (from /proc), and the load's and the model's own CPU. A
+bridge carries a level when every call connected, p99 < 50 ms and no frame was lost;
+its run stops after the first level it does not carry (``--keep-going``: not). After
+the last level every call hangs up and the model says how many sessions are still open.
+Each repeat runs every bridge (and model leg) once, interleaved; the engine's CPU at each
+level and the most calls carried are printed and stored as ratios of the peer's.
 
-    .venv/bin/python -m bench.calls [--levels 10,20,40,60,80,100] [--window 20]
-        [--database-url URL] [--no-pin]
+    .venv/bin/python -m bench.calls [--levels 40,80,120,160,200] [--window 20]
+        [--repeats 3] [--bridges engine,peer] [--model-legs ws,wss]
+        [--engine-env NAME=VALUE] [--database-url URL] [--no-pin] [--output NAME]
 
-Writes bench/results/calls.json (and calls.png with matplotlib installed); prints a line
+Writes bench/results/<output>.json (and .png with matplotlib installed); prints a line
 per level as it goes. ``afterhours bench calls`` runs the same.
 """
 

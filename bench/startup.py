@@ -30,7 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "startup.json"
 DEADLINE_S = 60.0
 POLL_S = 0.02
-ENGINE_VARIABLES = ("DATABASE_URL", "DATA_DIR", "PORT", "HOST", "PUBLIC_URL")
+ENGINE_VARIABLES = ("DATABASE_URL", "DATA_DIR", "PORT", "HOST", "PUBLIC_URL", "OPENAI_API_KEY")
+# --with-key: as in production, an OpenAI key (and a URL no call will reach here): the
+# built-in simulated model is then neither started nor imported.
+WITH_KEY = {"OPENAI_API_KEY": "sk-bench-startup", "OPENAI_REALTIME_URL": "ws://127.0.0.1:9/v1"}
 
 
 def free_port() -> int:
@@ -47,11 +50,13 @@ def healthy(port: int) -> bool:
         return False
 
 
-def one_run(workdir: Path) -> tuple[float, float]:
+def one_run(workdir: Path, with_key: bool) -> tuple[float, float]:
     """(seconds to the first 200 from /health, seconds from SIGTERM to exit)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ENGINE_VARIABLES}
     env["PORT"] = str(port)
+    if with_key:
+        env |= WITH_KEY
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "api.cli", "serve"],
@@ -84,35 +89,38 @@ def one_run(workdir: Path) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--with-key", action="store_true", help="an OpenAI key, as in production")
     args = parser.parse_args()
+    results = RESULTS.with_name("startup-with-key.json") if args.with_key else RESULTS
     cold, warm, exits = [], [], []
     for _ in range(args.runs):
         workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-", dir="/tmp"))
         workdir.chmod(0o755)  # the embedded PostgreSQL's user must traverse it
         try:
-            ready_s, exit_s = one_run(workdir)
+            ready_s, exit_s = one_run(workdir, args.with_key)
             cold.append(ready_s)
             exits.append(exit_s)
-            ready_s, exit_s = one_run(workdir)
+            ready_s, exit_s = one_run(workdir, args.with_key)
             warm.append(ready_s)
             exits.append(exit_s)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     result = {
-        "command": f"python -m bench.startup --runs {args.runs}",
+        "command": f"python -m bench.startup --runs {args.runs}"
+        + (" --with-key" if args.with_key else ""),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "cold_start_to_health_s": {"median": statistics.median(cold), "max": max(cold)},
         "warm_start_to_health_s": {"median": statistics.median(warm), "max": max(warm)},
         "sigterm_to_exit_s": {"median": statistics.median(exits), "max": max(exits)},
         "runs": args.runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     for name in ("cold_start_to_health_s", "warm_start_to_health_s", "sigterm_to_exit_s"):
         figures = result[name]
         assert isinstance(figures, dict)
         print(f"{name:26s} median {figures['median']:.2f} s   max {figures['max']:.2f} s")
-    print(f"written to {RESULTS.relative_to(ROOT)}")
+    print(f"written to {results.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
