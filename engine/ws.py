@@ -2,8 +2,10 @@
 
 Measured on this machine (stack-notes section 8), a bridge on trio-websocket saturates a
 core below 40 calls: its reader task and internal channel cost two task switches per
-message on top of pure-Python framing. websockets' protocol objects do the framing (with
-C-accelerated masking and UTF-8 checks) and no I/O; this module is the thin Trio shell:
+message on top of pure-Python framing. The common frames are parsed and built by
+engine/ws_frames.py, websockets' protocol objects do the handshake, control frames and
+anything uncommon, and TLS is done in memory (engine/ws_tls.py); this module is the Trio
+shell:
 the owner of a connection reads with ``receive_batch`` (every message found in one read,
 no task or channel per message) and writes with ``send_text`` under the connection's one
 write lock, with a deadline, so a peer that stops reading cannot hang a call.
@@ -289,7 +291,7 @@ class WebSocket:
         call still yields on every read and a cancelled call still stops here."""
         stream = self._stream
         if not isinstance(stream, trio.SocketStream):
-            return bytes(await stream.receive_some(READ_BYTES))  # TLS, in-memory streams
+            return bytes(await stream.receive_some(READ_BYTES))  # in-memory test streams
         while True:
             fd = stream.socket.fileno()  # -1 once closed: never a reused descriptor
             if fd < 0:
@@ -415,7 +417,8 @@ class WebSocket:
         if not self._write_lock.locked() and all(chunks):
             # The fast path (stack-notes section 8, variant F): one non-blocking write on
             # a plain socket, no checkpoint, no timer. Only when no other write is under
-            # way (order is kept) and nothing needs the stream API (TLS, half-close);
+            # way (order is kept) and nothing needs the stream API (a half-close, a stream
+            # that is not a socket);
             # what the kernel does not take now goes by the bounded path below.
             data = b"".join(chunks)
             sent = self._write_now(data)
@@ -455,7 +458,7 @@ class WebSocket:
 
     def _write_now(self, data: bytes) -> int:
         """Bytes written at once by ``write(2)`` on the plain socket's descriptor; 0 when
-        the socket would block, is TLS, or is closed (the slow path then decides)."""
+        the socket would block, is not a socket, or is closed (the slow path then decides)."""
         if self._closed or not isinstance(self._stream, trio.SocketStream):
             return 0
         fd = self._stream.socket.fileno()  # -1 once closed: never a reused descriptor
