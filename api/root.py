@@ -68,6 +68,7 @@ from engine.price_book import (
     UnknownModelPrices,
     price_book_from_toml,
 )
+from engine.ready_poller import ReadyPoller, use_poller
 from engine.realtime_models import deprecation_warning
 from engine.refusals import Refusals
 from engine.stream_tokens import TOKEN_LIFETIME_S
@@ -248,9 +249,16 @@ async def _run_tree(
         if on_ready is not None:
             on_ready(engine)
 
+    # One readiness poller for every media socket of this process (engine/ready_poller.py):
+    # it outlives the supervisor's children, whose readers it serves.
+    tick_ms = settings.ready_tick_ms
+    poller = ReadyPoller(tick_ms / 1000) if tick_ms is not None else None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(drain.run)
-        await supervisor.run(stop, task_status=_Started(ready))
+        if poller is not None:
+            await nursery.start(poller.run)
+        with use_poller(poller):
+            await supervisor.run(stop, task_status=_Started(ready))
         nursery.cancel_scope.cancel()
 
 

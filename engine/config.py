@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 ADMIN_TOKEN_MIN_CHARS = 16
 PORT_RANGE = (0, 65535)
+# The media path's readiness tick (engine/ready_poller.py): the default, and the most a
+# frame may be held for it (a 20 ms frame could otherwise wait a whole frame).
+DEFAULT_READY_TICK_MS: float | None = 2.0
+MAX_READY_TICK_MS = 20.0
 DRAIN_TIMEOUT_MAX_S = 3600.0
 MAX_CONCURRENT_CALLS_RANGE = (1, 100_000)
 
@@ -139,6 +143,10 @@ class Settings:
     # back 20 ms), and a mark after every Nth audio delta (and at each response's end).
     caller_frames_per_append: int
     mark_every_deltas: int
+    # Media sockets' readiness collected every this many ms and their readers woken in
+    # one pass (engine/ready_poller.py); each frame waits at most this long more.
+    # None ("off"): each reader waits on Trio's own wait_readable.
+    ready_tick_ms: float | None
     # USD prices for the cost of each call (engine/pricing.py); None: the built-in table.
     prices_file: Path | None
     # highErrorRate: the share of failed calls (or function calls) over a rolling window.
@@ -283,6 +291,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             "CALLER_FRAMES_PER_APPEND", raw.get("CALLER_FRAMES_PER_APPEND"), 1, (1, 5)
         ),
         mark_every_deltas=_parse_int("MARK_EVERY_DELTAS", raw.get("MARK_EVERY_DELTAS"), 2, (1, 10)),
+        ready_tick_ms=_parse_tick_ms(
+            "READY_TICK_MS", raw.get("READY_TICK_MS"), DEFAULT_READY_TICK_MS
+        ),
         prices_file=_parse_optional_path("PRICES_FILE", raw.get("PRICES_FILE")),
         alert_error_rate=_parse_share("ALERT_ERROR_RATE", raw.get("ALERT_ERROR_RATE"), 0.25),
         alert_error_rate_window_s=_parse_seconds(
@@ -379,6 +390,19 @@ def _parse_int(name: str, value: str | None, default: int, allowed: tuple[int, i
     if _DIGITS.fullmatch(value) is None or not low <= int(value) <= high:
         raise ConfigError(name, value, f"expected an integer from {low} to {high}")
     return int(value)
+
+
+def _parse_tick_ms(name: str, value: str | None, default: float | None) -> float | None:
+    """Milliseconds from 0 to 20, or ``off``."""
+    if value is None:
+        return default
+    if value == "off":
+        return None
+    if _DECIMAL.fullmatch(value) is None or not 0 <= float(value) <= MAX_READY_TICK_MS:
+        raise ConfigError(
+            name, value, f"expected off or milliseconds from 0 to {MAX_READY_TICK_MS:g}"
+        )
+    return float(value)
 
 
 def _parse_seconds(

@@ -45,6 +45,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from engine import ws_frames
+from engine.ready_poller import current_poller
 from engine.tls import client_context
 from engine.ws_tls import Tls, TlsClosed
 
@@ -173,6 +174,8 @@ class WebSocket:
         # as for ws://, the records en- and decrypted in memory.
         self._tls = tls
         self._tls_backlog = b""  # records TLS produced while reading, sent first
+        # Readiness from the shared poller when the engine runs one (engine/ready_poller.py).
+        self._poller = current_poller() if isinstance(stream, trio.SocketStream) else None
         self._protocol = protocol
         self._send_timeout_s = send_timeout_s
         self._early_events: list[Request | Response | Frame] = []
@@ -296,13 +299,19 @@ class WebSocket:
             fd = stream.socket.fileno()  # -1 once closed: never a reused descriptor
             if fd < 0:
                 raise trio.ClosedResourceError("the socket was closed")
-            await trio.lowlevel.wait_readable(stream.socket)
+            poller = self._poller
+            if poller is None:
+                await trio.lowlevel.wait_readable(stream.socket)
+            else:
+                await poller.wait_readable(stream.socket)
             try:
                 data = os.read(fd, READ_BYTES)
             except (BlockingIOError, InterruptedError):
                 continue  # woken with nothing to read (rare): wait again
             except OSError as exc:
                 raise trio.BrokenResourceError(f"socket read failed: {exc}") from exc
+            if poller is not None and len(data) == READ_BYTES:
+                poller.mark_ready(stream.socket)  # more may wait: edge-triggered won't say
             if self._tls is None:
                 return data
             try:
@@ -349,6 +358,11 @@ class WebSocket:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
         self._closed = True
+        await self._close_transport()
+
+    async def _close_transport(self) -> None:
+        if self._poller is not None and isinstance(self._stream, trio.SocketStream):
+            self._poller.forget(self._stream.socket)  # a parked reader is told, not stranded
         await trio.aclose_forcefully(self._stream)
 
     async def _wait_close_reply(self) -> None:
@@ -377,7 +391,7 @@ class WebSocket:
         if data and not self._write_lock.locked():
             self.bytes_sent += self._write_now(data)
         self._closed = True
-        await trio.aclose_forcefully(self._stream)
+        await self._close_transport()
 
     def _take_messages(self) -> list[str | bytes]:
         messages, self._parsed = self._parsed, []  # the fast path's come first
@@ -518,7 +532,7 @@ async def accept(
         protocol.queue_pong()  # to a ping that came right behind the request
         await socket._flush()
     if rejection is not None or response.status_code != 101:
-        await trio.aclose_forcefully(stream)
+        await socket._close_transport()
         reason = rejection.text if rejection else f"HTTP {response.status_code}"
         raise HandshakeFailed(f"upgrade refused: {reason}", response.status_code)
     return socket, request
