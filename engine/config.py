@@ -33,7 +33,7 @@ ADMIN_TOKEN_MIN_CHARS = 16
 PORT_RANGE = (0, 65535)
 # The media path's readiness tick (engine/ready_poller.py): the default, and the most a
 # frame may be held for it (a 20 ms frame could otherwise wait a whole frame).
-DEFAULT_READY_TICK_MS: float | None = 2.0
+DEFAULT_READY_TICK_MS: float | None = None  # off: measured, docs/performance.md
 MAX_READY_TICK_MS = 20.0
 DRAIN_TIMEOUT_MAX_S = 3600.0
 MAX_CONCURRENT_CALLS_RANGE = (1, 100_000)

@@ -93,13 +93,11 @@ class ReadyPoller:
                         await trio.sleep(self.tick_s)
                     else:
                         await trio.lowlevel.checkpoint()
-                elif self._sockets:
+                else:
                     # Nothing ready: wait for the first socket that is (the epoll set's
                     # own descriptor is readable then), at most until the next sweep.
                     with trio.move_on_after(SWEEP_EVERY_S):
                         await trio.lowlevel.wait_readable(epoll.fileno())
-                else:
-                    await trio.lowlevel.wait_readable(epoll.fileno())
                 now_s = trio.current_time()
                 if now_s - swept_at_s >= SWEEP_EVERY_S:
                     swept_at_s = now_s

@@ -93,10 +93,14 @@ async def listen(socket: WebSocket, until_silent_s: float) -> list[dict[str, Any
                 )
 
 
+# Each media read waits on Trio's own readiness, or on the shared poller's (READY_TICK_MS).
+@pytest.mark.parametrize("ready_tick_ms", ["off", "2"])
 async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
-    fresh_database: str, tmp_path: Path
+    fresh_database: str, tmp_path: Path, ready_tick_ms: str
 ) -> None:
-    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+    async with running_engine(
+        fresh_database, tmp_path, MEDIA_PORT="0", READY_TICK_MS=ready_tick_ms
+    ) as engine:
         await setup_project(engine)
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(900), ANSWERED))
         socket, parameters = await open_stream(twiml.body.decode())
@@ -260,10 +264,14 @@ PROJECT_WITH_LONG_GREETING: dict[str, Any] = {
 }
 
 
+# Each media read waits on Trio's own readiness, or on the shared poller's (READY_TICK_MS).
+@pytest.mark.parametrize("ready_tick_ms", ["off", "2"])
 async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
-    fresh_database: str, tmp_path: Path
+    fresh_database: str, tmp_path: Path, ready_tick_ms: str
 ) -> None:
-    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
+    async with running_engine(
+        fresh_database, tmp_path, MEDIA_PORT="0", READY_TICK_MS=ready_tick_ms
+    ) as engine:
         socket, parameters = await answered_call(engine, PROJECT_WITH_LONG_GREETING, sid(902))
         with trio.fail_after(30):
             await start_call(socket, sid(902), parameters)

@@ -61,6 +61,7 @@ FULL: dict[str, str] = {
     "MODEL_SESSION_MAX_S": "1800",
     "CALLER_FRAMES_PER_APPEND": "2",
     "MARK_EVERY_DELTAS": "4",
+    "READY_TICK_MS": "5",
     "PRICES_FILE": "/etc/afterhours/prices.toml",
     "ALERT_ERROR_RATE": "0.5",
     "ALERT_ERROR_RATE_WINDOW_S": "600",
@@ -114,6 +115,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         model_session_max_s=3600.0,
         caller_frames_per_append=1,
         mark_every_deltas=2,
+        ready_tick_ms=None,
         prices_file=None,
         alert_error_rate=0.25,
         alert_error_rate_window_s=300.0,
@@ -176,6 +178,7 @@ def test_every_variable_set() -> None:
     assert settings.smtp_url == FULL["SMTP_URL"]
     assert settings.alert_min_level is AlertLevel.WARNING
     assert settings.drain_timeout_s == 12.5
+    assert settings.ready_tick_ms == 5.0
     assert settings.max_concurrent_calls == 7
     assert settings.log_format == "json"
     assert settings.vapi_api_key == Secret("vapi-private-key-full")
@@ -240,6 +243,10 @@ def test_settings_are_frozen() -> None:
         ("MODEL_SESSION_MAX_S", "10", "model_session_max_s", 10.0),
         ("CALLER_FRAMES_PER_APPEND", "5", "caller_frames_per_append", 5),
         ("MARK_EVERY_DELTAS", "1", "mark_every_deltas", 1),
+        ("READY_TICK_MS", "off", "ready_tick_ms", None),
+        ("READY_TICK_MS", "0", "ready_tick_ms", 0.0),
+        ("READY_TICK_MS", "2.5", "ready_tick_ms", 2.5),
+        ("READY_TICK_MS", "20", "ready_tick_ms", 20.0),
         ("PRICES_FILE", "/etc/p.toml", "prices_file", Path("/etc/p.toml")),
         ("ALERT_ERROR_RATE", "1", "alert_error_rate", 1.0),
         ("ALERT_ERROR_RATE_WINDOW_S", "60", "alert_error_rate_window_s", 60.0),
@@ -427,6 +434,18 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             "invalid DRAIN_TIMEOUT_S='nan': expected a number of seconds greater than 0 and at "
             "most 3600",
             id="drain-nan",
+        ),
+        pytest.param(
+            "READY_TICK_MS",
+            "20.5",
+            "invalid READY_TICK_MS='20.5': expected off or milliseconds from 0 to 20",
+            id="tick-high",
+        ),
+        pytest.param(
+            "READY_TICK_MS",
+            "-1",
+            "invalid READY_TICK_MS='-1': expected off or milliseconds from 0 to 20",
+            id="tick-negative",
         ),
         pytest.param(
             "MAX_CONCURRENT_CALLS",
