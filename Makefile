@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck imports pytest postgres-binaries nginx-binary chromium-binary clean
+# test-floors: see below (CI runs it after `make test`).
+.PHONY: test-floors run test lint typecheck imports pytest postgres-binaries nginx-binary chromium-binary clean
 
 run: $(STAMP_RUN) postgres-binaries
 	$(BIN)/afterhours serve
@@ -27,24 +28,48 @@ imports: $(STAMP_DEV)
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest
 
-# uv installs in about 2 s what pip takes 17 s for here; it is itself installed from PyPI
-# into .venv/tools (outside the engine's environment). Where uv cannot be had, pip does it.
+# The environment is the one uv.lock pins (exported to a requirements file with hashes,
+# then installed; the project itself editable, without its dependencies). uv installs in
+# about 2 s what pip takes 17 s for here; it is itself installed from PyPI into
+# .venv/tools (outside the engine's environment). `--locked` stops with a clear message
+# when pyproject.toml changed and uv.lock was not regenerated (`uv lock`). Where uv cannot
+# be had, pip installs from pyproject.toml's ranges instead, unpinned, and says so.
 UV := $(VENV)/tools/bin/uv
-INSTALL = if [ -x $(UV) ]; then $(UV) pip install --quiet --python $(BIN)/python $(1); \
-	else $(BIN)/python -m ensurepip --upgrade >/dev/null && $(BIN)/python -m pip install --quiet $(1); fi
+INSTALL = if [ -x $(UV) ]; then \
+	    $(UV) export --quiet --locked --no-emit-project $(2) -o $(VENV)/requirements$(3).txt \
+	    && $(UV) pip install --quiet --python $(BIN)/python -r $(VENV)/requirements$(3).txt \
+	    && $(UV) pip install --quiet --python $(BIN)/python --no-deps -e .; \
+	else echo "uv not available: installing with pip from pyproject.toml's ranges (not the lock)" >&2; \
+	    $(BIN)/python -m ensurepip --upgrade >/dev/null && $(BIN)/python -m pip install --quiet $(1); fi
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv --without-pip $(VENV)
 	-$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
 	    --target $(VENV)/tools uv
 
-$(STAMP_RUN): pyproject.toml $(VENV)/bin/python
-	$(call INSTALL,-e .)
+$(STAMP_RUN): pyproject.toml uv.lock $(VENV)/bin/python
+	$(call INSTALL,-e .,,-run)
 	touch $@
 
-$(STAMP_DEV): pyproject.toml $(VENV)/bin/python
-	$(call INSTALL,-e '.[dev]')
+$(STAMP_DEV): pyproject.toml uv.lock $(VENV)/bin/python
+	$(call INSTALL,-e '.[dev]',--extra dev,-dev)
 	touch $@ $(STAMP_RUN)
+
+# The lowest version of every direct dependency pyproject.toml admits (uv's
+# lowest-direct resolution), in a venv of its own, through the tests that exercise each
+# library: a floor that is too low fails here rather than on an operator's machine.
+FLOORS := .venv-floors
+# openai + pydantic; twilio; websockets; asyncpg + trio-asyncio; hypercorn + httpx; msgspec;
+# trio under all of them, through whole calls.
+FLOOR_TESTS := tests/test_realtime_codec.py tests/test_twilio_signature.py \
+	tests/test_twilio_webhooks.py tests/test_ws.py tests/test_ws_tls.py tests/test_store_actor.py \
+	tests/test_analytics.py tests/test_api_health.py tests/test_functions.py \
+	tests/test_twilio_codec.py tests/test_call_e2e.py tests/test_ready_poller.py
+test-floors: $(VENV)/bin/python
+	rm -rf $(FLOORS)
+	$(UV) venv --quiet --python $(PYTHON) $(FLOORS)
+	$(UV) pip install --quiet --python $(FLOORS)/bin/python --resolution lowest-direct -e '.[dev]'
+	$(FLOORS)/bin/python -m pytest -q -p no:randomly $(FLOOR_TESTS)
 
 # tests/test_nginx.py runs the documented nginx configuration in front of the engine.
 nginx-binary:
@@ -84,4 +109,4 @@ postgres-binaries:
 	fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(FLOORS) .mypy_cache .ruff_cache .pytest_cache

@@ -38,10 +38,10 @@ import asyncpg
 import httpx
 
 from bench.calls import ADMIN_TOKEN, AUTH_TOKEN, fresh_database
+from bench.results_file import add_output_options, results_path
 from bench.startup import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "analytics.json"
 PROJECTS = 50
 BUSIEST_SHARE = 0.10
 DAYS = 365
@@ -278,7 +278,9 @@ def main() -> None:
             "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
     )
+    add_output_options(parser)
     args = parser.parse_args()
+    results = results_path(args, "analytics")
     workdir = Path(tempfile.mkdtemp(prefix="afterhours-analytics-"))
     workdir.chmod(0o755)
     try:
@@ -294,8 +296,8 @@ def main() -> None:
     for name, lines in result["plans"].items():
         print(f"\n-- plan: {name}")
         print("\n".join(lines))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

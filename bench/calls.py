@@ -64,13 +64,13 @@ import picows
 import uvloop
 from twilio.request_validator import RequestValidator
 
+from bench.results_file import RESULTS_DIR, add_output_options, no_chart_message, results_path
 from bench.startup import free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "bench" / "results"
 ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105 -- a throwaway local engine
 AUTH_TOKEN = "bench-twilio-auth-token"  # noqa: S105 -- a throwaway local engine
 NUMBER = "+15550300000"
@@ -663,6 +663,7 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     (the first repeat), the legend outside the plot so it hides no point."""
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -681,6 +682,9 @@ def chart(result: dict[str, Any], path: Path) -> bool:
         )  # fmt: skip
     latency.axhline(P99_BAR_MS, color="grey", linestyle=":", label=f"{P99_BAR_MS:g} ms bar")
     latency.set_yscale("log")
+    # Plain milliseconds on the log axis (not 6x10^0), and no labels on the minor ticks.
+    latency.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    latency.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     latency.set_xlabel("concurrent calls")
     latency.set_ylabel("echo round trip p99 (ms)")
     cpu.set_xlabel("concurrent calls")
@@ -737,7 +741,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="seconds per level")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--no-pin", dest="pin", action="store_false")
-    parser.add_argument("--output", default="calls", help="results file name (no suffix)")
+    add_output_options(parser)
     parser.add_argument(
         "--bridges", default=",".join(BRIDGES), type=_choices(BRIDGES),
         help="engine, peer or both (interleaved, in this order)",
@@ -756,10 +760,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.engine_env = dict(item.split("=", 1) for item in args.engine_env)
+    results_path(args, "calls")  # refused now, not after the run, if it would replace one
     result = run_bench(args, bench, "bench.calls")
     drawn = chart(result, RESULTS_DIR / f"{args.output}.png")
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     print(f"wrote bench/results/{args.output}.json" + (" and .png" if drawn else ""))
+    if not drawn:
+        print(no_chart_message())
 
 
 if __name__ == "__main__":

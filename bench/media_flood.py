@@ -50,11 +50,11 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from bench.calls import fresh_database, rss_bytes
+from bench.results_file import add_output_options, results_path
 from bench.startup import free_port
 from engine.simulator.caller import CallerConfig, place_call
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "bench" / "results"
 ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105 -- a throwaway local engine
 AUTH_TOKEN = "bench-twilio-auth-token"  # noqa: S105 -- a throwaway local engine
 NUMBER = "+15550300000"
@@ -324,8 +324,9 @@ def main() -> None:
     )
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--no-pin", dest="pin", action="store_false")
-    parser.add_argument("--output", default="media_flood", help="results file name (no suffix)")
+    add_output_options(parser)
     args = parser.parse_args()
+    results = results_path(args, "media_flood")
     workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-"))
     workdir.chmod(0o755)  # the embedded PostgreSQL's user must traverse it
     try:
@@ -341,8 +342,8 @@ def main() -> None:
     result["flood"] = f"signed upgrade, then masked empty pings ({len(PING)} bytes), never read" + (
         "; a closed connection is replaced at once" if args.reconnect else ""
     )
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["media_refusals"]))
     print(f"wrote bench/results/{args.output}.json")
 

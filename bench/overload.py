@@ -41,6 +41,7 @@ from bench.calls import (
     percentile,
     run_bench,
 )
+from bench.results_file import add_output_options, results_path
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -151,8 +152,9 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="steady window, seconds")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"))
     parser.add_argument("--no-pin", dest="pin", action="store_false")
-    parser.add_argument("--output", default="overload", help="results file name (no suffix)")
+    add_output_options(parser)
     args = parser.parse_args()
+    results_path(args, "overload")
     result = run_bench(args, bench, "bench.overload")
     print(json.dumps(result, indent=2))
     print(f"wrote bench/results/{args.output}.json")

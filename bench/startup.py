@@ -26,8 +26,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from bench.results_file import add_output_options, results_path
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "startup.json"
 DEADLINE_S = 60.0
 POLL_S = 0.02
 ENGINE_VARIABLES = ("DATABASE_URL", "DATA_DIR", "PORT", "HOST", "PUBLIC_URL", "OPENAI_API_KEY")
@@ -90,8 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--with-key", action="store_true", help="an OpenAI key, as in production")
+    add_output_options(parser)
     args = parser.parse_args()
-    results = RESULTS.with_name("startup-with-key.json") if args.with_key else RESULTS
+    results = results_path(args, "startup-with-key" if args.with_key else "startup")
     cold, warm, exits = [], [], []
     for _ in range(args.runs):
         workdir = Path(tempfile.mkdtemp(prefix="afterhours-bench-", dir="/tmp"))

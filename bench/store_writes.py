@@ -31,6 +31,7 @@ import trio_asyncio
 
 from actors.store.actor import StoreActor
 from actors.store.spool import Spool
+from bench.results_file import add_output_options, results_path
 from engine.embedded_postgres import open_embedded_postgres
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
@@ -39,7 +40,6 @@ from engine.messages import CallUpdated, EventLogWritten, FunctionCallRecorded, 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "store.json"
 START = datetime(2026, 11, 26, tzinfo=UTC)
 POLL_S = 0.01
 
@@ -123,14 +123,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--spool", type=int, default=100_000)
+    add_output_options(parser)
     args = parser.parse_args()
+    results = results_path(args, "store")
     result = trio.run(main, args.records, args.spool)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"sustained writes: {result['sustained_records_per_s']} records/s ({args.records} records)"
     )
     print(
         f"spool replay:     {result['spool_replay_records_per_s']} records/s ({args.spool} records)"
     )
-    print(f"written to {RESULTS}")
+    print(f"written to {results}")

@@ -22,12 +22,12 @@ import os
 import select
 import socket
 import time
-from pathlib import Path
 
 import trio
 import trio.lowlevel
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "wakeups.json"
+from bench.results_file import add_output_options, results_path
+
 CALLS = 40
 MESSAGE = b"y" * 200
 
@@ -114,15 +114,17 @@ async def syscalls(rounds: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3000)
+    add_output_options(parser)
     args = parser.parse_args()
+    results = results_path(args, "wakeups")
     result = {}
     for name, variant in (("tasks", tasks), ("poller", poller), ("syscalls", syscalls)):
         spent_s = trio.run(variant, args.rounds)
         result[name] = round(spent_s * 1e6 / (CALLS * args.rounds), 2)
         print(f"{name:9s} {result[name]:6.2f} us of CPU per message (driver included)")
-    RESULTS.write_text(json.dumps({"us_per_message": result, "command":
+    results.write_text(json.dumps({"us_per_message": result, "command":
         f"python -m bench.wakeups --rounds {args.rounds}"}, indent=2) + "\n")  # fmt: skip
-    print(f"written to {RESULTS}")
+    print(f"written to {results}")
 
 
 if __name__ == "__main__":
