@@ -9,8 +9,12 @@ The traps, each measured on Debian 12 / PostgreSQL 15 (see stack-notes section 4
 
 * Postgres refuses to run as root. As root every binary runs as the ``postgres`` system
   user (``user=``/``group=``/``extra_groups=[]``); that user must be able to traverse
-  every ancestor of the data directory. We check and say which directory blocks it, but
-  never chmod anything outside the cluster directory ourselves.
+  every ancestor of the data directory. We never chmod anything outside the cluster
+  directory ourselves. Where it cannot (``DATA_DIR`` in a 0700 home, as ``/root`` is on
+  a fresh server) the cluster is *relocated*: it lives in
+  ``/var/lib/afterhours-postgres/<id>/postgres`` (``<id>`` derived from the requested path),
+  recorded in ``DATA_DIR/postgres.location``. Only where no such place can be made do we
+  stop and say which directory blocks it.
 * The Unix socket path limit (107 bytes) breaks long data directories: we listen on TCP
   only (``unix_socket_directories`` empty, ``listen_addresses=127.0.0.1``).
 * A postmaster left behind by a SIGKILLed engine holds the data-directory lock, and
@@ -27,6 +31,7 @@ The traps, each measured on Debian 12 / PostgreSQL 15 (see stack-notes section 4
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import pwd
@@ -65,6 +70,16 @@ DB_USER = "afterhours"
 DB_NAME = "afterhours"
 SERVER_LOG_NAME = "server.log"
 SYSTEM_USER = "postgres"
+# Where a cluster goes when the `postgres` user cannot reach DATA_DIR/postgres. Persistent
+# (the FHS place for state data; /tmp and often /var/tmp are cleaned on reboot), owned by
+# root and traversable by the `postgres` user, but not listable by anyone else.
+# Not /var/lib/afterhours: that is the deployment's own DATA_DIR (docs/deploy/).
+RELOCATION_ROOT = Path("/var/lib/afterhours-postgres")
+RELOCATION_ROOT_MODE = 0o711
+# Inside each relocated directory: which requested path it was made for. Two DATA_DIRs
+# must never share a cluster, even if a pointer file was copied along with a DATA_DIR.
+REQUESTED_BY_NAME = "requested-by"
+STABLE_ID_HEX_CHARS = 16  # 64 bits of sha256; a collision is also caught by requested-by
 _DATABASE_EXISTS_SQL = "SELECT 1 FROM pg_database WHERE datname = 'afterhours'"
 _CREATE_DATABASE_SQL = "CREATE DATABASE afterhours"
 
@@ -167,15 +182,27 @@ def _may_traverse(st: os.stat_result, who: _RunAs) -> bool:
     return bool(st.st_mode & stat.S_IXOTH)
 
 
-def _check_traversable(data_dir: Path, who: _RunAs) -> None:
-    """Raise if ``who`` cannot reach ``data_dir``, naming the topmost blocking ancestor."""
+def _blocking_ancestor(data_dir: Path, who: _RunAs) -> Path | None:
+    """The topmost ancestor of ``data_dir`` that ``who`` cannot traverse, if any."""
     for ancestor in reversed(data_dir.parents):
         if not _may_traverse(ancestor.stat(), who):
-            raise StartupError(
-                f"the `{who.name}` user cannot reach the embedded PostgreSQL data directory "
-                f"{data_dir}: {ancestor} is not searchable by it; run `chmod o+x {ancestor}` "
-                "or set DATABASE_URL"
-            )
+            return ancestor
+    return None
+
+
+def _unreachable(data_dir: Path, blocker: Path, who: _RunAs, why_not_elsewhere: str) -> str:
+    return (
+        f"the `{who.name}` user cannot reach the embedded PostgreSQL data directory "
+        f"{data_dir}: {blocker} is not searchable by it{why_not_elsewhere}; run "
+        f"`chmod o+x {blocker}` or set DATABASE_URL"
+    )
+
+
+def _check_traversable(data_dir: Path, who: _RunAs) -> None:
+    """Raise if ``who`` cannot reach ``data_dir``, naming the topmost blocking ancestor."""
+    blocker = _blocking_ancestor(data_dir, who)
+    if blocker is not None:
+        raise StartupError(_unreachable(data_dir, blocker, who, ""))
 
 
 def _make_owned_dir(path: Path, who: _RunAs | None) -> None:
@@ -203,6 +230,169 @@ def _prepare_data_dir(data_dir: Path, who: _RunAs | None) -> bool:
             "away to let the engine create a new one, or set DATABASE_URL"
         )
     return True
+
+
+# --------------------------------------------------------------------------- relocation
+
+
+class _NoRelocation(Exception):
+    """No reachable place for a relocated cluster could be made (the reason)."""
+
+
+def _pointer_path(requested: Path) -> Path:
+    # Next to the requested cluster, like its lock: inside DATA_DIR, so it goes wherever
+    # DATA_DIR goes and an operator looking there finds where the data is.
+    return requested.with_name(f"{requested.name}.location")
+
+
+def _stable_id(requested: Path) -> str:
+    """The same for the same resolved path, different for any other one."""
+    return hashlib.sha256(str(requested).encode()).hexdigest()[:STABLE_ID_HEX_CHARS]
+
+
+def _read_pointer(pointer: Path) -> Path | None:
+    try:
+        text = pointer.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StartupError(f"cannot read {pointer}: {exc.strerror or exc}") from exc
+    recorded = Path(text)
+    # Only the shape we write: root creates the recorded directory and hands it to
+    # `postgres`, so a damaged or hand-edited pointer must not name /etc/postgres or the like.
+    if not (
+        recorded.is_absolute()
+        and ".." not in recorded.parts
+        and recorded.name == "postgres"
+        and re.fullmatch(f"[0-9a-f]{{{STABLE_ID_HEX_CHARS}}}", recorded.parent.name)
+    ):
+        raise StartupError(
+            f"{pointer} should name where the embedded PostgreSQL cluster lives, but holds "
+            f"{text!r}: restore it, or delete it to start a new cluster"
+        )
+    return recorded
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A crash leaves either no file or a whole one, never half a path."""
+    staging = path.with_name(f"{path.name}.tmp")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    staging.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power cut, too
+    finally:
+        os.close(dir_fd)
+
+
+def _prepare_relocation(home: Path, requested: Path, who: _RunAs) -> None:
+    """Make ``home`` (the relocated cluster's parent, also holding its password file and
+    initdb staging) and ``home.parent`` root-owned 0711 directories ``who`` can reach,
+    ``home`` recorded as made for ``requested``. ``_NoRelocation`` if they cannot be;
+    ``StartupError`` if ``home`` was made for another path.
+
+    Both are arranged like DATA_DIR itself (root's, 0711: traversable, not listable), not
+    owned by `postgres`: root writes files in ``home``, and in a directory `postgres` may
+    write to it could plant a symlink for root to follow."""
+    try:
+        for directory in (home.parent, home):
+            created = not directory.exists()
+            directory.mkdir(mode=RELOCATION_ROOT_MODE, parents=True, exist_ok=True)
+            if created:
+                os.chmod(directory, RELOCATION_ROOT_MODE)  # mkdir's mode is cut by the umask
+            st = directory.lstat()
+            # Anyone else who may write here could swap in a symlink for root to follow.
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+                raise _NoRelocation(
+                    f"{directory} is not a directory owned and writable only by root"
+                )
+        blocker = _blocking_ancestor(home / "postgres", who)
+        if blocker is not None:
+            raise _NoRelocation(f"{blocker} is not searchable by it either")
+        owner_file = home / REQUESTED_BY_NAME
+        try:
+            owner = owner_file.read_text().strip()
+        except FileNotFoundError:
+            _write_atomically(owner_file, f"{requested}\n")
+            return
+    except OSError as exc:
+        raise _NoRelocation(f"cannot prepare {home}: {exc.strerror or exc}") from exc
+    if owner != str(requested):
+        raise StartupError(
+            f"the embedded PostgreSQL cluster in {home} belongs to {owner}, not to "
+            f"{requested} (a copied DATA_DIR?): delete {_pointer_path(requested)} to give "
+            f"this DATA_DIR a cluster of its own (if DATA_DIR was moved instead, write "
+            f"{requested} into {owner_file}), or set DATABASE_URL"
+        )
+
+
+def _locate_cluster(requested: Path, who: _RunAs | None, relocation_root: Path | None) -> Path:
+    """Where the cluster for ``requested`` (a resolved DATA_DIR/postgres) lives: there,
+    or where its pointer file says, or in a new relocated place when the `postgres` user
+    cannot reach ``requested``. Logs one line whenever the cluster is elsewhere."""
+    if who is None:  # PostgreSQL runs as the engine's own user, who owns DATA_DIR
+        return requested
+    pointer = _pointer_path(requested)
+    try:
+        requested.parent.mkdir(parents=True, exist_ok=True)
+        blocker = _blocking_ancestor(requested, who)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot prepare the embedded PostgreSQL data directory {requested}: "
+            f"{exc.strerror or exc}; choose another DATA_DIR or set DATABASE_URL"
+        ) from exc
+    recorded = _read_pointer(pointer)
+    if recorded is not None:
+        # Followed even once DATA_DIR has become reachable: the data is there.
+        try:
+            _prepare_relocation(recorded.parent, requested, who)
+        except _NoRelocation as exc:
+            raise StartupError(
+                f"the embedded PostgreSQL cluster recorded in {pointer} is unusable: {exc}; "
+                "set DATABASE_URL"
+            ) from exc
+        cluster = recorded
+    else:
+        if blocker is None:
+            return requested
+        if (requested / "PG_VERSION").exists():
+            # A cluster made while the path was reachable: starting an empty one elsewhere
+            # would look like lost data.
+            raise StartupError(_unreachable(requested, blocker, who, " (it holds a cluster)"))
+        if relocation_root is None:
+            raise StartupError(_unreachable(requested, blocker, who, ""))
+        home = relocation_root / _stable_id(requested)
+        try:
+            _prepare_relocation(home, requested, who)
+        except _NoRelocation as exc:
+            reason = f", and no cluster can live in {relocation_root} instead ({exc})"
+            raise StartupError(_unreachable(requested, blocker, who, reason)) from exc
+        cluster = home / "postgres"
+        try:
+            _write_atomically(pointer, f"{cluster}\n")
+        except OSError as exc:
+            raise StartupError(f"cannot write {pointer}: {exc.strerror or exc}") from exc
+    why = (
+        f"{blocker} is not searchable by the `{who.name}` user"
+        if blocker is not None
+        else f"placed there earlier, when the `{who.name}` user could not reach {requested}"
+    )
+    log.info(
+        "the embedded PostgreSQL cluster for %s lives in %s (%s; see %s)",
+        requested,
+        cluster,
+        why,
+        pointer,
+    )
+    return cluster
+
+
+# --------------------------------------------------------------------------- cluster
 
 
 @contextmanager
@@ -486,12 +676,15 @@ def _resolve_bindir(bindir: Path | None) -> Path:
     return bindir
 
 
-def _setup(data_dir: Path, bindir: Path | None) -> tuple[_Tools, bool]:
+def _setup(
+    data_dir: Path, bindir: Path | None, relocation_root: Path | None
+) -> tuple[_Tools, bool]:
     """Everything synchronous before the first command; True if initdb is needed."""
-    data_dir = data_dir.resolve()
     who = _run_as()
-    tools = _Tools.create(_resolve_bindir(bindir), data_dir, who)
-    return tools, _prepare_data_dir(data_dir, who)
+    bindir = _resolve_bindir(bindir)
+    cluster = _locate_cluster(data_dir.resolve(), who, relocation_root)
+    tools = _Tools.create(bindir, cluster, who)
+    return tools, _prepare_data_dir(cluster, who)
 
 
 @asynccontextmanager
@@ -502,9 +695,12 @@ async def open_embedded_postgres(
     stop_timeout_s: float = 5.0,
     bindir: Path | None = None,
     port: int | None = None,
+    relocation_root: Path | None = RELOCATION_ROOT,
 ) -> AsyncIterator[EmbeddedPostgres]:
     """Run a private PostgreSQL on ``data_dir`` (initdb on first use) for the block, on
-    ``port`` or else on a free port.
+    ``port`` or else on a free port. Run as root, the cluster lives under
+    ``relocation_root`` instead when the `postgres` user cannot reach ``data_dir``
+    (``None``: never; then that is an error).
 
     Yields once the server accepts connections and database ``afterhours`` exists; stops
     the server on exit, whether by return, error or cancellation. Nothing restarts it if
@@ -516,6 +712,7 @@ async def open_embedded_postgres(
         stop_timeout_s=stop_timeout_s,
         bindir=bindir,
         port=port,
+        relocation_root=relocation_root,
     ) as postmaster:
         yield postmaster.server
 
@@ -528,11 +725,15 @@ async def open_postmaster(
     stop_timeout_s: float = 5.0,
     bindir: Path | None = None,
     port: int | None = None,
+    relocation_root: Path | None = RELOCATION_ROOT,
 ) -> AsyncIterator[Postmaster]:
     """``open_embedded_postgres``, but yielding the ``Postmaster`` itself, started: its
     owner may watch it and start it again on the same port (the DSN stays valid)."""
+    # The lock is on the requested path even for a relocated cluster: one DATA_DIR, one
+    # lock, so two engines on it never both run the cluster (or race writing its
+    # pointer); and no two DATA_DIRs reach the same relocated cluster (requested-by).
     with _exclusive(data_dir):
-        tools, first_run = _setup(data_dir, bindir)
+        tools, first_run = _setup(data_dir, bindir, relocation_root)
         if first_run:
             await _initdb(tools)
         password = _read_password(tools.data_dir)

@@ -7,8 +7,11 @@ under /tmp and opened to 0755: pytest's own tmp_path sits under a 0700 directory
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
+import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -179,19 +182,180 @@ async def test_binaries_found_on_path(base_dir: Path, monkeypatch: pytest.Monkey
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="only root runs Postgres as another user")
-async def test_untraversable_parent_is_named(base_dir: Path) -> None:
+async def test_untraversable_parent_is_named_when_no_place_is_reachable(base_dir: Path) -> None:
+    """The clear message stays where no relocated cluster can be made either."""
     with trio.fail_after(TEST_TIMEOUT_S):
         locked = base_dir / "locked"
         locked.mkdir(mode=0o700)
         locked.chmod(0o700)
-        with pytest.raises(StartupError, match="cannot reach") as caught:
-            async with open_embedded_postgres(locked / "postgres"):
-                pytest.fail("must not start")
-        message = str(caught.value)
-        assert f"{locked} is not searchable" in message
-        assert f"chmod o+x {locked}" in message
-        assert "DATABASE_URL" in message
+        unreachable_root = base_dir / "locked-too"
+        unreachable_root.mkdir(mode=0o700)
+        unreachable_root.chmod(0o700)
+        for relocation_root in (unreachable_root / "relocated", None):
+            with pytest.raises(StartupError, match="cannot reach") as caught:
+                async with open_embedded_postgres(
+                    locked / "postgres", relocation_root=relocation_root
+                ):
+                    pytest.fail("must not start")
+            message = str(caught.value)
+            assert f"{locked} is not searchable" in message
+            assert f"chmod o+x {locked}" in message
+            assert "DATABASE_URL" in message
+            if relocation_root is not None:
+                assert f"no cluster can live in {relocation_root}" in message
+                assert f"{unreachable_root} is not searchable by it either" in message
+            assert not (locked / "postgres.location").exists()
         assert stat.S_IMODE(locked.stat().st_mode) == 0o700  # never chmodded for us
+        assert stat.S_IMODE(unreachable_root.stat().st_mode) == 0o700
+
+
+def _private_data_dir(base_dir: Path, name: str) -> Path:
+    """``<base>/home/<name>/.afterhours/postgres`` with ``home`` mode 0700, as /root is on
+    a fresh server; DATA_DIR itself created as the engine's local_secrets leaves it."""
+    home = base_dir / "home"
+    home.mkdir(mode=0o700, exist_ok=True)
+    home.chmod(0o700)
+    data_dir = home / name / ".afterhours"
+    data_dir.mkdir(mode=0o711, parents=True)
+    return data_dir / "postgres"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only root runs Postgres as another user")
+async def test_unreachable_data_dir_gets_its_own_persistent_relocated_cluster(
+    base_dir: Path, bindir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="afterhours.postgres")
+    relocation_root = base_dir / "var-lib"
+    requested = _private_data_dir(base_dir, "x")
+    postgres_uid = pwd.getpwnam("postgres").pw_uid
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with open_embedded_postgres(requested, relocation_root=relocation_root) as pg:
+            cluster = pg.data_dir
+            await _psql(bindir, pg.dsn, "create table kept (v text); insert into kept values ('x')")
+        assert cluster.parent.parent == relocation_root
+        assert re.fullmatch("[0-9a-f]{16}", cluster.parent.name)
+        assert (cluster / "PG_VERSION").exists()
+        pointer = requested.with_name("postgres.location")
+        assert pointer.read_text() == f"{cluster}\n"
+        assert (cluster.parent / "requested-by").read_text() == f"{requested}\n"
+        # Nothing of it is world-readable; only the cluster itself belongs to `postgres`.
+        assert (cluster.stat().st_uid, _mode(cluster)) == (postgres_uid, 0o700)
+        for directory in (relocation_root, cluster.parent):
+            assert (directory.stat().st_uid, _mode(directory)) == (0, 0o711)
+        assert _mode(cluster.with_name("postgres.password")) == 0o600
+        assert _mode(pointer) == 0o600
+        # The home was left as it was, and no cluster was started in it.
+        assert _mode(base_dir / "home") == 0o700
+        assert not requested.exists()
+        start_line = (
+            f"the embedded PostgreSQL cluster for {requested} lives in {cluster} "
+            f"({base_dir / 'home'} is not searchable by the `postgres` user; see {pointer})"
+        )
+        assert start_line in caplog.text
+        caplog.clear()
+        assert _pids_in(cluster) == set()
+
+        version_file = (cluster / "PG_VERSION").stat()
+        async with open_embedded_postgres(requested, relocation_root=relocation_root) as again:
+            assert again.data_dir == cluster
+            assert start_line in caplog.text  # every start says where the data is
+            assert await _psql(bindir, again.dsn, "select v from kept") == "x"
+        assert (cluster / "PG_VERSION").stat().st_mtime_ns == version_file.st_mtime_ns
+
+        other = _private_data_dir(base_dir, "y")
+        async with open_embedded_postgres(other, relocation_root=relocation_root) as elsewhere:
+            assert elsewhere.data_dir.parent.parent == relocation_root
+            assert elsewhere.data_dir != cluster
+            assert await _psql(bindir, elsewhere.dsn, "select to_regclass('kept')") == ""
+        assert _pids_in(cluster) == set()
+        assert _pids_in(elsewhere.data_dir) == set()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only root runs Postgres as another user")
+async def test_relocated_cluster_keeps_the_lock_and_orphan_handling(
+    base_dir: Path, bindir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    relocation_root = base_dir / "var-lib"
+    requested = _private_data_dir(base_dir, "x")
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with open_embedded_postgres(requested, relocation_root=relocation_root) as first:
+            with pytest.raises(StartupError, match="in use by another afterhours engine"):
+                async with open_embedded_postgres(requested, relocation_root=relocation_root):
+                    pass
+            assert _alive(first.pid)
+        orphan = await _spawn_orphan(bindir, first.data_dir)
+        try:
+            async with open_embedded_postgres(requested, relocation_root=relocation_root) as pg:
+                await orphan.wait()
+                assert pg.data_dir == first.data_dir
+                assert f"orphaned PostgreSQL (pid {orphan.pid})" in caplog.text
+                assert await _psql(bindir, pg.dsn, "select 1") == "1"
+            assert _pids_in(pg.data_dir) == set()
+        finally:
+            if orphan.returncode is None:
+                orphan.kill()
+                await orphan.wait()
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only root runs Postgres as another user")
+async def test_a_copied_pointer_never_shares_a_cluster(base_dir: Path) -> None:
+    relocation_root = base_dir / "var-lib"
+    original = _private_data_dir(base_dir, "x")
+    copy = _private_data_dir(base_dir, "y")
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with open_embedded_postgres(original, relocation_root=relocation_root) as pg:
+            pass
+        pointer = copy.with_name("postgres.location")
+        shutil.copy(original.with_name("postgres.location"), pointer)
+        with pytest.raises(StartupError, match=f"belongs to {original}, not to {copy}") as caught:
+            async with open_embedded_postgres(copy, relocation_root=relocation_root):
+                pytest.fail("must not start on another DATA_DIR's cluster")
+        assert f"delete {pointer}" in str(caught.value)
+        owner_file = pg.data_dir.parent / "requested-by"
+        assert f"write {copy} into {owner_file}" in str(caught.value)
+        owner_file.write_text(f"{copy}\n")  # as the message says for a moved DATA_DIR
+        async with open_embedded_postgres(copy, relocation_root=relocation_root) as moved:
+            assert moved.data_dir == pg.data_dir
+        pointer.unlink()  # as the message says: then it gets a cluster of its own
+        async with open_embedded_postgres(copy, relocation_root=relocation_root) as own:
+            assert own.data_dir != pg.data_dir
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only root runs Postgres as another user")
+async def test_a_damaged_pointer_is_refused(base_dir: Path) -> None:
+    requested = _private_data_dir(base_dir, "x")
+    pointer = requested.with_name("postgres.location")
+    etc_before = os.stat("/etc")
+    for text in ("/etc/postgres\n", "relative/0123456789abcdef/postgres\n", ""):
+        pointer.write_text(text)
+        with trio.fail_after(TEST_TIMEOUT_S), pytest.raises(StartupError, match="should name"):
+            async with open_embedded_postgres(requested, relocation_root=base_dir / "var-lib"):
+                pytest.fail("must not start")
+    etc_after = os.stat("/etc")
+    assert (etc_after.st_uid, etc_after.st_mode) == (etc_before.st_uid, etc_before.st_mode)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="only root runs Postgres as another user")
+async def test_an_existing_cluster_that_became_unreachable_is_not_replaced(
+    base_dir: Path,
+) -> None:
+    relocation_root = base_dir / "var-lib"
+    requested = _private_data_dir(base_dir, "x")
+    home = base_dir / "home"
+    home.chmod(0o755)
+    with trio.fail_after(TEST_TIMEOUT_S):
+        async with open_embedded_postgres(requested, relocation_root=relocation_root) as pg:
+            assert pg.data_dir == requested  # reachable: not relocated
+        home.chmod(0o700)
+        with pytest.raises(StartupError, match=r"not searchable by it \(it holds a cluster\)"):
+            async with open_embedded_postgres(requested, relocation_root=relocation_root):
+                pytest.fail("must not start an empty cluster elsewhere")
+    assert not requested.with_name("postgres.location").exists()
+    assert not relocation_root.exists()
 
 
 async def test_cancellation_in_body_stops_postgres(base_dir: Path) -> None:
