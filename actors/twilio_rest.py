@@ -1,4 +1,4 @@
-"""Changing a live call through Twilio's REST API (protocols.md 2.8): the transfer to the
+"""Changing a live call through Twilio's REST API (docs/wire-formats.md 2.8): the transfer to the
 on-call technician. ``POST {TWILIO_API_BASE_URL}/2010-04-01/Accounts/{sid}/Calls/{CallSid}.json``
 with Basic auth and ``Twiml=<Response>...``; Twilio then ends the media stream itself."""
 

@@ -7,7 +7,7 @@ api/observability.py), ``/admin/*`` (admin token; see api/admin.py), ``/twilio/*
 Unknown paths get a JSON 404, known paths with another method a 405. An exception in a
 handler answers 500 with a request id (also in the log and the ``apiError`` alert), and
 the server goes on. The lifespan protocol is answered (Hypercorn's trio worker crashes at
-start-up on an app that ignores it: stack-notes section 2).
+start-up on an app that ignores it: docs/stack-measurements.md 2).
 """
 
 from __future__ import annotations

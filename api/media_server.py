@@ -2,7 +2,7 @@
 
 It has its own port (``MEDIA_PORT``): the hot path does not go through Hypercorn. An
 upgrade must carry a valid ``X-Twilio-Signature`` over the stream URL Twilio was given
-(empty parameters: protocols.md 2.6); the stream's ``start`` must carry the one-time
+(empty parameters: docs/wire-formats.md 2.6); the stream's ``start`` must carry the one-time
 token the voice webhook issued for that CallSid and project (expired, foreign or reused:
 refused, closed with 1008). Then the call's actor starts in the dynamic call group and
 this connection's task keeps the socket open until the call ends.

@@ -5,7 +5,7 @@ database. Rather than bundling one (pgserver and friends chmod every ancestor di
 when run as root, and lose track of orphans), we start Debian's ``postgresql-<major>``
 binaries ourselves, as a child process we own, on a private port on 127.0.0.1.
 
-The traps, each measured on Debian 12 / PostgreSQL 15 (see stack-notes section 4):
+The traps, each measured on Debian 12 / PostgreSQL 15 (see docs/stack-measurements.md 4):
 
 * Postgres refuses to run as root. As root every binary runs as the ``postgres`` system
   user (``user=``/``group=``/``extra_groups=[]``); that user must be able to traverse

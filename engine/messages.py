@@ -1,6 +1,6 @@
 """Messages between actors: frozen records, no behaviour.
 
-Events are past tense, commands imperative (style.md 7.2). Anything more than one actor
+Events are past tense, commands imperative (docs/conventions.md 1). Anything more than one actor
 needs lives here, in the lowest layer, so actors never import each other.
 """
 

@@ -1,5 +1,5 @@
 """What a call cost: the model's tokens by kind, the caller's transcription, and Twilio's
-minutes (protocols.md 3).
+minutes (docs/wire-formats.md 3).
 
 Pure. Token prices are USD per million tokens, per model family (``REALTIME_PRICES``:
 OpenAI's model pages, developers.openai.com/api/docs/models/<model>, read 2026-11-26;

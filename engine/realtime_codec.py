@@ -1,4 +1,4 @@
-"""OpenAI Realtime (GA) wire format: pure functions, no I/O (protocols.md section 1).
+"""OpenAI Realtime (GA) wire format: pure functions, no I/O (docs/wire-formats.md 1).
 
 Client events are built as msgspec structs that declare exactly the GA fields we send;
 the tests validate each against the openai package's own types with no unknown keys.
@@ -26,7 +26,7 @@ class RealtimeProtocolError(ValueError):
 
 class _Client(msgspec.Struct, tag_field="type", omit_defaults=True):
     # Optional on every client event; the server echoes it in ``error.event_id`` when
-    # that event caused an error (protocols.md 1.2), so an error names its cause.
+    # that event caused an error (docs/wire-formats.md 1.2), so an error names its cause.
     event_id: str | None = None
 
 

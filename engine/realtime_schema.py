@@ -3,7 +3,7 @@
 The package is our type library for the Realtime protocol (its client runs only on
 asyncio, so we speak the protocol ourselves). Its event unions are tagged with the SDK's
 own marker, which pydantic ignores, so they are rebuilt here with a real discriminator;
-its models accept unknown keys, so ``unknown_keys`` finds them (protocols.md 1.13).
+its models accept unknown keys, so ``unknown_keys`` finds them (docs/wire-formats.md 1.13).
 
 Used by the tests on everything the engine sends, and by the simulated model on every
 client event it receives. Not on the hot path: pydantic costs far more than msgspec.

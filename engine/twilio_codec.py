@@ -1,4 +1,4 @@
-"""Twilio Media Streams wire format: pure functions, no I/O (protocols.md 2.2, 2.3).
+"""Twilio Media Streams wire format: pure functions, no I/O (docs/wire-formats.md 2.2, 2.3).
 
 Inbound frames decode into small typed records; the media payload stays the base64 text
 Twilio sent, because it goes to the model unchanged (``audio/pcmu`` both ways: no

@@ -1,6 +1,6 @@
 """WebSockets for the per-frame path: websockets' Sans-I/O protocol over Trio streams.
 
-Measured on this machine (stack-notes section 8), a bridge on trio-websocket saturates a
+Measured on a machine of the same kind (docs/stack-measurements.md 8), a bridge on trio-websocket saturates a
 core below 40 calls: its reader task and internal channel cost two task switches per
 message on top of pure-Python framing. The common frames are parsed and built by
 engine/ws_frames.py, websockets' protocol objects do the handshake, control frames and
@@ -10,7 +10,7 @@ the owner of a connection reads with ``receive_batch`` (every message found in o
 no task or channel per message) and writes with ``send_text`` under the connection's one
 write lock, with a deadline, so a peer that stops reading cannot hang a call.
 
-The traps noted in stack-notes, handled here: fragmented messages are reassembled;
+The traps noted in docs/stack-measurements.md 8, handled here: fragmented messages are reassembled;
 protocol replies (pongs, the close reply) are flushed after every read; ``b""`` from the
 protocol means half-close; every write has a deadline.
 
@@ -429,7 +429,7 @@ class WebSocket:
         if not chunks:
             return
         if not self._write_lock.locked() and all(chunks):
-            # The fast path (stack-notes section 8, variant F): one non-blocking write on
+            # The fast path (docs/stack-measurements.md 8, variant F): one non-blocking write on
             # a plain socket, no checkpoint, no timer. Only when no other write is under
             # way (order is kept) and nothing needs the stream API (a half-close, a stream
             # that is not a socket);

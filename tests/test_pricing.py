@@ -1,4 +1,4 @@
-"""Call cost arithmetic on the usage shape of protocols.md 1.10, per-model prices, the
+"""Call cost arithmetic on the usage shape of docs/wire-formats.md 1.10, per-model prices, the
 caller's input transcription, and PRICES_FILE."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The Realtime codec: everything it sends validates against the openai package's own
-types with no unknown keys; what it reads is the GA wire format of protocols.md."""
+types with no unknown keys; what it reads is the GA wire format of docs/wire-formats.md 1."""
 
 from __future__ import annotations
 

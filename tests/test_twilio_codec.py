@@ -1,4 +1,4 @@
-"""The Twilio Media Streams codec on the wire format of protocols.md 2.2 and 2.3."""
+"""The Twilio Media Streams codec on the wire format of docs/wire-formats.md 2.2 and 2.3."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What the caller has heard of the model's audio, from Twilio's marks. Pure.
 
 After each audio delta the actor sends a ``mark`` named ``{item_id}:{sent_ms}``; Twilio
-echoes it once the caller has heard that far (protocols.md 2.5). On a barge-in the item is
+echoes it once the caller has heard that far (docs/wire-formats.md 2.5). On a barge-in the item is
 truncated to what was heard, never to more than was generated (the real API refuses a
 truncate past the item's audio: "Audio content of N ms is already shorter than M ms").
 """

@@ -1,6 +1,6 @@
 """Does the session the server confirmed match what the call asked for? Pure.
 
-``session.updated`` echoes the effective configuration (protocols.md 1.4). If the audio
+``session.updated`` echoes the effective configuration (docs/wire-formats.md 1.4). If the audio
 formats did not take effect the caller would hear 24 kHz PCM played as mu-law, which is
 loud static, and the model would hear noise: such a session cannot serve the call, so
 the call ends politely (the engine's apology, not the model's voice). A different voice

@@ -1,7 +1,7 @@
 """The call's transcript in conversation order. Pure.
 
 Events do not arrive in conversation order: the caller's transcription is produced
-asynchronously and often lands after the model's answer to it (protocols.md 1.15: "clients
+asynchronously and often lands after the model's answer to it (docs/wire-formats.md 1.15: "clients
 must not depend on how audio, transcript and transcription events interleave"). So a
 turn takes its place when its item enters the conversation (``input_audio_buffer.committed``
 or ``conversation.item.added``, after ``previous_item_id``), and its words fill in when

@@ -5,7 +5,7 @@ opens the pool and applies migrations before it reports started (so a bad databa
 stops the engine at start-up with one clear line), then batches: the first record opens
 a batch, which closes after ``batch_delay_s`` or ``batch_max`` records and is written in
 one transaction (``executemany`` per table: about 130k rows/s here against 0.7k for
-row-by-row INSERTs, stack-notes section 3). Every write is idempotent (writes.py).
+row-by-row INSERTs, docs/stack-measurements.md 3). Every write is idempotent (writes.py).
 
 Nothing lost: a batch that cannot be written (the database is unreachable, slow, or
 restarting) goes to the spool on disk, fsync'd, and from then on every new batch goes

@@ -2,7 +2,7 @@
 
 This package is the only code that imports asyncpg (an import-linter contract says so).
 asyncpg runs only on asyncio; every call crosses the trio-asyncio bridge once (about
-200 us here, stack-notes section 3), so multi-statement work is written asyncio-side and
+200 us here, docs/stack-measurements.md 3), so multi-statement work is written asyncio-side and
 crosses once as a unit (``transaction``). Closing the pool is shielded and bounded, so a
 cancelled engine still returns its connections and never hangs on a dead server.
 

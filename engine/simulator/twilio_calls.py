@@ -5,7 +5,7 @@ the REST API that changes that call. In the simulation both faces live on the ca
 side: the simulated caller (engine/simulator/caller.py) registers each call it places
 here, and the simulated REST API (engine/simulator/twilio_rest.py) finds it here. An
 update with new TwiML replaces what the call was running, its ``<Connect><Stream>``
-included: Twilio then sends ``stop`` on the stream and closes the WebSocket (protocols.md
+included: Twilio then sends ``stop`` on the stream and closes the WebSocket (docs/wire-formats.md
 2.8), which the caller does when ``LiveCall.replaced`` is set.
 """
 

@@ -1,7 +1,7 @@
 """A simulated Twilio REST API: the call update the engine makes, over real HTTP/1.1.
 
 ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP Basic auth and a
-form holding ``Twiml=<Response>...`` or ``Status=completed`` (protocols.md 2.8, the wire
+form holding ``Twiml=<Response>...`` or ``Status=completed`` (docs/wire-formats.md 2.8, the wire
 format the twilio package sends). Answered as Twilio answers, in Twilio's error shape
 ``{"code", "message", "more_info", "status"}``:
 
