@@ -1,6 +1,8 @@
 # afterhours in a container. Build:  docker build -t afterhours .
 # Run with an external PostgreSQL (production):
-#   docker run --env-file afterhours.env -p 8080:8080 -p 8081:8081 afterhours
+#   docker run --env-file afterhours.env -p 127.0.0.1:8080:8080 -p 127.0.0.1:8081:8081 afterhours
+# (published on the host's loopback only: TLS and the public ports are the reverse
+# proxy's, docs/deployment.md)
 # Without DATABASE_URL the engine runs its embedded PostgreSQL under DATA_DIR (/data):
 # mount a volume there to keep it. docs/deployment.md has the details.
 FROM python:3.11-slim-bookworm
@@ -24,5 +26,6 @@ EXPOSE 8080 8081
 VOLUME ["/data"]
 # SIGTERM drains the calls, then stops: give `docker stop` the time (-t 90).
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=2).status != 200)"
+# The port the engine was given (PORT may be overridden at `docker run -e PORT=...`).
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import os,sys,urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8080'), timeout=2).status != 200)"
 ENTRYPOINT ["afterhours", "serve"]

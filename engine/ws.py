@@ -1,11 +1,11 @@
 """WebSockets for the per-frame path: websockets' Sans-I/O protocol over Trio streams.
 
-Measured on a machine of the same kind (docs/stack-measurements.md 8), a bridge on trio-websocket saturates a
-core below 40 calls: its reader task and internal channel cost two task switches per
-message on top of pure-Python framing. The common frames are parsed and built by
-engine/ws_frames.py, websockets' protocol objects do the handshake, control frames and
-anything uncommon, and TLS is done in memory (engine/ws_tls.py); this module is the Trio
-shell:
+Measured on a machine of the same kind (docs/stack-measurements.md 8), a bridge on
+trio-websocket saturates a core below 40 calls: its reader task and internal channel
+cost two task switches per message on top of pure-Python framing. The common frames are
+parsed and built by engine/ws_frames.py, websockets' protocol objects do the handshake,
+control frames and anything uncommon, and TLS is done in memory (engine/ws_tls.py); this
+module is the Trio shell:
 the owner of a connection reads with ``receive_batch`` (every message found in one read,
 no task or channel per message) and writes with ``send_text`` under the connection's one
 write lock, with a deadline, so a peer that stops reading cannot hang a call.

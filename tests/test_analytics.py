@@ -8,6 +8,7 @@ them); one call's full record with its function calls."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,36 @@ CALLS: list[tuple[str, str, str, str, str, float | None, float | None, int | Non
     ("CA9", "other", "2026-11-10T15:00:00", "completed", "routine", 99, 9.99, 999),
 ]
 WINDOW = "from=2026-11-10&to=2026-11-12"
+
+API_MD = Path(__file__).parents[1] / "docs" / "api.md"
+
+
+def documented_fields(request: str) -> set[str]:
+    """Every field name in docs/api.md's example answer to the ``curl`` line for ``request``
+    (the indented lines under it), so the page shows every field the API returns."""
+    lines = API_MD.read_text().splitlines()
+    start = next(n for n, line in enumerate(lines) if "curl" in line and request in line)
+    example: list[str] = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("    "):
+            break
+        example.append(line)
+    text = re.sub(r'"arguments":\{[^}]*\}', '"arguments":{}', "\n".join(example))
+    return set(re.findall(r'"(\w+)":', text))
+
+
+def returned_fields(value: object, *, skip: frozenset[str] = frozenset({"arguments"})) -> set[str]:
+    """Every key in a JSON answer, at any depth (not inside a function call's arguments,
+    which are the model's, not the API's)."""
+    if isinstance(value, dict):
+        keys = set(value)
+        for key, item in value.items():
+            if key not in skip:
+                keys |= returned_fields(item, skip=skip)
+        return keys
+    if isinstance(value, list):
+        return set().union(*(returned_fields(item, skip=skip) for item in value))
+    return set()
 
 
 async def seeded(engine: Engine, dsn: str) -> dict[str, str]:
@@ -233,6 +264,7 @@ async def test_one_call_with_its_function_calls(fresh_database: str, tmp_path: P
         "error": "HTTP 500 from the function URL", "at": "2026-11-10T15:00:30+00:00",
     }  # fmt: skip
     assert call["functionCallsTotal"] == 5
+    assert returned_fields(call) == documented_fields("smith-plumbing/calls/CA")
     # Another project's call is not found, in the same words as a call that never was.
     assert (others.status, missing.status) == (404, 404)
     assert others.json()["error"].replace("CA9", "X") == missing.json()["error"].replace(
@@ -272,6 +304,7 @@ async def test_summary_numbers_worked_out_by_hand(fresh_database: str, tmp_path:
     assert body["minutes"] == 3.5  # (60 + 30 + 0 + 120) s of ended calls
     assert body["costPerMinuteUsd"] == 0.1  # 0.35 USD over 3.5 minutes
     assert body["comparisonRatePerMinuteUsd"] is None  # COMPARISON_RATE_PER_MIN_USD unset
+    assert returned_fields(body) == documented_fields("smith-plumbing?from=")
     # No call here has a system recorded: all are read as this engine's (docs/api.md).
     assert body["bySystem"] == {
         "openai": {"calls": 5, "completed": 2, "missed": 1, "failed": 1, "active": 1,
@@ -350,6 +383,7 @@ async def test_recent_pages_have_no_gaps_or_repeats(fresh_database: str, tmp_pat
     assert pages[0]["calls"][2]["costUsd"] == 0.0  # CA3, missed
     assert pages[0]["calls"][2]["durationS"] == 0.0
     assert len(default.json()["calls"]) == 8  # default limit 20
+    assert returned_fields(pages[0]) == documented_fields("smith-plumbing/recent")
 
 
 async def test_access_matrix(fresh_database: str, tmp_path: Path) -> None:
