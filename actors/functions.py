@@ -60,9 +60,23 @@ async def call_function(
         return result(
             "error", {"error": "this business has no function backend"}, None, "no function_url"
         )
+    too_large = False
     with trio.move_on_after(project.function_timeout_s) as deadline:
         try:
-            response = await client.post(project.function_url, content=body, headers=headers)
+            # Streamed, and kept only up to the bound: a backend that answers gigabytes
+            # (a bug, or a hostile tenant) costs this call 64 KiB of memory, not the
+            # process's; the rest is read and dropped until the deadline (leaving the
+            # stream half-read would leak httpcore's generators).
+            async with client.stream(
+                "POST", project.function_url, content=body, headers=headers
+            ) as response:
+                content = bytearray()
+                async for chunk in response.aiter_bytes():
+                    if not too_large:
+                        content += chunk
+                        too_large = len(content) > MAX_RESULT_BYTES
+                if too_large:
+                    content.clear()
         except httpx.HTTPError as exc:
             message = f"the booking system could not be reached ({type(exc).__name__})"
             return result("error", {"error": message}, None, f"{type(exc).__name__}: {exc}")
@@ -72,8 +86,11 @@ async def call_function(
     if not 200 <= response.status_code < 300:
         message = f"the booking system failed (HTTP {response.status_code})"
         return result("error", {"error": message}, response.status_code, message)
+    if too_large:
+        message = f"the booking system answered more than {MAX_RESULT_BYTES // 1024} KiB"
+        return result("error", {"error": message}, response.status_code, message)
     try:
-        data = msgspec.json.decode(response.content[:MAX_RESULT_BYTES])
+        data = msgspec.json.decode(bytes(content))
     except msgspec.DecodeError:
         message = "the booking system answered something that is not JSON"
         return result("error", {"error": message}, response.status_code, message)

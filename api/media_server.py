@@ -55,6 +55,7 @@ from engine.ws import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    import httpx
     from websockets.http11 import Request
 
     from actors.early_sessions import EarlyRequest
@@ -148,8 +149,10 @@ class MediaServer:
         refusals: Refusals | None = None,
         twilio_rest: TwilioRest | None = None,  # api/twilio_access.py; None: no transfers
         instance: str | None = None,  # this process's id, on its calls' rows (leases.py)
+        http: httpx.AsyncClient | None = None,  # actors/http_client.py, shared by every call
     ) -> None:
         self._instance = instance
+        self._http = http
         token = settings.twilio_auth_token
         # One key for both: the upgrade's signature and the stream token's HMAC.
         self._stream_key = token.reveal().encode() if token else b""
@@ -329,6 +332,7 @@ class MediaServer:
             engine_instance=self._instance,
             frames_per_append=self._settings.caller_frames_per_append,
             mark_every_deltas=self._settings.mark_every_deltas,
+            http=self._http,
         )
         self._record_live(setup)
         done = trio.Event()

@@ -34,6 +34,7 @@ from actors.alert_channels import Channel, email_channel, webhook_channel
 from actors.alerts import AlertActor, alert_for
 from actors.call import STOP_BUDGET_S
 from actors.early_sessions import EarlyRequest, EarlySessions
+from actors.http_client import shared_http_client
 from actors.load import LoadMonitor
 from actors.metrics import ErrorRateRule, MetricsAggregator, MetricsSample
 from actors.model_link import ModelEndpoint
@@ -77,6 +78,8 @@ from engine.supervisor import ChildSpec, RestartIntensity, Supervisor
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    import httpx
+
     from actors.store.queries import StoreQuery
     from engine.config import Settings
     from engine.events import SupervisorEvent
@@ -90,6 +93,7 @@ STORE_SHUTDOWN_S = 10.0  # room to write the last batches
 SERVICE_SHUTDOWN_S = 3.0
 API_SHUTDOWN_S = 5.0
 EMBEDDED_POSTGRES_STOP_S = 10.0  # fast shutdown, then SIGKILL: 5 s each at most
+HTTP_CLOSE_TIMEOUT_S = 2.0  # the shared HTTP client's idle connections, closed at the end
 # After the drain, the calls still live are ended politely: each says goodbye.
 CALLS_SHUTDOWN_S = STOP_BUDGET_S
 
@@ -99,7 +103,7 @@ def shutdown_deadline_s(settings: Settings) -> float:
     drain, then every child's shutdown budget and kill grace, then the database."""
     budgets_s = STORE_SHUTDOWN_S + 7 * SERVICE_SHUTDOWN_S + API_SHUTDOWN_S
     calls_s = settings.drain_timeout_s + CALLS_SHUTDOWN_S + 2 * KILL_GRACE_S
-    return budgets_s + calls_s + 10 * KILL_GRACE_S + EMBEDDED_POSTGRES_STOP_S
+    return budgets_s + calls_s + 10 * KILL_GRACE_S + HTTP_CLOSE_TIMEOUT_S + EMBEDDED_POSTGRES_STOP_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +209,9 @@ async def _run_tree(
     vapi = vapi_access(settings)
     _log_vapi_access(vapi)
     dsn = database.dsn
+    # One HTTP client for every call's business functions and Twilio REST requests
+    # (actors/http_client.py); closed once the tree, and so every call, has stopped.
+    http = shared_http_client()
     tree = _build_tree(
         settings,
         database,
@@ -214,6 +221,7 @@ async def _run_tree(
         access,
         vapi,
         on_stopping=watchdog.arm,
+        http=http,
     )
     supervisor, calls, api, model, media, early, mailboxes, config_warnings = tree
     drain = Drain(
@@ -253,13 +261,18 @@ async def _run_tree(
     # it outlives the supervisor's children, whose readers it serves.
     tick_ms = settings.ready_tick_ms
     poller = ReadyPoller(tick_ms / 1000) if tick_ms is not None else None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain.run)
-        if poller is not None:
-            await nursery.start(poller.run)
-        with use_poller(poller):
-            await supervisor.run(stop, task_status=_Started(ready))
-        nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain.run)
+            if poller is not None:
+                await nursery.start(poller.run)
+            with use_poller(poller):
+                await supervisor.run(stop, task_status=_Started(ready))
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.move_on_after(HTTP_CLOSE_TIMEOUT_S) as closing:
+            closing.shield = True
+            await http.aclose()
 
 
 def _log_twilio_access(access: TwilioAccess) -> None:
@@ -434,6 +447,7 @@ def _build_tree(
     vapi: VapiAccess,
     *,
     on_stopping: Callable[[], None],
+    http: httpx.AsyncClient | None = None,
 ) -> tuple[
     Supervisor,
     DynamicGroup,
@@ -525,6 +539,7 @@ def _build_tree(
         refusals=refusals,
         twilio_rest=access.rest,
         instance=instance,
+        http=http,
     )
 
     def config_warnings() -> list[ConfigWarning]:

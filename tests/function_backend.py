@@ -81,6 +81,8 @@ class TwilioRestStandIn:
     status: int = 200
     answer_after_s: float = 0.0
     arrived: trio.Event = field(default_factory=trio.Event)
+    keep_alive: bool = False  # answer every request of a connection, as Twilio's API does
+    connections: int = 0  # TCP connections accepted
 
     async def serve(self, *, task_status: trio.TaskStatus[str]) -> None:
         async with trio.open_nursery() as nursery:
@@ -89,16 +91,21 @@ class TwilioRestStandIn:
             task_status.started(f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}")
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
         async with stream:
-            request = await read_request(stream)
-            if request is None:
-                return
-            self.received.append(request)
-            self.arrived.set()
-            await trio.sleep(self.answer_after_s)
-            answer = b'{"sid": "CA", "status": "in-progress"}'
-            await stream.send_all(
-                f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n".encode()
-                + f"Content-Length: {len(answer)}\r\nConnection: close\r\n\r\n".encode()
-                + answer
-            )
+            while True:
+                request = await read_request(stream)
+                if request is None:
+                    return
+                self.received.append(request)
+                self.arrived.set()
+                await trio.sleep(self.answer_after_s)
+                answer = b'{"sid": "CA", "status": "in-progress"}'
+                connection = "keep-alive" if self.keep_alive else "close"
+                await stream.send_all(
+                    f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n".encode()
+                    + f"Content-Length: {len(answer)}\r\nConnection: {connection}\r\n\r\n".encode()
+                    + answer
+                )
+                if not self.keep_alive:
+                    return

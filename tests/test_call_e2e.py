@@ -498,3 +498,48 @@ async def test_a_projects_own_model_answers_its_calls_and_prices_them(
     expected = call_cost_usd(usage, record["duration_s"], mini)
     assert float(record["cost_usd"]) == pytest.approx(expected, abs=1e-6)
     assert expected != call_cost_usd(usage, record["duration_s"], DEFAULT_PRICES)
+
+
+async def test_transfers_of_two_calls_share_one_connection_to_twilio(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """The process's one HTTP client (actors/http_client.py): the second call's transfer
+    reuses the connection the first one opened, so it pays no new handshake."""
+    emergency_project = {
+        "id": "smith-plumbing",
+        "name": "Smith Plumbing",
+        "timezone": "America/Chicago",
+        "instructions": "Handle after-hours calls. [scenario: emergency]",
+        "on_call_number": "+15551234567",
+    }
+    twilio = TwilioRestStandIn(keep_alive=True)
+    async with trio.open_nursery() as nursery:
+        rest_url = await nursery.start(twilio.serve)
+        async with running_engine(
+            fresh_database,
+            tmp_path,
+            MEDIA_PORT="0",
+            TWILIO_ACCOUNT_SID="AC" + "ab" * 16,
+            TWILIO_API_BASE_URL=rest_url,
+        ) as engine:
+            records = []
+            for n in (905, 906):
+                if n == 905:
+                    socket, parameters = await answered_call(engine, emergency_project, sid(n))
+                else:  # the project and its number exist: only a new call to it
+                    twiml = await twilio_post(engine, "/twilio/voice", call(sid(n), ANSWERED))
+                    socket, parameters = await open_stream(twiml.body.decode())
+                with trio.fail_after(30):
+                    await start_call(socket, sid(n), parameters)
+                    await listen(socket, until_silent_s=1.0)
+                    await speak(socket, silence(100) + tone(400) + silence(700))
+                    await listen(socket, until_silent_s=3.0)
+                    records.append(await wait_for_final(fresh_database, sid(n)))
+                await socket.aclose()
+        nursery.cancel_scope.cancel()
+    assert [r["end_reason"] for r in records] == ["transferred", "transferred"]
+    assert [u.path.rsplit("/", 1)[1] for u in twilio.received] == [
+        f"{sid(905)}.json",
+        f"{sid(906)}.json",
+    ]
+    assert twilio.connections == 1

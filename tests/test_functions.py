@@ -61,6 +61,14 @@ async def test_a_signed_call_returns_the_backends_json() -> None:
         pytest.param((500, b"{}", 0.0), "error", 500, "failed (HTTP 500)", id="http-500"),
         pytest.param((200, b"<html>", 0.0), "error", 200, "not JSON", id="not-json"),
         pytest.param((200, b"{}", 5.0), "timeout", None, "did not answer within 0.3 s", id="hangs"),
+        # valid JSON, but 4 MiB: read only up to the bound, then refused in clear words
+        pytest.param(
+            (200, b'{"slots": "' + b"x" * (4 << 20) + b'"}', 0.0),
+            "error",
+            200,
+            "answered more than 64 KiB",
+            id="too-large",
+        ),
     ],
 )
 async def test_failures_become_clear_errors_for_the_model(

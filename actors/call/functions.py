@@ -42,13 +42,15 @@ class BusinessFunctions:
         self._setup = setup
         self._store = store
         self._alerts = alerts
-        self._http: httpx.AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = setup.http
+        self._own_http = False  # made here (no shared client): closed here
         self._running: dict[str, _Running] = {}
 
     async def run(self, call: ToolCall) -> str:
         """The function's output for the model; the call is recorded either way."""
         if self._http is None:  # made on first use: most calls never need one
             self._http = httpx.AsyncClient(verify=client_context())
+            self._own_http = True
         decoded, arguments = _arguments(call)
         self._running[call.call_id] = _Running(call, arguments, trio.current_time())
         setup = self._setup
@@ -72,7 +74,7 @@ class BusinessFunctions:
             await self._record(running.call.name, "cancelled", latency_ms, running.arguments,
                                None, error)  # fmt: skip
         self._running.clear()
-        if self._http is not None:
+        if self._own_http and self._http is not None:
             await self._http.aclose()
 
     async def _record(

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from engine.pricing import DEFAULT_PRICES, Prices
 
 if TYPE_CHECKING:
+    import httpx
+
     from actors.early_sessions import EarlyRequest
     from actors.model_link import ModelEndpoint
     from actors.twilio_rest import TwilioRest
@@ -30,6 +32,8 @@ class CallSetup:
     engine_instance: str | None = None  # this process's lease id (actors/store/leases.py)
     frames_per_append: int = 1  # CALLER_FRAMES_PER_APPEND
     mark_every_deltas: int = 1  # MARK_EVERY_DELTAS
+    # The process's HTTP client (actors/http_client.py); None: one of its own per use.
+    http: httpx.AsyncClient | None = None
 
 
 class CallEnded(Exception):

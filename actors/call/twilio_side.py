@@ -5,6 +5,7 @@ None; neither raises (a REST failure must never crash the call's ending)."""
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import httpx
@@ -14,6 +15,8 @@ from engine.tls import client_context
 from engine.twiml import transfer, turn_away
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from actors.call.setup import CallSetup
 
 log = logging.getLogger("afterhours.call")
@@ -32,7 +35,7 @@ async def transfer_call(setup: CallSetup) -> str | None:
     if not setup.project.on_call_number:
         return "this business has no on-call number"
     try:
-        async with httpx.AsyncClient(verify=client_context()) as client:
+        async with _client(setup) as client:
             twiml = transfer(setup.project.on_call_number)
             await setup.twilio_rest.update_call(client, setup.call_sid, twiml)
     except TwilioRestError as exc:
@@ -47,8 +50,19 @@ async def apologise(setup: CallSetup) -> None:
     if setup.twilio_rest is None:
         return
     try:
-        async with httpx.AsyncClient(verify=client_context()) as client:
+        async with _client(setup) as client:
             twiml = turn_away(SORRY_MODEL_DOWN, setup.project.on_call_number)
             await setup.twilio_rest.update_call(client, setup.call_sid, twiml)
     except TwilioRestError as exc:
         log.error("call %s: could not tell the caller: %s", setup.call_sid, exc)
+
+
+@asynccontextmanager
+async def _client(setup: CallSetup) -> AsyncIterator[httpx.AsyncClient]:
+    """The process's shared client (its pool keeps Twilio's connection warm: a transfer
+    pays no new TLS handshake while the caller waits), else one for this request."""
+    if setup.http is not None:
+        yield setup.http
+        return
+    async with httpx.AsyncClient(verify=client_context()) as client:
+        yield client
