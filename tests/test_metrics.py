@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import trio
 import trio.testing
 
@@ -14,6 +16,7 @@ from engine.messages import Alert
 from engine.metric_samples import CallFinished, CallProgress, FunctionCalled, MetricsSample
 
 RULE = ErrorRateRule(threshold=0.5, window_s=60.0)
+CallStatus = Literal["completed", "missed", "failed"]
 
 
 def aggregator() -> tuple[MetricsAggregator, Mailbox[MetricsSample], Mailbox[Alert]]:
@@ -79,11 +82,11 @@ async def test_high_error_rate_names_the_projects_whose_calls_failed_worst_first
     """One engine-wide rate (a shared cause is one alert), and the alert says whose calls
     failed: a rate that spans businesses must not leave the operator to find them."""
     metrics, _, alerts = aggregator()
-    outcomes = [("quiet", "completed")] * 5 + [("acme", "completed")]
+    outcomes = [("quiet", False)] * 5 + [("acme", False)]  # (project, failed)
     # The sixth failure puts the window at the threshold (6 of 12).
-    outcomes += [("smith", "failed")] * 3 + [("acme", "failed"), ("zed", "failed")]
-    outcomes += [("yarrow", "failed")]
-    for project, status in outcomes:
+    outcomes += [("smith", True)] * 3 + [("acme", True), ("zed", True), ("yarrow", True)]
+    for project, failed in outcomes:
+        status: CallStatus = "failed" if failed else "completed"
         metrics.fold(CallFinished(project, status, "model_unreachable", 3.0))
     (alert,) = alerts.drain_nowait()
     # smith's 3 failures first; then one each: the higher share first (yarrow and zed,
