@@ -17,6 +17,7 @@ bounded too, which a socket timeout alone does not do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import socket
@@ -27,6 +28,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -35,7 +37,6 @@ from engine.errors import StartupError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
-    from pathlib import Path
 
     from engine.config import Settings
 
@@ -131,6 +132,12 @@ def _embedded(settings: Settings) -> Check:
     from engine.embedded_postgres import find_postgres_bindir
 
     where = settings.data_dir / "postgres"
+    # A cluster relocated out of a DATA_DIR the `postgres` user cannot reach (as root)
+    # is recorded beside it (engine/embedded_postgres.py); read only, never written here.
+    pointer = settings.data_dir / "postgres.location"
+    # Unreadable: the start will say what is wrong with it; the binaries are checked here.
+    with contextlib.suppress(OSError):
+        where = Path(pointer.read_text().strip()) if pointer.is_file() else where
     try:
         bindir = find_postgres_bindir()
     except StartupError as exc:

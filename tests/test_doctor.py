@@ -241,6 +241,13 @@ async def test_without_database_url_the_embedded_postgresql_is_named(tmp_path: P
     )
     assert f"data in {tmp_path / 'data' / 'postgres'}" in database
     assert code == 0
+    # A cluster the engine relocated (as root, DATA_DIR unreachable by `postgres`) is
+    # where its pointer says.
+    relocated = "/var/lib/afterhours-postgres/0123456789abcdef/postgres"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "postgres.location").write_text(relocated + "\n")
+    _, lines, _ = await doctor(tmp_path)
+    assert line(lines, "database").endswith(f"data in {relocated})")
 
 
 async def test_help_says_what_the_program_is_without_importing_the_engine() -> None:
