@@ -13,7 +13,9 @@ body>``, the same scheme as the business functions. Any 2xx is delivered.
 
 Email: ``ALERT_EMAIL_RECIPIENT`` over ``SMTP_URL`` (``smtp://`` with STARTTLS when the
 server offers it, ``smtps://`` for TLS from the start; user and password from the URL),
-through the standard library's ``smtplib`` on a worker thread (it blocks).
+through the standard library's ``smtplib`` on a worker thread (it blocks), from
+``ALERT_EMAIL_FROM`` (default: the URL's user when it is an address, else
+``afterhours@<host name>``).
 """
 
 from __future__ import annotations
@@ -231,9 +233,15 @@ def webhook_channel(
 
 
 def email_channel(
-    smtp_url: str, recipients: str, store: Outbox[StoreWrite], **options: Any
+    smtp_url: str,
+    recipients: str,
+    store: Outbox[StoreWrite],
+    *,
+    sender: str | None = None,
+    **options: Any,
 ) -> Channel:
-    sender = email_sender(smtp_url)
+    """``sender``: ALERT_EMAIL_FROM; None falls back to ``email_sender``'s guess."""
+    sender = sender or email_sender(smtp_url)
 
     async def deliver(outgoing: Outgoing) -> None:
         message = email_message(outgoing, sender, recipients)

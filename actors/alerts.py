@@ -83,7 +83,10 @@ def alert_for(event: SupervisorEvent) -> Alert | None:
             metadata={"supervisor": event.supervisor, "child": event.child_id},
         )
     # A restart that fails before it started is as much a crash as a failure later on.
-    if isinstance(event, ChildExited) and event.reason in _CRASHES:
+    # A child that fails the engine's own start (a port in use) is not: the start fails,
+    # the CLI says why in one line and exits 1; an alert would page someone about an
+    # engine that never ran, with a second, different account of the same failure.
+    if isinstance(event, ChildExited) and event.reason in _CRASHES and not event.in_first_start:
         metadata = {"supervisor": event.supervisor, "child": event.child_id}
         if event.supervisor == CALLS_GROUP:  # one call's actor: that call failed
             return Alert(

@@ -8,7 +8,11 @@ outcome, function calls with latency, model connections, reconnects and renewals
 barge-ins, time to first audio, turn latency and per-frame forwarding latency. It also
 measures its own event-loop lag (how late a timer fires: the whole process's
 responsiveness). Over a rolling window it watches the share of failed calls and of failed
-function calls; past ``threshold`` it raises ``highErrorRate`` once per window.
+function calls, across every project; past ``threshold`` it raises ``highErrorRate`` once
+per window, naming the projects whose calls failed in it (worst first). The rate is the
+engine's, not each project's: a cause every business shares (the model, the database, the
+network) is one alert, not one per business, and the names say whether it is one business
+or all of them (docs/operations.md, "highErrorRate: one rate, the projects named").
 ``statistics()`` is a synchronous snapshot for ``/metrics``, ``/stats`` and health.
 """
 
@@ -40,6 +44,11 @@ if TYPE_CHECKING:
 
 LAG_PROBE_S = 0.5
 ERROR_RATE_MIN_SAMPLES = 5  # a rate over fewer outcomes says nothing
+# Projects named in a highErrorRate message (the rest counted), and in its metadata: an
+# alert is read on a phone, and an engine may serve hundreds of businesses.
+NAMED_PROJECTS = 5
+PROJECTS_IN_METADATA = 20
+NO_PROJECT = ""  # a call that ended before its project was known (an unknown number)
 ErrorKind = Literal["calls", "function_calls"]
 K = TypeVar("K")
 
@@ -98,7 +107,8 @@ class MetricsAggregator:
         self._alerts = alerts
         self._rule = error_rate
         self._stats = MetricsStatistics()
-        self._outcomes: dict[ErrorKind, deque[tuple[float, bool]]] = {
+        # (at_s, failed, project_id) per outcome in the window.
+        self._outcomes: dict[ErrorKind, deque[tuple[float, bool, str]]] = {
             "calls": deque(),
             "function_calls": deque(),
         }
@@ -148,24 +158,26 @@ class MetricsAggregator:
                 for error_class, count in sample.model_errors:
                     _add(stats.model_error_events_total, error_class, count)
                 if sample.status != "missed":  # a turned-away call is not an engine error
-                    self._outcome("calls", failed=sample.status == "failed")
+                    failed = sample.status == "failed"
+                    self._outcome("calls", sample.project_id or NO_PROJECT, failed=failed)
             case FunctionCalled():
                 _add(stats.function_calls_total, (sample.project_id, sample.outcome))
                 stats.function_call_seconds.observe(sample.latency_s)
-                self._outcome("function_calls", failed=sample.outcome in ("error", "timeout"))
+                failed = sample.outcome in ("error", "timeout")
+                self._outcome("function_calls", sample.project_id, failed=failed)
             case ModelConnected():
                 _add(stats.model_connections_total, "ok" if sample.ok else "failed")
                 stats.model_last_connection = ModelConnection(
                     sample.ok, trio.current_time(), sample.latency_s, sample.error
                 )
 
-    def _outcome(self, kind: ErrorKind, *, failed: bool) -> None:
+    def _outcome(self, kind: ErrorKind, project_id: str, *, failed: bool) -> None:
         now_s = trio.current_time()
         window = self._outcomes[kind]
-        window.append((now_s, failed))
+        window.append((now_s, failed, project_id))
         while window and window[0][0] < now_s - self._rule.window_s:
             window.popleft()
-        failures = sum(1 for _, bad in window if bad)
+        failures = sum(1 for _, bad, _ in window if bad)
         share = failures / len(window)
         self._stats.error_rates[kind] = round(share, 4)
         if (
@@ -176,6 +188,7 @@ class MetricsAggregator:
             self._quiet_until_s[kind] = now_s + self._rule.window_s  # once per window
             _add(self._stats.high_error_rate_alerts_total, kind)
             what = "calls" if kind == "calls" else "function calls"
+            by_project = _failures_by_project(window)
             if self._alerts is not None:
                 self._alerts.send_nowait(
                     Alert(
@@ -184,8 +197,19 @@ class MetricsAggregator:
                         f"High error rate in {what}",
                         f"{failures} of the last {len(window)} {what} failed "
                         f"({share:.0%}; threshold {self._rule.threshold:.0%} over "
-                        f"{self._rule.window_s:g} s)",
-                        metadata={"kind": kind, "failed": failures, "total": len(window)},
+                        f"{self._rule.window_s:g} s); {_named(by_project)}",
+                        # One project behind every failure: the alert is that project's
+                        # (event_log's project_id, the dashboard's and the webhook's).
+                        project_id=_only_project(by_project),
+                        metadata={
+                            "kind": kind,
+                            "failed": failures,
+                            "total": len(window),
+                            "projects": {
+                                project or "(no project)": {"failed": bad, "total": total}
+                                for project, bad, total in by_project[:PROJECTS_IN_METADATA]
+                            },
+                        },
                     )
                 )
 
@@ -197,6 +221,36 @@ class MetricsAggregator:
             lag_s = max(0.0, trio.current_time() - asked_at_s - LAG_PROBE_S)
             self._stats.loop_lag.observe(lag_s)
             self._stats.loop_lag_last_s = lag_s
+
+
+def _failures_by_project(window: deque[tuple[float, bool, str]]) -> list[tuple[str, int, int]]:
+    """(project, failed, total) for each project with a failure in ``window``: most
+    failures first, then the higher share, then by name (a stable order for one state)."""
+    failed: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for _, bad, project in window:
+        _add(total, project)
+        if bad:
+            _add(failed, project)
+    rows = [(project, n, total[project]) for project, n in failed.items()]
+    return sorted(rows, key=lambda row: (-row[1], -row[1] / row[2], row[0]))
+
+
+def _named(by_project: list[tuple[str, int, int]]) -> str:
+    """``failed in smith-plumbing (4 of 5), acme (1 of 3) and 2 more projects``."""
+    named = [
+        f"{project or '(no project)'} ({bad} of {total})"
+        for project, bad, total in by_project[:NAMED_PROJECTS]
+    ]
+    rest = len(by_project) - NAMED_PROJECTS
+    more = f" and {rest} more project{'s' if rest > 1 else ''}" if rest > 0 else ""
+    return f"failed in {', '.join(named)}{more}"
+
+
+def _only_project(by_project: list[tuple[str, int, int]]) -> str | None:
+    if len(by_project) == 1 and by_project[0][0] != NO_PROJECT:
+        return by_project[0][0]
+    return None
 
 
 def _add(counts: dict[K, int], key: K, n: int = 1) -> None:

@@ -2,12 +2,16 @@
 httpx: a command that reads one record must start in a fraction of a second).
 
 The engine's URL comes from ``--url`` or HOST/PORT; the token from ADMIN_TOKEN or the
-one the engine generated in DATA_DIR. The token is sent, never printed.
+one the engine generated in DATA_DIR. The token is sent, never printed. A token the engine
+refuses (401/403) is said as such, with where the CLI took it from, whatever the command:
+read as "HTTP 404" or "no record found", a wrong token sends the operator after records
+that exist.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -27,6 +31,8 @@ class CliError(Exception):
 class AdminClient:
     base_url: str
     token: str
+    # Where the token came from (a variable or a file, never the token): said when refused.
+    taken_from: str = "ADMIN_TOKEN"
 
     def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
@@ -41,6 +47,8 @@ class AdminClient:
                 raw = response.read()
                 return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise CliError(refused_token(self.base_url, exc.code, self.taken_from)) from None
             raw = exc.read()
             return exc.code, json.loads(raw) if raw else None
         except (urllib.error.URLError, OSError) as exc:
@@ -64,8 +72,27 @@ def describe_failure(status: int, answer: Any) -> str:
     return f"HTTP {status}: {message}"
 
 
+def refused_token(base_url: str, status: int, source: str) -> str:
+    return (
+        f"the engine at {base_url} refused the admin token (HTTP {status}): it is not this "
+        f"engine's ADMIN_TOKEN. It was taken from {source}; set ADMIN_TOKEN to the engine's "
+        "token (or pass the --url of the engine it belongs to)"
+    )
+
+
+def token_source(settings: Settings, environ: dict[str, str] | None = None) -> str:
+    """Where ``afterhours`` takes the admin token from (load_settings' order: the
+    environment, then .env, then the token the engine generated in DATA_DIR)."""
+    environ = dict(os.environ) if environ is None else environ
+    if settings.admin_token is None:
+        return str(settings.data_dir / "admin_token")
+    if environ.get("ADMIN_TOKEN", "").strip():
+        return "ADMIN_TOKEN in the environment"
+    return "ADMIN_TOKEN in ./.env"
+
+
 def client_for(url: str | None, settings: Settings) -> AdminClient:
-    return AdminClient(_base_url(url, settings), _token(settings))
+    return AdminClient(_base_url(url, settings), _token(settings), token_source(settings))
 
 
 def _base_url(url: str | None, settings: Settings) -> str:

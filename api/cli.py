@@ -1,5 +1,7 @@
 """``afterhours``: the command line.
 
+``afterhours doctor`` checks the configuration, the database, the model's and Twilio's
+reachability, PUBLIC_URL and the ports, one line each (api/doctor.py).
 ``afterhours serve`` loads and validates the configuration, prepares DATA_DIR and the
 local tokens, then runs the engine until SIGINT/SIGTERM. Whatever stops it at start-up
 (a bad setting, an unreachable database, a port in use, missing PostgreSQL binaries)
@@ -36,9 +38,20 @@ EXIT_STARTUP_FAILED = 1
 EXIT_BAD_CONFIG = 2
 EXIT_ESCALATED = 3  # a supervisor gave up at run time: the orchestrator should restart us
 
+# What the program is, at the top of --help: someone who just installed it reads this
+# first. Plain text here, not a module's docstring: nothing is imported for it.
+DESCRIPTION = (
+    "afterhours answers a trade business's phone line after hours (plumbers, HVAC, "
+    "electricians): Twilio streams the call to this engine, which bridges it to an OpenAI "
+    "Realtime voice agent that talks to the caller, calls the business's functions (free "
+    "slots, booking, transfer to the on-call technician) and records the call. One engine "
+    "serves many businesses, with an admin API, a dashboard, metrics and alerts; "
+    "`afterhours doctor` checks a configuration, `afterhours serve` runs it."
+)
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="afterhours", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="afterhours", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"afterhours {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the engine until SIGINT/SIGTERM")
@@ -47,6 +60,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument(
         "--workers", type=int, help="engine processes sharing the ports (default: WORKERS, 1)"
+    )
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the configuration, database, model, Twilio, PUBLIC_URL and ports",
+        description="Check what `serve` needs, one line each (ok, warning or error, with "
+        "what to do); exit 0 when nothing is an error, 1 otherwise. Sends no credential.",
+    )
+    doctor.add_argument(
+        "--env-file", type=Path, default=Path(".env"), help="dotenv file to read (default: .env)"
+    )
+    doctor.add_argument(
+        "--timeout-s",
+        type=float,
+        default=3.0,
+        help="the longest each network check waits (default: 3)",
     )
     bench = commands.add_parser(
         "bench", help="run a benchmark from bench/ (calls, analytics, startup, store_writes)"
@@ -66,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args.env_file)
     if args.command == "bench":
         return _bench(args.name, args.options)
+    if args.command == "doctor":
+        from api.doctor import run_doctor  # see main: --help imports none of it
+
+        return run_doctor(os.environ, args.env_file, timeout_s=args.timeout_s)
     try:
         settings = load_settings(os.environ, Path(".env"))
     except StartupError as exc:

@@ -407,7 +407,14 @@ def alert_channels(settings: Settings, store: Outbox[StoreWrite]) -> list[Channe
             webhook_channel(settings.alert_webhook_url, secret.reveal() if secret else None, store)
         )
     if settings.alert_email_recipient and settings.smtp_url:
-        channels.append(email_channel(settings.smtp_url, settings.alert_email_recipient, store))
+        channels.append(
+            email_channel(
+                settings.smtp_url,
+                settings.alert_email_recipient,
+                store,
+                sender=settings.alert_email_from,
+            )
+        )
     elif settings.alert_email_recipient:
         log.warning("ALERT_EMAIL_RECIPIENT is set but SMTP_URL is not: no alert email is sent")
     return channels

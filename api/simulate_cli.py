@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from api.admin_client import refused_token, token_source
 from api.call_view import function_call_lines, transcript_lines
 from api.twilio_access import twilio_access
 from api.vapi_calls import vapi_access
@@ -59,7 +60,17 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     twilio = _simulated_twilio(settings, auth_token)
     vapi = _simulated_vapi(settings, auth_token, engine_url)
     summaries = trio.run(_simulate, config, twilio, vapi, args.script, calls, concurrency)
-    records = trio.run(_records, engine_url, admin_token, summaries)
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        trio.run(_records, engine_url, admin_token, summaries, records)
+    except TokenRefused as exc:
+        # Said once, before the calls: each call's line then says its record went unread,
+        # not that there is none (the calls were placed; their records are in the database).
+        print(f"afterhours: {refused_token(engine_url, exc.status, token_source(settings))}",
+              file=sys.stderr)  # fmt: skip
+        for summary in summaries:
+            print(_line(summary, None, unread="record not read: the admin token was refused"))
+        return 1
     for summary in summaries:
         print(_line(summary, records.get(summary.call_sid)))
     failed = [s for s in summaries if s.error or not s.twiml_ok]
@@ -152,11 +163,22 @@ async def _serve(
     return True
 
 
+class TokenRefused(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
 async def _records(
-    engine_url: str, admin_token: str, summaries: list[CallSummary]
-) -> dict[str, dict[str, Any]]:
-    """Each connected call's record, once final (or as it is after RECORD_WAIT_S)."""
-    records: dict[str, dict[str, Any]] = {}
+    engine_url: str,
+    admin_token: str,
+    summaries: list[CallSummary],
+    records: dict[str, dict[str, Any]],
+) -> None:
+    """Each connected call's record into ``records``, once final (or as it is after
+    RECORD_WAIT_S). ``TokenRefused`` at the first 401/403: waiting would not help, and
+    "no record found" would send the operator after records that exist. A 404 is waited
+    out (the store writes in batches)."""
     headers = {"Authorization": f"Bearer {admin_token}"}
     async with httpx.AsyncClient(timeout=5, headers=headers) as http:
         with trio.move_on_after(RECORD_WAIT_S):
@@ -168,7 +190,9 @@ async def _records(
                         response = await http.get(f"{engine_url}/admin/calls/{summary.call_sid}")
                     except httpx.HTTPError as exc:
                         print(f"afterhours: cannot read records: {exc}", file=sys.stderr)
-                        return records
+                        return
+                    if response.status_code in (401, 403):
+                        raise TokenRefused(response.status_code)
                     if response.status_code == 200:
                         record = records[summary.call_sid] = response.json()
                         # Vapi's report follows Twilio's callback by moments: its cost.
@@ -178,7 +202,6 @@ async def _records(
                         if record.get("status") != "active" and not awaiting_vapi:
                             break
                     await trio.sleep(0.1)
-    return records
 
 
 async def _place_all(
@@ -200,7 +223,9 @@ async def _place_all(
     return summaries
 
 
-def _line(summary: CallSummary, record: dict[str, Any] | None) -> str:
+def _line(
+    summary: CallSummary, record: dict[str, Any] | None, *, unread: str = "no record found"
+) -> str:
     if summary.error:
         return f"{summary.call_sid}  failed: {summary.error}"
     first = summary.time_to_first_audio_ms
@@ -211,7 +236,7 @@ def _line(summary: CallSummary, record: dict[str, Any] | None) -> str:
     if summary.transferred_to is not None:
         heard += f": transferred to {summary.transferred_to}"
     if record is None:
-        return f"{summary.call_sid}  {heard}; no record found"
+        return f"{summary.call_sid}  {heard}; {unread}"
     cost = record.get("cost_usd")
     by = " by Vapi" if record.get("system") == "vapi" else ""
     lines = [

@@ -124,6 +124,9 @@ class Settings:
     alert_webhook_url: str | None
     alert_webhook_secret: Secret | None
     alert_email_recipient: str | None
+    # The alert email's sender (From and the SMTP envelope); None: SMTP_URL's user when it
+    # is an address, else afterhours@<this host's name>, which many relays refuse.
+    alert_email_from: str | None
     smtp_url: str | None
     alert_min_level: AlertLevel
     drain_timeout_s: float
@@ -268,6 +271,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         alert_webhook_url=_parse_optional_url("ALERT_WEBHOOK_URL", raw.get("ALERT_WEBHOOK_URL")),
         alert_webhook_secret=_parse_secret("ALERT_WEBHOOK_SECRET", raw.get("ALERT_WEBHOOK_SECRET")),
         alert_email_recipient=_parse_emails(raw.get("ALERT_EMAIL_RECIPIENT")),
+        alert_email_from=_parse_email("ALERT_EMAIL_FROM", raw.get("ALERT_EMAIL_FROM")),
         smtp_url=_parse_optional_url("SMTP_URL", raw.get("SMTP_URL"), ("smtp", "smtps")),
         alert_min_level=_parse_alert_level(raw.get("ALERT_MIN_LEVEL")),
         drain_timeout_s=_parse_drain_timeout(raw.get("DRAIN_TIMEOUT_S")),
@@ -607,6 +611,12 @@ def _parse_emails(value: str | None) -> str | None:
             "(e.g. ops@example.com,owner@example.com)",
         )
     return ",".join(addresses)
+
+
+def _parse_email(name: str, value: str | None) -> str | None:
+    if value is not None and _EMAIL.fullmatch(value) is None:
+        raise ConfigError(name, value, "expected one email address (e.g. alerts@example.com)")
+    return value
 
 
 def _parse_alert_level(value: str | None) -> AlertLevel:

@@ -34,6 +34,10 @@ class ChildExited:
     reason: ExitReason
     error: str | None
     uptime_s: float
+    # The child failed its supervisor's own first start: the error goes up to whoever
+    # started the supervisor (the CLI: one line, exit 1), which reports it; not a crash
+    # of a running engine. False for a restart that fails to start.
+    in_first_start: bool = False
 
     @property
     def abnormal(self) -> bool:

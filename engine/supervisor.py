@@ -213,6 +213,7 @@ class Supervisor:
                     reason=reason,
                     error=None if error is None else describe_error(error),
                     uptime_s=trio.current_time() - child.started_at_s,
+                    in_first_start=first_start and not status.started_called,
                 )
             )
             if first_start and not status.started_called:

@@ -82,14 +82,28 @@ async def test_number_add_and_key_create(fresh_database: str, tmp_path: Path) ->
         bad_number = await cli(url, "number", "add", "555", "--project", "smith-plumbing")
         no_project = await cli(url, "key", "create", "--project", "nobody")
         wrong_token = await cli(url, "project", "list", token="x" * 32)
+        # No ADMIN_TOKEN: the CLI reads the one in DATA_DIR, here a stale one.
+        stale = tmp_path / "stale-data"
+        stale.mkdir()
+        (stale / "admin_token").write_text("y" * 32 + "\n")
+        stale_token = await cli(url, "project", "list", token="", env={"DATA_DIR": str(stale)})
     assert added == (0, "+15550009999 (vapi) now belongs to smith-plumbing\n", "")
     assert key[0] == 0
     assert key[1].splitlines()[1].startswith("ahk_")
     assert bad_number[0] == 1
     assert "number: '555' is not an E.164 number" in bad_number[2]
     assert no_project == (1, "", "afterhours: HTTP 404: no project 'nobody'\n")
-    assert wrong_token[0] == 1
-    assert "HTTP 401" in wrong_token[2]
+    assert wrong_token == (
+        1,
+        "",
+        f"afterhours: the engine at {url} refused the admin token (HTTP 401): it is not this "
+        "engine's ADMIN_TOKEN. It was taken from ADMIN_TOKEN in the environment; set "
+        "ADMIN_TOKEN to the engine's token (or pass the --url of the engine it belongs to)\n",
+    )
+    assert stale_token[0] == 1
+    assert "refused the admin token (HTTP 401)" in stale_token[2]
+    assert f"It was taken from {stale / 'admin_token'};" in stale_token[2]
+    assert "y" * 32 not in stale_token[2]
 
 
 async def test_apply_reports_every_invalid_field(fresh_database: str, tmp_path: Path) -> None:
@@ -285,6 +299,10 @@ async def test_a_calls_function_calls_are_printed_by_call_and_call_show(
             from_api = await api(url, "GET", f"/admin/calls/{call_sid}")
             unknown = await cli(url, "call", "show", "CA" + "0" * 32)
             no_number = await cli(url, "call")
+            wrong = "x" * 32
+            refused_show = await cli(url, "call", "show", call_sid, token=wrong)
+            refused_call = await cli(url, "call", "--to", "+15557654321", "--script", "quick",
+                                     env=caller_env, token=wrong)  # fmt: skip
         nursery.cancel_scope.cancel()
     assert placed[0] == 0, placed
     failed = '    get_slots({"day":"tomorrow"}): error, HTTP 500'
@@ -306,6 +324,17 @@ async def test_a_calls_function_calls_are_printed_by_call_and_call_show(
     assert "fn-secret-123456" not in shown[1] + shown_json[1]
     assert unknown[0] == 1
     assert "no call 'CA" in unknown[2]
+    # A wrong token is said as such, never as a missing record: the record is there.
+    refused = f"afterhours: the engine at {url} refused the admin token (HTTP 401)"
+    assert refused_show[0] == 1
+    assert refused_show[2].startswith(refused)
+    assert "ADMIN_TOKEN in the environment" in refused_show[2]
+    assert refused_call[0] == 1
+    assert refused_call[2].startswith(refused), refused_call
+    assert "no record found" not in refused_call[1]
+    assert (
+        refused_call[1].splitlines()[0].endswith("; record not read: the admin token was refused")
+    )
     # `afterhours call` alone still places a call, so it still needs --to.
     assert no_number[0] == 2
     assert "required: --to" in no_number[2]

@@ -16,7 +16,8 @@ import trio
 
 from actors.alert_channels import Outgoing, email_channel, webhook_channel
 from actors.alerts import AlertActor
-from engine.config import AlertLevel
+from api.root import alert_channels
+from engine.config import AlertLevel, settings_from_mapping
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert, EventLogWritten, StoreWrite
@@ -170,6 +171,29 @@ async def test_email_reaches_the_smtp_server() -> None:
     assert "no answer within 10 s" in text
     assert "project: acme" in text
     assert "occurrences folded into this alert: 3" in text
+
+
+async def test_alert_email_from_is_the_sender_of_the_envelope_and_the_message() -> None:
+    server = SmtpServer()
+    async with trio.open_nursery() as nursery:
+        smtp_url = await nursery.start(server.serve)
+        # Through the settings and the root's wiring: what `serve` builds from them.
+        settings = settings_from_mapping(
+            {"SMTP_URL": smtp_url, "ALERT_EMAIL_RECIPIENT": "ops@example.com",
+             "ALERT_EMAIL_FROM": "alerts@plumbing.example"}
+        )  # fmt: skip
+        (channel,) = alert_channels(settings, store())
+        nursery.start_soon(channel.run)
+        channel.offer(Outgoing(alert(AlertLevel.CRITICAL)))
+        with trio.fail_after(10):
+            while not channel.delivered_total:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    ((sender, recipients, data),) = server.messages
+    assert sender == "alerts@plumbing.example"
+    assert recipients == ["ops@example.com"]
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message["From"] == "alerts@plumbing.example"
 
 
 async def test_a_dead_mail_server_is_retried_then_given_up() -> None:

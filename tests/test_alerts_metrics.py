@@ -42,6 +42,13 @@ ESCALATION = SupervisorEscalated("afterhours", "store", "gave up")
             id="no-start",
         ),
         pytest.param(
+            ChildExited(
+                "afterhours", "media", ExitReason.START_FAILED, "x", 0.0, in_first_start=True
+            ),
+            None,
+            id="engine-start-failed",
+        ),
+        pytest.param(
             ChildExited("calls", "CA1", ExitReason.FAILED, "KeyError: x", uptime_s=3.0),
             ("sessionFailure", AlertLevel.ERROR),
             id="call-crash",

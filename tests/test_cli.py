@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from actors.store.db import open_database
 from engine.config import ENV_NAMES
 from tests.helpers import free_port, http_request
 
@@ -182,6 +183,35 @@ async def test_port_in_use_is_one_clear_line_and_nothing_left_running(base_dir: 
     # it was stopped on the way out.
     assert "applied migrations" in output
     assert postgres_pids(base_dir / ".afterhours" / "postgres") == []
+
+
+@pytest.mark.parametrize("variable", ["PORT", "MEDIA_PORT"])
+async def test_a_port_clash_fails_the_start_in_one_line_and_alerts_nobody(
+    base_dir: Path, fresh_database: str, variable: str
+) -> None:
+    """A listener that cannot bind at start is a start failure: one error line naming the
+    port and its variable, exit 1, and no actorCrashed alert (no event_log row: the
+    row is what every alert channel is sent alongside)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        ports = {"PORT": str(free_port()), "MEDIA_PORT": str(free_port())} | {variable: str(taken)}
+        env = engine_env(DATABASE_URL=fresh_database, **ports)
+        code, output = await run_to_exit(base_dir, env)
+    assert code == 1
+    child = "api" if variable == "PORT" else "media"
+    named = "HOST/PORT" if variable == "PORT" else "MEDIA_PORT"
+    errors = [line for line in output.splitlines() if " ERROR " in line or " CRITICAL " in line]
+    assert len(errors) == 1, output
+    assert errors[0].endswith(
+        f" CRITICAL afterhours: cannot start: {child} failed to start: cannot listen on "
+        f"127.0.0.1:{taken} ({named}): Address already in use"
+    )
+    assert "actorCrashed" not in output
+    async with open_database(fresh_database, connect_timeout_s=5) as db:
+        alerts = await db.fetch("SELECT type, message FROM event_log", timeout_s=5)
+    assert [row["type"] for row in alerts if row["type"] == "actorCrashed"] == []
 
 
 async def test_embedded_engine_serves_stops_on_sigterm_and_recovers_from_a_kill(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,7 @@ FULL: dict[str, str] = {
     "ALERT_WEBHOOK_URL": f"https://hooks.example.com/alert?token={WEBHOOK_QUERY_TOKEN}",
     "ALERT_WEBHOOK_SECRET": WEBHOOK_SECRET,
     "ALERT_EMAIL_RECIPIENT": "ops@example.com, owner@example.com",
+    "ALERT_EMAIL_FROM": "alerts@example.com",
     "SMTP_URL": f"smtps://mailer:{SMTP_PASSWORD}@smtp.example.com:465",
     "ALERT_MIN_LEVEL": "Warning",
     "DRAIN_TIMEOUT_S": "12.5",
@@ -104,6 +106,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         alert_webhook_url=None,
         alert_webhook_secret=None,
         alert_email_recipient=None,
+        alert_email_from=None,
         smtp_url=None,
         alert_min_level=AlertLevel.ERROR,
         drain_timeout_s=30.0,
@@ -175,6 +178,7 @@ def test_every_variable_set() -> None:
     assert settings.alert_webhook_url == FULL["ALERT_WEBHOOK_URL"]
     assert settings.alert_webhook_secret == Secret(WEBHOOK_SECRET)
     assert settings.alert_email_recipient == "ops@example.com,owner@example.com"
+    assert settings.alert_email_from == "alerts@example.com"
     assert settings.smtp_url == FULL["SMTP_URL"]
     assert settings.alert_min_level is AlertLevel.WARNING
     assert settings.drain_timeout_s == 12.5
@@ -191,6 +195,15 @@ def test_every_variable_set() -> None:
 def test_env_names_match_fields() -> None:
     assert tuple(field.name.upper() for field in dataclasses.fields(Settings)) == ENV_NAMES
     assert set(FULL) == set(ENV_NAMES)
+
+
+def test_the_readme_configuration_table_lists_every_setting() -> None:
+    """Each variable an operator sets has its row in README.md's table, and every row is
+    a variable the engine reads (a renamed setting must not leave a stale row)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE)
+    # WORKER_INDEX is set by `serve --workers` for each worker, never by an operator.
+    assert sorted(rows) == sorted(name for name in ENV_NAMES if name != "WORKER_INDEX")
 
 
 def test_settings_are_frozen() -> None:
@@ -230,6 +243,7 @@ def test_settings_are_frozen() -> None:
         ),
         ("ALERT_WEBHOOK_URL", "http://hooks.test/x", "alert_webhook_url", "http://hooks.test/x"),
         ("ALERT_EMAIL_RECIPIENT", "ops@example.com", "alert_email_recipient", "ops@example.com"),
+        ("ALERT_EMAIL_FROM", "alerts@example.com", "alert_email_from", "alerts@example.com"),
         ("SMTP_URL", "smtp://mail.test:25", "smtp_url", "smtp://mail.test:25"),
         ("ALERT_MIN_LEVEL", "info", "alert_min_level", AlertLevel.INFO),
         ("ALERT_MIN_LEVEL", "CRITICAL", "alert_min_level", AlertLevel.CRITICAL),
@@ -399,6 +413,20 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             "invalid ALERT_EMAIL_RECIPIENT='ops@example.com, owner': expected an email address "
             "or a comma-separated list of them (e.g. ops@example.com,owner@example.com)",
             id="email-list-bad-item",
+        ),
+        pytest.param(
+            "ALERT_EMAIL_FROM",
+            "ops@example.com,owner@example.com",
+            "invalid ALERT_EMAIL_FROM='ops@example.com,owner@example.com': expected one email "
+            "address (e.g. alerts@example.com)",
+            id="email-from-a-list",
+        ),
+        pytest.param(
+            "ALERT_EMAIL_FROM",
+            "afterhours",
+            "invalid ALERT_EMAIL_FROM='afterhours': expected one email address "
+            "(e.g. alerts@example.com)",
+            id="email-from-no-domain",
         ),
         pytest.param(
             "SMTP_URL",

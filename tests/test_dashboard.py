@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 import trio
 
 from actors.store.db import open_database
+from api.dashboard import PAGE
 from api.root import Engine
 from engine.messages import CallUpdated, StoreWrite
 from engine.simulator.caller import CallerConfig, place_call
@@ -36,6 +38,7 @@ from tests.helpers import (
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
     http_request,
+    running_engine,
     sid,
     wait_until,
 )
@@ -275,3 +278,51 @@ def check_admin_view(
     assert (
         quiet[4] == "cost per minute\tno ended calls yet\t$0.1200 / min (configured, not measured)"
     )
+
+
+NODE = shutil.which("node")
+
+
+async def sign_in_form(tmp_path: Path, url: str, token: str, project_id: str) -> dict[str, Any]:
+    """The page's sign-in form, filled and submitted, in Node against the real engine
+    (tests/dashboard_signin.js): what it says, and what it asked the engine."""
+    (script,) = re.findall(rb"<script>(.*?)</script>", PAGE, flags=re.DOTALL)
+    served = tmp_path / "dashboard.js"
+    served.write_bytes(script)
+    harness = Path(__file__).parent / "dashboard_signin.js"
+    with trio.fail_after(30):
+        done = await trio.run_process(
+            [NODE or "node", str(harness), str(served), url, token, project_id],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    shown: dict[str, Any] = json.loads(done.stdout)
+    return shown
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_a_project_key_without_its_project_id_is_told_what_is_missing(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        url = engine.bound_urls[0]
+        key = await setup(url, "http://127.0.0.1:9/functions")
+        key_alone = await sign_in_form(tmp_path, url, key, "")
+        wrong_admin = await sign_in_form(tmp_path, url, "x" * 32, "")
+        with_project = await sign_in_form(tmp_path, url, key, "smith-plumbing")
+    # Nothing is sent: the form says what is missing, not "wrong admin token".
+    assert key_alone == {
+        "error": "This is a project's API key: enter its project id too "
+        "(or sign in with the admin token).",
+        "requests": [],
+        "signedIn": False,
+    }
+    # A token that is no project key is still the admin token, refused by the engine.
+    assert wrong_admin["error"].startswith("Sign-in failed: missing or wrong admin token")
+    assert wrong_admin["requests"] == ["/admin/projects"]
+    # The same key with its project id goes to the analytics API (the stand-in DOM draws
+    # no dashboard, so only the first request is checked).
+    assert with_project["requests"][0].startswith("/analytics/project/smith-plumbing")
+    assert "admin" not in " ".join(with_project["requests"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import trio
 import trio.testing
 
@@ -14,6 +16,7 @@ from engine.messages import Alert
 from engine.metric_samples import CallFinished, CallProgress, FunctionCalled, MetricsSample
 
 RULE = ErrorRateRule(threshold=0.5, window_s=60.0)
+CallStatus = Literal["completed", "missed", "failed"]
 
 
 def aggregator() -> tuple[MetricsAggregator, Mailbox[MetricsSample], Mailbox[Alert]]:
@@ -40,6 +43,8 @@ async def test_a_burst_of_failed_function_calls_raises_high_error_rate_once_per_
     next_window = alerts.drain_nowait()
     assert [(a.type, a.level) for a in first] == [("highErrorRate", AlertLevel.ERROR)]
     assert first[0].message.startswith("3 of the last 6 function calls failed (50%")
+    assert first[0].message.endswith("; failed in acme (3 of 6)")
+    assert first[0].project_id == "acme"  # one project behind every failure: its alert
     assert within_window == []
     assert len(next_window) == 1
     stats = metrics.statistics()
@@ -69,6 +74,51 @@ async def test_failed_calls_raise_a_critical_alert_but_turned_away_calls_do_not_
     assert stats.time_to_first_audio.count == 6
     assert stats.error_rates["calls"] == 0.5
     assert stats.model_errors_total == 3
+
+
+async def test_high_error_rate_names_the_projects_whose_calls_failed_worst_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """One engine-wide rate (a shared cause is one alert), and the alert says whose calls
+    failed: a rate that spans businesses must not leave the operator to find them."""
+    metrics, _, alerts = aggregator()
+    outcomes = [("quiet", False)] * 5 + [("acme", False)]  # (project, failed)
+    # The sixth failure puts the window at the threshold (6 of 12).
+    outcomes += [("smith", True)] * 3 + [("acme", True), ("zed", True), ("yarrow", True)]
+    for project, failed in outcomes:
+        status: CallStatus = "failed" if failed else "completed"
+        metrics.fold(CallFinished(project, status, "model_unreachable", 3.0))
+    (alert,) = alerts.drain_nowait()
+    # smith's 3 failures first; then one each: the higher share first (yarrow and zed,
+    # 1 of 1, before acme, 1 of 2), names breaking the tie.
+    assert alert.message == (
+        "6 of the last 12 calls failed (50%; threshold 50% over 60 s); failed in "
+        "smith (3 of 3), yarrow (1 of 1), zed (1 of 1), acme (1 of 2)"
+    )
+    assert alert.project_id is None  # several projects: the engine's alert
+    assert alert.metadata["projects"] == {
+        "smith": {"failed": 3, "total": 3},
+        "yarrow": {"failed": 1, "total": 1},
+        "zed": {"failed": 1, "total": 1},
+        "acme": {"failed": 1, "total": 2},
+    }
+    assert "quiet" not in alert.message  # no failure of its own: not named
+
+
+async def test_high_error_rate_names_five_projects_and_counts_the_rest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    metrics, _, alerts = aggregator()
+    for _ in range(8):
+        metrics.fold(FunctionCalled("steady", "ok", 0.1))
+    for n in range(8):  # the eighth failure reaches the threshold (8 of 16)
+        metrics.fold(FunctionCalled(f"p{n}", "error", 0.1))
+    (alert,) = alerts.drain_nowait()
+    assert alert.message.endswith(
+        "failed in p0 (1 of 1), p1 (1 of 1), p2 (1 of 1), p3 (1 of 1), p4 (1 of 1) "
+        "and 3 more projects"
+    )
+    assert len(alert.metadata["projects"]) == 8
 
 
 async def test_call_progress_merges_timings_and_the_lag_probe_runs(

@@ -283,6 +283,9 @@ async def test_a_restart_that_cannot_start_is_logged_and_retried_until_escalatio
         ExitReason.START_FAILED,
         ExitReason.START_FAILED,
     ]
+    # Restarts that cannot start are crashes of a running engine: alerted as such.
+    store_exits = [e for e in journal.events if isinstance(e, ChildExited)]
+    assert [e.in_first_start for e in store_exits] == [False, False, False]
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert logged.count("root/store exited: ConnectionRefusedError: database down") == 2
     assert any("last error: ConnectionRefusedError: database down" in m for m in logged)
@@ -370,6 +373,9 @@ async def test_child_failing_before_started_fails_the_start_and_unwinds(
         "stop store",
     ]
     assert journal.exits("api") == [ExitReason.START_FAILED]
+    # The engine's own start failed: the starter reports it (no crash alert, api/cli.py).
+    (api_exit,) = [e for e in journal.events if isinstance(e, ChildExited) and e.child_id == "api"]
+    assert api_exit.in_first_start
 
 
 async def test_child_returning_before_started_fails_the_start(
