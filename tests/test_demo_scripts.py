@@ -234,6 +234,18 @@ async def test_with_the_engine_down_the_command_says_so_in_one_line(
     ]
 
 
+async def test_the_business_backend_is_only_served_on_a_loopback_url(tmp_path: Path) -> None:
+    project_file = tmp_path / "project.toml"
+    project_file.write_text('function_url = "https://hooks.example.com/afterhours"\n')
+    args = ["call", "--to", NUMBER, "--business", str(project_file), "--url", "http://127.0.0.1:9"]
+    code, out, err = await run_cli(args, cli_env(), tmp_path)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"afterhours: {project_file}: --business needs a function_url on this machine "
+        "(http://127.0.0.1:PORT/...), not https://hooks.example.com/afterhours"
+    ]
+
+
 async def test_simulate_prints_progress_as_calls_end_and_totals(
     fresh_database: str, tmp_path: Path
 ) -> None:
