@@ -58,7 +58,6 @@ class Session:
         # or else by what the caller first says that names one (the model "understands"
         # the call); a model built with a scenario of its own keeps it.
         self.scenario_chosen = model.scenario != "conversation"
-        self.heard_words: list[str] = []  # each caller turn, as the model understood it
         # The pitch detector over the speech since the last commit (phrases.py).
         self.voiced_ms = 0
         self.voiced_sign_changes = 0
@@ -299,7 +298,6 @@ class Session:
         else:
             words = phrases.UNCLEAR_WORDS
         self.voiced_ms = self.voiced_sign_changes = 0
-        self.heard_words.append(words)
         scenario = understood(words)
         if scenario is not None and not self.scenario_chosen:
             self.steps = list(SCENARIOS[scenario])
