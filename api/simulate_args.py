@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import argparse
 
 # engine/simulator/caller.py CALLER_SCRIPTS's names (a test keeps the two the same).
-CALLER_SCRIPT_NAMES = ("conversation", "quick", "silent")
+CALLER_SCRIPT_NAMES = ("conversation", "quick", "silent", "emergency", "booking")
 
 
 def add_commands(
@@ -30,4 +30,10 @@ def add_commands(
         sub.add_argument("--from", dest="from_number", default="+15550100000")
         sub.add_argument("--script", default="conversation", choices=CALLER_SCRIPT_NAMES)
         sub.add_argument("--url", help="the engine's base URL (default: http://HOST:PORT)")
+        sub.add_argument(
+            "--business",
+            metavar="PROJECT_FILE",
+            help="serve the simulated business backend (get_slots, book_appointment) at this "
+            "project file's function_url (a loopback http:// URL), with its function_secret",
+        )
     return one

@@ -15,13 +15,28 @@ Likewise for Vapi (api/vapi_calls.py): with no VAPI_API_KEY and the built-in sim
 the engine creates the calls of numbers on the ``vapi`` system at the simulated Vapi
 (engine/simulator/vapi.py), which these commands serve on VAPI_API_BASE_URL (default
 127.0.0.1:PORT+3): its TwiML takes the simulated caller into its own stream, and its
-signed reports go to the engine's ``/vapi/events``."""
+signed reports go to the engine's ``/vapi/events``.
+
+``--business PROJECT_FILE`` serves the simulated business backend
+(engine/simulator/business.py) at that file's ``function_url`` (a loopback ``http://``
+address) for the calls placed, checking the engine's signatures with its
+``function_secret``: ``--script booking`` then books through it.
+
+An engine that does not answer is one line and exit status 1 (as the admin commands
+say it), before any call is placed. With more than one call, a line per finished call
+goes to stderr as the calls run, and the totals (intents, end reasons, cost, time to
+first audio p50 and p95) to stdout before the last line."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import sys
+import tomllib
+from collections import Counter
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -33,6 +48,7 @@ from api.call_view import function_call_lines, transcript_lines
 from api.twilio_access import twilio_access
 from api.vapi_calls import vapi_access
 from engine.config import Secret
+from engine.simulator.business import SimulatedBusiness
 from engine.simulator.caller import CallerConfig, CallSummary, place_call
 from engine.simulator.twilio_rest import SimulatedTwilio
 from engine.simulator.vapi import SimulatedVapi
@@ -45,6 +61,7 @@ if TYPE_CHECKING:
 
 
 RECORD_WAIT_S = 10.0  # the store writes in batches: a record is final within moments
+PROBE_TIMEOUT_S = 5.0  # GET /health before any call: a local engine answers in ms
 VAPI_REPORTS_WAIT_S = 10.0  # the simulated Vapi posts its reports once a stream ends
 
 
@@ -57,9 +74,18 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     config = CallerConfig(engine_url, settings.public_url, auth_token, args.to, args.from_number)
     calls = 1 if args.command == "call" else args.calls
     concurrency = 1 if args.command == "call" else args.concurrency
+    business = None
+    if args.business is not None:
+        business = _simulated_business(Path(args.business))
+        if business is None:
+            return 1
+    unreachable = trio.run(_unreachable, engine_url)
+    if unreachable is not None:
+        print(f"afterhours: {unreachable}", file=sys.stderr)
+        return 1
     twilio = _simulated_twilio(settings, auth_token)
     vapi = _simulated_vapi(settings, auth_token, engine_url)
-    summaries = trio.run(_simulate, config, twilio, vapi, args.script, calls, concurrency)
+    summaries = trio.run(_simulate, config, twilio, vapi, business, args.script, calls, concurrency)
     records: dict[str, dict[str, Any]] = {}
     try:
         trio.run(_records, engine_url, admin_token, summaries, records)
@@ -75,11 +101,63 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         print(_line(summary, records.get(summary.call_sid)))
     failed = [s for s in summaries if s.error or not s.twiml_ok]
     final = [r for r in records.values() if r.get("status") not in (None, "active")]
+    if calls > 1:
+        for line in totals_lines(summaries, records):
+            print(line)
     print(
         f"{len(summaries) - len(failed)} of {len(summaries)} calls connected; "
         f"{len(final)} records final"
     )
     return 1 if failed or len(final) < len(summaries) else 0
+
+
+async def _unreachable(engine_url: str) -> str | None:
+    """Why the engine cannot be reached, in one line (the admin commands' wording), or
+    ``None`` when ``GET /health`` gets any answer at all (a draining engine's 503 too:
+    its turning callers away is what the calls will show)."""
+    try:
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as http:
+            await http.get(f"{engine_url}/health")
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        return (
+            f"cannot reach the engine at {engine_url} ({reason}): is `afterhours serve` "
+            "running? (or pass --url)"
+        )
+    return None
+
+
+def _simulated_business(
+    project_file: Path,
+) -> tuple[SimulatedBusiness, str, int, str] | None:
+    """The simulated business backend for a project file, and where to serve it; None
+    (said on stderr) when the file cannot be read or its function_url is not a
+    loopback http:// URL (the simulator never stands in for a real business)."""
+    try:
+        project = tomllib.loads(project_file.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        print(f"afterhours: cannot read {project_file}: {exc}", file=sys.stderr)
+        return None
+    url = urlsplit(str(project.get("function_url") or ""))
+    if url.scheme != "http" or not _loopback(url.hostname or ""):
+        print(
+            f"afterhours: {project_file}: --business needs a function_url on this machine "
+            f"(http://127.0.0.1:PORT/...), not {url.geturl() or 'none'}",
+            file=sys.stderr,
+        )
+        return None
+    secret = project.get("function_secret")
+    business = SimulatedBusiness(str(secret) if secret else None)
+    return business, url.hostname or "", url.port or 80, url.path or "/"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _token(settings: Settings, name: str) -> str | None:
@@ -126,11 +204,18 @@ async def _simulate(
     config: CallerConfig,
     twilio: tuple[SimulatedTwilio, str, int] | None,
     vapi: tuple[SimulatedVapi, str, int] | None,
+    business: tuple[SimulatedBusiness, str, int, str] | None,
     script: str,
     calls: int,
     concurrency: int,
 ) -> list[CallSummary]:
     async with trio.open_nursery() as nursery:
+        if business is not None:
+            backend, host, port, path = business
+            await _serve(
+                nursery, partial(backend.serve, path=path), "business backend", host, port,
+                "function calls go to whatever listens there",
+            )  # fmt: skip
         if vapi is not None:
             simulated_vapi, host, port = vapi
             await _serve(nursery, simulated_vapi.serve, "Vapi", host, port, "Vapi calls fall back")
@@ -213,9 +298,14 @@ async def _place_all(
     async def one() -> None:
         async with limiter:
             try:
-                summaries.append(await place_call(config, script))
-            except (OSError, trio.TooSlowError) as exc:
-                summaries.append(CallSummary("-", error=f"{type(exc).__name__}: {exc}"))
+                summary = await place_call(config, script)
+            except (OSError, trio.TooSlowError, httpx.HTTPError) as exc:
+                # The engine went away mid-run (it was probed before): this call's line.
+                summary = CallSummary("-", error=f"{type(exc).__name__}: {exc}")
+            summaries.append(summary)
+            if calls > 1:  # progress as the calls end: a long run is not silent
+                print(f"[{len(summaries)}/{calls}] {_progress(summary)}", file=sys.stderr,
+                      flush=True)  # fmt: skip
 
     async with trio.open_nursery() as nursery:
         for _ in range(calls):
@@ -249,3 +339,52 @@ def _line(
     if functions:
         lines += [f"  function calls ({record.get('function_calls_total')}):", *functions]
     return "\n".join(lines)
+
+
+def _progress(summary: CallSummary) -> str:
+    if summary.error or not summary.twiml_ok:
+        return f"{summary.call_sid} failed: {summary.error}"
+    line = (
+        f"{summary.call_sid} ended by {summary.ended_by}, heard "
+        f"{summary.heard_ms / 1000:.1f} s, first audio after {summary.time_to_first_audio_ms} ms"
+    )
+    if summary.transferred_to is not None:
+        line += f", transferred to {summary.transferred_to}"
+    return line
+
+
+def totals_lines(summaries: list[CallSummary], records: dict[str, dict[str, Any]]) -> list[str]:
+    """The run's totals from the engine's records: how many connected, intents, end
+    reasons, cost, and time to first audio (p50 and p95, nearest rank)."""
+    connected = sum(1 for s in summaries if s.twiml_ok and not s.error)
+    found = list(records.values())
+    intents = Counter(str(r.get("intent")) for r in found)
+    reasons = Counter(str(r.get("end_reason")) for r in found)
+    cost_usd = sum(float(r.get("cost_usd") or 0) for r in found)
+    first_ms = sorted(
+        int(r["time_to_first_audio_ms"])
+        for r in found
+        if r.get("time_to_first_audio_ms") is not None
+    )
+    per_call = f" (${cost_usd / len(found):.4f} per call)" if found else ""
+    first = (
+        f"p50 {_nearest_rank(first_ms, 0.50)} ms, p95 {_nearest_rank(first_ms, 0.95)} ms "
+        f"(the engine's records, {len(first_ms)} calls)"
+        if first_ms
+        else "none recorded"
+    )
+    return [
+        f"totals: {len(summaries)} calls, {connected} connected, {len(found)} records",
+        f"  intents      {_counts(intents)}",
+        f"  end reasons  {_counts(reasons)}",
+        f"  cost         ${cost_usd:.4f}{per_call}",
+        f"  first audio  {first}",
+    ]
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counter.most_common()) or "-"
+
+
+def _nearest_rank(sorted_values: list[int], share: float) -> int:
+    return sorted_values[max(0, math.ceil(share * len(sorted_values)) - 1)]

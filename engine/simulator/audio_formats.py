@@ -77,3 +77,24 @@ def tone(duration_ms_: int, audio_format: dict[str, Any] | None) -> bytes:
     if name == "audio/pcma":
         return bytes(_alaw_encode(s) for s in samples)
     return struct.pack(f"<{len(samples)}h", *samples)
+
+
+def sign_changes(
+    audio: bytes, audio_format: dict[str, Any] | None, negative_before: bool
+) -> tuple[int, bool]:
+    """How often the signal crosses zero in ``audio`` (counting from the sign the audio
+    before it ended on, ``negative_before``), and the sign it ends on: the simulated
+    model's pitch detector (a tone of f Hz crosses zero 2f times a second)."""
+    name = kind(audio_format)
+    if name == "audio/pcmu":
+        samples: Any = (mulaw.LINEAR[b] for b in audio)
+    elif name == "audio/pcma":
+        samples = (_ALAW_LINEAR[b] for b in audio)
+    else:
+        samples = struct.unpack(f"<{len(audio) // 2}h", audio[: len(audio) // 2 * 2])
+    changes, negative = 0, negative_before
+    for sample in samples:
+        if (sample < 0) != negative:
+            changes += 1
+            negative = not negative
+    return changes, negative

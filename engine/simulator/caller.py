@@ -25,6 +25,7 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
+from engine.simulator.phrases import NEUTRAL, pitch_of
 from engine.ws import WebSocket, WebSocketClosed, connect
 
 if TYPE_CHECKING:
@@ -36,11 +37,27 @@ if TYPE_CHECKING:
 FRAME_S = 0.020
 _json = msgspec.json.Encoder()
 
-# What the caller does: (seconds of silence, seconds of speech) per turn.
-CALLER_SCRIPTS: dict[str, list[tuple[float, float]]] = {
-    "conversation": [(2.0, 0.8), (2.5, 0.8), (2.5, 0.0)],
-    "quick": [(1.0, 0.5), (1.5, 0.0)],
-    "silent": [(12.0, 0.0)],
+# What the caller does, turn by turn: (seconds of silence, seconds of speech, the words
+# spoken). The words reach the model as the pitch of the speech (phrases.py), so they
+# choose what the simulated model does: "emergency" is classified so and transferred,
+# "booking" checks the free slots and books one. The caller does not listen for cues:
+# its pauses leave room for the model's answers (a booking's get_slots and offer take
+# about a second), and a transfer or the engine's hang-up ends the call before the last
+# silence runs out.
+CALLER_SCRIPTS: dict[str, list[tuple[float, float, str | None]]] = {
+    "conversation": [
+        (2.0, 0.8, NEUTRAL),
+        (2.5, 0.8, "It makes a rumbling noise at night. It's not urgent."),
+        (2.5, 0.0, None),
+    ],
+    "quick": [(1.0, 0.5, NEUTRAL), (1.5, 0.0, None)],
+    "silent": [(12.0, 0.0, None)],
+    "emergency": [(2.0, 1.0, "My basement is flooding, a pipe burst!"), (10.0, 0.0, None)],
+    "booking": [
+        (2.0, 1.0, "My kitchen tap is dripping. Can I book a plumber?"),
+        (3.0, 1.0, "Yes, nine is fine. I'm Sam, 12 Elm Street, 555 0100."),
+        (10.0, 0.0, None),
+    ],
 }
 
 
@@ -215,9 +232,20 @@ async def _send(socket: WebSocket, event: dict[str, object]) -> None:
     await socket.send_text(_json.encode(event))
 
 
-async def _speak(socket: WebSocket, stream_sid: str, script: list[tuple[float, float]]) -> None:
+def script_audio(script: list[tuple[float, float, str | None]]) -> bytes:
+    """The caller's side of a script as mu-law: each sentence a tone at its pitch."""
+    return b"".join(
+        silence(int(quiet_s * 1000))
+        + (tone(int(talk_s * 1000), frequency_hz=pitch_of(words)) if words else b"")
+        for quiet_s, talk_s, words in script
+    )
+
+
+async def _speak(
+    socket: WebSocket, stream_sid: str, script: list[tuple[float, float, str | None]]
+) -> None:
     """Caller audio at Twilio's pace: one 160-byte frame every 20 ms."""
-    audio = b"".join(silence(int(quiet * 1000)) + tone(int(talk * 1000)) for quiet, talk in script)
+    audio = script_audio(script)
     next_frame_s = trio.current_time()
     for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
         payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()

@@ -20,10 +20,10 @@ import msgspec
 import trio
 
 from engine.realtime_schema import SchemaViolation, validate_client_event
-from engine.simulator import audio_formats, events, responses, session_config
+from engine.simulator import audio_formats, events, phrases, responses, session_config
 from engine.simulator.mulaw import FRAME_BYTES
 from engine.simulator.responses import ActiveResponse, Item
-from engine.simulator.scenarios import SCENARIOS, Say, Step
+from engine.simulator.scenarios import SCENARIOS, Say, Step, understood
 from engine.simulator.session_config import audio_input
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ SPEECH_AMPLITUDE: Final = 1000.0  # mean |sample| above this is speech (silence 
 FRAME_MS: Final = 20  # the voice detector's step
 MIN_COMMIT_MS: Final = 100  # the real API refuses to commit less
 FRAME_B64_CHARS: Final = 4 * ((FRAME_BYTES + 2) // 3)  # one mu-law frame, base64
-CALLER_WORDS: Final = "My basement is flooding, a pipe burst."
+TOOL_FAILED_WORDS: Final = (
+    "I'm sorry, I couldn't do that just now. Someone will call you back in the morning."
+)
 
 
 class Session:
@@ -52,6 +54,16 @@ class Session:
         self.items: dict[str, Item] = {}
         self.last_item_id: str | None = None
         self.steps: list[Step] = list(SCENARIOS[model.scenario])
+        # The scenario is chosen once: by the project's instructions ("[scenario: X]"),
+        # or else by what the caller first says that names one (the model "understands"
+        # the call); a model built with a scenario of its own keeps it.
+        self.scenario_chosen = model.scenario != "conversation"
+        # The pitch detector over the speech since the last commit (phrases.py).
+        self.voiced_ms = 0
+        self.voiced_sign_changes = 0
+        self.negative = False
+        # The last tool output was an error: the next answer says so, not the script.
+        self.tool_failed = False
         self.audio_ms = 0  # all caller audio appended, in the input format's time
         self.buffer_ms = 0  # appended since the last commit or clear
         self.speaking_since_ms: int | None = None
@@ -176,6 +188,7 @@ class Session:
         match = re.search(r"\[scenario: *(\w+)\]", str(update.get("instructions", "")))
         if match and match[1] in SCENARIOS:
             self.steps = list(SCENARIOS[match[1]])
+            self.scenario_chosen = True
         await self.send({"type": "session.updated", "session": self.config})
 
     # -- caller audio ----------------------------------------------------------------------
@@ -196,6 +209,9 @@ class Session:
             return  # no turn detection: the client commits and asks for responses
         if audio_formats.mean_amplitude(frame, audio_format) > SPEECH_AMPLITUDE:
             self.last_voice_ms = self.audio_ms
+            changes, self.negative = audio_formats.sign_changes(frame, audio_format, self.negative)
+            self.voiced_sign_changes += changes
+            self.voiced_ms += frame_ms
             if self.speaking_since_ms is None:
                 await self.speech_started(vad)
         elif self.speaking_since_ms is not None and self.audio_ms - self.last_voice_ms >= int(
@@ -243,6 +259,7 @@ class Session:
 
     async def on_input_audio_buffer_clear(self, event: dict[str, Any]) -> None:
         self.buffer_ms = 0
+        self.voiced_ms = self.voiced_sign_changes = 0
         self.speaking_since_ms = None
         await self.send({"type": "input_audio_buffer.cleared"})
 
@@ -250,6 +267,7 @@ class Session:
         """The buffer becomes a user item: committed, then the item added and done, then
         (if the session transcribes) its transcription, or later (late_transcription)."""
         heard_ms, self.buffer_ms, self.user_item = self.buffer_ms, 0, ""
+        words = self.understand()
         await self.send(
             {
                 "type": "input_audio_buffer.committed",
@@ -268,18 +286,34 @@ class Session:
         await self.add_item(Item(user))
         transcription = audio_input(self.config)["transcription"]
         if transcription is not None:
-            await self.transcribe(item_id, str(transcription.get("model")), heard_ms)
+            await self.transcribe(item_id, str(transcription.get("model")), heard_ms, words)
 
-    async def transcribe(self, item_id: str, model: str, heard_ms: int) -> None:
+    def understand(self) -> str:
+        """The words of the speech since the last commit, from its pitch alone (see
+        phrases.py); the first words that name a scenario choose it, unless one was
+        chosen already. Whether the session transcribes or not: the model hears."""
+        if self.voiced_ms:
+            pitch_hz = self.voiced_sign_changes / 2 / (self.voiced_ms / 1000)
+            words = phrases.words_at(pitch_hz)
+        else:
+            words = phrases.UNCLEAR_WORDS
+        self.voiced_ms = self.voiced_sign_changes = 0
+        scenario = understood(words)
+        if scenario is not None and not self.scenario_chosen:
+            self.steps = list(SCENARIOS[scenario])
+            self.scenario_chosen = True
+        return words
+
+    async def transcribe(self, item_id: str, model: str, heard_ms: int, words: str) -> None:
         ids = {"item_id": item_id, "content_index": 0}
         delta = {"type": "conversation.item.input_audio_transcription.delta", **ids}
         completed = {
             "type": "conversation.item.input_audio_transcription.completed",
             **ids,
-            "transcript": CALLER_WORDS,
+            "transcript": words,
             "usage": events.transcription_usage(model, heard_ms),
         }
-        said = [delta | {"delta": CALLER_WORDS}, completed]
+        said = [delta | {"delta": words}, completed]
         if self.model.late_transcription:
             self.held_transcriptions += said  # until the next response.done
             return
@@ -312,6 +346,8 @@ class Session:
         await self.add_item(Item(body))
 
     def _keep_texts(self, item: dict[str, Any]) -> None:
+        if item.get("type") == "function_call_output":
+            self.tool_failed = _is_error(str(item.get("output", "")))
         if item.get("type") != "message":
             return
         contents = item.get("content", [])
@@ -403,6 +439,12 @@ class Session:
     def _next_step(self, instructions: str | None) -> Step:
         if instructions is not None:
             return Say(_quoted(instructions) or instructions)
+        if self.tool_failed:
+            # As a real model reads a tool's error: it does not go on as if it worked
+            # ("you're booked" after the booking failed); the rest of the script is off.
+            self.tool_failed = False
+            self.steps = []
+            return Say(TOOL_FAILED_WORDS)
         if self.steps:
             return self.steps.pop(0)
         return Say("Is there anything else I can help you with?")
@@ -426,6 +468,15 @@ def _truncate(item: Item, end_ms: int) -> None:
     for content in item.body.get("content", []):
         words = str(content.get("transcript") or "").split(" ")
         content["transcript"] = " ".join(words[: int(len(words) * kept)])
+
+
+def _is_error(output: str) -> bool:
+    """A tool output that reports an error (actors/functions.py's ``{"error": ...}``)."""
+    try:
+        decoded = msgspec.json.decode(output)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(decoded, dict) and "error" in decoded
 
 
 def _quoted(text: str) -> str | None:
