@@ -139,7 +139,9 @@ def _serve(env_file: Path) -> int:
     except StartupError as exc:
         print(f"afterhours: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    configure_logging(settings.log_format, secrets=_secret_values(settings))
+    configure_logging(
+        settings.log_format, secrets=_secret_values(settings), level=settings.log_level
+    )
     log.info("afterhours %s starting (DATA_DIR=%s)", __version__, settings.data_dir)
     for token in tokens:
         log.info("%s", token.describe())
@@ -180,6 +182,7 @@ def _log_ready(settings: Settings, engine: Engine) -> None:
 def _secret_values(settings: Settings) -> list[str]:
     secrets = [
         settings.admin_token,
+        settings.metrics_token,
         settings.openai_api_key,
         settings.twilio_auth_token,
         settings.alert_webhook_secret,

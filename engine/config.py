@@ -112,6 +112,9 @@ class Settings:
     database_url: str | None
     data_dir: Path
     admin_token: Secret | None
+    # A read-only token for GET /metrics, so that Prometheus does not hold a credential
+    # that can delete projects; the admin token still opens /metrics too.
+    metrics_token: Secret | None
     openai_api_key: Secret | None
     openai_realtime_url: str
     openai_realtime_model: str
@@ -132,6 +135,8 @@ class Settings:
     drain_timeout_s: float
     max_concurrent_calls: int
     log_format: Literal["text", "json"]
+    # The least severe record written (logging's level number: 10 debug ... 40 error).
+    log_level: int
     # The Twilio media streams have their own listener (the per-frame path does not go
     # through Hypercorn): its port (default PORT + 1; 0 = any free port), and the URL Twilio
     # must use for it (default: PUBLIC_URL's host on MEDIA_PORT, ws:// or wss:// to match).
@@ -247,13 +252,15 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         raise ConfigError(
             "WORKERS", str(workers), "several workers share fixed ports: set PORT and MEDIA_PORT"
         )
+    admin_token = _parse_secret("ADMIN_TOKEN", raw.get("ADMIN_TOKEN"), ADMIN_TOKEN_MIN_CHARS)
     return Settings(
         host=host,
         port=port,
         public_url=_parse_public_url(raw.get("PUBLIC_URL"), _default_public_url(host, port)),
         database_url=_parse_database_url(raw.get("DATABASE_URL")),
         data_dir=_parse_data_dir(raw.get("DATA_DIR", "./.afterhours")),
-        admin_token=_parse_secret("ADMIN_TOKEN", raw.get("ADMIN_TOKEN"), ADMIN_TOKEN_MIN_CHARS),
+        admin_token=admin_token,
+        metrics_token=_parse_metrics_token(raw.get("METRICS_TOKEN"), admin_token),
         openai_api_key=_parse_secret("OPENAI_API_KEY", raw.get("OPENAI_API_KEY")),
         openai_realtime_url=_parse_url(
             "OPENAI_REALTIME_URL",
@@ -279,6 +286,7 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
             "MAX_CONCURRENT_CALLS", raw.get("MAX_CONCURRENT_CALLS"), 100, MAX_CONCURRENT_CALLS_RANGE
         ),
         log_format=_parse_log_format(raw.get("LOG_FORMAT")),
+        log_level=_parse_log_level(raw.get("LOG_LEVEL")),
         media_port=_parse_int(
             "MEDIA_PORT", raw.get("MEDIA_PORT"), port + 1 if port else 0, PORT_RANGE
         ),
@@ -557,6 +565,14 @@ def _parse_secret(name: str, value: str | None, min_chars: int = 1) -> Secret | 
     return Secret(value)
 
 
+def _parse_metrics_token(value: str | None, admin_token: Secret | None) -> Secret | None:
+    token = _parse_secret("METRICS_TOKEN", value, ADMIN_TOKEN_MIN_CHARS)
+    if token is not None and admin_token is not None and token == admin_token:
+        # The point of a metrics token is that it opens less than the admin token.
+        raise ConfigError("METRICS_TOKEN", None, "expected a token other than ADMIN_TOKEN")
+    return token
+
+
 def _parse_model(value: str) -> str:
     if any(character.isspace() for character in value):
         raise ConfigError(
@@ -638,6 +654,20 @@ def _parse_log_format(value: str | None) -> Literal["text", "json"]:
     return "json" if value.lower() == "json" else "text"
 
 
+LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}  # logging's numbers
+
+
+def _parse_log_level(value: str | None) -> int:
+    if value is None:
+        return LOG_LEVELS["info"]
+    try:
+        return LOG_LEVELS[value.lower()]
+    except KeyError:
+        raise ConfigError(
+            "LOG_LEVEL", value, "expected one of debug, info, warning, error (any case)"
+        ) from None
+
+
 def is_loopback_url(url: str) -> bool:
     """True when ``url``'s host is this machine (localhost, 127.0.0.0/8, ::1)."""
     return _is_loopback(urlsplit(url).hostname or "")
@@ -680,4 +710,6 @@ def _shown(name: str, value: object) -> str | None:
         return value.name.lower()
     if isinstance(value, float):
         return f"{value:g}"
+    if name == "log_level":
+        return next(text for text, number in LOG_LEVELS.items() if number == value)
     return str(_safe_value(name, value))

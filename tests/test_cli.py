@@ -170,6 +170,18 @@ async def test_unreachable_database_is_one_clear_line(base_dir: Path) -> None:
     assert "pw-s3cret" not in output
 
 
+async def test_log_level_warning_drops_the_info_lines_and_keeps_the_failure(
+    base_dir: Path,
+) -> None:
+    env = engine_env(
+        DATABASE_URL="postgresql://afterhours:pw@127.0.0.1:1/afterhours", LOG_LEVEL="warning"
+    )
+    code, output = await run_to_exit(base_dir, env)
+    assert code == 1
+    assert " INFO " not in output  # "afterhours ... starting" and the rest are not written
+    assert "CRITICAL afterhours: cannot start: store failed to start" in output
+
+
 async def test_port_in_use_is_one_clear_line_and_nothing_left_running(base_dir: Path) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))

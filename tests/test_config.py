@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,13 +28,14 @@ if TYPE_CHECKING:
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 -- a value under test; nothing binds here
 SID = "AC" + "0123456789abcdef" * 2
 ADMIN = "admin-token-0123456789"
+METRICS = "metrics-token-0123456789"
 OPENAI = "sk-openai-secret-value"
 TWILIO = "twilio-secret-value"
 WEBHOOK_SECRET = "webhook-hmac-secret"
 DB_PASSWORD = "db-pass-w0rd"
 SMTP_PASSWORD = "smtp-pass-w0rd"
 WEBHOOK_QUERY_TOKEN = "hook-query-token"
-SECRET_STRINGS = (ADMIN, OPENAI, TWILIO, WEBHOOK_SECRET, DB_PASSWORD, SMTP_PASSWORD)
+SECRET_STRINGS = (ADMIN, METRICS, OPENAI, TWILIO, WEBHOOK_SECRET, DB_PASSWORD, SMTP_PASSWORD)
 
 FULL: dict[str, str] = {
     "HOST": ALL_INTERFACES,
@@ -42,6 +44,7 @@ FULL: dict[str, str] = {
     "DATABASE_URL": f"postgresql://engine:{DB_PASSWORD}@db.internal:5432/afterhours",
     "DATA_DIR": "/var/lib/afterhours",
     "ADMIN_TOKEN": ADMIN,
+    "METRICS_TOKEN": METRICS,
     "OPENAI_API_KEY": OPENAI,
     "OPENAI_REALTIME_URL": "wss://realtime.example.com/v1/realtime",
     "OPENAI_REALTIME_MODEL": "gpt-realtime-mini",
@@ -57,6 +60,7 @@ FULL: dict[str, str] = {
     "DRAIN_TIMEOUT_S": "12.5",
     "MAX_CONCURRENT_CALLS": "7",
     "LOG_FORMAT": "json",
+    "LOG_LEVEL": "Warning",
     "MEDIA_PORT": "9001",
     "PUBLIC_MEDIA_URL": "wss://calls.example.com/twilio/media",
     "MODEL_CONNECT_TIMEOUT_S": "5",
@@ -97,6 +101,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         database_url=None,
         data_dir=tmp_path.resolve() / ".afterhours",
         admin_token=None,
+        metrics_token=None,
         openai_api_key=None,
         openai_realtime_url="wss://api.openai.com/v1/realtime",
         openai_realtime_model="gpt-realtime-1.5",
@@ -112,6 +117,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         drain_timeout_s=30.0,
         max_concurrent_calls=100,
         log_format="text",
+        log_level=logging.INFO,
         media_port=8081,
         public_media_url=None,
         model_connect_timeout_s=10.0,
@@ -169,6 +175,7 @@ def test_every_variable_set() -> None:
     assert settings.database_url == FULL["DATABASE_URL"]
     assert settings.data_dir == Path("/var/lib/afterhours")
     assert settings.admin_token == Secret(ADMIN)
+    assert settings.metrics_token == Secret(METRICS)
     assert settings.openai_api_key == Secret(OPENAI)
     assert settings.openai_realtime_url == FULL["OPENAI_REALTIME_URL"]
     assert settings.openai_realtime_model == "gpt-realtime-mini"
@@ -185,6 +192,7 @@ def test_every_variable_set() -> None:
     assert settings.ready_tick_ms == 5.0
     assert settings.max_concurrent_calls == 7
     assert settings.log_format == "json"
+    assert settings.log_level == logging.WARNING
     assert settings.vapi_api_key == Secret("vapi-private-key-full")
     assert settings.vapi_api_base_url == "https://vapi.example.com"
     assert settings.vapi_server_secret == Secret("vapi-server-secret-full")
@@ -253,6 +261,9 @@ def test_settings_are_frozen() -> None:
         ("MAX_CONCURRENT_CALLS", "100000", "max_concurrent_calls", 100_000),
         ("LOG_FORMAT", "JSON", "log_format", "json"),
         ("ADMIN_TOKEN", "x" * 16, "admin_token", Secret("x" * 16)),
+        ("METRICS_TOKEN", "m" * 16, "metrics_token", Secret("m" * 16)),
+        ("LOG_LEVEL", "debug", "log_level", logging.DEBUG),
+        ("LOG_LEVEL", "ERROR", "log_level", logging.ERROR),
         ("MODEL_CONNECT_TIMEOUT_S", "0.5", "model_connect_timeout_s", 0.5),
         ("MODEL_SESSION_MAX_S", "10", "model_session_max_s", 10.0),
         ("CALLER_FRAMES_PER_APPEND", "5", "caller_frames_per_append", 5),
@@ -500,6 +511,18 @@ def test_valid_value(variable: str, value: str, attribute: str, expected: object
             id="admin-token-short",
         ),
         pytest.param(
+            "METRICS_TOKEN",
+            "short",
+            "invalid METRICS_TOKEN=(value hidden): expected at least 16 characters",
+            id="metrics-token-short",
+        ),
+        pytest.param(
+            "LOG_LEVEL",
+            "verbose",
+            "invalid LOG_LEVEL='verbose': expected one of debug, info, warning, error (any case)",
+            id="log-level",
+        ),
+        pytest.param(
             "SIMULATOR_FAULTS",
             "late_transcript",
             "invalid SIMULATOR_FAULTS='late_transcript': unknown fault 'late_transcript'; known: "
@@ -519,6 +542,7 @@ def test_invalid_value(variable: str, value: str, message: str) -> None:
     ("variable", "value", "secret", "shown"),
     [
         pytest.param("ADMIN_TOKEN", "tiny-secret", "tiny-secret", None, id="admin-token"),
+        pytest.param("METRICS_TOKEN", "tiny-metrics", "tiny-metrics", None, id="metrics-token"),
         pytest.param(
             "DATABASE_URL",
             f"mysql://engine:{DB_PASSWORD}@db/x",
@@ -558,6 +582,13 @@ def test_invalid_secret_value_is_hidden(
         assert error.value == shown
 
 
+def test_a_metrics_token_equal_to_the_admin_token_is_refused_without_showing_it() -> None:
+    error = _error({"ADMIN_TOKEN": ADMIN, "METRICS_TOKEN": ADMIN})
+    assert error.variable == "METRICS_TOKEN"
+    assert ADMIN not in str(error)
+    assert "other than ADMIN_TOKEN" in str(error)
+
+
 def test_database_url_error_survives_unencoded_slash_in_password() -> None:
     error = _error({"DATABASE_URL": "postgresql://engine:pa/ss@db/x"})
     assert error.value == "postgresql://engine:***@db/x"
@@ -578,6 +609,8 @@ def test_redacted_lists_every_setting() -> None:
     redacted = settings_from_mapping(FULL).redacted()
     assert tuple(redacted) == ENV_NAMES
     assert redacted["ADMIN_TOKEN"] == "<set>"
+    assert redacted["METRICS_TOKEN"] == "<set>"
+    assert redacted["LOG_LEVEL"] == "warning"
     assert redacted["DATABASE_URL"] == "postgresql://engine:***@db.internal:5432/afterhours"
     assert redacted["SMTP_URL"] == "smtps://mailer:***@smtp.example.com:465"
     assert redacted["ALERT_WEBHOOK_URL"] == "https://hooks.example.com/alert"
