@@ -1,19 +1,31 @@
 """The HTTP API as a raw ASGI application.
 
 Routes: ``GET /health`` and ``GET /health/detailed`` (no auth: for load balancers and
-probes; no secrets), ``GET /metrics`` and ``GET /stats`` (admin token; see
-api/observability.py), ``/admin/*`` (admin token; see api/admin.py), ``/twilio/*``
-(Twilio's signature) and ``/vapi/events`` (Vapi's secret; api/vapi_events.py).
+probes; no secrets), ``GET /metrics`` (the admin token or ``METRICS_TOKEN``, which opens
+nothing else) and ``GET /stats`` (admin token; see api/observability.py), ``/admin/*``
+(admin token; see api/admin.py), ``/twilio/*`` (Twilio's signature) and ``/vapi/events``
+(Vapi's secret; api/vapi_events.py).
 Unknown paths get a JSON 404, known paths with another method a 405. An exception in a
 handler answers 500 with a request id (also in the log and the ``apiError`` alert), and
-the server goes on. The lifespan protocol is answered (Hypercorn's trio worker crashes at
-start-up on an app that ignores it: docs/stack-measurements.md 2).
+the server goes on.
+
+Every HTTP request is logged once it is answered, on ``afterhours.access`` (INFO): method,
+path, status, latency and a request id, which is the client's ``X-Request-Id`` when it is
+a sane one (else generated) and is echoed in the response's ``X-Request-Id``. The query
+string is never logged (Twilio's URLs and clients' ``?token=`` may carry secrets: only its
+length is), nor any header. The media stream is not served here: no line per frame.
+
+The lifespan protocol is answered (Hypercorn's trio worker crashes at start-up on an app
+that ignores it: docs/stack-measurements.md 2).
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 import secrets
+import time
 from typing import TYPE_CHECKING
 
 from api.analytics import ROUTES as ANALYTICS_ROUTES
@@ -46,6 +58,7 @@ if TYPE_CHECKING:
     from api.observability import Observability
     from api.twilio_webhooks import TwilioWebhooks
     from api.vapi_events import VapiEvents
+    from engine.config import Secret
     from engine.mailbox import Outbox
 
 # Request counts by route group, so the label set stays bounded whatever the paths.
@@ -54,8 +67,14 @@ _TWILIO_PATHS = {path for _, path in TWILIO_ROUTES}
 _ROUTE_GROUPS = (
     "/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio", "/vapi", "/dashboard",
 )  # fmt: skip
+ROUTE_GROUPS = (*_ROUTE_GROUPS, "other")  # every value of http_requests_total's route
 
 log = logging.getLogger("afterhours.api")
+access_log = logging.getLogger("afterhours.access")
+# A client's X-Request-Id is kept when it is this tame (a UUID, a proxy's hex id); anything
+# else would let a client write what it likes into the log and our response header.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+MAX_LOGGED_PATH_CHARS = 256  # a path is a stranger's text: a bounded part of the line
 
 
 class App:
@@ -68,8 +87,11 @@ class App:
         alerts: Outbox[Alert] | None = None,
         analytics: AnalyticsApi | None = None,
         vapi: VapiEvents | None = None,
+        *,
+        metrics_token: Secret | None = None,
     ) -> None:
         self._vapi = vapi
+        self._metrics_token = metrics_token.reveal().encode() if metrics_token else None
         self._health = health
         self._admin = admin
         self._twilio = twilio
@@ -101,37 +123,59 @@ class App:
         if kind == "lifespan":
             await self._lifespan(receive, send)
         elif kind == "http":
-            twilio = self._twilio if scope["path"] in _TWILIO_PATHS else None
-            vapi = self._vapi if scope["path"] == VAPI_PATH else None
-            # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py);
-            # Vapi's end-of-call reports a looser one (api/vapi_events.py).
-            limit = MAX_BODY_BYTES if twilio is None else TWILIO_MAX_BODY_BYTES
-            limit = VAPI_MAX_BODY_BYTES if vapi is not None else limit
-            try:
-                request = await read_request(scope, receive, max_body_bytes=limit)
-            except BodyTooLarge:
-                too_large = error(413, "request body too large")
-                if twilio is not None:
-                    too_large = twilio.body_too_large(scope["path"])
-                elif vapi is not None:
-                    too_large = vapi.body_too_large()
-                await send_response(send, too_large)
-                return
-            response = await self._answer(request)
-            group = next((g for g in _ROUTE_GROUPS if request.path.startswith(g)), "other")
-            self._requests[(group, response.status)] = (
-                self._requests.get((group, response.status), 0) + 1
-            )
-            await send_response(send, response)
+            await self._http(scope, receive, send)
         else:
             # No WebSocket route yet: refuse the upgrade (ASGI: close before accept = 403).
             await send({"type": "websocket.close", "code": 1008})
 
-    async def _answer(self, request: Request) -> Response:
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        began_s = time.perf_counter()
+        request_id = _request_id(scope)
+        status = 0  # stays 0 if the request was cancelled before it had an answer
+        try:
+            response = await self._response(scope, receive, request_id)
+            status = response.status
+            echo = (b"x-request-id", request_id.encode())
+            await send_response(send, _with_header(response, echo))
+        finally:
+            # One line per request, also when the client left or the answer failed.
+            query_chars = len(scope.get("query_string", b""))
+            access_log.info(
+                "%s %s%s %d %.1fms id=%s",
+                scope.get("method", "-"),
+                scope["path"][:MAX_LOGGED_PATH_CHARS],
+                f" (query: {query_chars} chars)" if query_chars else "",
+                status,
+                (time.perf_counter() - began_s) * 1000,
+                request_id,
+            )
+
+    async def _response(self, scope: Scope, receive: Receive, request_id: str) -> Response:
+        twilio = self._twilio if scope["path"] in _TWILIO_PATHS else None
+        vapi = self._vapi if scope["path"] == VAPI_PATH else None
+        # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py);
+        # Vapi's end-of-call reports a looser one (api/vapi_events.py).
+        limit = MAX_BODY_BYTES if twilio is None else TWILIO_MAX_BODY_BYTES
+        limit = VAPI_MAX_BODY_BYTES if vapi is not None else limit
+        try:
+            request = await read_request(scope, receive, max_body_bytes=limit)
+        except BodyTooLarge:
+            if twilio is not None:
+                return twilio.body_too_large(scope["path"])
+            if vapi is not None:
+                return vapi.body_too_large()
+            return error(413, "request body too large")
+        response = await self._answer(request, request_id)
+        group = next((g for g in _ROUTE_GROUPS if request.path.startswith(g)), "other")
+        self._requests[(group, response.status)] = (
+            self._requests.get((group, response.status), 0) + 1
+        )
+        return response
+
+    async def _answer(self, request: Request, request_id: str) -> Response:
         try:
             return await self._route(request)
         except Exception as exc:
-            request_id = secrets.token_hex(8)
             log.exception("request %s (%s %s) failed", request_id, request.method, request.path)
             if self._alerts is not None:
                 self._alerts.send_nowait(
@@ -163,17 +207,21 @@ class App:
         if observed is not None and request.path in ("/health/detailed", "/metrics", "/stats"):
             if request.method not in ("GET", "HEAD"):
                 return error(405, f"{request.method} not allowed on {request.path}; use GET")
+            admin = self._admin is not None and self._admin.authorized(request)
             if request.path == "/health/detailed":
                 # Open to probes; the error texts (hosts, ports, database) to the admin only.
-                admin = self._admin is not None and self._admin.authorized(request)
                 return await observed.detailed_health(details=admin)
-            if self._admin is None or not self._admin.authorized(request):
+            if request.path == "/metrics" and (admin or self._metrics_reader(request)):
+                return observed.metrics()
+            if not admin:
+                metrics = request.path == "/metrics"
+                wanted = "ADMIN_TOKEN or METRICS_TOKEN" if metrics else "ADMIN_TOKEN"
                 return Response(
                     401,
-                    {"error": "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)"},
+                    {"error": f"missing or wrong token (Authorization: Bearer <{wanted}>)"},
                     [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
                 )
-            return observed.metrics() if request.path == "/metrics" else observed.stats()
+            return observed.stats()
         if request.path.startswith("/analytics/") and self._analytics is not None:
             return await self._analytics.handle(request)
         if request.path.startswith("/admin/") and self._admin is not None:
@@ -186,6 +234,13 @@ class App:
                 return answer
         return error(404, f"no route for {request.path}")
 
+    def _metrics_reader(self, request: Request) -> bool:
+        """The request carries ``METRICS_TOKEN`` (compared in constant time)."""
+        token = request.bearer_token()
+        if token is None or self._metrics_token is None:
+            return False
+        return hmac.compare_digest(token.encode(), self._metrics_token)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -194,3 +249,19 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's ``X-Request-Id`` if it is a tame one, else a new random one."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"x-request-id":
+            sent: str = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(sent):
+                return sent
+            break
+    return secrets.token_hex(8)
+
+
+def _with_header(response: Response, header: tuple[bytes, bytes]) -> Response:
+    return Response(response.status, response.body, [*response.headers, header],
+                    response.content_type)  # fmt: skip

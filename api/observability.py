@@ -4,7 +4,8 @@
 Everything is read from the actors' synchronous ``statistics()`` snapshots, except the
 detailed health's database check, which makes one real round trip through the store's
 query lane (bounded by ``DB_CHECK_TIMEOUT_S``). ``/metrics`` and ``/stats`` need the
-admin token (they show per-project figures); ``/health/detailed`` does not, and shows
+admin token (they show per-project figures; ``/metrics`` also takes ``METRICS_TOKEN``,
+which opens nothing else: api/app.py); ``/health/detailed`` does not, and shows
 no secret: whether OpenAI and Twilio are configured, never their keys. Its error texts
 (the database's, the last model connection's) name hosts, ports and the database, which
 a stranger has no business learning: they are shown only to the admin token
@@ -36,7 +37,7 @@ from api.asgi import Response
 from api.prometheus import Snapshot, render
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from actors.alerts import AlertStatistics
     from actors.early_sessions import EarlyStatistics
@@ -78,6 +79,9 @@ class Sources:
     # Settings that leave something a project asks for undone (a transfer, say).
     config_warnings: Callable[[], list[ConfigWarning]] | None = None
     embedded_postgres: Callable[[], EmbeddedPostgresStatistics] | None = None
+    # The routing snapshot's project ids: their counters are exported at 0 from the start.
+    projects: Callable[[], Iterable[str]] | None = None
+    http_routes: tuple[str, ...] = ()  # http_requests_total's route values (api/app.py)
 
 
 class Observability:
@@ -184,6 +188,9 @@ class Observability:
                 "pid": str(os.getpid()),
             },
             refusals=sources.refusals.statistics() if sources.refusals else {},
+            projects=tuple(sorted(sources.projects())) if sources.projects else (),
+            actors=tuple(child.id for child in sources.supervisor().children),
+            http_routes=sources.http_routes,
         )
         return Response(
             200,

@@ -89,6 +89,11 @@ def document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "description": "ADMIN_TOKEN: every route, every project",
                 },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "METRICS_TOKEN: GET /metrics only (read-only, for Prometheus)",
+                },
                 "projectKey": {
                     "type": "http",
                     "scheme": "bearer",
@@ -114,7 +119,14 @@ def document() -> dict[str, Any]:
                     503,
                 )
             },
-            "/metrics": {"get": _operation("Prometheus metrics (text format)", _ADMIN, 200, 401)},
+            "/metrics": {
+                "get": _operation(
+                    "Prometheus metrics (text format)",
+                    [*_ADMIN, {"metricsToken": []}],
+                    200,
+                    401,
+                )
+            },
             "/stats": {"get": _operation("The engine's own statistics", _ADMIN, 200, 401)},
             "/openapi.json": {"get": _operation("This document", None, 200)},
             "/dashboard": {

@@ -4,12 +4,23 @@ snapshot in, text out.
 Conventions of prometheus-client: counters end in ``_total``, durations are
 ``_seconds`` histograms with cumulative ``le`` buckets, ``_sum`` and ``_count``; labels
 are bounded sets (project, outcome, status, mailbox, actor, direction), never a CallSid.
+
+Every counter whose label values are known in advance (statuses, outcomes, error
+classes, alert kinds and levels, refusal reasons, the actors, the projects of the routing
+snapshot) has each of its series from the start, at 0: ``rate()`` and ``increase()``
+see the first failure only as a step from a sample that was already there, so a series
+born with its first event would hide exactly the first one from an alert.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
+
+from actors.call.errors import ErrorClass
+from actors.metrics import ErrorKind
+from engine.metric_samples import CallStatus, FunctionOutcome
+from engine.refusals import KNOWN_REASONS
 
 if TYPE_CHECKING:
     from actors.alerts import AlertStatistics
@@ -20,6 +31,12 @@ if TYPE_CHECKING:
     from engine.mailbox import MailboxStatistics
 
 PREFIX = "afterhours_"
+CALL_STATUSES: tuple[str, ...] = get_args(CallStatus)
+FUNCTION_OUTCOMES: tuple[str, ...] = get_args(FunctionOutcome)
+MODEL_CONNECTION_OUTCOMES = ("ok", "failed")
+# actors/call/core.py counts each ErrorClass by its value, and failed responses.
+MODEL_ERROR_CLASSES = (*(c.value for c in ErrorClass), "failed_response")
+HIGH_ERROR_RATE_KINDS: tuple[str, ...] = get_args(ErrorKind)
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,11 @@ class Snapshot:
     draining: bool
     instance: dict[str, str] = field(default_factory=dict)  # worker, pid
     refusals: dict[tuple[str, str], int] = field(default_factory=dict)  # (edge, reason)
+    # Known in advance, so their counters start at 0: the routing snapshot's projects and
+    # the supervised actors.
+    projects: tuple[str, ...] = ()
+    actors: tuple[str, ...] = ()
+    http_routes: tuple[str, ...] = ()  # each gets code="500" at 0: the code alerted on
 
 
 @dataclass
@@ -65,8 +87,17 @@ class _Text:
             self.sample(f"{name}_count", histogram.count, labels)
 
 
+def _zeros(*labels: tuple[str, ...]) -> dict[tuple[str, ...], int]:
+    """Every combination of the label values, at 0."""
+    combinations: list[tuple[str, ...]] = [()]
+    for values in labels:
+        combinations = [(*done, value) for done in combinations for value in values]
+    return dict.fromkeys(combinations, 0)
+
+
 def render(snapshot: Snapshot) -> str:
     m = snapshot.metrics
+    projects = snapshot.projects
     text = _Text()
     text.family("engine_info", "gauge", "This engine process: its worker index and pid.")
     text.sample("engine_info", 1, snapshot.instance)
@@ -79,19 +110,20 @@ def render(snapshot: Snapshot) -> str:
     text.counter(
         "calls_started_total",
         "Calls whose media stream started here, by project.",
-        {(p,): n for p, n in m.calls_started_total.items()},
+        _zeros(projects) | {(p,): n for p, n in m.calls_started_total.items()},
         ("project",),
     )
     text.counter(
         "calls_total",
         "Calls that ended, by project and status (completed, missed, failed).",
-        {(p, s): n for (p, s), n in m.calls_total.items()},
+        _zeros(projects, CALL_STATUSES) | {(p, s): n for (p, s), n in m.calls_total.items()},
         ("project", "status"),
     )
     text.counter(
         "function_calls_total",
-        "Business function calls, by project and outcome (ok, error, timeout).",
-        {(p, o): n for (p, o), n in m.function_calls_total.items()},
+        "Business function calls, by project and outcome (ok, error, timeout, cancelled).",
+        _zeros(projects, FUNCTION_OUTCOMES)
+        | {(p, o): n for (p, o), n in m.function_calls_total.items()},
         ("project", "outcome"),
     )
     text.histogram(
@@ -102,7 +134,7 @@ def render(snapshot: Snapshot) -> str:
     text.counter(
         "model_connections_total",
         "Attempts to open a model session, by outcome (ok, failed).",
-        {(k,): n for k, n in m.model_connections_total.items()},
+        _zeros(MODEL_CONNECTION_OUTCOMES) | {(k,): n for k, n in m.model_connections_total.items()},
         ("outcome",),
     )
     text.family(
@@ -113,7 +145,7 @@ def render(snapshot: Snapshot) -> str:
         "model_error_events_total",
         "Model error events and failed responses, by class (fatal, session_gone, race, "
         "recoverable, failed_response); most leave the call going.",
-        {(k,): n for k, n in m.model_error_events_total.items()},
+        _zeros(MODEL_ERROR_CLASSES) | {(k,): n for k, n in m.model_error_events_total.items()},
         ("class",),
     )
     text.family("model_reconnects_total", "counter", "Model sessions replaced after a drop.")
@@ -148,13 +180,14 @@ def render(snapshot: Snapshot) -> str:
     text.counter(
         "high_error_rate_alerts_total",
         "highErrorRate alerts raised, by kind (calls, function_calls).",
-        {(k,): n for k, n in m.high_error_rate_alerts_total.items()},
+        _zeros(HIGH_ERROR_RATE_KINDS)
+        | {(k,): n for k, n in m.high_error_rate_alerts_total.items()},
         ("kind",),
     )
     text.counter(
         "actor_restarts_total",
         "Restarts of supervised actors, by actor.",
-        {(k,): n for k, n in m.restarts_total.items()},
+        _zeros(snapshot.actors) | {(k,): n for k, n in m.restarts_total.items()},
         ("actor",),
     )
     text.family("supervisor_escalations_total", "counter", "Supervisors that gave up.")
@@ -199,13 +232,18 @@ def render(snapshot: Snapshot) -> str:
     text.counter(
         "http_requests_total",
         "HTTP requests answered, by route and status code.",
-        {(route, str(code)): n for (route, code), n in snapshot.http_requests.items()},
+        _zeros(snapshot.http_routes, ("500",))
+        | {(route, str(code)): n for (route, code), n in snapshot.http_requests.items()},
         ("route", "code"),
     )
+    refusals: dict[tuple[str, ...], int] = {
+        (edge, reason): 0 for edge, reasons in KNOWN_REASONS.items() for reason in reasons
+    }
+    refusals.update({(edge, reason): n for (edge, reason), n in snapshot.refusals.items()})
     text.counter(
         "refusals_total",
         "Requests, calls and connections refused at the edge, by edge and reason.",
-        {(edge, reason): n for (edge, reason), n in snapshot.refusals.items()},
+        refusals,
         ("edge", "reason"),
     )
     return "\n".join(text.lines) + "\n"

@@ -43,7 +43,7 @@ from actors.store.actor import StoreActor
 from actors.store.leases import Lease, new_instance_id
 from api.admin import AdminApi
 from api.analytics import AnalyticsApi
-from api.app import App
+from api.app import ROUTE_GROUPS, App
 from api.drain import Drain
 from api.health import HealthView
 from api.media_server import MediaServer
@@ -578,6 +578,8 @@ def _build_tree(
             twilio=access.mode,
             config_warnings=config_warnings,
             embedded_postgres=None if embedded is None else embedded.statistics,
+            projects=lambda: routing.snapshot().projects.keys(),
+            http_routes=ROUTE_GROUPS,
         )
     )
     app = App(
@@ -619,6 +621,7 @@ def _build_tree(
         VapiEvents(
             vapi.server_secret, routes=routing.snapshot, store=store_inbox, refusals=refusals
         ),
+        metrics_token=settings.metrics_token,
     )
     api = ApiServer(
         app,

@@ -30,10 +30,15 @@ class CallProgress:
     barge_ins: int
 
 
+# Named so that /metrics can export every value at 0 before the first one happens.
+CallStatus = Literal["completed", "missed", "failed"]
+FunctionOutcome = Literal["ok", "error", "timeout", "cancelled"]
+
+
 @dataclass(frozen=True, slots=True)
 class CallFinished:
     project_id: str | None
-    status: Literal["completed", "missed", "failed"]
+    status: CallStatus
     end_reason: str
     duration_s: float
     time_to_first_audio_s: float | None = None
@@ -47,7 +52,7 @@ class CallFinished:
 @dataclass(frozen=True, slots=True)
 class FunctionCalled:
     project_id: str
-    outcome: Literal["ok", "error", "timeout", "cancelled"]
+    outcome: FunctionOutcome
     latency_s: float
 
 

@@ -79,6 +79,8 @@ async def test_cold_start_connects_and_stops(base_dir: Path, bindir: Path) -> No
             assert pg.data_dir == data_dir
             assert _alive(pg.pid)
             assert await _psql(bindir, pg.dsn, "select current_database(), 1") == "afterhours|1"
+            # JIT stays off: under the unit's MemoryDenyWriteExecute it fails the query.
+            assert await _psql(bindir, pg.dsn, "show jit") == "off"
             assert pg.pid in _pids_in(data_dir)
             # Loopback is no excuse for trust: without the password, no connection.
             anonymous = pg.dsn.replace(f":{password}@", "@")

@@ -55,7 +55,7 @@ async def refusals(engine: Engine) -> dict[tuple[str, str], float]:
     return {
         (dict(labels)["edge"], dict(labels)["reason"]): value
         for (name, labels), value in samples(response.body.decode()).items()
-        if name == "afterhours_refusals_total"
+        if name == "afterhours_refusals_total" and value  # the known reasons start at 0
     }
 
 

@@ -175,6 +175,9 @@ async def test_a_failing_handler_answers_500_with_a_request_id_and_an_alert() ->
     assert b"internal error; request id" in bodies[0]
     assert alert.type == "apiError"
     assert alert.metadata["requestId"] in bodies[0].decode()
+    # The same id in the response's header (and the access log line: test_ops_metrics.py).
+    first = next(m for m in sent if m["type"] == "http.response.start")
+    assert (b"x-request-id", alert.metadata["requestId"].encode()) in first["headers"]
     assert app.request_counts() == {("/admin", 500): 1, ("/health", 200): 1}
 
 
