@@ -164,7 +164,8 @@ async def media_refusals(url: str) -> dict[str, int]:
     async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         text = (await http.get(f"{url}/metrics")).text
     pattern = r'afterhours_refusals_total\{edge="media",reason="(\w+)"\} (\d+)'
-    return {reason: int(count) for reason, count in re.findall(pattern, text)}
+    # Every known reason is exported from the start at 0: report those that happened.
+    return {reason: int(count) for reason, count in re.findall(pattern, text) if int(count)}
 
 
 async def flood_level(
