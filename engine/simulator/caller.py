@@ -16,25 +16,31 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 from twilio.request_validator import RequestValidator
 
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
 from engine.simulator.phrases import NEUTRAL, pitch_of
-from engine.ws import WebSocket, WebSocketClosed, connect
 
 if TYPE_CHECKING:
-    import ssl
-
     from engine.simulator.twilio_calls import LiveCall
     from engine.simulator.twilio_rest import SimulatedTwilio
 
 FRAME_S = 0.020
+# trio-websocket: messages its reader may hold before we read them (a burst of deltas);
+# the connection, a write and the close each bounded, as the engine bounds its own.
+MESSAGE_QUEUE = 64
+CONNECT_TIMEOUT_S = 10.0
+SEND_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 5.0
 _json = msgspec.json.Encoder()
 
 # What the caller does, turn by turn: (seconds of silence, seconds of speech, the words
@@ -168,57 +174,104 @@ async def _stream(
     live: LiveCall | None,
 ) -> None:
     signature = validator.compute_signature(url, {})
-    socket = await connect(
-        url,
-        headers=[("X-Twilio-Signature", signature)],
-        max_message_bytes=1 << 20,
-        send_timeout_s=5,
-        connect_timeout_s=10,
-        ssl_context=config.ssl_context,
+    # trio-websocket, not the engine's own WebSocket layer: this side is Twilio's, off the
+    # engine's per-frame path, and the engine's media server then meets a client that is
+    # not its own code (docs/architecture.md, "Dependencies"). The TCP (and TLS) stream is
+    # ours, closed here: trio-websocket 0.12 leaves a client's socket open when the
+    # server closes first (its aclose returns early once the peer's close is seen), which
+    # the engine does at every hang-up and transfer.
+    address = urlsplit(url)
+    host = address.hostname or "127.0.0.1"
+    resource = address.path + (f"?{address.query}" if address.query else "")
+    async with trio.open_nursery() as nursery:
+        with trio.fail_after(CONNECT_TIMEOUT_S):
+            stream = await _open_stream(address.scheme, host, address.port, config)
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                socket = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    host,
+                    resource,
+                    extra_headers=[(b"X-Twilio-Signature", signature.encode())],
+                    max_message_size=1 << 20,
+                    message_queue_size=MESSAGE_QUEUE,
+                )
+            try:
+                await _talk(socket, summary, parameters, script, config, live)
+            except* ConnectionClosed:
+                summary.ended_by = summary.ended_by or "engine"
+            finally:
+                with trio.move_on_after(CLOSE_TIMEOUT_S) as closing:
+                    closing.shield = True
+                    await socket.aclose()
+        finally:
+            await trio.aclose_forcefully(stream)  # its reader task then ends too
+    # The update came first, whoever closed the socket first.
+    if live is not None and live.update is not None:
+        summary.ended_by, summary.transferred_to = "twilio", live.update.transferred_to
+
+
+async def _open_stream(
+    scheme: str, host: str, port: int | None, config: CallerConfig
+) -> trio.SocketStream | trio.SSLStream[trio.SocketStream]:
+    if scheme != "wss":
+        return await trio.open_tcp_stream(host, port or 80)
+    tcp = await trio.open_tcp_stream(host, port or 443)
+    tls = trio.SSLStream(
+        tcp, config.ssl_context or ssl.create_default_context(), server_hostname=host
     )
-    stream_sid = "MZ" + secrets.token_hex(16)
     try:
-        await _send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        await _send(
-            socket,
-            {
-                "event": "start",
-                "sequenceNumber": "1",
-                "streamSid": stream_sid,
-                "start": {
-                    "streamSid": stream_sid,
-                    "callSid": summary.call_sid,
-                    "accountSid": config.account_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": parameters,
-                },
-            },
-        )
-        stop: dict[str, object] = {
-            "event": "stop",
-            "sequenceNumber": "9999",
+        await tls.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(tcp)
+        raise
+    return tls
+
+
+async def _talk(
+    socket: WebSocketConnection,
+    summary: CallSummary,
+    parameters: dict[str, str],
+    script: str,
+    config: CallerConfig,
+    live: LiveCall | None,
+) -> None:
+    stream_sid = "MZ" + secrets.token_hex(16)
+    await _send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    await _send(
+        socket,
+        {
+            "event": "start",
+            "sequenceNumber": "1",
             "streamSid": stream_sid,
-            "stop": {"accountSid": config.account_sid, "callSid": summary.call_sid},
-        }
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_listen, socket, stream_sid, summary, nursery.cancel_scope)
-            if live is not None:
-                nursery.start_soon(_replaced, live, socket, stop, nursery.cancel_scope)
-            await _speak(socket, stream_sid, CALLER_SCRIPTS[script])
-            summary.ended_by = "caller"
-            await _send(socket, stop)
-            nursery.cancel_scope.cancel()
-    except* WebSocketClosed:
-        summary.ended_by = summary.ended_by or "engine"
-    finally:
-        await socket.aclose()
-        # The update came first, whoever closed the socket first.
-        if live is not None and live.update is not None:
-            summary.ended_by, summary.transferred_to = "twilio", live.update.transferred_to
+            "start": {
+                "streamSid": stream_sid,
+                "callSid": summary.call_sid,
+                "accountSid": config.account_sid,
+                "tracks": ["inbound"],
+                "customParameters": parameters,
+            },
+        },
+    )
+    stop: dict[str, object] = {
+        "event": "stop",
+        "sequenceNumber": "9999",
+        "streamSid": stream_sid,
+        "stop": {"accountSid": config.account_sid, "callSid": summary.call_sid},
+    }
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_listen, socket, stream_sid, summary, nursery.cancel_scope)
+        if live is not None:
+            nursery.start_soon(_replaced, live, socket, stop, nursery.cancel_scope)
+        await _speak(socket, stream_sid, CALLER_SCRIPTS[script])
+        summary.ended_by = "caller"
+        await _send(socket, stop)
+        nursery.cancel_scope.cancel()
 
 
 async def _replaced(
-    live: LiveCall, socket: WebSocket, stop: dict[str, object], scope: trio.CancelScope
+    live: LiveCall, socket: WebSocketConnection, stop: dict[str, object], scope: trio.CancelScope
 ) -> None:
     """Once a REST update replaced the call's TwiML: ``stop``, then close (as Twilio)."""
     await live.replaced.wait()
@@ -228,8 +281,11 @@ async def _replaced(
         scope.cancel()  # the socket is closed on the way out of the stream
 
 
-async def _send(socket: WebSocket, event: dict[str, object]) -> None:
-    await socket.send_text(_json.encode(event))
+async def _send(socket: WebSocketConnection, event: dict[str, object]) -> None:
+    # Bounded as the engine bounds its own writes: an engine that stops reading fails
+    # the call instead of hanging the simulator.
+    with trio.fail_after(SEND_TIMEOUT_S):
+        await socket.send_message(_json.encode(event).decode())
 
 
 def script_audio(script: list[tuple[float, float, str | None]]) -> bytes:
@@ -242,7 +298,7 @@ def script_audio(script: list[tuple[float, float, str | None]]) -> bytes:
 
 
 async def _speak(
-    socket: WebSocket, stream_sid: str, script: list[tuple[float, float, str | None]]
+    socket: WebSocketConnection, stream_sid: str, script: list[tuple[float, float, str | None]]
 ) -> None:
     """Caller audio at Twilio's pace: one 160-byte frame every 20 ms."""
     audio = script_audio(script)
@@ -274,7 +330,7 @@ class _Playback:
 
 
 async def _listen(
-    socket: WebSocket, stream_sid: str, summary: CallSummary, scope: trio.CancelScope
+    socket: WebSocketConnection, stream_sid: str, summary: CallSummary, scope: trio.CancelScope
 ) -> None:
     """Play the engine's audio at real-time rate and return each mark once played (a
     task per mark, so reading goes on meanwhile, as on Twilio's side); a ``clear`` drops
@@ -285,8 +341,8 @@ async def _listen(
         async with trio.open_nursery() as marks:
             while True:
                 try:
-                    batch = await socket.receive_batch()
-                except WebSocketClosed:
+                    batch = [await socket.get_message()]
+                except ConnectionClosed:
                     summary.ended_by = summary.ended_by or "engine"
                     scope.cancel()
                     return
@@ -308,13 +364,13 @@ async def _listen(
                     elif kind == "clear":
                         summary.clears += 1
                         playback.until_s, playback.generation = now_s, playback.generation + 1
-    except* WebSocketClosed:
+    except* ConnectionClosed:
         summary.ended_by = summary.ended_by or "engine"
         scope.cancel()
 
 
 async def _return_mark(
-    socket: WebSocket,
+    socket: WebSocketConnection,
     stream_sid: str,
     mark: object,
     due: tuple[float, int],
@@ -328,6 +384,6 @@ async def _return_mark(
         await _send(
             socket, {"event": "mark", "sequenceNumber": "0", "streamSid": stream_sid, "mark": mark}
         )
-    except WebSocketClosed:
+    except ConnectionClosed:
         return
     summary.marks_returned += 1
