@@ -357,12 +357,10 @@ def totals_lines(summaries: list[CallSummary], records: dict[str, dict[str, Any]
     connected = sum(1 for s in summaries if s.twiml_ok and not s.error)
     found = list(records.values())
     intents = Counter(str(r.get("intent")) for r in found)
-    reasons = Counter(str(r.get("end_reason")) for r in found)
-    cost_usd = sum(float(r.get("cost_usd") or 0) for r in found)
+    reasons = Counter(str(r.get("endReason")) for r in found)
+    cost_usd = sum(float(r.get("costUsd") or 0) for r in found)
     first_ms = sorted(
-        int(r["time_to_first_audio_ms"])
-        for r in found
-        if r.get("time_to_first_audio_ms") is not None
+        int(r["timeToFirstAudioMs"]) for r in found if r.get("timeToFirstAudioMs") is not None
     )
     per_call = f" (${cost_usd / len(found):.4f} per call)" if found else ""
     first = (
