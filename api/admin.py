@@ -24,14 +24,21 @@ query lane; a database that does not answer in time gives 503, never a hung requ
 
 A write (any method but GET) is routed by on this instance when its answer comes back:
 the next call to a number just toggled is answered by the system it was toggled to.
+
+JSON keys are camelCase both ways, as on the analytics API (engine/json_case.py). The
+old snake_case names of request fields are accepted for one release: such a request is
+answered with a ``Deprecation`` header (RFC 9745), and each old name is logged once, so
+the log shows that someone still sends it without one line per request.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -44,8 +51,11 @@ from actors.store import admin as ops
 from actors.store.call_record import get_call
 from actors.store.queries import StoreUnavailable, ask_store
 from api.asgi import Request, Response, error
+from engine.json_case import BothNames, camel, camel_keys, field_to_api, from_api
 from engine.key_limits import KeyLimits
 from engine.projects import (
+    NUMBER_FIELDS,
+    PROJECT_FIELDS,
     FieldError,
     ValidationFailed,
     decode_json_object,
@@ -71,7 +81,32 @@ ADMIN_CONCURRENCY = 8
 ADMIN_RATE_PER_S = 50.0
 ADMIN_BURST = 200
 
-Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+# RFC 9745: the date from which the old snake_case field names are deprecated, as a
+# structured-field date (seconds since the epoch). They go in the next release.
+OLD_NAMES_DEPRECATED_AT = datetime(2026, 12, 2, tzinfo=UTC)
+DEPRECATION = f"@{int(OLD_NAMES_DEPRECATED_AT.timestamp())}".encode()
+# Values named by someone else, returned as they were written: a tool's JSON schema (its
+# property names are the business function's) and the model's arguments to a function.
+OPAQUE_FIELDS = ("parameters", "arguments")
+_ERROR_FIELDS = frozenset(PROJECT_FIELDS) | frozenset(NUMBER_FIELDS)
+
+
+class Sent:
+    """One request's JSON body, read in the API's names; the old names it used."""
+
+    def __init__(self, request: Request) -> None:
+        self._body = request.body
+        self.old_names: list[str] = []
+
+    def json(self, fields: Collection[str]) -> dict[str, Any]:
+        """The body as a JSON object in the engine's names (``ValidationFailed`` if it is
+        not one, ``BothNames`` for one field sent under both names)."""
+        renamed, old = from_api(decode_json_object(self._body), fields)
+        self.old_names += old
+        return renamed
+
+
+Handler = Callable[[Request, dict[str, str], Sent], Awaitable[Response]]
 
 
 class AdminApi:
@@ -93,6 +128,10 @@ class AdminApi:
         )
         # Without a token (it is generated for local use, required otherwise) nobody gets in.
         self._token = admin_token.reveal().encode() if admin_token else None
+        # The old field names already logged: one instance serves a process, so each is
+        # logged once per process however often it is sent. Bounded: only the engine's
+        # own field names get here, never a key a client made up.
+        self._warned: set[str] = set()
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("POST", re.compile(r"/admin/projects"), self._create),
             ("GET", re.compile(r"/admin/projects"), self._list),
@@ -112,10 +151,7 @@ class AdminApi:
 
     def route_templates(self) -> set[tuple[str, str]]:
         """(METHOD, path template) of every admin route, for the OpenAPI check."""
-        return {
-            (method, re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.pattern))
-            for method, pattern, _ in self._routes
-        }
+        return {(method, _template(pattern)) for method, pattern, _ in self._routes}
 
     def authorized(self, request: Request) -> bool:
         token = request.bearer_token()
@@ -135,7 +171,8 @@ class AdminApi:
         for method, pattern, handler in self._routes:
             found = pattern.fullmatch(request.path)
             if found and method == request.method:
-                return await self._run(handler, request, found.groupdict())
+                route = f"{method} {_template(pattern)}"
+                return await self._run(handler, request, found.groupdict(), route)
         if allowed:
             return Response(
                 405,
@@ -144,7 +181,33 @@ class AdminApi:
             )
         return error(404, f"no route for {request.path}")
 
-    async def _run(self, handler: Handler, request: Request, params: dict[str, str]) -> Response:
+    async def _run(
+        self, handler: Handler, request: Request, params: dict[str, str], route: str
+    ) -> Response:
+        sent = Sent(request)
+        response = await self._answer(handler, request, params, sent)
+        response = dataclasses.replace(
+            response, body=camel_keys(response.body, opaque=OPAQUE_FIELDS)
+        )
+        if not sent.old_names:
+            return response
+        for old in sent.old_names:
+            if old not in self._warned:
+                self._warned.add(old)
+                log.warning(
+                    "an admin request (%s) used the old field name %s: it is %s now, and the "
+                    "old names go in the next release (logged once per name)",
+                    route,
+                    old,
+                    camel(old),
+                )
+        return dataclasses.replace(
+            response, headers=[*response.headers, (b"deprecation", DEPRECATION)]
+        )
+
+    async def _answer(
+        self, handler: Handler, request: Request, params: dict[str, str], sent: Sent
+    ) -> Response:
         refused = self._limits.begin("admin", trio.current_time())
         if refused is not None:
             self._refusals.refuse("admin", f"key_{refused.reason}")
@@ -154,9 +217,14 @@ class AdminApi:
                 [(b"retry-after", str(refused.retry_after_s).encode())],
             )
         try:
-            response = await handler(request, params)
+            response = await handler(request, params, sent)
+        except BothNames as exc:
+            return error(400, str(exc), field=exc.field)
         except ValidationFailed as exc:
-            fields = [{"field": e.field, "message": e.message} for e in exc.errors]
+            fields = [
+                {"field": field_to_api(e.field, _ERROR_FIELDS), "message": e.message}
+                for e in exc.errors
+            ]
             return error(422, "validation failed", fields=fields)
         except ops.NotFound as exc:
             return error(404, str(exc))
@@ -180,23 +248,23 @@ class AdminApi:
             queue_timeout_s=LANE_QUEUE_TIMEOUT_S,
         )
 
-    async def _create(self, request: Request, params: dict[str, str]) -> Response:
-        project = parse_project(decode_json_object(request.body))
+    async def _create(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
+        project = parse_project(sent.json(PROJECT_FIELDS))
         view = await self._ask(partial(ops.create_project, project=project))
         self._check_transfers(view)
         return Response(201, view)
 
-    async def _list(self, request: Request, params: dict[str, str]) -> Response:
+    async def _list(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         return Response(200, {"projects": await self._ask(ops.list_projects)})
 
-    async def _get(self, request: Request, params: dict[str, str]) -> Response:
+    async def _get(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         return Response(200, await self._ask(partial(ops.get_project, project_id=params["id"])))
 
-    async def _get_call(self, request: Request, params: dict[str, str]) -> Response:
+    async def _get_call(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         return Response(200, await self._ask(partial(get_call, call_sid=params["call_sid"])))
 
-    async def _put(self, request: Request, params: dict[str, str]) -> Response:
-        body = decode_json_object(request.body)
+    async def _put(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
+        body = sent.json(PROJECT_FIELDS)
         project = parse_project(body, path_id=params["id"])
         keep_secret = "function_secret" not in body  # write-only: omitted means unchanged
         work = partial(ops.put_project, project=project, keep_secret=keep_secret)
@@ -204,8 +272,8 @@ class AdminApi:
         self._check_transfers(view)
         return Response(201 if created else 200, view)
 
-    async def _patch(self, request: Request, params: dict[str, str]) -> Response:
-        changes = decode_json_object(request.body)
+    async def _patch(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
+        changes = sent.json(PROJECT_FIELDS)
         work = partial(ops.patch_project_row, project_id=params["id"], changes=changes)
         view = await self._ask(work)
         self._check_transfers(view)
@@ -219,16 +287,16 @@ class AdminApi:
                 self._transfers_problem,
             )
 
-    async def _delete(self, request: Request, params: dict[str, str]) -> Response:
+    async def _delete(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         await self._ask(partial(ops.delete_project, project_id=params["id"]))
         return Response(204, None)
 
-    async def _add_number(self, request: Request, params: dict[str, str]) -> Response:
-        number = parse_phone_number(decode_json_object(request.body))
+    async def _add_number(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
+        number = parse_phone_number(sent.json(NUMBER_FIELDS))
         work = partial(ops.add_phone_number, project_id=params["id"], number=number)
         return Response(201, await self._ask(work))
 
-    async def _list_numbers(self, request: Request, params: dict[str, str]) -> Response:
+    async def _list_numbers(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         # Query parameters, as on the analytics routes: 400 naming the parameter. A typo
         # such as ?projet= must not answer every project's numbers as if filtered.
         # Blank values kept: ?project= (an unset shell variable) is not "every project".
@@ -242,17 +310,19 @@ class AdminApi:
         work = partial(ops.list_phone_numbers, project_id=project)
         return Response(200, {"phone_numbers": await self._ask(work)})
 
-    async def _patch_number(self, request: Request, params: dict[str, str]) -> Response:
-        changes = decode_json_object(request.body)
+    async def _patch_number(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
+        changes = sent.json(NUMBER_FIELDS)
         work = partial(ops.patch_phone_number_row, number=params["number"], changes=changes)
         return Response(200, await self._ask(work))
 
-    async def _delete_number(self, request: Request, params: dict[str, str]) -> Response:
+    async def _delete_number(
+        self, request: Request, params: dict[str, str], sent: Sent
+    ) -> Response:
         await self._ask(partial(ops.delete_phone_number, number=params["number"]))
         return Response(204, None)
 
-    async def _create_key(self, request: Request, params: dict[str, str]) -> Response:
-        body = decode_json_object(request.body) if request.body.strip() else {}
+    async def _create_key(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
+        body = sent.json(("name",)) if request.body.strip() else {}
         name = body.get("name", "")
         if not isinstance(name, str) or len(name) > 100:
             problem = FieldError("name", "expected a string of 100 characters at most")
@@ -261,10 +331,15 @@ class AdminApi:
         shown_once = {"note": "store this key now: it is not shown again"}
         return Response(201, msgspec.structs.asdict(created) | shown_once)
 
-    async def _list_keys(self, request: Request, params: dict[str, str]) -> Response:
+    async def _list_keys(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         keys = await self._ask(partial(ops.list_api_keys, project_id=params["id"]))
         return Response(200, {"api_keys": keys})
 
-    async def _revoke_key(self, request: Request, params: dict[str, str]) -> Response:
+    async def _revoke_key(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         await self._ask(partial(ops.revoke_api_key, key_id=params["key_id"]))
         return Response(204, None)
+
+
+def _template(pattern: re.Pattern[str]) -> str:
+    """``/admin/projects/(?P<id>[^/]+)`` as ``/admin/projects/{id}``."""
+    return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern.pattern)

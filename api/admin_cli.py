@@ -8,6 +8,11 @@ transfer live calls for (its ``/health/detailed`` config warnings) is warned abo
 stderr. A number's system and Vapi ids are only changed by an apply whose file states
 them: a number toggled to Vapi (``number set``, the dashboard) stays there.
 
+The file's names are the engine's (snake_case, TOML's convention); the API's are
+camelCase, so the file's keys are renamed on the way (engine/json_case.py, the one
+mapping) and the names in the engine's validation errors back, so that an error names
+the key as the file has it.
+
 Every command that reads or writes a record takes ``--json`` and prints the API's JSON
 answer as it is, for scripts; the commands whose route answers nothing (``number
 remove``, ``key revoke``, ``project delete``) print one line either way.
@@ -25,6 +30,7 @@ from urllib.parse import quote, urlsplit
 from api.admin_client import AdminClient, CliError, client_for, describe_failure
 from api.call_view import SYSTEMS, call_lines
 from engine.errors import StartupError
+from engine.json_case import camel, field_from_api
 
 if TYPE_CHECKING:
     import argparse
@@ -181,11 +187,11 @@ def _apply(client: AdminClient, args: argparse.Namespace) -> None:
     if not isinstance(numbers, list) or not all(isinstance(n, dict) for n in numbers):
         raise CliError(f"{args.file}: `phone_numbers` must be tables ([[phone_numbers]])")
     path = f"/admin/projects/{quote(project_id)}"
-    status, answer = client.call("PUT", path, data)
+    status, answer = client.call("PUT", path, _api_names(args.file, data))
     if status not in (200, 201):
-        raise CliError(describe_failure(status, answer))
+        raise CliError(describe_failure(status, answer, field_from_api))
     print(f"{'created' if status == 201 else 'updated'} project {project_id}")
-    owned = {n["number"]: n for n in answer["phone_numbers"]}
+    owned = {n["number"]: n for n in answer["phoneNumbers"]}
     for entry in numbers:
         print(f"  number {_apply_number(client, project_id, entry, owned)}")
     _warn_about(client, project_id)
@@ -198,15 +204,41 @@ def _apply_number(
     entry states (nothing stated: left as it is), any other is added (the server's
     validation names what is wrong with it, and refuses another project's number)."""
     number = entry.get("number")
+    sent = _api_names(f"number {number}", entry)
     if isinstance(number, str) and number in owned:
-        changes = {k: v for k, v in entry.items() if k != "number"}
+        changes = {k: v for k, v in sent.items() if k != "number"}
         view = owned[number]
         if changes:
-            view = client.expect((200,), "PATCH", f"/admin/phone-numbers/{quote(number)}", changes)
+            path = f"/admin/phone-numbers/{quote(number)}"
+            view = _expect_named(client, (200,), "PATCH", path, changes)
     else:
         path = f"/admin/projects/{quote(project_id)}/phone-numbers"
-        view = client.expect((201,), "POST", path, entry)
+        view = _expect_named(client, (201,), "POST", path, sent)
     return f"{view['number']} ({view['system']})"
+
+
+def _api_names(where: object, table: dict[str, Any]) -> dict[str, Any]:
+    """A TOML table's top-level keys as the API names them (``on_call_number`` is sent
+    as ``onCallNumber``); nested values are sent as written (a tool's JSON schema is the
+    business's). A key given both ways would leave the engine to pick one: refused."""
+    sent: dict[str, Any] = {}
+    for key, value in table.items():
+        name = camel(key)
+        if name in sent:
+            raise CliError(f"{where}: `{key}` is given twice (also as `{name}` or its old form)")
+        sent[name] = value
+    return sent
+
+
+def _expect_named(
+    client: AdminClient, statuses: tuple[int, ...], method: str, path: str, body: object
+) -> Any:
+    """``client.expect`` with the fields of a refusal named as the operator wrote them:
+    the TOML file's names, which the options' follow (``--vapi-phone-number-id``)."""
+    status, answer = client.call(method, path, body)
+    if status in statuses:
+        return answer
+    raise CliError(describe_failure(status, answer, field_from_api))
 
 
 def _warn_about(client: AdminClient, project_id: str) -> None:
@@ -232,7 +264,7 @@ def _project_list_lines(answer: dict[str, Any]) -> list[str]:
         return ["no projects yet: `afterhours project apply FILE.toml` creates one"]
     lines = []
     for project in answer["projects"]:
-        numbers = ", ".join(f"{n['number']} ({n['system']})" for n in project["phone_numbers"])
+        numbers = ", ".join(f"{n['number']} ({n['system']})" for n in project["phoneNumbers"])
         lines.append(f"{project['id']}\t{project['name']}\t{project['timezone']}\t{numbers or '-'}")
     return lines
 
@@ -249,17 +281,17 @@ def _project_lines(project: dict[str, Any]) -> list[str]:
         ("timezone", project["timezone"]),
         ("language", f"{project['language']}, voice {project['voice']}"),
         ("model", project["model"] or "OPENAI_REALTIME_MODEL"),
-        ("on call", project["on_call_number"] or "-"),
+        ("on call", project["onCallNumber"] or "-"),
         ("tools", tools),
         ("functions", _function_backend(project)),
         (
             "limits",
-            f"calls end after {project['max_call_s']} s, or "
-            f"{project['silence_timeout_s']} s of silence",
+            f"calls end after {project['maxCallS']} s, or "
+            f"{project['silenceTimeoutS']} s of silence",
         ),
-        ("vapi down", "answered here" if project["vapi_fallback"] == "engine" else "on call"),
+        ("vapi down", "answered here" if project["vapiFallback"] == "engine" else "on call"),
     ]
-    numbers = project["phone_numbers"]
+    numbers = project["phoneNumbers"]
     return [
         f"project {project['id']}",
         *(f"  {label:<10} {value}" for label, value in rows),
@@ -269,14 +301,14 @@ def _project_lines(project: dict[str, Any]) -> list[str]:
 
 
 def _function_backend(project: dict[str, Any]) -> str:
-    if not project["function_url"]:
+    if not project["functionUrl"]:
         return "-"
     # The query is left out: a backend's URL may carry a token there.
-    url = urlsplit(project["function_url"])
+    url = urlsplit(project["functionUrl"])
     shown = f"{url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''}{url.path}"
     shown += "?..." if url.query else ""
-    signed = "signed" if project["function_secret_set"] else "NOT signed (no function_secret)"
-    return f"{shown}, {signed}, {project['function_timeout_s']:g} s timeout"
+    signed = "signed" if project["functionSecretSet"] else "NOT signed (no function_secret)"
+    return f"{shown}, {signed}, {project['functionTimeoutS']:g} s timeout"
 
 
 def _delete_project(client: AdminClient, args: argparse.Namespace) -> None:
@@ -297,13 +329,13 @@ def _number_line(number: dict[str, Any]) -> str:
     ids = [
         f"{label} {number[key]}"
         for key, label in (
-            ("vapi_phone_number_id", "vapi number"),
-            ("vapi_assistant_id", "assistant"),
+            ("vapiPhoneNumberId", "vapi number"),
+            ("vapiAssistantId", "assistant"),
         )
         if number.get(key)
     ]
     return "\t".join(
-        [number["number"], number["project_id"], number["system"], ", ".join(ids) or "-"]
+        [number["number"], number["projectId"], number["system"], ", ".join(ids) or "-"]
     )
 
 
@@ -313,19 +345,19 @@ def _list_numbers(client: AdminClient, args: argparse.Namespace) -> None:
 
 
 def _number_list_lines(answer: dict[str, Any]) -> list[str]:
-    if not answer["phone_numbers"]:
+    if not answer["phoneNumbers"]:
         return ["no phone numbers yet: `afterhours number add NUMBER --project ID` adds one"]
-    return [_number_line(number) for number in answer["phone_numbers"]]
+    return [_number_line(number) for number in answer["phoneNumbers"]]
 
 
 def _add_number(client: AdminClient, args: argparse.Namespace) -> None:
     body = {"number": args.number, "system": args.system}
     for field in ("vapi_phone_number_id", "vapi_assistant_id"):
         if getattr(args, field):
-            body[field] = getattr(args, field)
+            body[camel(field)] = getattr(args, field)
     path = f"/admin/projects/{quote(args.project)}/phone-numbers"
-    view = client.expect((201,), "POST", path, body)
-    _show(args, view, lambda v: [f"{v['number']} ({v['system']}) now belongs to {v['project_id']}"])
+    view = _expect_named(client, (201,), "POST", path, body)
+    _show(args, view, lambda v: [f"{v['number']} ({v['system']}) now belongs to {v['projectId']}"])
 
 
 def _set_number(client: AdminClient, args: argparse.Namespace) -> None:
@@ -335,17 +367,17 @@ def _set_number(client: AdminClient, args: argparse.Namespace) -> None:
     for field in ("vapi_phone_number_id", "vapi_assistant_id"):
         value = getattr(args, field)
         if value is not None:
-            changes[field] = value or None  # '' clears it
+            changes[camel(field)] = value or None  # '' clears it
     if not changes:
         raise CliError("nothing to change: give --system, --vapi-phone-number-id or "
                        "--vapi-assistant-id")  # fmt: skip
-    view = client.expect((200,), "PATCH", f"/admin/phone-numbers/{quote(args.number)}", changes)
-    _show(args, view, _set_lines)
+    path = f"/admin/phone-numbers/{quote(args.number)}"
+    _show(args, _expect_named(client, (200,), "PATCH", path, changes), _set_lines)
 
 
 def _set_lines(view: dict[str, Any]) -> list[str]:
     return [
-        f"{view['number']} ({view['project_id']}) is answered by {SYSTEMS[view['system']]} "
+        f"{view['number']} ({view['projectId']}) is answered by {SYSTEMS[view['system']]} "
         "from the next call on",
         f"  {_number_line(view)}",
     ]
@@ -363,7 +395,7 @@ def _create_key(client: AdminClient, args: argparse.Namespace) -> None:
     path = f"/admin/projects/{quote(args.project)}/api-keys"
     created = client.expect((201,), "POST", path, {"name": args.name})
     _show(args, created, lambda key: [
-        f"key {key['id']} for {key['project_id']} (shown once, store it now):", key["key"],
+        f"key {key['id']} for {key['projectId']} (shown once, store it now):", key["key"],
     ])  # fmt: skip
 
 
@@ -373,12 +405,12 @@ def _list_keys(client: AdminClient, args: argparse.Namespace) -> None:
 
 
 def _key_lines(answer: dict[str, Any]) -> list[str]:
-    if not answer["api_keys"]:
+    if not answer["apiKeys"]:
         return ["no keys yet: `afterhours key create --project ID` makes one"]
     return [
-        f"{key['id']}\t{key['name'] or '-'}\tcreated {key['created_at']}\t"
-        + (f"revoked {key['revoked_at']}" if key["revoked_at"] else "active")
-        for key in answer["api_keys"]
+        f"{key['id']}\t{key['name'] or '-'}\tcreated {key['createdAt']}\t"
+        + (f"revoked {key['revokedAt']}" if key["revokedAt"] else "active")
+        for key in answer["apiKeys"]
     ]
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from engine.config import Settings
 
 REQUEST_TIMEOUT_S = 15.0
@@ -64,9 +66,13 @@ class AdminClient:
         raise CliError(describe_failure(status, answer))
 
 
-def describe_failure(status: int, answer: Any) -> str:
+def describe_failure(
+    status: int, answer: Any, field_name: Callable[[str], str] = lambda field: field
+) -> str:
+    """One message for a refused request; ``field_name`` renames the fields it names (as
+    the operator's file names them)."""
     if isinstance(answer, dict) and answer.get("fields"):
-        lines = [f"  {item['field']}: {item['message']}" for item in answer["fields"]]
+        lines = [f"  {field_name(item['field'])}: {item['message']}" for item in answer["fields"]]
         return "invalid:\n" + "\n".join(lines)
     message = answer.get("error") if isinstance(answer, dict) else answer
     return f"HTTP {status}: {message}"

@@ -30,19 +30,19 @@ def transcript_lines(record: dict[str, Any]) -> list[str]:
 def function_call_lines(record: dict[str, Any]) -> list[str]:
     """One line per function call: name(arguments): outcome, HTTP status, latency, error."""
     lines = []
-    for call in record.get("function_calls") or []:
+    for call in record.get("functionCalls") or []:
         arguments = json.dumps(call.get("arguments"), separators=(",", ":"), ensure_ascii=False)
         line = (
             f"    {printable(str(call.get('name')), 64)}"
             f"({printable(arguments, ARGUMENTS_MAX_CHARS)}): {call.get('outcome')}"
         )
-        if call.get("http_status") is not None:
-            line += f", HTTP {call['http_status']}"
-        line += f", {call.get('latency_ms')} ms"
+        if call.get("httpStatus") is not None:
+            line += f", HTTP {call['httpStatus']}"
+        line += f", {call.get('latencyMs')} ms"
         if call.get("error"):
             line += f": {printable(str(call['error']), TEXT_MAX_CHARS)}"
         lines.append(line)
-    total, shown = record.get("function_calls_total") or 0, len(record.get("function_calls") or [])
+    total, shown = record.get("functionCallsTotal") or 0, len(record.get("functionCalls") or [])
     if total > shown:
         lines.append(f"    ... and {total - shown} more (the first {shown} are shown)")
     return lines
@@ -50,28 +50,28 @@ def function_call_lines(record: dict[str, Any]) -> list[str]:
 
 def call_lines(record: dict[str, Any]) -> list[str]:
     """The whole record, for ``afterhours call show``."""
-    cost = record.get("cost_usd")
+    cost = record.get("costUsd")
     lines = [
-        f"call {record.get('call_sid')}",
-        f"  project    {record.get('project_id') or '-'}, answered by "
+        f"call {record.get('callSid')}",
+        f"  project    {record.get('projectId') or '-'}, answered by "
         f"{SYSTEMS.get(str(record.get('system')), record.get('system'))}",
-        f"  from, to   {record.get('from_number') or '-'} -> {record.get('to_number') or '-'}",
-        f"  status     {record.get('status')} ({record.get('end_reason') or 'no end reason'}),"
+        f"  from, to   {record.get('fromNumber') or '-'} -> {record.get('toNumber') or '-'}",
+        f"  status     {record.get('status')} ({record.get('endReason') or 'no end reason'}),"
         f" intent {record.get('intent')}",
-        f"  started    {record.get('started_at') or '-'}; answered "
-        f"{record.get('answered_at') or '-'}; ended {record.get('ended_at') or '-'}",
-        f"  duration   {_seconds(record.get('duration_s'))}; first audio after "
-        f"{_ms(record.get('time_to_first_audio_ms'))}",
+        f"  started    {record.get('startedAt') or '-'}; answered "
+        f"{record.get('answeredAt') or '-'}; ended {record.get('endedAt') or '-'}",
+        f"  duration   {_seconds(record.get('durationS'))}; first audio after "
+        f"{_ms(record.get('timeToFirstAudioMs'))}",
         f"  cost       {'-' if cost is None else f'${cost:.4f}'}",
     ]
-    for key, label in (("error", "error"), ("summary", "summary"), ("vapi_call_id", "vapi call")):
+    for key, label in (("error", "error"), ("summary", "summary"), ("vapiCallId", "vapi call")):
         if record.get(key):
             lines.append(f"  {label:<10} {printable(str(record[key]), TEXT_MAX_CHARS)}")
     transcript = transcript_lines(record)
     lines.append(f"transcript ({len(transcript)} turns)" if transcript else "transcript: none")
     lines += transcript
     functions = function_call_lines(record)
-    total = record.get("function_calls_total") or 0
+    total = record.get("functionCallsTotal") or 0
     lines.append(f"function calls ({total})" if total else "function calls: none")
     lines += functions
     return lines

@@ -35,6 +35,7 @@ import trio
 from actors.store.queries import StoreUnavailable, ask_store
 from api.asgi import Response
 from api.prometheus import Snapshot, render
+from engine.json_case import camel_keys
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -227,7 +228,9 @@ class Observability:
                 "bargeInsTotal": metrics.barge_ins_total,
             },
         }
-        return Response(200, body)
+        # The statistics' own field names become the API's camelCase; what they count by
+        # (levels, channels, error kinds) is a fixed set of names too.
+        return Response(200, camel_keys(body))
 
 
 def _embedded(stats: EmbeddedPostgresStatistics, *, details: bool) -> dict[str, Any]:

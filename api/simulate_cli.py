@@ -281,9 +281,7 @@ async def _records(
                     if response.status_code == 200:
                         record = records[summary.call_sid] = response.json()
                         # Vapi's report follows Twilio's callback by moments: its cost.
-                        awaiting_vapi = record.get("system") == "vapi" and not record.get(
-                            "cost_usd"
-                        )
+                        awaiting_vapi = record.get("system") == "vapi" and not record.get("costUsd")
                         if record.get("status") != "active" and not awaiting_vapi:
                             break
                     await trio.sleep(0.1)
@@ -327,17 +325,17 @@ def _line(
         heard += f": transferred to {summary.transferred_to}"
     if record is None:
         return f"{summary.call_sid}  {heard}; {unread}"
-    cost = record.get("cost_usd")
+    cost = record.get("costUsd")
     by = " by Vapi" if record.get("system") == "vapi" else ""
     lines = [
-        f"{summary.call_sid}  {record.get('status')}{by} ({record.get('end_reason')}), "
-        f"intent {record.get('intent')}, first audio {record.get('time_to_first_audio_ms')} ms, "
+        f"{summary.call_sid}  {record.get('status')}{by} ({record.get('endReason')}), "
+        f"intent {record.get('intent')}, first audio {record.get('timeToFirstAudioMs')} ms, "
         f"cost ${cost if cost is not None else 0:.4f}; {heard}"
     ]
     lines += transcript_lines(record)
     functions = function_call_lines(record)
     if functions:
-        lines += [f"  function calls ({record.get('function_calls_total')}):", *functions]
+        lines += [f"  function calls ({record.get('functionCallsTotal')}):", *functions]
     return "\n".join(lines)
 
 
@@ -359,12 +357,10 @@ def totals_lines(summaries: list[CallSummary], records: dict[str, dict[str, Any]
     connected = sum(1 for s in summaries if s.twiml_ok and not s.error)
     found = list(records.values())
     intents = Counter(str(r.get("intent")) for r in found)
-    reasons = Counter(str(r.get("end_reason")) for r in found)
-    cost_usd = sum(float(r.get("cost_usd") or 0) for r in found)
+    reasons = Counter(str(r.get("endReason")) for r in found)
+    cost_usd = sum(float(r.get("costUsd") or 0) for r in found)
     first_ms = sorted(
-        int(r["time_to_first_audio_ms"])
-        for r in found
-        if r.get("time_to_first_audio_ms") is not None
+        int(r["timeToFirstAudioMs"]) for r in found if r.get("timeToFirstAudioMs") is not None
     )
     per_call = f" (${cost_usd / len(found):.4f} per call)" if found else ""
     first = (

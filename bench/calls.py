@@ -321,8 +321,8 @@ async def setup_project(url: str) -> None:
         "id": "bench",
         "name": "Bench Plumbing",
         "timezone": "UTC",
-        "max_call_s": 7200,
-        "silence_timeout_s": 600,
+        "maxCallS": 7200,
+        "silenceTimeoutS": 600,
     }
     async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         created = await http.post(f"{url}/admin/projects", json=project)

@@ -1,11 +1,14 @@
 """Validation of what operators send about projects: pure, no I/O.
 
 The admin HTTP API (JSON bodies) and ``afterhours project apply FILE.toml`` (TOML parsed
-to a dict by the caller) both end here. Every problem is collected, not just the first,
-so an operator fixes a whole file in one round: ``ValidationFailed.errors`` holds one
-``FieldError`` per field, each naming the field and what is allowed. The limits mirror
-the ``projects`` and ``phone_numbers`` tables (``actors/store/sql/0002_projects_calls.sql``)
-and are stricter where the database would accept values the engine cannot use.
+to a dict by the caller) both end here, in the engine's snake_case names: the API's
+camelCase names are renamed to these first (engine/json_case.py, from ``PROJECT_FIELDS``
+and ``NUMBER_FIELDS``), and its errors' field names back. Every problem is collected,
+not just the first, so an operator fixes a whole file in one round:
+``ValidationFailed.errors`` holds one ``FieldError`` per field, each naming the field
+and what is allowed. The limits mirror the ``projects`` and ``phone_numbers`` tables
+(``actors/store/sql/0002_projects_calls.sql``) and are stricter where the database would
+accept values the engine cannot use.
 """
 
 from __future__ import annotations
@@ -51,7 +54,11 @@ RESERVED_TOOL_NAMES = ("classify_call", "transfer_to_on_call", "end_call")
 _MODEL_MAX_CHARS = 64
 # Output-only keys of ``Project.public_dict``: a client that sends a fetched project back
 # gets told why the key is refused rather than a bare "unknown field".
-_OUTPUT_ONLY = {"function_secret_set": "unknown field (output only: send function_secret)"}
+# (Its name in the message is given both ways: a TOML file and the HTTP API both end here.)
+_OUTPUT_ONLY = {
+    "function_secret_set": "unknown field (output only: send the secret itself, "
+    "functionSecret over HTTP, function_secret in a TOML file)"
+}
 
 
 class Tool(msgspec.Struct, frozen=True):
@@ -488,6 +495,12 @@ _SPECS: dict[str, tuple[_Kind, bool, _Problem]] = {
     "vad_prefix_padding_ms": (_INTEGER, False, _ms_problem(0, 2000)),
     "vapi_fallback": (_STRING, False, _vapi_fallback_problem),
 }
+
+
+# Every name a project body may hold, as the engine names it (snake_case, as in a TOML
+# file); the HTTP API's camelCase names are derived from these (engine/json_case.py).
+PROJECT_FIELDS: tuple[str, ...] = (*_SPECS, "tools", *_OUTPUT_ONLY)
+NUMBER_FIELDS: tuple[str, ...] = ("number", *_NUMBER_FIELDS)
 
 
 # Fields stored in a canonical form once valid.

@@ -3,6 +3,7 @@ and the whole engine running in the test's own Trio run."""
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -134,3 +135,39 @@ async def wait_until(
         while not (result := await check()):  # noqa: ASYNC110 - the point of the helper
             await trio.sleep(interval_s)
     return result
+
+
+API_MD = Path(__file__).parents[1] / "docs" / "api.md"
+# Values the API returns as someone else wrote them (the model's arguments, a tool's JSON
+# schema, the model's token counts): their keys are not the API's field names.
+NOT_API_FIELDS = frozenset({"arguments", "parameters", "usage"})
+
+
+def documented_fields(request: str) -> set[str]:
+    """Every field name in docs/api.md's example answer to the ``curl`` line for ``request``
+    (the indented lines under it), so the page shows every field the API returns. A value
+    under a key of ``NOT_API_FIELDS`` written out in the example is left out."""
+    lines = API_MD.read_text().splitlines()
+    start = next(n for n, line in enumerate(lines) if "curl" in line and request in line)
+    example: list[str] = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("    "):
+            break
+        example.append(line)
+    kinds = "|".join(sorted(NOT_API_FIELDS))
+    text = re.sub(rf'"({kinds})":\{{[^}}]*\}}', r'"\1":{}', "\n".join(example))
+    return set(re.findall(r'"(\w+)":', text))
+
+
+def returned_fields(value: object, *, skip: frozenset[str] = NOT_API_FIELDS) -> set[str]:
+    """Every key in a JSON answer, at any depth (not inside the values under ``skip``,
+    which are not the API's names)."""
+    if isinstance(value, dict):
+        keys = set(value)
+        for key, item in value.items():
+            if key not in skip:
+                keys |= returned_fields(item, skip=skip)
+        return keys
+    if isinstance(value, list):
+        return set().union(*(returned_fields(item, skip=skip) for item in value))
+    return set()

@@ -27,9 +27,9 @@ PLUMBER: dict[str, Any] = {
     "timezone": "America/Chicago",
     "greeting": "Smith Plumbing, after hours. How can I help?",
     "instructions": "You answer calls for Smith Plumbing.",
-    "function_url": "https://hooks.example.com/smith",
-    "function_secret": "fn-secret-123456",
-    "on_call_number": "+15551234567",
+    "functionUrl": "https://hooks.example.com/smith",
+    "functionSecret": "fn-secret-123456",
+    "onCallNumber": "+15551234567",
     "tools": [
         {
             "name": "get_slots",
@@ -82,10 +82,10 @@ async def test_project_lifecycle(fresh_database: str, tmp_path: Path) -> None:
         assert created.status == 201
         view = created.json()
         assert view["id"] == "smith-plumbing"
-        assert view["function_secret_set"] is True
-        assert "function_secret" not in view
+        assert view["functionSecretSet"] is True
+        assert "functionSecret" not in view
         assert "fn-secret-123456" not in created.body.decode()
-        assert view["phone_numbers"] == []
+        assert view["phoneNumbers"] == []
 
         again = await http_request("POST", base, json=PLUMBER, token=ADMIN_TOKEN)
         assert again.status == 409
@@ -107,16 +107,16 @@ async def test_project_lifecycle(fresh_database: str, tmp_path: Path) -> None:
         )
         assert (replaced.status, replaced.json()["voice"]) == (200, "cedar")
         # The secret is write-only: a PUT that leaves it out keeps it; null clears it.
-        without_secret = {k: v for k, v in PLUMBER.items() if k != "function_secret"}
+        without_secret = {k: v for k, v in PLUMBER.items() if k != "functionSecret"}
         kept = await http_request(
             "PUT", f"{base}/smith-plumbing", json=without_secret, token=ADMIN_TOKEN
         )
-        assert kept.json()["function_secret_set"] is True
+        assert kept.json()["functionSecretSet"] is True
         cleared = await http_request(
-            "PUT", f"{base}/smith-plumbing", json=PLUMBER | {"function_secret": None},
+            "PUT", f"{base}/smith-plumbing", json=PLUMBER | {"functionSecret": None},
             token=ADMIN_TOKEN,
         )  # fmt: skip
-        assert cleared.json()["function_secret_set"] is False
+        assert cleared.json()["functionSecretSet"] is False
         nul = await http_request(
             "PATCH", f"{base}/smith-plumbing", json={"name": "Smith\u0000"}, token=ADMIN_TOKEN
         )
@@ -145,7 +145,7 @@ async def test_validation_errors_are_422_with_one_message_per_field(
 ) -> None:
     bad = PLUMBER | {
         "timezone": "Mars/Base",
-        "on_call_number": "555-1234",
+        "onCallNumber": "555-1234",
         "tools": [{"name": "get_slots", "description": "x", "parameters": {"type": "array"}}],
     }
     async with running_engine(fresh_database, tmp_path) as engine:
@@ -161,9 +161,9 @@ async def test_validation_errors_are_422_with_one_message_per_field(
             "PATCH", f"{base}/nobody", json={"name": "x"}, token=ADMIN_TOKEN
         )
     errors = fields(invalid)
-    assert set(errors) == {"timezone", "on_call_number", "tools[0].parameters"}
+    assert set(errors) == {"timezone", "onCallNumber", "tools[0].parameters"}
     assert "IANA time zone" in errors["timezone"]
-    assert "E.164" in errors["on_call_number"]
+    assert "E.164" in errors["onCallNumber"]
     assert "JSON-schema object" in errors["tools[0].parameters"]
     assert set(fields(not_json)) == {"body"}
     assert fields(mismatch) == {"id": "does not match the id in the URL"}
@@ -186,7 +186,7 @@ async def test_phone_numbers_belong_to_one_project(fresh_database: str, tmp_path
         switched = await http_request(
             "POST",
             numbers,
-            json={"number": "+15550001111", "system": "vapi", "vapi_phone_number_id": "pn-1"},
+            json={"number": "+15550001111", "system": "vapi", "vapiPhoneNumberId": "pn-1"},
             token=ADMIN_TOKEN,
         )
         stolen = await http_request(
@@ -215,21 +215,21 @@ async def test_phone_numbers_belong_to_one_project(fresh_database: str, tmp_path
     assert added.json() == {
         "number": "+15550001111",
         "system": "openai",
-        "project_id": "smith-plumbing",
-        "vapi_phone_number_id": None,
-        "vapi_assistant_id": None,
+        "projectId": "smith-plumbing",
+        "vapiPhoneNumberId": None,
+        "vapiAssistantId": None,
     }
     assert (switched.status, switched.json()["system"]) == (201, "vapi")
     assert fields(stolen) == {"number": "+15550001111 is already owned by project 'smith-plumbing'"}
     assert set(fields(bad)) == {"number", "system"}
     assert unknown_project.status == 404
-    assert view.json()["phone_numbers"] == [
+    assert view.json()["phoneNumbers"] == [
         {
             "number": "+15550001111",
-            "project_id": "smith-plumbing",
+            "projectId": "smith-plumbing",
             "system": "vapi",
-            "vapi_phone_number_id": "pn-1",
-            "vapi_assistant_id": None,
+            "vapiPhoneNumberId": "pn-1",
+            "vapiAssistantId": None,
         }
     ]
     assert removed.status == 204
@@ -252,7 +252,7 @@ async def test_api_keys_are_shown_once_stored_hashed_and_revocable(
         revoked_unknown = await http_request("DELETE", f"{base}/api-keys/nope", token=ADMIN_TOKEN)
     assert created.status == 201
     assert key["key"].startswith(f"ahk_{key['id']}_")
-    assert (key["project_id"], key["name"]) == ("smith-plumbing", "dashboard")
+    assert (key["projectId"], key["name"]) == ("smith-plumbing", "dashboard")
     assert unknown.status == 404
     assert revoked.status == 204
     assert revoked_unknown.status == 404
@@ -339,10 +339,10 @@ async def test_numbers_are_listed_and_toggled_between_systems(
 
         no_id = await patch({"system": "vapi"})
         unchanged = await http_request("GET", f"{base}/phone-numbers", token=ADMIN_TOKEN)
-        to_vapi = await patch({"system": "vapi", "vapi_phone_number_id": "pn-1",
-                               "vapi_assistant_id": "as-1"})  # fmt: skip
+        to_vapi = await patch({"system": "vapi", "vapiPhoneNumberId": "pn-1",
+                               "vapiAssistantId": "as-1"})  # fmt: skip
         back = await patch({"system": "openai"})
-        again = await patch({"system": "vapi", "vapi_assistant_id": None})  # the stored id
+        again = await patch({"system": "vapi", "vapiAssistantId": None})  # the stored id
         mistakes = await patch({"system": "sip", "number": "+15550009999", "colour": "red"})
         not_json = await http_request("PATCH", number, body=b"{", token=ADMIN_TOKEN)
         unknown = await http_request(
@@ -357,26 +357,26 @@ async def test_numbers_are_listed_and_toggled_between_systems(
         )
         blank = await http_request("GET", f"{base}/phone-numbers?project=", token=ADMIN_TOKEN)
         typo = await http_request("GET", f"{base}/phone-numbers?projet=x", token=ADMIN_TOKEN)
-    assert "required for a number on vapi" in fields(no_id)["vapi_phone_number_id"]
-    assert unchanged.json()["phone_numbers"][0]["system"] == "openai"  # nothing was written
+    assert "required for a number on vapi" in fields(no_id)["vapiPhoneNumberId"]
+    assert unchanged.json()["phoneNumbers"][0]["system"] == "openai"  # nothing was written
     assert (to_vapi.status, to_vapi.json()) == (200, {
-        "number": "+15550001111", "project_id": "smith-plumbing", "system": "vapi",
-        "vapi_phone_number_id": "pn-1", "vapi_assistant_id": "as-1",
+        "number": "+15550001111", "projectId": "smith-plumbing", "system": "vapi",
+        "vapiPhoneNumberId": "pn-1", "vapiAssistantId": "as-1",
     })  # fmt: skip
     # Back to this engine: Vapi's ids are kept, so toggling again needs nothing re-typed.
-    assert (back.status, back.json()["system"], back.json()["vapi_phone_number_id"]) == (
+    assert (back.status, back.json()["system"], back.json()["vapiPhoneNumberId"]) == (
         200, "openai", "pn-1",
     )  # fmt: skip
-    assert again.json() | {} == to_vapi.json() | {"vapi_assistant_id": None}
+    assert again.json() | {} == to_vapi.json() | {"vapiAssistantId": None}
     assert set(fields(mistakes)) == {"system", "number", "colour"}
     assert set(fields(not_json)) == {"body"}
     assert (unknown.status, unknown.json()) == (404, {"error": "no phone number '+15559999999'"})
-    assert listed.json() == {"phone_numbers": [
-        {"number": "+15550002222", "project_id": "jones-hvac", "system": "openai",
-         "vapi_phone_number_id": None, "vapi_assistant_id": None},
+    assert listed.json() == {"phoneNumbers": [
+        {"number": "+15550002222", "projectId": "jones-hvac", "system": "openai",
+         "vapiPhoneNumberId": None, "vapiAssistantId": None},
         again.json(),
     ]}  # fmt: skip
-    assert [n["number"] for n in jones.json()["phone_numbers"]] == ["+15550002222"]
+    assert [n["number"] for n in jones.json()["phoneNumbers"]] == ["+15550002222"]
     assert (nobody.status, nobody.json()) == (404, {"error": "no project 'nobody'"})
     assert (blank.status, blank.json()["field"]) == (400, "project")
     assert (typo.status, typo.json()["field"]) == (400, "projet")
@@ -392,7 +392,7 @@ async def test_a_patch_waits_for_the_row_and_is_checked_against_what_it_became(
     async with running_engine(fresh_database, tmp_path) as engine:
         base = engine.bound_urls[0] + "/admin"
         await http_request("POST", f"{base}/projects", json=PLUMBER, token=ADMIN_TOKEN)
-        await add_number(base, {"number": "+15550001111", "vapi_phone_number_id": "pn-1"})
+        await add_number(base, {"number": "+15550001111", "vapiPhoneNumberId": "pn-1"})
         answer: list[Any] = []
 
         async def patch() -> None:
@@ -426,8 +426,8 @@ async def test_a_patch_waits_for_the_row_and_is_checked_against_what_it_became(
             await aio_as_trio(holder.close)()
             await aio_as_trio(watcher.close)()
         listed = await http_request("GET", f"{base}/phone-numbers", token=ADMIN_TOKEN)
-    assert "required for a number on vapi" in fields(answer[0])["vapi_phone_number_id"]
-    assert listed.json()["phone_numbers"][0]["system"] == "openai"
+    assert "required for a number on vapi" in fields(answer[0])["vapiPhoneNumberId"]
+    assert listed.json()["phoneNumbers"][0]["system"] == "openai"
 
 
 async def test_the_next_call_to_a_toggled_or_released_number_is_routed_by_it(
@@ -471,11 +471,11 @@ async def test_a_projects_keys_are_listed_without_their_hashes(
         await http_request("DELETE", f"{base}/api-keys/{made[0]['id']}", token=ADMIN_TOKEN)
         listed = await http_request("GET", keys, token=ADMIN_TOKEN)
         unknown = await http_request("GET", f"{base}/projects/nobody/api-keys", token=ADMIN_TOKEN)
-    shown = listed.json()["api_keys"]
+    shown = listed.json()["apiKeys"]
     assert [(k["id"], k["name"]) for k in shown] == [(m["id"], m["name"]) for m in made]
-    assert all(set(k) == {"id", "name", "created_at", "revoked_at"} for k in shown)
-    assert shown[0]["revoked_at"] is not None
-    assert shown[1]["revoked_at"] is None
+    assert all(set(k) == {"id", "name", "createdAt", "revokedAt"} for k in shown)
+    assert shown[0]["revokedAt"] is not None
+    assert shown[1]["revokedAt"] is None
     for key in made:
         assert key["key"] not in listed.body.decode()
         assert hashlib.sha256(key["key"].encode()).hexdigest() not in listed.body.decode()
@@ -493,7 +493,7 @@ def function_call(call_sid: str, name: str, at: datetime, latency_ms: int,
 async def test_a_calls_record_lists_its_function_calls_in_order_without_secrets(
     fresh_database: str, tmp_path: Path
 ) -> None:
-    secret = PLUMBER["function_secret"]
+    secret = PLUMBER["functionSecret"]
     signature = "sha256=" + "ab" * 32
     started = datetime(2026, 1, 5, 22, 0, tzinfo=UTC)
     records: list[StoreWrite] = [
@@ -516,7 +516,7 @@ async def test_a_calls_record_lists_its_function_calls_in_order_without_secrets(
     ]
     async with running_engine(fresh_database, tmp_path) as engine:
         base = engine.bound_urls[0] + "/admin"
-        project = PLUMBER | {"function_url": "https://hooks.example.com/smith?token=abc"}
+        project = PLUMBER | {"functionUrl": "https://hooks.example.com/smith?token=abc"}
         await http_request("POST", f"{base}/projects", json=project, token=ADMIN_TOKEN)
         for write in records:
             await engine.mailboxes["store"].send(write)
@@ -525,28 +525,28 @@ async def test_a_calls_record_lists_its_function_calls_in_order_without_secrets(
             answer = await http_request("GET", f"{base}/calls/{call_sid}", token=ADMIN_TOKEN)
             record = answer.json()
             return (
-                record if answer.status == 200 and len(record["function_calls"]) == count else None
+                record if answer.status == 200 and len(record["functionCalls"]) == count else None
             )
 
         record = await wait_until(partial(shown, sid(7), 2), timeout_s=10)
         bounded = await wait_until(partial(shown, many, FUNCTION_CALLS_SHOWN), timeout_s=10)
         bare = await http_request("GET", f"{base}/calls/{many}", token=ADMIN_TOKEN)
-    assert [f["name"] for f in record["function_calls"]] == ["book_appointment", "get_slots"]
-    booked, slots = record["function_calls"]
+    assert [f["name"] for f in record["functionCalls"]] == ["book_appointment", "get_slots"]
+    booked, slots = record["functionCalls"]
     assert booked == {
         "name": "book_appointment", "arguments": {"slot_id": "slot-1", "note": "key [redacted]"},
-        "outcome": "ok", "http_status": 200, "latency_ms": 6000, "error": None,
+        "outcome": "ok", "httpStatus": 200, "latencyMs": 6000, "error": None,
         "at": (started + timedelta(seconds=9)).isoformat(),
     }  # fmt: skip
-    assert (slots["outcome"], slots["http_status"], slots["latency_ms"]) == ("error", 500, 100)
+    assert (slots["outcome"], slots["httpStatus"], slots["latencyMs"]) == ("error", 500, 100)
     assert slots["error"] == "refused: sha256=[redacted] [redacted]"  # the URL's query
     text = str(record)
     assert secret not in text
     assert signature not in text
     assert "token=abc" not in text
-    assert record["function_calls_total"] == 2
-    assert (record["system"], record["vapi_call_id"], record["summary"]) == ("openai", None, None)
-    assert record["answered_at"] == (started + timedelta(seconds=1)).isoformat()
-    assert (record["engine_instance"], record["end_reason"]) == ("i-1", "end_call")
-    assert bounded["function_calls_total"] == FUNCTION_CALLS_SHOWN + 1
-    assert bare.json()["function_calls"][0]["at"] == started.isoformat()  # the earliest kept
+    assert record["functionCallsTotal"] == 2
+    assert (record["system"], record["vapiCallId"], record["summary"]) == ("openai", None, None)
+    assert record["answeredAt"] == (started + timedelta(seconds=1)).isoformat()
+    assert (record["engineInstance"], record["endReason"]) == ("i-1", "end_call")
+    assert bounded["functionCallsTotal"] == FUNCTION_CALLS_SHOWN + 1
+    assert bare.json()["functionCalls"][0]["at"] == started.isoformat()  # the earliest kept

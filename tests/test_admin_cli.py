@@ -67,8 +67,8 @@ async def test_apply_creates_then_updates_and_the_api_returns_the_file(
     assert view["tools"][1]["parameters"]["required"] == [
         "slot_id", "name", "phone", "address", "problem"
     ]  # fmt: skip
-    assert view["on_call_number"] == "+15551234567"
-    assert view["function_secret_set"] is True
+    assert view["onCallNumber"] == "+15551234567"
+    assert view["functionSecretSet"] is True
     assert view["instructions"].startswith("You answer the phone for Smith Plumbing")
 
 
@@ -160,16 +160,16 @@ async def test_apply_keeps_a_numbers_system_unless_the_file_states_it(
     assert first[1].endswith("  number +15557654321 (openai)\n")
     assert toggled[0] == 0, toggled
     assert kept[1].endswith("  number +15557654321 (vapi)\n")
-    assert after_kept["phone_numbers"] == [{
-        "number": "+15557654321", "project_id": "smith-plumbing", "system": "vapi",
-        "vapi_phone_number_id": "pn-1", "vapi_assistant_id": None,
+    assert after_kept["phoneNumbers"] == [{
+        "number": "+15557654321", "projectId": "smith-plumbing", "system": "vapi",
+        "vapiPhoneNumberId": "pn-1", "vapiAssistantId": None,
     }]  # fmt: skip
     assert new_number[1].endswith("  number +15557654321 (vapi)\n  number +15550001234 (openai)\n")
     assert flipped[1].endswith("  number +15557654321 (openai)\n")
-    by_number = {n["number"]: n for n in after_flipped["phone_numbers"]}
+    by_number = {n["number"]: n for n in after_flipped["phoneNumbers"]}
     # Back on this engine; Vapi's id is kept for the next toggle.
     toggled_back = by_number["+15557654321"]
-    assert (toggled_back["system"], toggled_back["vapi_phone_number_id"]) == ("openai", "pn-1")
+    assert (toggled_back["system"], toggled_back["vapiPhoneNumberId"]) == ("openai", "pn-1")
     assert stolen[0] == 1
     assert "number: +15557654321 is already owned by project 'smith-plumbing'" in stolen[2]
 
@@ -201,9 +201,9 @@ async def test_numbers_are_listed_toggled_and_removed(fresh_database: str, tmp_p
         f"{number} (smith-plumbing) is answered by Vapi from the next call on\n"
         f"  {number}\tsmith-plumbing\tvapi\tvapi number pn-1, assistant as-1\n"
     ), "")  # fmt: skip
-    assert json.loads(cleared[1])["vapi_assistant_id"] is None
+    assert json.loads(cleared[1])["vapiAssistantId"] is None
     assert json.loads(as_json[1]) == from_api
-    assert from_api["phone_numbers"][0]["system"] == "vapi"
+    assert from_api["phoneNumbers"][0]["system"] == "vapi"
     assert unknown_project == (1, "", "afterhours: HTTP 404: no project 'nobody'\n")
     assert removed == (0, f"released {number}: its callers now hear that the number is not in "
                           "service\n", "")  # fmt: skip
@@ -242,7 +242,7 @@ async def test_keys_are_listed_without_secrets_and_projects_shown_and_deleted(
     ]  # fmt: skip
     assert lines[0].split("\t")[3].startswith("revoked ")
     assert lines[1].split("\t")[3] == "active"
-    assert json.loads(keys_json[1])["api_keys"][0]["id"] == made[0]["id"]
+    assert json.loads(keys_json[1])["apiKeys"][0]["id"] == made[0]["id"]
     for key in made:
         for output in (keys[1], keys_json[1]):
             assert key["key"] not in output
@@ -265,7 +265,7 @@ BOOKING = {
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
     "instructions": "You book plumbing visits. [scenario: booking]",
-    "function_secret": "fn-secret-123456",
+    "functionSecret": "fn-secret-123456",
     "tools": [
         {"name": name, "description": name, "parameters": {"type": "object"}}
         for name in ("get_slots", "book_appointment")
@@ -288,7 +288,7 @@ async def test_a_calls_function_calls_are_printed_by_call_and_call_show(
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0",
                                   TWILIO_API_BASE_URL=rest_url) as engine:  # fmt: skip
             url = engine.bound_urls[0]
-            await api(url, "POST", "/admin/projects", BOOKING | {"function_url": function_url})
+            await api(url, "POST", "/admin/projects", BOOKING | {"functionUrl": function_url})
             await api(url, "POST", "/admin/projects/smith-plumbing/phone-numbers",
                       {"number": "+15557654321"})  # fmt: skip
             placed = await cli(url, "call", "--to", "+15557654321", "--script", "quick",
@@ -316,11 +316,11 @@ async def test_a_calls_function_calls_are_printed_by_call_and_call_show(
     assert any(line.startswith("    assistant: ") for line in lines)
     assert lines[-2:] == [
         "function calls (1)",
-        f"{failed}, {from_api['function_calls'][0]['latency_ms']} ms: "
+        f"{failed}, {from_api['functionCalls'][0]['latencyMs']} ms: "
         "the booking system failed (HTTP 500)",
     ]
     assert json.loads(shown_json[1]) == from_api
-    assert [f["name"] for f in from_api["function_calls"]] == ["get_slots"]
+    assert [f["name"] for f in from_api["functionCalls"]] == ["get_slots"]
     assert "fn-secret-123456" not in shown[1] + shown_json[1]
     assert unknown[0] == 1
     assert "no call 'CA" in unknown[2]

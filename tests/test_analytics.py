@@ -8,7 +8,6 @@ them); one call's full record with its function calls."""
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +17,15 @@ import pytest
 from actors.store.db import open_database
 from api.root import Engine
 from engine.messages import CallUpdated, FunctionCallRecorded, StoreWrite
-from tests.helpers import ADMIN_TOKEN, HttpResponse, http_request, running_engine, wait_until
+from tests.helpers import (
+    ADMIN_TOKEN,
+    HttpResponse,
+    documented_fields,
+    http_request,
+    returned_fields,
+    running_engine,
+    wait_until,
+)
 
 CHICAGO = "America/Chicago"  # UTC-6 in November
 TRANSCRIPT = [
@@ -41,36 +48,6 @@ CALLS: list[tuple[str, str, str, str, str, float | None, float | None, int | Non
 ]
 WINDOW = "from=2026-11-10&to=2026-11-12"
 
-API_MD = Path(__file__).parents[1] / "docs" / "api.md"
-
-
-def documented_fields(request: str) -> set[str]:
-    """Every field name in docs/api.md's example answer to the ``curl`` line for ``request``
-    (the indented lines under it), so the page shows every field the API returns."""
-    lines = API_MD.read_text().splitlines()
-    start = next(n for n, line in enumerate(lines) if "curl" in line and request in line)
-    example: list[str] = []
-    for line in lines[start + 1 :]:
-        if not line.startswith("    "):
-            break
-        example.append(line)
-    text = re.sub(r'"arguments":\{[^}]*\}', '"arguments":{}', "\n".join(example))
-    return set(re.findall(r'"(\w+)":', text))
-
-
-def returned_fields(value: object, *, skip: frozenset[str] = frozenset({"arguments"})) -> set[str]:
-    """Every key in a JSON answer, at any depth (not inside a function call's arguments,
-    which are the model's, not the API's)."""
-    if isinstance(value, dict):
-        keys = set(value)
-        for key, item in value.items():
-            if key not in skip:
-                keys |= returned_fields(item, skip=skip)
-        return keys
-    if isinstance(value, list):
-        return set().union(*(returned_fields(item, skip=skip) for item in value))
-    return set()
-
 
 async def seeded(engine: Engine, dsn: str) -> dict[str, str]:
     """Projects acme (Chicago) and other (UTC) with the calls above; API keys by name."""
@@ -90,7 +67,7 @@ async def seeded(engine: Engine, dsn: str) -> dict[str, str]:
         added = await http_request(
             "POST",
             f"{base}/admin/projects/acme/phone-numbers",
-            json={"number": number, "system": system, "vapi_phone_number_id": "pn-3"},
+            json={"number": number, "system": system, "vapiPhoneNumberId": "pn-3"},
             token=ADMIN_TOKEN,
         )
         assert added.status == 201, added.body

@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator
 from actors.functions import sign
 from actors.store.db import open_database
 from api.root import Engine
+from engine.json_case import camel_keys
 from engine.price_book import BUILT_IN
 from engine.pricing import DEFAULT_PRICES, call_cost_usd
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
@@ -146,9 +147,10 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
     assert record["stream_sid"] == STREAM_SID
     # Operators read the same record through the admin API.
     assert shown.status == 200
-    assert shown.json()["transcript"] == transcript
-    assert shown.json()["cost_usd"] == float(record["cost_usd"])
-    assert (shown.json()["status"], shown.json()["end_reason"]) == ("completed", "caller_hung_up")
+    # The same turns, in the API's casing (offset_ms is offsetMs).
+    assert shown.json()["transcript"] == camel_keys(transcript)
+    assert shown.json()["costUsd"] == float(record["cost_usd"])
+    assert (shown.json()["status"], shown.json()["endReason"]) == ("completed", "caller_hung_up")
     assert unknown.status == 404
 
 
@@ -169,8 +171,8 @@ BOOKING_PROJECT: dict[str, Any] = {
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
     "instructions": "You book plumbing visits. [scenario: booking]",
-    "function_secret": "fn-secret-123456",
-    "function_timeout_s": 5,
+    "functionSecret": "fn-secret-123456",
+    "functionTimeoutS": 5,
     "tools": [
         {
             "name": "get_slots",
@@ -198,7 +200,7 @@ async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
     async with trio.open_nursery() as nursery:
         url = await nursery.start(backend.serve)
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-            project = BOOKING_PROJECT | {"function_url": url}
+            project = BOOKING_PROJECT | {"functionUrl": url}
             socket, parameters = await answered_call(engine, project, sid(901))
             with trio.fail_after(60):
                 await start_call(socket, sid(901), parameters)
@@ -347,7 +349,7 @@ async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
         "id": "smith-plumbing",
         "name": "Smith Plumbing",
         "timezone": "America/Chicago",
-        "silence_timeout_s": 5,
+        "silenceTimeoutS": 5,
     }
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
         socket, parameters = await answered_call(engine, quiet_project, sid(903))
@@ -374,7 +376,7 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
         "name": "Smith Plumbing",
         "timezone": "America/Chicago",
         "instructions": "Handle after-hours calls. [scenario: emergency]",
-        "on_call_number": "+15551234567",
+        "onCallNumber": "+15551234567",
     }
     twilio = TwilioRestStandIn(answer_after_s=1.0 if stream_ends_first else 0.0)
     account = "AC" + "ab" * 16
@@ -510,7 +512,7 @@ async def test_transfers_of_two_calls_share_one_connection_to_twilio(
         "name": "Smith Plumbing",
         "timezone": "America/Chicago",
         "instructions": "Handle after-hours calls. [scenario: emergency]",
-        "on_call_number": "+15551234567",
+        "onCallNumber": "+15551234567",
     }
     twilio = TwilioRestStandIn(keep_alive=True)
     async with trio.open_nursery() as nursery:

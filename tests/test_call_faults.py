@@ -38,7 +38,7 @@ ON_CALL_PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
-    "on_call_number": "+15551234567",
+    "onCallNumber": "+15551234567",
 }
 PLAIN_PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",

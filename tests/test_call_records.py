@@ -123,7 +123,7 @@ async def test_a_function_still_running_at_the_hang_up_is_recorded_cancelled(
     async with trio.open_nursery() as nursery:
         url = await nursery.start(backend.serve)
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-            project = BOOKING_PROJECT | {"function_url": url, "function_timeout_s": 20}
+            project = BOOKING_PROJECT | {"functionUrl": url, "functionTimeoutS": 20}
             socket, parameters = await answered_call(engine, project, sid(962))
             with trio.fail_after(60):
                 await start_call(socket, sid(962), parameters)

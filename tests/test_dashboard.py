@@ -110,14 +110,14 @@ def older_calls(now: datetime) -> list[StoreWrite]:
 async def setup(base: str, function_url: str) -> str:
     """smith-plumbing (a function that fails, one number on each system), a quiet
     project; returns a key for smith-plumbing."""
-    project = BOOKING_PROJECT | {"function_url": function_url, "on_call_number": "+15551234567"}
+    project = BOOKING_PROJECT | {"functionUrl": function_url, "onCallNumber": "+15551234567"}
     for body in (project, {"id": QUIET, "name": "Westside Heating", "timezone": "UTC"}):
         created = await http_request("POST", f"{base}/admin/projects", json=body, token=ADMIN_TOKEN)
         assert created.status == 201, created.body
     for number, system in ((ANSWERED, "openai"), (ELSEWHERE, "vapi")):
         added = await http_request(
             "POST", f"{base}/admin/projects/smith-plumbing/phone-numbers",
-            json={"number": number, "system": system, "vapi_phone_number_id": "pn-1"},
+            json={"number": number, "system": system, "vapiPhoneNumberId": "pn-1"},
             token=ADMIN_TOKEN,
         )  # fmt: skip
         assert added.status == 201, added.body
@@ -183,7 +183,7 @@ async def test_the_dashboard_manages_numbers_and_compares_the_two_systems(
     shown = json.loads(done.stdout)
     assert shown["errors"] == []
     check_admin_view(shown["admin"], summary.json(), recent.json(), answered.call_sid)
-    assert {n["number"]: n["system"] for n in numbers.json()["phone_numbers"]} == {
+    assert {n["number"]: n["system"] for n in numbers.json()["phoneNumbers"]} == {
         ANSWERED: "openai", ELSEWHERE: "openai"
     }  # fmt: skip
     assert re.search(r"<Connect><Stream url=", next_call.body.decode())

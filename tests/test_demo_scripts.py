@@ -45,7 +45,7 @@ PROJECT = {
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
     "instructions": "Burst pipes and flooding are emergencies: transfer. Else book a visit.",
-    "on_call_number": ON_CALL,
+    "onCallNumber": ON_CALL,
 }
 
 
@@ -120,7 +120,7 @@ async def test_the_emergency_script_is_classified_and_transferred_to_the_on_call
                 )
             ).json()
         nursery.cancel_scope.cancel()
-    assert (record["status"], record["end_reason"], record["intent"]) == (
+    assert (record["status"], record["endReason"], record["intent"]) == (
         "completed",
         "transferred",
         "emergency",
@@ -162,8 +162,8 @@ async def test_the_booking_script_books_through_the_business_backend_the_command
         {"name": "book_appointment", "description": "Book", "parameters": {"type": "object"}},
     ]
     project: dict[str, Any] = PROJECT | {
-        "function_url": function_url,
-        "function_secret": secret,
+        "functionUrl": function_url,
+        "functionSecret": secret,
         "tools": tools,
     }
     rest_url = f"http://127.0.0.1:{free_port()}"
@@ -180,14 +180,14 @@ async def test_the_booking_script_books_through_the_business_backend_the_command
             await http_request("GET", f"{url}/admin/calls/{call_sid}", token=ADMIN_TOKEN)
         ).json()
     assert code == 0, err
-    assert (record["status"], record["end_reason"], record["intent"]) == (
+    assert (record["status"], record["endReason"], record["intent"]) == (
         "completed",
         "end_call",
         "routine",
     )
-    functions = [(f["name"], f["outcome"], f["http_status"]) for f in record["function_calls"]]
+    functions = [(f["name"], f["outcome"], f["httpStatus"]) for f in record["functionCalls"]]
     assert functions == [("get_slots", "ok", 200), ("book_appointment", "ok", 200)]
-    assert record["function_calls"][1]["arguments"]["slot_id"] == "slot-1"
+    assert record["functionCalls"][1]["arguments"]["slot_id"] == "slot-1"
     said = [t["text"] for t in record["transcript"] if t["role"] == "assistant"]
     assert said[-1] == "You're booked for nine tomorrow. Goodbye!"
     assert "  function calls (2):\n" in out
@@ -199,7 +199,7 @@ async def test_without_the_backend_the_booking_fails_and_the_model_says_so(
 ) -> None:
     """Nothing at the function_url: the model reads the error and does not book."""
     project: dict[str, Any] = PROJECT | {
-        "function_url": f"http://127.0.0.1:{free_port()}/afterhours",
+        "functionUrl": f"http://127.0.0.1:{free_port()}/afterhours",
         "tools": [
             {"name": "get_slots", "description": "Free slots", "parameters": {"type": "object"}}
         ],
@@ -214,7 +214,7 @@ async def test_without_the_backend_the_booking_fails_and_the_model_says_so(
         record = (
             await http_request("GET", f"{url}/admin/calls/{summary.call_sid}", token=ADMIN_TOKEN)
         ).json()
-    assert [(f["name"], f["outcome"]) for f in record["function_calls"]] == [("get_slots", "error")]
+    assert [(f["name"], f["outcome"]) for f in record["functionCalls"]] == [("get_slots", "error")]
     said = [t["text"] for t in record["transcript"] if t["role"] == "assistant"]
     assert "I'm sorry, I couldn't do that just now." in said[1]
     assert not any("booked" in line for line in said)
@@ -264,8 +264,8 @@ async def test_simulate_prints_progress_as_calls_end_and_totals(
     progress = err.splitlines()
     assert [line.split()[0] for line in progress] == ["[1/3]", "[2/3]", "[3/3]"]
     assert all(line.endswith(f"transferred to {ON_CALL}") for line in progress)
-    first_ms = sorted(r["time_to_first_audio_ms"] for r in records)
-    cost_usd = sum(r["cost_usd"] for r in records)
+    first_ms = sorted(r["timeToFirstAudioMs"] for r in records)
+    cost_usd = sum(r["costUsd"] for r in records)
     assert out.splitlines()[-6:] == [
         "totals: 3 calls, 3 connected, 3 records",
         "  intents      emergency 3",

@@ -28,7 +28,7 @@ ON_CALL = "+15551234567"
 
 async def add_project(base: str) -> None:
     project = {"id": "smith-plumbing", "name": "Smith Plumbing", "timezone": "UTC",
-               "on_call_number": ON_CALL}  # fmt: skip
+               "onCallNumber": ON_CALL}  # fmt: skip
     created = await http_request("POST", f"{base}/admin/projects", json=project, token=ADMIN_TOKEN)
     assert created.status == 201, created.body
     added = await http_request(

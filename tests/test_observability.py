@@ -59,7 +59,7 @@ async def test_metrics_match_a_scripted_set_of_calls(fresh_database: str, tmp_pa
             # Its Vapi number, with Vapi not configured: the on-call fallback, a missed call.
             patched = await http_request(
                 "PATCH", f"{base}/admin/projects/smith-plumbing",
-                json={"vapi_fallback": "on_call"}, token=ADMIN_TOKEN,
+                json={"vapiFallback": "on_call"}, token=ADMIN_TOKEN,
             )  # fmt: skip
             assert patched.status == 200
             await twilio_post(engine, "/twilio/voice", call(sid(500), ELSEWHERE))
@@ -91,7 +91,7 @@ async def test_metrics_match_a_scripted_set_of_calls(fresh_database: str, tmp_pa
     assert stats.status == 200
     body = stats.json()
     assert {box["name"] for box in body["mailboxes"]} >= {"store", "metrics", "alerts"}
-    assert body["calls"]["completed_total"] == 2
+    assert body["calls"]["completedTotal"] == 2
     assert body["admission"] == "accepting"
 
 
@@ -195,7 +195,7 @@ async def test_a_crashing_service_actor_is_restarted_and_a_critical_alert_says_s
                 metrics_child = next(
                     c for c in stats["supervisor"]["children"] if c["id"] == "metrics"
                 )
-                if metrics_child["restart_count"] == 1 and metrics_child["running"]:
+                if metrics_child["restartCount"] == 1 and metrics_child["running"]:
                     break
                 await trio.sleep(0.05)
             rows = await event_log_rows(fresh_database)

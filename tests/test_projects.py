@@ -423,7 +423,8 @@ def test_boundary_values_are_accepted(changes: dict[str, Any], field: str) -> No
         pytest.param(
             {**MINIMAL, "function_secret_set": True},
             "function_secret_set",
-            "unknown field (output only: send function_secret)",
+            "unknown field (output only: send the secret itself, "
+            "functionSecret over HTTP, function_secret in a TOML file)",
             id="output-only-field",
         ),
     ],

@@ -117,7 +117,7 @@ async def test_the_admin_api_reads_its_own_write_at_once(
     routing = stats.json()["routing"]
     assert (routing["projects"], routing["numbers"]) == (1, 2)
     assert routing["version"] > 1
-    assert routing["last_error"] is None
+    assert routing["lastError"] is None
 
 
 async def rows(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -186,7 +186,7 @@ async def test_a_known_number_is_answered_and_streams_while_postgres_is_down(
     assert not [e for e in replayed if e["event"] == "media"]
     assert replay_code == 1008
     assert b"<Dial" in busy.body
-    assert PROJECT["on_call_number"].encode() in busy.body
+    assert PROJECT["onCallNumber"].encode() in busy.body
     assert b"not in service" in unknown.body
     by_sid = {row["call_sid"]: row for row in landed}
     assert by_sid[answered_sid]["status"] == "completed"

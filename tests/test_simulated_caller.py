@@ -154,7 +154,7 @@ async def test_the_call_command_serves_vapi_for_a_number_on_vapi(
             "POST", f"{url}/admin/projects", json=EMERGENCY_PROJECT, token=ADMIN_TOKEN
         )
         assert created.status == 201
-        number = {"number": "+15557654321", "system": "vapi", "vapi_phone_number_id": "pn-1"}
+        number = {"number": "+15557654321", "system": "vapi", "vapiPhoneNumberId": "pn-1"}
         added = await http_request(
             "POST", f"{url}/admin/projects/smith-plumbing/phone-numbers", json=number,
             token=ADMIN_TOKEN,
@@ -189,7 +189,7 @@ EMERGENCY_PROJECT = {
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
     "instructions": "Handle after-hours calls. [scenario: emergency]",
-    "on_call_number": "+15551234567",
+    "onCallNumber": "+15551234567",
 }
 
 

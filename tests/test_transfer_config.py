@@ -21,7 +21,7 @@ ON_CALL_PROJECT = {
     "id": "smith-plumbing",
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
-    "on_call_number": "+15551234567",
+    "onCallNumber": "+15551234567",
 }
 
 

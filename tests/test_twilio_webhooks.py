@@ -30,7 +30,7 @@ PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
     "name": "Smith Plumbing",
     "timezone": "America/Chicago",
-    "on_call_number": "+15551234567",
+    "onCallNumber": "+15551234567",
 }
 ANSWERED, ELSEWHERE = "+15557654321", "+15550009999"
 
@@ -61,7 +61,7 @@ async def setup_project(engine: Engine) -> None:
     for number, system in ((ANSWERED, "openai"), (ELSEWHERE, "vapi")):
         added = await http_request(
             "POST", f"{base}/smith-plumbing/phone-numbers",
-            json={"number": number, "system": system, "vapi_phone_number_id": "pn-1"},
+            json={"number": number, "system": system, "vapiPhoneNumberId": "pn-1"},
             token=ADMIN_TOKEN,
         )  # fmt: skip
         assert added.status == 201

@@ -63,10 +63,10 @@ async def add_project(engine: Engine, *, fallback: str = "engine", on_call: bool
     base = engine.bound_urls[0] + "/admin/projects"
     project: dict[str, Any] = {
         "id": "smith-plumbing", "name": "Smith Plumbing", "timezone": "America/Chicago",
-        "vapi_fallback": fallback,
+        "vapiFallback": fallback,
     }  # fmt: skip
     if on_call:
-        project["on_call_number"] = ON_CALL
+        project["onCallNumber"] = ON_CALL
     assert (await http_request("POST", base, json=project, token=ADMIN_TOKEN)).status == 201
     await set_number(engine, VAPI_NUMBER, "vapi")
     await set_number(engine, ENGINE_NUMBER, "openai")
@@ -75,7 +75,7 @@ async def add_project(engine: Engine, *, fallback: str = "engine", on_call: bool
 async def set_number(engine: Engine, number: str, system: str) -> None:
     body: dict[str, Any] = {"number": number, "system": system}
     if system == "vapi":
-        body |= {"vapi_phone_number_id": VAPI_NUMBER_ID, "vapi_assistant_id": "as-1"}
+        body |= {"vapiPhoneNumberId": VAPI_NUMBER_ID, "vapiAssistantId": "as-1"}
     url = engine.bound_urls[0] + "/admin/projects/smith-plumbing/phone-numbers"
     assert (await http_request("POST", url, json=body, token=ADMIN_TOKEN)).status == 201
 

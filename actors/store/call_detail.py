@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.store.admin import NotFound
 from actors.store.call_record import get_call
+from engine.json_case import camel_keys
 
 if TYPE_CHECKING:
     from actors.store.db import Connection
@@ -47,7 +48,8 @@ async def call_detail(connection: Connection, project_id: str, call_sid: str) ->
         "durationS": _round(call["duration_s"], 1),
         "costUsd": _round(call["cost_usd"], 6),
         "timeToFirstAudioMs": call["time_to_first_audio_ms"],
-        "transcript": call["transcript"] or [],
+        # Turns as recorded ({role, text, offset_ms}), in the API's casing.
+        "transcript": camel_keys(call["transcript"] or []),
         "summary": call["summary"],
         "functionCalls": [
             {
