@@ -120,7 +120,7 @@ async def test_a_saturated_engine_turns_new_callers_away_politely_and_takes_them
             engine, "afterhours_refusals_total", edge="voice", reason="engine_overloaded_loop_lag"
         )
     assert b"<Dial" in refused.body
-    assert PROJECT["on_call_number"].encode() in refused.body
+    assert PROJECT["onCallNumber"].encode() in refused.body
     # At once, by Twilio's measure (it waits 15 s for a webhook): within 3 s even on a
     # machine whose cores two CPU hogs share with the engine and its in-process spinner.
     assert refused_after_s < 3.0
