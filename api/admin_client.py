@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +35,11 @@ class AdminClient:
     taken_from: str = "ADMIN_TOKEN"
 
     def call(self, method: str, path: str, body: object = None) -> tuple[int, Any]:
+        # Imported here, not at the top: `afterhours --help` builds the admin commands'
+        # parser from this package and must not pay for urllib's HTTP stack (~35 ms).
+        import urllib.error
+        import urllib.request
+
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(  # noqa: S310 - the operator's own engine URL
             self.base_url + path,

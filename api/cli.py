@@ -23,13 +23,12 @@ from urllib.parse import urlsplit
 from api.admin_cli import add_call_commands, add_commands, run_command
 from api.simulate_args import add_commands as add_simulation_commands
 from engine import __version__
-from engine.config import Settings, load_settings
+from engine.config import load_settings
 from engine.errors import StartupError, find_escalation, find_startup_error
-from engine.local_secrets import ensure_local_secrets, prepare_data_dir
-from engine.logs import configure_logging
 
 if TYPE_CHECKING:
     from api.root import Engine
+    from engine.config import Settings
 
 log = logging.getLogger("afterhours")
 
@@ -131,6 +130,8 @@ def _serve(env_file: Path) -> int:
 
     from api.root import run_engine
     from api.workers import Workers
+    from engine.local_secrets import ensure_local_secrets, prepare_data_dir
+    from engine.logs import configure_logging
 
     try:
         settings = load_settings(os.environ, env_file)
