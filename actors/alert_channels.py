@@ -33,10 +33,10 @@ import httpx
 import msgspec
 import trio
 
-from actors.functions import sign
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert, EventLogWritten, new_event_id, utc_now
+from engine.signing import sign
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

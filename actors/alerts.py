@@ -24,7 +24,7 @@ import msgspec
 import trio
 
 from actors.alert_channels import Outgoing
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.events import ChildExited, ExitReason, SupervisorEscalated, SupervisorEvent
 from engine.messages import Alert, EventLogWritten, StoreWrite
 from engine.safe_text import printable, printable_value

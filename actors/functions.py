@@ -9,14 +9,14 @@ object it can explain to the caller (non-2xx, timeout, unreachable, not JSON).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import msgspec
 import trio
+
+from engine.signing import sign
 
 if TYPE_CHECKING:
     from engine.projects import Project
@@ -34,10 +34,6 @@ class FunctionResult:
     http_status: int | None
     latency_ms: int
     error: str | None
-
-
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 async def call_function(

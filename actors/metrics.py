@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import trio
 
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.events import ChildExited, ChildRestarted, ChildStarted, SupervisorEscalated
 from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
 from engine.messages import Alert

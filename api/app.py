@@ -47,7 +47,7 @@ from api.twilio_webhooks import ROUTES as TWILIO_ROUTES
 from api.vapi_events import MAX_BODY_BYTES as VAPI_MAX_BODY_BYTES
 from api.vapi_events import PATH as VAPI_PATH
 from api.vapi_events import ROUTES as VAPI_ROUTES
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.messages import Alert
 from engine.twilio_form import MAX_BODY_BYTES as TWILIO_MAX_BODY_BYTES
 

@@ -35,7 +35,7 @@ from actors.early_sessions import DiscardEarly, OpenEarly
 from api.asgi import Request, Response
 from api.vapi_calls import VapiUnavailable
 from engine.admission import Admission
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.messages import Alert, CallUpdated, utc_now
 from engine.metric_samples import CallFinished
 from engine.stream_tokens import issue_token

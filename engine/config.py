@@ -9,7 +9,6 @@ is allowed. Creating ``DATA_DIR`` and local tokens is ``engine.local_secrets``' 
 from __future__ import annotations
 
 import difflib
-import enum
 import hmac
 import ipaddress
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from engine.alert_level import AlertLevel
 from engine.dotenv import parse_env_file
 from engine.errors import ConfigError
 from engine.realtime_models import DEFAULT_REALTIME_MODEL
@@ -54,23 +54,6 @@ _DIGITS = re.compile(r"[0-9]+")
 # No exponent, sign, underscore, nan or inf: float() accepts all of those.
 _DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 _PASSWORD_QUERY = re.compile(r"(?i)((?:^|&)password=)[^&]*")
-
-
-class AlertLevel(enum.IntEnum):
-    """Severity of an alert; alerts below ``Settings.alert_min_level`` are not sent."""
-
-    INFO = 10
-    WARNING = 20
-    ERROR = 30
-    CRITICAL = 40
-
-    @classmethod
-    def parse(cls, text: str) -> AlertLevel:
-        """``"info"``, ``"warning"``, ``"error"`` or ``"critical"``, in any case."""
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise ValueError(f"unknown alert level {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True, eq=False, repr=False)

@@ -16,7 +16,7 @@ import msgspec
 if TYPE_CHECKING:
     import trio
 
-    from engine.config import AlertLevel
+    from engine.alert_level import AlertLevel
 
 
 def new_event_id() -> str:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.embedded_postgres import open_postmaster
 from engine.errors import RestartIntensityExceeded, StartupError
 from engine.events import SupervisorEscalated, SupervisorEvent

@@ -9,12 +9,13 @@ time, and most need no action).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
 if TYPE_CHECKING:
-    from engine.projects import Project
+    from collections.abc import Sequence
 
 
 class RealtimeProtocolError(ValueError):
@@ -132,8 +133,31 @@ class TurnDetection(msgspec.Struct, frozen=True, kw_only=True):
     silence_duration_ms: int = 500
 
 
+class ToolSpec(Protocol):
+    """A function the model may call (a project's tool: engine/projects.py ``Tool``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def parameters(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Persona:
+    """The project's side of a session: what the model is told, in which language it
+    hears the caller, its voice and the project's tools. The codec takes these, not a
+    whole project: it depends on nothing above it (an import contract says so)."""
+
+    instructions: str
+    language: str
+    voice: str
+    tools: Sequence[ToolSpec] = ()
+
+
 def encode_session_update(
-    project: Project,
+    persona: Persona,
     *,
     model: str,
     builtin_tools: list[dict[str, Any]],
@@ -147,17 +171,17 @@ def encode_session_update(
     tools = [
         {"type": "function", "name": t.name, "description": t.description,
          "parameters": t.parameters}
-        for t in project.tools
+        for t in persona.tools
     ] + builtin_tools  # fmt: skip
     session = {
         "type": "realtime",
         "model": model,
-        "instructions": project.instructions,
+        "instructions": persona.instructions,
         "output_modalities": ["audio"],
         "audio": {
             "input": {
                 "format": {"type": "audio/pcmu"},
-                "transcription": {"model": transcription_model, "language": project.language},
+                "transcription": {"model": transcription_model, "language": persona.language},
                 "turn_detection": {
                     "type": "server_vad",
                     "threshold": vad.threshold,
@@ -167,7 +191,7 @@ def encode_session_update(
                     "interrupt_response": True,
                 },
             },
-            "output": {"format": {"type": "audio/pcmu"}, "voice": project.voice},
+            "output": {"format": {"type": "audio/pcmu"}, "voice": persona.voice},
         },
         "tools": tools,
         "tool_choice": "auto",

@@ -17,7 +17,8 @@ import trio
 from actors.alert_channels import Outgoing, email_channel, webhook_channel
 from actors.alerts import AlertActor
 from api.root import alert_channels
-from engine.config import AlertLevel, settings_from_mapping
+from engine.alert_level import AlertLevel
+from engine.config import settings_from_mapping
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert, EventLogWritten, StoreWrite

@@ -9,7 +9,7 @@ import trio
 
 from actors.alerts import AlertActor, alert_for
 from actors.metrics import MetricsAggregator, MetricsSample
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.events import (
     ChildExited,
     ChildRestarted,

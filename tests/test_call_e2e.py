@@ -14,12 +14,12 @@ import pytest
 import trio
 from twilio.request_validator import RequestValidator
 
-from actors.functions import sign
 from actors.store.db import open_database
 from api.root import Engine
 from engine.json_case import camel_keys
 from engine.price_book import BUILT_IN
 from engine.pricing import DEFAULT_PRICES, call_cost_usd
+from engine.signing import sign
 from engine.simulator.mulaw import FRAME_BYTES, silence, tone
 from engine.ws import WebSocket, WebSocketClosed, connect
 from tests.function_backend import FunctionBackend, TwilioRestStandIn

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from engine.alert_level import AlertLevel
 from engine.config import (
     ENV_NAMES,
-    AlertLevel,
     Secret,
     Settings,
     dsn_for_display,

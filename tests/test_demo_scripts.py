@@ -16,8 +16,8 @@ import httpx
 import pytest
 import trio
 
-from actors.functions import sign
 from engine.config import ENV_NAMES
+from engine.signing import sign
 from engine.simulator import audio_formats, phrases
 from engine.simulator.business import SimulatedBusiness
 from engine.simulator.caller import CALLER_SCRIPTS, CallerConfig, place_call, script_audio

@@ -6,8 +6,9 @@ import httpx
 import pytest
 import trio
 
-from actors.functions import SIGNATURE_HEADER, FunctionResult, call_function, sign
+from actors.functions import SIGNATURE_HEADER, FunctionResult, call_function
 from engine.projects import Project, parse_project
+from engine.signing import sign
 from tests.function_backend import FunctionBackend
 
 

@@ -26,7 +26,7 @@ from twilio.request_validator import RequestValidator
 
 from actors.store.db import open_database
 from api.root import Engine
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.logs import JsonFormatter, TextFormatter
 from engine.messages import Alert
 from tests.helpers import (

@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from actors.metrics import ErrorRateRule, MetricsAggregator
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy

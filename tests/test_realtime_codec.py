@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from actors.call.session import persona_of
 from engine.projects import parse_project
 from engine.realtime_codec import (
     AudioDelta,
@@ -70,7 +71,10 @@ def client_events() -> list[tuple[str, bytes]]:
         (
             "session.update",
             encode_session_update(
-                PROJECT, model="gpt-realtime", builtin_tools=BUILTIN, vad=TurnDetection()
+                persona_of(PROJECT),
+                model="gpt-realtime",
+                builtin_tools=BUILTIN,
+                vad=TurnDetection(),
             ),
         ),
     ]
@@ -84,7 +88,7 @@ def test_every_client_event_validates_against_the_sdk_types(name: str, frame: by
 def test_session_update_is_the_ga_shape_for_a_call() -> None:
     session = json.loads(
         encode_session_update(
-            PROJECT, model="gpt-realtime", builtin_tools=BUILTIN, vad=TurnDetection()
+            persona_of(PROJECT), model="gpt-realtime", builtin_tools=BUILTIN, vad=TurnDetection()
         )
     )["session"]
     assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}

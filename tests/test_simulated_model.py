@@ -15,6 +15,7 @@ import pytest
 import trio
 from openai.types.realtime import RealtimeSessionCreateResponse
 
+from actors.call.session import persona_of
 from engine.projects import parse_project
 from engine.realtime_codec import (
     TurnDetection,
@@ -94,7 +95,9 @@ async def configured(socket: WebSocket, **fields: Any) -> list[dict[str, Any]]:
     session.updated."""
     await events_until(socket, "session.created")
     update = json.loads(
-        encode_session_update(PROJECT, model="gpt-realtime", builtin_tools=[], vad=TurnDetection())
+        encode_session_update(
+            persona_of(PROJECT), model="gpt-realtime", builtin_tools=[], vad=TurnDetection()
+        )
     )
     update["session"] |= fields
     await send(socket, update)
@@ -114,7 +117,7 @@ async def test_handshake_session_update_and_a_spoken_greeting() -> None:
         created = await events_until(socket, "session.created")
         await socket.send_text(
             encode_session_update(
-                PROJECT, model="gpt-realtime", builtin_tools=[], vad=TurnDetection()
+                persona_of(PROJECT), model="gpt-realtime", builtin_tools=[], vad=TurnDetection()
             )
         )
         updated = await events_until(socket, "session.updated")
@@ -475,7 +478,7 @@ async def test_session_created_carries_the_server_defaults_and_updates_deep_merg
         created = (await events_until(socket, "session.created"))[-1]["session"]
         await socket.send_text(
             encode_session_update(
-                PROJECT, model="gpt-realtime", builtin_tools=[], vad=TurnDetection()
+                persona_of(PROJECT), model="gpt-realtime", builtin_tools=[], vad=TurnDetection()
             )
         )
         first = (await events_until(socket, "session.updated"))[-1]["session"]

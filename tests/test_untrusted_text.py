@@ -22,7 +22,7 @@ import trio
 
 from actors.alert_channels import email_channel, webhook_channel
 from actors.alerts import AlertActor, printable_alert
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.lifecycle import StopSignal
 from engine.logs import MAX_MESSAGE_CHARS, JsonFormatter, TextFormatter
 from engine.mailbox import Mailbox, OverflowPolicy

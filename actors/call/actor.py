@@ -29,7 +29,7 @@ from actors.call.session import ModelUnavailable
 from actors.call.setup import CallEnded, CallSetup
 from actors.call.twilio_side import apologise
 from actors.twilio_rest import REST_TIMEOUT_S
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.logs import call_context
 from engine.messages import utc_now
 from engine.metric_samples import CallBegan, CallFinished

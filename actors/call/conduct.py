@@ -31,7 +31,7 @@ from actors.call.setup import CallEnded
 from actors.call.state import CallState
 from actors.call.tools import BUILTIN_NAMES, ToolCall, run_builtin
 from actors.call.twilio_side import NO_TWILIO_ACCOUNT, transfer_call
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.messages import Alert
 from engine.twilio_codec import encode_clear
 

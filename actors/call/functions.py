@@ -12,7 +12,7 @@ import msgspec
 import trio
 
 from actors.functions import call_function
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.messages import Alert, FunctionCallRecorded, new_event_id, utc_now
 from engine.metric_samples import FunctionCalled
 from engine.tls import client_context

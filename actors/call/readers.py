@@ -12,7 +12,7 @@ import trio
 from actors.call.responses import Request
 from actors.call.setup import CallEnded
 from actors.call.state import CallState
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.realtime_codec import (
     AudioDelta,
     RealtimeProtocolError,

@@ -11,7 +11,7 @@ import trio
 from actors.call.tools import BUILTIN_TOOLS
 from actors.model_link import CONNECT_ERRORS, open_model_socket
 from engine.metric_samples import ModelConnected
-from engine.realtime_codec import TurnDetection, encode_session_update
+from engine.realtime_codec import Persona, TurnDetection, encode_session_update
 from engine.ws import WebSocket, WebSocketClosed
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from actors.call.setup import CallSetup
     from engine.metric_samples import MetricsSample
+    from engine.projects import Project
 
 log = logging.getLogger("afterhours.call")
 
@@ -34,12 +35,22 @@ class ModelUnavailable(Exception):
     """No model session could be opened within the budget."""
 
 
+def persona_of(project: Project) -> Persona:
+    """The project's side of its calls' sessions, as the codec takes it."""
+    return Persona(
+        instructions=project.instructions,
+        language=project.language,
+        voice=project.voice,
+        tools=project.tools,
+    )
+
+
 async def configure(model: WebSocket, setup: CallSetup, event_id: str) -> None:
     """This call's session: the project's instructions, tools and voice settings."""
     project = setup.project
     await model.send_text(
         encode_session_update(
-            project,
+            persona_of(project),
             model=setup.model.model,
             builtin_tools=BUILTIN_TOOLS,
             vad=TurnDetection(

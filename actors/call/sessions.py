@@ -21,7 +21,7 @@ from actors.call.session import (
 from actors.call.setup import CallEnded
 from actors.call.state import CallState
 from actors.early_sessions import take_early
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.ws import WebSocket, WebSocketClosed
 
 log = logging.getLogger("afterhours.call")

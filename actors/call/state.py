@@ -18,7 +18,7 @@ from actors.call.core import (
 from actors.call.functions import BusinessFunctions
 from actors.call.setup import CallEnded, CallSetup
 from actors.twilio_rest import REST_TIMEOUT_S
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
 from engine.messages import Alert
 from engine.metric_samples import CallProgress, MetricsSample

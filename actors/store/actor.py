@@ -35,7 +35,7 @@ from actors.store.queries import StoreUnavailable
 from actors.store.spool import Spool, SpoolStatistics
 from actors.store.write_errors import describe_refusal, is_outage, is_poison
 from actors.store.writes import write_records
-from engine.config import AlertLevel
+from engine.alert_level import AlertLevel
 from engine.errors import StartupError
 from engine.events import describe_error
 from engine.messages import Alert
