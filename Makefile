@@ -8,7 +8,7 @@ STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
 # test-floors: see below (CI runs it after `make test`).
-.PHONY: test-floors run test lint typecheck imports pytest postgres-binaries nginx-binary chromium-binary clean
+.PHONY: test-floors test-fast test-engine run test lint typecheck imports pytest postgres-binaries nginx-binary chromium-binary clean
 
 run: $(STAMP_RUN) postgres-binaries
 	$(BIN)/afterhours serve
@@ -27,6 +27,15 @@ imports: $(STAMP_DEV)
 
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest
+
+# The suite's two halves (tests/conftest.py marks them): the fast one (pure functions,
+# Trio's mock clock, in-process sockets; about 20 s here) and the one that needs
+# PostgreSQL or starts processes. `make test` runs both, with the checks.
+test-fast: $(STAMP_DEV) lint typecheck imports
+	$(BIN)/pytest -m "not slow and not engine"
+
+test-engine: $(STAMP_DEV) postgres-binaries nginx-binary chromium-binary
+	$(BIN)/pytest -m "not slow and engine"
 
 # The environment is the one uv.lock pins (exported to a requirements file with hashes,
 # then installed; the project itself editable, without its dependencies). uv installs in

@@ -98,3 +98,25 @@ async def fresh_database(postgres_server_dsn: str, aio_loop: None) -> AsyncItera
         await aio_as_trio(admin.execute)(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await aio_as_trio(admin.close)()
+
+
+# The suite in two halves (`make test-fast`, `make test-engine`; `make test` runs both).
+# The engine half is every test that needs PostgreSQL (the database fixtures) or starts
+# processes (the CLI, the embedded server, nginx, a browser); the fast half is the rest:
+# pure functions, Trio's mock clock, and in-process sockets on 127.0.0.1 (under a minute).
+# Besides the database fixtures: modules that start processes, or whose PostgreSQL stands
+# in for an outage in real time (a frozen or stopped server, for seconds).
+_ENGINE_MODULES = frozenset({
+    "test_cli", "test_doctor", "test_embedded_postgres", "test_nginx", "test_dashboard",
+    "test_simulated_caller", "test_postgres_supervision", "test_demo_scripts",
+    "test_store_hang", "test_store_outage", "test_routing", "test_observability",
+})  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
+        if "postgres_server_dsn" in getattr(item, "fixturenames", ()) or (
+            module in _ENGINE_MODULES
+        ):
+            item.add_marker(pytest.mark.engine)
