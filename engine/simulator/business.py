@@ -23,22 +23,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import h11
 import trio
 
-from engine.simulator.http11 import READ_BYTES, next_event, read_body, send_json
-
-log = logging.getLogger("afterhours.simulator.business")
+from engine.simulator.http11 import next_request, read_body, send_json, serve_connection
 
 # A function call's body is a few hundred bytes: far more is not one.
 MAX_BODY_BYTES: Final = 64 * 1024
 # The engine's client sends a request whole, over loopback: this long is a stuck peer.
 REQUEST_TIMEOUT_S: Final = 5.0
-IDLE_TIMEOUT_S: Final = 10.0  # an idle kept-alive connection is closed after this
 # actors/functions.py's header and scheme, restated: the engine's layers may not import
 # the actors (a test signs with actors.functions.sign and expects 200 here).
 SIGNATURE_HEADER: Final = b"x-afterhours-signature"
@@ -81,19 +77,11 @@ class SimulatedBusiness:
         await trio.serve_listeners(self._connection, listeners)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=READ_BYTES)
-        async with stream:
-            try:
-                while await self._exchange(stream, connection):
-                    connection.start_next_cycle()
-            except (h11.ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                log.debug("simulated business: connection dropped: %s", exc)
+        await serve_connection(stream, self._exchange, "simulated business")
 
     async def _exchange(self, stream: trio.SocketStream, connection: h11.Connection) -> bool:
-        event: h11.Event | None = None
-        with trio.move_on_after(IDLE_TIMEOUT_S):
-            event = await next_event(stream, connection)
-        if not isinstance(event, h11.Request):
+        event = await next_request(stream, connection)
+        if event is None:
             return False
         with trio.fail_after(REQUEST_TIMEOUT_S):
             body = await read_body(stream, connection, MAX_BODY_BYTES)

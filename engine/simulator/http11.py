@@ -4,12 +4,15 @@ h11 over a Trio stream: read a request's head and its bounded body, answer JSON.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
 import trio
 
 READ_BYTES = 16 * 1024
+IDLE_TIMEOUT_S = 10.0  # an idle kept-alive connection is closed after this
 SEND_TIMEOUT_S = 5.0
 _REASONS = {200: b"OK", 201: b"Created", 400: b"Bad Request", 401: b"Unauthorized"}
 _REASONS |= {404: b"Not Found", 405: b"Method Not Allowed", 413: b"Payload Too Large"}
@@ -68,3 +71,27 @@ async def send_json(
         data += connection.send(h11.Data(data=payload)) or b""
         data += connection.send(h11.EndOfMessage()) or b""
         await stream.send_all(data)
+
+
+Exchange = Callable[[trio.SocketStream, h11.Connection], Awaitable[bool]]
+
+
+async def serve_connection(stream: trio.SocketStream, exchange: Exchange, name: str) -> None:
+    """One kept-alive HTTP/1.1 connection of a simulated service: ``exchange`` answers
+    one request (False: the connection is done); a broken or malformed one is dropped
+    and logged at debug (a simulator's peer misbehaving is not the engine's error)."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=READ_BYTES)
+    async with stream:
+        try:
+            while await exchange(stream, connection):
+                connection.start_next_cycle()
+        except (h11.ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            logging.getLogger("afterhours.simulator").debug("%s: connection dropped: %s", name, exc)
+
+
+async def next_request(stream: trio.SocketStream, connection: h11.Connection) -> h11.Request | None:
+    """The next request, or None: the peer closed, or stayed idle past IDLE_TIMEOUT_S."""
+    event: h11.Event | None = None
+    with trio.move_on_after(IDLE_TIMEOUT_S):
+        event = await next_event(stream, connection)
+    return event if isinstance(event, h11.Request) else None

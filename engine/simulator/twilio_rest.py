@@ -32,7 +32,7 @@ from urllib.parse import parse_qs
 import h11
 import trio
 
-from engine.simulator.http11 import READ_BYTES, next_event, read_body, send_json
+from engine.simulator.http11 import READ_BYTES, next_request, read_body, send_json, serve_connection
 from engine.simulator.twilio_calls import CallRegistry, LiveCall, TwimlError, simulated_account
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ _CALL_PATH = re.compile(r"/2010-04-01/Accounts/(?P<account>[^/]+)/Calls/(?P<call
 MAX_BODY_BYTES = 64 * 1024
 # The engine's client sends a request whole, over loopback: this long is a stuck peer.
 REQUEST_TIMEOUT_S = 5.0
-# An idle kept-alive connection is closed after this (httpx reopens one when it needs it).
-IDLE_TIMEOUT_S = 10.0
 # A stalled request is held at most this long (or until its client gives up), so a
 # forgotten stall never holds a connection for good.
 STALL_HOLD_S = 60.0
@@ -117,20 +115,12 @@ class SimulatedTwilio:
         await trio.serve_listeners(self._connection, listeners)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=READ_BYTES)
-        async with stream:
-            try:
-                while await self._exchange(stream, connection):
-                    connection.start_next_cycle()
-            except (h11.ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                log.debug("simulated Twilio REST: connection dropped: %s", exc)
+        await serve_connection(stream, self._exchange, "simulated Twilio REST")
 
     async def _exchange(self, stream: trio.SocketStream, connection: h11.Connection) -> bool:
         """One request and its answer; False when the connection is done."""
-        event: h11.Event | None = None
-        with trio.move_on_after(IDLE_TIMEOUT_S):  # past it, an idle connection is closed
-            event = await next_event(stream, connection)
-        if not isinstance(event, h11.Request):
+        event = await next_request(stream, connection)
+        if event is None:
             return False
         method, target = event.method.decode(), event.target.decode()
         with trio.fail_after(REQUEST_TIMEOUT_S):

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,7 +41,7 @@ import h11
 import msgspec
 import trio
 
-from engine.simulator.http11 import READ_BYTES, next_event, read_body, send_json
+from engine.simulator.http11 import next_request, read_body, send_json, serve_connection
 from engine.simulator.vapi_reports import (
     Delivery,
     SimulatedCall,
@@ -53,11 +52,8 @@ from engine.simulator.vapi_reports import (
 from engine.simulator.vapi_stream import VapiStream
 from engine.ws import HandshakeFailed, Rejection, WebSocketClosed, accept
 
-log = logging.getLogger("afterhours.simulator.vapi")
-
 MAX_BODY_BYTES = 64 * 1024  # a create-call body is a few hundred bytes
 REQUEST_TIMEOUT_S = 5.0
-IDLE_TIMEOUT_S = 10.0
 HANDSHAKE_TIMEOUT_S = 5.0
 STREAM_SEND_TIMEOUT_S = 5.0
 CALL_MAX_S = 600.0  # Vapi's default maximum call duration
@@ -142,19 +138,11 @@ class SimulatedVapi:
     # -- the API ----------------------------------------------------------------------------
 
     async def _api_connection(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            connection = h11.Connection(h11.SERVER, max_incomplete_event_size=READ_BYTES)
-            try:
-                while await self._exchange(stream, connection):
-                    connection.start_next_cycle()
-            except (h11.ProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                log.debug("simulated Vapi: connection dropped: %s", exc)
+        await serve_connection(stream, self._exchange, "simulated Vapi")
 
     async def _exchange(self, stream: trio.SocketStream, connection: h11.Connection) -> bool:
-        event: h11.Event | None = None
-        with trio.move_on_after(IDLE_TIMEOUT_S):
-            event = await next_event(stream, connection)
-        if not isinstance(event, h11.Request):
+        event = await next_request(stream, connection)
+        if event is None:
             return False
         method, path = event.method.decode(), event.target.decode().partition("?")[0]
         with trio.fail_after(REQUEST_TIMEOUT_S):
