@@ -365,19 +365,22 @@ async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
     assert 10 <= record["duration_s"] < 20
 
 
+# The simulated model classifies its calls as emergencies and transfers them.
+EMERGENCY_PROJECT = {
+    "id": "smith-plumbing",
+    "name": "Smith Plumbing",
+    "timezone": "America/Chicago",
+    "instructions": "Handle after-hours calls. [scenario: emergency]",
+    "onCallNumber": "+15551234567",
+}
+
+
 @pytest.mark.parametrize("stream_ends_first", [False, True])
 async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_api(
     fresh_database: str, tmp_path: Path, stream_ends_first: bool
 ) -> None:
     """``stream_ends_first``: Twilio runs the new TwiML and ends the media stream before
     its REST answer reaches the engine (1 s later): still a transfer, not a hang-up."""
-    emergency_project = {
-        "id": "smith-plumbing",
-        "name": "Smith Plumbing",
-        "timezone": "America/Chicago",
-        "instructions": "Handle after-hours calls. [scenario: emergency]",
-        "onCallNumber": "+15551234567",
-    }
     twilio = TwilioRestStandIn(answer_after_s=1.0 if stream_ends_first else 0.0)
     account = "AC" + "ab" * 16
     async with trio.open_nursery() as nursery:
@@ -389,7 +392,7 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
             TWILIO_ACCOUNT_SID=account,
             TWILIO_API_BASE_URL=rest_url,
         ) as engine:
-            socket, parameters = await answered_call(engine, emergency_project, sid(904))
+            socket, parameters = await answered_call(engine, EMERGENCY_PROJECT, sid(904))
             with trio.fail_after(30):
                 await start_call(socket, sid(904), parameters)
                 await listen(socket, until_silent_s=1.0)
@@ -507,13 +510,6 @@ async def test_transfers_of_two_calls_share_one_connection_to_twilio(
 ) -> None:
     """The process's one HTTP client (actors/http_client.py): the second call's transfer
     reuses the connection the first one opened, so it pays no new handshake."""
-    emergency_project = {
-        "id": "smith-plumbing",
-        "name": "Smith Plumbing",
-        "timezone": "America/Chicago",
-        "instructions": "Handle after-hours calls. [scenario: emergency]",
-        "onCallNumber": "+15551234567",
-    }
     twilio = TwilioRestStandIn(keep_alive=True)
     async with trio.open_nursery() as nursery:
         rest_url = await nursery.start(twilio.serve)
@@ -527,7 +523,7 @@ async def test_transfers_of_two_calls_share_one_connection_to_twilio(
             records = []
             for n in (905, 906):
                 if n == 905:
-                    socket, parameters = await answered_call(engine, emergency_project, sid(n))
+                    socket, parameters = await answered_call(engine, EMERGENCY_PROJECT, sid(n))
                 else:  # the project and its number exist: only a new call to it
                     twiml = await twilio_post(engine, "/twilio/voice", call(sid(n), ANSWERED))
                     socket, parameters = await open_stream(twiml.body.decode())

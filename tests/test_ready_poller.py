@@ -117,20 +117,23 @@ async def test_two_readers_of_one_socket_are_refused(
         nursery.cancel_scope.cancel()
 
 
+async def reader_of_closed(
+    poller: ReadyPoller, sock: trio.socket.SocketType, errors: list[BaseException]
+) -> None:
+    """Reads ``sock`` until told it is closed; the error goes into ``errors``."""
+    try:
+        await read_once(poller, sock)
+    except trio.ClosedResourceError as exc:
+        errors.append(exc)
+
+
 async def test_forget_wakes_the_parked_reader_with_closed(
     autojump_clock: trio.testing.MockClock, socketpair: Callable[[], Pair]
 ) -> None:
     ours, _ = socketpair()
     errors: list[BaseException] = []
-
-    async def reader() -> None:
-        try:
-            await read_once(poller, ours)
-        except trio.ClosedResourceError as exc:
-            errors.append(exc)
-
     async with running() as poller, trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
+        nursery.start_soon(reader_of_closed, poller, ours, errors)
         await trio.testing.wait_all_tasks_blocked()
         poller.forget(ours)
         ours.close()
@@ -142,15 +145,8 @@ async def test_a_socket_closed_by_another_task_is_found_by_the_sweep(
 ) -> None:
     ours, _ = socketpair()
     errors: list[BaseException] = []
-
-    async def reader() -> None:
-        try:
-            await read_once(poller, ours)
-        except trio.ClosedResourceError as exc:
-            errors.append(exc)
-
     async with running() as poller, trio.open_nursery() as nursery:
-        nursery.start_soon(reader)
+        nursery.start_soon(reader_of_closed, poller, ours, errors)
         await trio.testing.wait_all_tasks_blocked()
         closed_at_s = trio.current_time()
         ours.close()  # no forget: the poller cannot see this close, and epoll forgets it
