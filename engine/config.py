@@ -264,7 +264,9 @@ def settings_from_mapping(values: Mapping[str, str]) -> Settings:
         alert_email_from=_parse_email("ALERT_EMAIL_FROM", raw.get("ALERT_EMAIL_FROM")),
         smtp_url=_parse_optional_url("SMTP_URL", raw.get("SMTP_URL"), ("smtp", "smtps")),
         alert_min_level=_parse_alert_level(raw.get("ALERT_MIN_LEVEL")),
-        drain_timeout_s=_parse_drain_timeout(raw.get("DRAIN_TIMEOUT_S")),
+        drain_timeout_s=_parse_seconds(
+            "DRAIN_TIMEOUT_S", raw.get("DRAIN_TIMEOUT_S"), 30.0, (0.0, DRAIN_TIMEOUT_MAX_S)
+        ),
         max_concurrent_calls=_parse_int(
             "MAX_CONCURRENT_CALLS", raw.get("MAX_CONCURRENT_CALLS"), 100, MAX_CONCURRENT_CALLS_RANGE
         ),
@@ -454,18 +456,6 @@ def _parse_optional_path(name: str, value: str | None) -> Path | None:
         return Path(value).expanduser().resolve()
     except (RuntimeError, ValueError, OSError):
         raise ConfigError(name, value, "expected a file path") from None
-
-
-def _parse_drain_timeout(value: str | None) -> float:
-    if value is None:
-        return 30.0
-    if _DECIMAL.fullmatch(value) is None or not 0 < float(value) <= DRAIN_TIMEOUT_MAX_S:
-        raise ConfigError(
-            "DRAIN_TIMEOUT_S",
-            value,
-            f"expected a number of seconds greater than 0 and at most {DRAIN_TIMEOUT_MAX_S:g}",
-        )
-    return float(value)
 
 
 def _split_url(value: str, schemes: tuple[str, ...]) -> SplitResult | None:

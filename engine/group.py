@@ -6,8 +6,9 @@ call is reported and counted, and its siblings never notice. The group refuses n
 children beyond ``max_children`` (admission control) and once it is stopping.
 
 Stopping the group stops all children in parallel (OTP stops ``simple_one_for_one``
-children asynchronously): each is asked to stop and given ``shutdown_s`` (the drain
-budget) before it is cancelled.
+children asynchronously): each is asked to stop and given ``shutdown_s`` (a call's stop
+budget, ``STOP_BUDGET_S``; the drain, ``DRAIN_TIMEOUT_S``, has run before) before it is
+cancelled.
 """
 
 from __future__ import annotations
