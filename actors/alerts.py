@@ -69,7 +69,7 @@ class AlertStatistics:
 
 
 _CRASHES = (ExitReason.FAILED, ExitReason.START_FAILED)
-CALLS_GROUP = "calls"  # the dynamic group's name (api/root.py)
+CALLS_GROUP = "calls"  # the dynamic group's name (api/root/engine.py)
 
 
 def alert_for(event: SupervisorEvent) -> Alert | None:

@@ -147,7 +147,7 @@ class MediaServer:
         prices: PriceBook,
         metrics: Outbox[MetricsSample] | None = None,
         refusals: Refusals | None = None,
-        twilio_rest: TwilioRest | None = None,  # api/twilio_access.py; None: no transfers
+        twilio_rest: TwilioRest | None = None,  # api/http/twilio_access.py; None: no transfers
         instance: str | None = None,  # this process's id, on its calls' rows (leases.py)
         http: httpx.AsyncClient | None = None,  # actors/http_client.py, shared by every call
     ) -> None:

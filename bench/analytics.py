@@ -46,7 +46,7 @@ PROJECTS = 50
 BUSIEST_SHARE = 0.10
 DAYS = 365
 SEED = 20261127
-# One key may read 5 times a second after a burst of 20 (api/analytics.py): requests
+# One key may read 5 times a second after a burst of 20 (api/http/analytics.py): requests
 # back to back would be refused with 429, so the client paces itself under that.
 PACE_S = 0.25
 STATUSES = ("completed",) * 80 + ("missed",) * 12 + ("failed",) * 6 + ("active",) * 2

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # After a kill, how long to wait for the child's own (shielded, bounded) cleanup before
 # the stopper moves on to the next child and logs this one as stuck. A child that shields
 # without a deadline is a bug that Trio cannot cancel: the supervisor's nursery still waits
-# for it, and only the process-level watchdog (api/watchdog.py) ends that wait.
+# for it, and only the process-level watchdog (api/root/watchdog.py) ends that wait.
 KILL_GRACE_S = 2.0
 
 log = logging.getLogger("afterhours.supervisor")

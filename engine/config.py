@@ -158,7 +158,7 @@ class Settings:
     # (ADMIT_MAX_CPU=1 turns the CPU check off).
     admit_max_cpu: float
     admit_max_loop_lag_s: float
-    # Vapi, for numbers on the vapi system (api/vapi_calls.py, api/vapi_events.py): the
+    # Vapi, for numbers on the vapi system (api/http/vapi_calls.py, api/http/vapi_events.py): the
     # private API key the voice webhook creates calls with; its base URL
     # (https://api.vapi.ai with a key; without one, the simulated Vapi `afterhours
     # simulate` serves on 127.0.0.1, PORT + 3; None when PORT is 0 and nothing is set);

@@ -31,7 +31,7 @@ from engine.pricing import REALTIME_PRICES, built_in_prices
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 SYSTEMS = ("openai", "vapi")
 # Who answers a caller of a Vapi number when Vapi does not take the call in time: this
-# engine, or the project's on-call number (api/vapi_calls.py).
+# engine, or the project's on-call number (api/http/vapi_calls.py).
 VAPI_FALLBACKS = ("engine", "on_call")
 _VAPI_ID_MAX_CHARS = 64
 FUNCTION_TIMEOUT_MAX_S = 30.0

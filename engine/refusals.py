@@ -53,5 +53,5 @@ class Refusals:
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def statistics(self) -> dict[tuple[str, str], int]:
-        """What was refused (api/prometheus.py adds the known reasons at 0)."""
+        """What was refused (api/http/prometheus.py adds the known reasons at 0)."""
         return dict(self._counts)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class NumberRoute(msgspec.Struct, frozen=True):
     number: str
     project_id: str
-    system: str  # "openai": answered here; "vapi": handed to Vapi (api/vapi_calls.py)
+    system: str  # "openai": answered here; "vapi": handed to Vapi (api/http/vapi_calls.py)
     on_call_number: str | None
     vapi_phone_number_id: str | None = None
     vapi_assistant_id: str | None = None

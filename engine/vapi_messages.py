@@ -18,14 +18,14 @@ writes.py) ranks them like the engine's own word, so a report delivered twice, o
 report before or after the ``ended`` status or Twilio's status callback, gives one row
 with the same values.
 
-Which call: the ``metadata.callSid`` we sent when creating it (api/vapi_calls.py), else
+Which call: the ``metadata.callSid`` we sent when creating it (api/http/vapi_calls.py), else
 ``call.phoneCallProviderId`` (Twilio's CallSid, as Vapi knows it), else the key
 ``vapi:<Vapi's call id>``, which the store first resolves to the row carrying that
 ``vapi_call_id`` (writes.py) and otherwise keeps as the row of a call we never saw.
 
 What a report holds is bounded here (turns, their text), and the store bounds the rest,
 so a report of megabytes is cut, never refused for its size (the API refuses a body over
-``api/vapi_events.py MAX_BODY_BYTES`` before reading it).
+``api/http/vapi_events.py MAX_BODY_BYTES`` before reading it).
 """
 
 from __future__ import annotations

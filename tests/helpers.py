@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import msgspec
 import trio
 
-from api.root import Engine, run_engine
+from api.root.engine import Engine, run_engine
 from engine.config import settings_from_mapping
 
 T = TypeVar("T")

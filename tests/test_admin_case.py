@@ -13,7 +13,7 @@ from typing import Any, Literal, cast
 
 import pytest
 
-from api.admin import DEPRECATION, OPAQUE_FIELDS, AdminApi
+from api.http.admin import DEPRECATION, OPAQUE_FIELDS, AdminApi
 from engine.json_case import BothNames, camel, camel_keys, field_to_api, from_api, snake
 from engine.messages import CallUpdated, FunctionCallRecorded, new_event_id
 from engine.projects import NUMBER_FIELDS, PROJECT_FIELDS
@@ -402,7 +402,7 @@ async def test_the_cli_sends_camel_case_and_names_a_files_fields_as_the_file_doe
 
 def test_the_dashboard_reads_and_sends_the_admin_apis_camel_case_names() -> None:
     # (The browser test that clicks through the page needs chromium; this one does not.)
-    from api.dashboard import PAGE
+    from api.http.dashboard import PAGE
 
     script = PAGE.decode() if isinstance(PAGE, bytes) else str(PAGE)
     old = {field for field in (*PROJECT_FIELDS, *NUMBER_FIELDS) if camel(field) != field}

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pytest
 
 from actors.store.db import open_database
-from api.root import Engine
+from api.root.engine import Engine
 from engine.messages import CallUpdated, FunctionCallRecorded, StoreWrite
 from tests.helpers import (
     ADMIN_TOKEN,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from api.openapi import document, operations
+from api.http.openapi import document, operations
 
 API_MD = Path(__file__).parents[1] / "docs" / "api.md"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from api.root import Engine, run_engine
+from api.root.engine import Engine, run_engine
 from engine.config import settings_from_mapping
 from engine.lifecycle import StopSignal
 from tests.helpers import engine_settings, http_request, running_engine

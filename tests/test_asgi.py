@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.asgi import MAX_BODY_BYTES, BodyTooLarge, Message, Receive, Scope, read_request
+from api.http.asgi import MAX_BODY_BYTES, BodyTooLarge, Message, Receive, Scope, read_request
 
 
 def scope(headers: list[tuple[bytes, bytes]]) -> Scope:

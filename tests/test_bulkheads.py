@@ -12,7 +12,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.store.db import open_database
-from api.root import Engine
+from api.root.engine import Engine
 from tests.helpers import ADMIN_TOKEN, http_request, running_engine
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 

@@ -15,7 +15,7 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from actors.store.db import open_database
-from api.root import Engine
+from api.root.engine import Engine
 from engine.json_case import camel_keys
 from engine.price_book import BUILT_IN
 from engine.pricing import DEFAULT_PRICES, call_cost_usd

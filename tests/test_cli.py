@@ -334,7 +334,7 @@ async def test_workers_share_the_ports_and_the_database_and_stop_together(
 
 
 def test_the_cli_script_names_are_the_simulated_callers() -> None:
-    from api.simulate_args import CALLER_SCRIPT_NAMES
+    from api.cli.simulate_args import CALLER_SCRIPT_NAMES
     from engine.simulator.caller import CALLER_SCRIPTS
 
     assert sorted(CALLER_SCRIPT_NAMES) == sorted(CALLER_SCRIPTS)

@@ -26,8 +26,8 @@ import pytest
 import trio
 
 from actors.store.db import open_database
-from api.dashboard import PAGE
-from api.root import Engine
+from api.http.dashboard import PAGE
+from api.root.engine import Engine
 from engine.messages import CallUpdated, StoreWrite
 from engine.simulator.caller import CallerConfig, place_call
 from tests.dashboard_browser import CHROMIUM

@@ -253,13 +253,13 @@ async def test_without_database_url_the_embedded_postgresql_is_named(tmp_path: P
 async def test_help_says_what_the_program_is_without_importing_the_engine() -> None:
     probe = (
         "import sys\n"
-        "from api.cli import main\n"
+        "from api.cli.main import main\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
         # urllib.request and msgspec too: with them --help took 0.3 s instead of 0.13 s
-        "heavy = ('trio', 'httpx', 'openai', 'asyncpg', 'hypercorn', 'api.doctor',\n"
+        "heavy = ('trio', 'httpx', 'openai', 'asyncpg', 'hypercorn', 'api.cli.doctor',\n"
         "         'urllib.request', 'msgspec', 'engine.logs')\n"
         "print('imported:', [name for name in heavy if name in sys.modules])\n"
     )

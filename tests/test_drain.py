@@ -112,7 +112,7 @@ async def test_a_call_still_live_when_the_drain_runs_out_hears_a_goodbye(
 async def _stopped_after_s(ended_before_s: float | None, live: int) -> float:
     """How long after its begin the drain requests the stop, with ``live`` calls that end
     one per second from then, and the last earlier call ended ``ended_before_s`` before."""
-    from api.drain import Drain
+    from api.root.drain import Drain
     from engine.admission import Admission
     from engine.lifecycle import StopSignal
 

@@ -25,7 +25,7 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from actors.store.db import open_database
-from api.root import Engine
+from api.root.engine import Engine
 from engine.alert_level import AlertLevel
 from engine.logs import JsonFormatter, TextFormatter
 from engine.messages import Alert
@@ -168,7 +168,7 @@ async def test_hostile_text_forges_no_log_line_and_is_stored_escaped_or_without_
             answers += [await twilio_post(engine, "/twilio/voice", form) for form in webhooks]
             unsigned_sid = await unsigned(engine, "/twilio/voice", call(sid(14), ANSWERED))
             stored = await twilio_post(engine, "/twilio/status", status_callback)
-            # An alert carrying a stranger's text, as api/app.py raises one for a request
+            # An alert carrying a stranger's text, as api/http/app.py raises one for a request
             # that failed (its path is whatever was asked for).
             engine.mailboxes["alerts"].send_nowait(
                 Alert(

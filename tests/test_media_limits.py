@@ -20,7 +20,7 @@ from twilio.request_validator import RequestValidator
 
 from api import media_server
 from api.media_server import MAX_UNSENT_BYTES, START_TIMEOUT_S, media_connection_caps
-from api.root import Engine
+from api.root.engine import Engine
 from engine.simulator.mulaw import silence, tone
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed
 from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid

@@ -13,10 +13,10 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.store.db import open_database
-from api.app import App
-from api.asgi import Response
-from api.health import HealthView
-from api.root import Engine, run_engine
+from api.http.app import App
+from api.http.asgi import Response
+from api.http.health import HealthView
+from api.root.engine import Engine, run_engine
 from engine.config import settings_from_mapping
 from engine.errors import find_escalation
 from engine.histogram import Histogram

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from api.openapi import operations
+from api.http.openapi import operations
 from tests.helpers import ADMIN_TOKEN, http_request, running_engine
 
 # A value for each path parameter, so every templated route can be called.

@@ -19,8 +19,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.call.errors import ErrorClass
-from api.app import ROUTE_GROUPS
-from api.cli import EXIT_BAD_CONFIG
+from api.cli.main import EXIT_BAD_CONFIG
+from api.http.app import ROUTE_GROUPS
 from engine.config import read_env_file
 from engine.refusals import KNOWN_REASONS
 from tests.helpers import ADMIN_TOKEN, http_request, running_engine, wait_until
@@ -155,7 +155,7 @@ def test_every_refusal_reason_the_code_spells_out_is_known() -> None:
     from which ``KNOWN_REASONS`` was written."""
     known_anywhere = {reason for reasons in KNOWN_REASONS.values() for reason in reasons}
     found: list[tuple[str | None, str]] = []
-    for path in sorted((ROOT / "api").glob("*.py")):
+    for path in sorted((ROOT / "api").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
                 continue
@@ -336,7 +336,7 @@ def test_the_systemd_unit_reads_the_settings_once_and_does_not_loop_on_a_bad_one
     # One reading of the settings: the engine's own --env-file, not systemd's as well.
     assert "EnvironmentFile" not in service
     assert command[command.index("--env-file") + 1] == "/etc/afterhours/afterhours.env"
-    # Exit 2 is a bad setting (api/cli.py): restarting cannot fix it.
+    # Exit 2 is a bad setting (api/cli/main.py): restarting cannot fix it.
     assert service["Restart"] == "on-failure"
     assert str(EXIT_BAD_CONFIG) in service["RestartPreventExitStatus"].split()
     env = read_env_file(DEPLOY / "afterhours.env.example")

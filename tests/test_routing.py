@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from actors.store.db import open_database
-from api.root import Engine
+from api.root.engine import Engine
 from engine.simulator.mulaw import silence, tone
 from engine.ws import WebSocketClosed
 from tests.helpers import ADMIN_TOKEN, free_port, http_request, running_engine, wait_until

@@ -16,7 +16,7 @@ import trio.testing
 from twilio.request_validator import RequestValidator
 
 from actors.twilio_rest import REST_TIMEOUT_S, TwilioRest, TwilioRestError
-from api.twilio_access import twilio_access
+from api.http.twilio_access import twilio_access
 from engine.config import settings_from_mapping
 from engine.simulator.caller import CallerConfig, CallSummary, place_call
 from engine.simulator.caller import _stream as caller_stream

@@ -373,7 +373,7 @@ async def test_child_failing_before_started_fails_the_start_and_unwinds(
         "stop store",
     ]
     assert journal.exits("api") == [ExitReason.START_FAILED]
-    # The engine's own start failed: the starter reports it (no crash alert, api/cli.py).
+    # The engine's own start failed: the starter reports it (no crash alert, api/cli/main.py).
     (api_exit,) = [e for e in journal.events if isinstance(e, ChildExited) and e.child_id == "api"]
     assert api_exit.in_first_start
 

@@ -13,7 +13,7 @@ import trio
 from twilio.request_validator import RequestValidator
 
 from actors.store.db import open_database
-from api.root import Engine
+from api.root.engine import Engine
 from engine.lifecycle import StopSignal
 from engine.stream_tokens import check_token
 from tests.helpers import (

@@ -141,7 +141,7 @@ async def test_the_alert_actor_escapes_and_bounds_what_every_channel_gets() -> N
     receiver, smtp = TwilioRestStandIn(), SmtpServer()
     rows: Mailbox[StoreWrite] = Mailbox("store", 64, OverflowPolicy.BLOCK)
     inbox: Mailbox[Alert] = Mailbox("alerts", 64, OverflowPolicy.DROP_NEWEST)
-    # As api/app.py raises one for a request that failed: the path is a stranger's.
+    # As api/http/app.py raises one for a request that failed: the path is a stranger's.
     hostile = Alert(
         AlertLevel.ERROR,
         "apiError",

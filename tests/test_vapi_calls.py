@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from actors.store.db import open_database
-from api.root import Engine
+from api.root.engine import Engine
 from engine.simulator.caller import CallerConfig, place_call
 from engine.simulator.vapi import SimulatedVapi, VapiFaults
 from tests.fixtures import vapi_payloads

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from api.root import shutdown_deadline_s
-from api.watchdog import ShutdownWatchdog
+from api.root.engine import shutdown_deadline_s
+from api.root.watchdog import ShutdownWatchdog
 from engine.config import settings_from_mapping
 
 # The timer is a thread by nature (it must fire while Trio is stuck), so these tests use

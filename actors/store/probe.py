@@ -1,4 +1,4 @@
-"""A one-off look at a database for ``afterhours doctor`` (api/doctor.py): can the engine
+"""A one-off look at a database for ``afterhours doctor`` (api/cli/doctor.py): can the engine
 connect, which PostgreSQL is it, which of the engine's migrations are applied. Read only:
 it creates nothing (not even ``schema_migrations``) and holds one connection for moments.
 

@@ -14,7 +14,7 @@ routing snapshot in memory (no database round trip, so a database outage or a he
 report does not delay it; its records spool until PostgreSQL is back): a number
 this engine answers gets ``<Connect><Stream>`` to the media stream with the project and a
 one-time stream token; a number on Vapi gets the TwiML Vapi answers the call's creation
-with (api/vapi_calls.py; recorded at once, system ``vapi``), or, when Vapi does not
+with (api/http/vapi_calls.py; recorded at once, system ``vapi``), or, when Vapi does not
 answer within ``VAPI_CREATE_TIMEOUT_S`` or errs, the project's ``vapi_fallback`` (this
 engine, or the on-call number), with a ``vapiError`` alert and the reason in the record's
 ``vapi_fallback``; an unknown number, a number another system answers, or an engine at
@@ -32,8 +32,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from actors.early_sessions import DiscardEarly, OpenEarly
-from api.asgi import Request, Response
-from api.vapi_calls import VapiUnavailable
+from api.http.asgi import Request, Response
+from api.http.vapi_calls import VapiUnavailable
 from engine.admission import Admission
 from engine.alert_level import AlertLevel
 from engine.messages import Alert, CallUpdated, utc_now
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from actors.early_sessions import EarlyRequest
-    from api.vapi_calls import VapiCalls
+    from api.http.vapi_calls import VapiCalls
     from engine.config import Settings
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite

@@ -1,5 +1,5 @@
 """The arguments of ``afterhours call`` and ``afterhours simulate`` (run by
-api/simulate_cli.py), apart from it: parsing a command line must not import the simulated
+api/cli/simulate.py), apart from it: parsing a command line must not import the simulated
 caller, httpx and Trio, which take a second or more on a busy machine."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def add_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse.ArgumentParser:
     """Adds ``call`` and ``simulate``; returns ``call``'s parser, which also has ``call
-    show SID`` (api/admin_cli.py), so its --to is checked by the caller: ``required``
+    show SID`` (api/cli/admin.py), so its --to is checked by the caller: ``required``
     here would refuse ``call show``."""
     one = commands.add_parser(
         "call", help="place one simulated call through the engine (or: call show SID)"

@@ -7,11 +7,11 @@ logs and the database.
 The exit status is 0 only when every call connected and its record is final.
 
 When the engine sends its REST calls to the simulated Twilio (no TWILIO_ACCOUNT_SID, no
-OPENAI_API_KEY: api/twilio_access.py), these commands serve it for the calls they place,
+OPENAI_API_KEY: api/http/twilio_access.py), these commands serve it for the calls they place,
 so a transfer to a project's on-call number ends the call's stream as Twilio's would and
 is printed ("transferred to +1...").
 
-Likewise for Vapi (api/vapi_calls.py): with no VAPI_API_KEY and the built-in simulators,
+Likewise for Vapi (api/http/vapi_calls.py): with no VAPI_API_KEY and the built-in simulators,
 the engine creates the calls of numbers on the ``vapi`` system at the simulated Vapi
 (engine/simulator/vapi.py), which these commands serve on VAPI_API_BASE_URL (default
 127.0.0.1:PORT+3): its TwiML takes the simulated caller into its own stream, and its
@@ -43,10 +43,10 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from api.admin_client import refused_token, token_source
-from api.call_view import function_call_lines, transcript_lines
-from api.twilio_access import twilio_access
-from api.vapi_calls import vapi_access
+from api.cli.admin_client import refused_token, token_source
+from api.http.call_view import function_call_lines, transcript_lines
+from api.http.twilio_access import twilio_access
+from api.http.vapi_calls import vapi_access
 from engine.config import Secret
 from engine.simulator.business import SimulatedBusiness
 from engine.simulator.caller import CallerConfig, CallSummary, place_call

@@ -1,7 +1,7 @@
 """``afterhours``: the command line.
 
 ``afterhours doctor`` checks the configuration, the database, the model's and Twilio's
-reachability, PUBLIC_URL and the ports, one line each (api/doctor.py).
+reachability, PUBLIC_URL and the ports, one line each (api/cli/doctor.py).
 ``afterhours serve`` loads and validates the configuration, prepares DATA_DIR and the
 local tokens, then runs the engine until SIGINT/SIGTERM. Whatever stops it at start-up
 (a bad setting, an unreachable database, a port in use, missing PostgreSQL binaries)
@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from api.admin_cli import add_call_commands, add_commands, run_command
-from api.simulate_args import add_commands as add_simulation_commands
+from api.cli.admin import add_call_commands, add_commands, run_command
+from api.cli.simulate_args import add_commands as add_simulation_commands
 from engine import __version__
 from engine.config import load_settings
 from engine.errors import StartupError, find_escalation, find_startup_error
 
 if TYPE_CHECKING:
-    from api.root import Engine
+    from api.root.engine import Engine
     from engine.config import Settings
 
 log = logging.getLogger("afterhours")
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return _bench(args.name, args.options)
     if args.command == "doctor":
-        from api.doctor import run_doctor  # see main: --help imports none of it
+        from api.cli.doctor import run_doctor  # see main: --help imports none of it
 
         return run_doctor(os.environ, args.env_file, timeout_s=args.timeout_s)
     try:
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if places_calls:
         # Imported here: the engine's modules (openai's types above all) take a second or
         # more to import, which a command that only talks to the admin API never needs.
-        from api.simulate_cli import run_command as run_simulation
+        from api.cli.simulate import run_command as run_simulation
 
         return run_simulation(args, settings)
     return run_command(args, settings)
@@ -117,7 +117,7 @@ BENCHMARKS = ("calls", "analytics", "startup", "store_writes")
 def _bench(name: str, options: list[str]) -> int:
     """``afterhours bench calls --levels 10,40``: ``python -m bench.calls --levels 10,40``
     from the source tree (the benchmarks are not part of the installed engine)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "bench" / f"{name}.py").exists():
         print(f"afterhours: no bench/{name}.py next to this engine ({root})", file=sys.stderr)
         return EXIT_STARTUP_FAILED
@@ -128,8 +128,8 @@ def _bench(name: str, options: list[str]) -> int:
 def _serve(env_file: Path) -> int:
     import trio  # see main: only serve needs the engine and its runtime
 
-    from api.root import run_engine
-    from api.workers import Workers
+    from api.root.engine import run_engine
+    from api.root.workers import Workers
     from engine.local_secrets import ensure_local_secrets, prepare_data_dir
     from engine.logs import configure_logging
 
@@ -196,7 +196,3 @@ def _secret_values(settings: Settings) -> list[str]:
         if password:
             revealed.append(password)
     return revealed
-
-
-if __name__ == "__main__":
-    sys.exit(main())

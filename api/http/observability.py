@@ -5,7 +5,7 @@ Everything is read from the actors' synchronous ``statistics()`` snapshots, exce
 detailed health's database check, which makes one real round trip through the store's
 query lane (bounded by ``DB_CHECK_TIMEOUT_S``). ``/metrics`` and ``/stats`` need the
 admin token (they show per-project figures; ``/metrics`` also takes ``METRICS_TOKEN``,
-which opens nothing else: api/app.py); ``/health/detailed`` does not, and shows
+which opens nothing else: api/http/app.py); ``/health/detailed`` does not, and shows
 no secret: whether OpenAI and Twilio are configured, never their keys. Its error texts
 (the database's, the last model connection's) name hosts, ports and the database, which
 a stranger has no business learning: they are shown only to the admin token
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from actors.store.queries import StoreUnavailable, ask_store
-from api.asgi import Response
-from api.prometheus import Snapshot, render
+from api.http.asgi import Response
+from api.http.prometheus import Snapshot, render
 from engine.json_case import camel_keys
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from actors.routing import RoutingStatistics
     from actors.store.actor import StoreStatistics
     from actors.store.queries import StoreQuery
-    from api.twilio_access import ConfigWarning
+    from api.http.twilio_access import ConfigWarning
     from engine.admission import Admission
     from engine.group import GroupStatistics
     from engine.mailbox import MailboxStatistics, Outbox
@@ -72,7 +72,7 @@ class Sources:
     admission: Admission
     queries: Outbox[StoreQuery]
     openai: str  # "configured" or "simulated"
-    twilio: str  # "configured", "simulated" or "not_configured" (api/twilio_access.py)
+    twilio: str  # "configured", "simulated" or "not_configured" (api/http/twilio_access.py)
     worker: int | None = None  # this process's WORKER_INDEX under `serve --workers`
     refusals: Refusals | None = None
     routing: Callable[[], RoutingStatistics] | None = None
@@ -82,7 +82,7 @@ class Sources:
     embedded_postgres: Callable[[], EmbeddedPostgresStatistics] | None = None
     # The routing snapshot's project ids: their counters are exported at 0 from the start.
     projects: Callable[[], Iterable[str]] | None = None
-    http_routes: tuple[str, ...] = ()  # http_requests_total's route values (api/app.py)
+    http_routes: tuple[str, ...] = ()  # http_requests_total's route values (api/http/app.py)
 
 
 class Observability:

@@ -1,5 +1,5 @@
 """``afterhours project|number|key`` and ``afterhours call show``: the admin API from the
-command line (api/admin_client.py talks to it).
+command line (api/cli/admin_client.py talks to it).
 
 For operators who keep configuration in files: ``project apply FILE.toml`` creates or
 updates a project (and its ``[[phone_numbers]]``) through the running engine's admin API,
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from api.admin_client import AdminClient, CliError, client_for, describe_failure
-from api.call_view import SYSTEMS, call_lines
+from api.cli.admin_client import AdminClient, CliError, client_for, describe_failure
+from api.http.call_view import SYSTEMS, call_lines
 from engine.errors import StartupError
 from engine.json_case import camel, field_from_api
 
@@ -106,7 +106,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def add_call_commands(call: argparse.ArgumentParser) -> None:
     """``afterhours call show SID`` beside ``afterhours call --to NUMBER`` (which places a
-    simulated call: api/simulate_args.py)."""
+    simulated call: api/cli/simulate_args.py)."""
     actions = call.add_subparsers(dest="action", metavar="{show}")
     text = "one call's record: status, transcript, function calls, cost"
     show = _with_url(_with_json(_command(actions, "show", text)))

@@ -3,9 +3,9 @@ number on the ``vapi`` system: ``POST {VAPI_API_BASE_URL}/call`` with the inboun
 (engine/vapi_codec.py), within ``VAPI_CREATE_TIMEOUT_S``. Its TwiML goes to Twilio; any
 failure is a ``VapiUnavailable`` whose ``reason`` (a fixed vocabulary, for the call's
 ``vapi_fallback``, the refusal counts and the alert) sends the caller to the project's
-fallback (api/twilio_webhooks.py).
+fallback (api/http/twilio_webhooks.py).
 
-Access, like Twilio's (api/twilio_access.py):
+Access, like Twilio's (api/http/twilio_access.py):
 
 * **configured**: ``VAPI_API_KEY`` set: Vapi at ``VAPI_API_BASE_URL`` (https://api.vapi.ai
   by default); its server messages are checked against ``VAPI_SERVER_SECRET``.

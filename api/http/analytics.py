@@ -27,7 +27,7 @@ import trio
 from actors.store import analytics
 from actors.store.call_detail import CallNotFound, call_detail
 from actors.store.queries import StoreBusy, StoreUnavailable, ask_store
-from api.asgi import Response, error
+from api.http.asgi import Response, error
 from engine.analytics_params import (
     Cursor,
     InvalidParameter,
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from actors.store.db import Connection
     from actors.store.queries import StoreQuery
-    from api.asgi import Request
+    from api.http.asgi import Request
     from engine.config import Secret
     from engine.mailbox import Outbox
     from engine.routing import RoutingSnapshot

@@ -2,10 +2,11 @@
 
 Every route needs ``Authorization: Bearer <ADMIN_TOKEN>`` (401 otherwise). A project
 written with an on-call number this engine cannot transfer live calls to (no Twilio
-account: api/twilio_access.py) is logged as a warning; ``/health/detailed`` lists it too. Bodies are
-JSON objects, validated by engine/projects.py: a 422 lists one message per field. The
-database work runs in the store (the only code that talks to Postgres) through its
-query lane; a database that does not answer in time gives 503, never a hung request.
+account: api/http/twilio_access.py) is logged as a warning; ``/health/detailed`` lists
+it too. Bodies are JSON objects, validated by engine/projects.py: a 422 lists one
+message per field. The database work runs in the store (the only code that talks to
+Postgres) through its query lane; a database that does not answer in time gives 503,
+never a hung request.
 
     POST   /admin/projects                          create (409 if the id exists)
     GET    /admin/projects                          list
@@ -50,7 +51,7 @@ from actors.routing import refresh_routing
 from actors.store import admin as ops
 from actors.store.call_record import get_call
 from actors.store.queries import StoreUnavailable, ask_store
-from api.asgi import Request, Response, error
+from api.http.asgi import Request, Response, error
 from engine.json_case import BothNames, camel, camel_keys, field_to_api, from_api
 from engine.key_limits import KeyLimits
 from engine.projects import (

@@ -2,9 +2,9 @@
 
 Routes: ``GET /health`` and ``GET /health/detailed`` (no auth: for load balancers and
 probes; no secrets), ``GET /metrics`` (the admin token or ``METRICS_TOKEN``, which opens
-nothing else) and ``GET /stats`` (admin token; see api/observability.py), ``/admin/*``
-(admin token; see api/admin.py), ``/twilio/*`` (Twilio's signature) and ``/vapi/events``
-(Vapi's secret; api/vapi_events.py).
+nothing else) and ``GET /stats`` (admin token; see api/http/observability.py), ``/admin/*``
+(admin token; see api/http/admin.py), ``/twilio/*`` (Twilio's signature) and ``/vapi/events``
+(Vapi's secret; api/http/vapi_events.py).
 Unknown paths get a JSON 404, known paths with another method a 405. An exception in a
 handler answers 500 with a request id (also in the log and the ``apiError`` alert), and
 the server goes on.
@@ -28,8 +28,8 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from api.analytics import ROUTES as ANALYTICS_ROUTES
-from api.asgi import (
+from api.http.analytics import ROUTES as ANALYTICS_ROUTES
+from api.http.asgi import (
     MAX_BODY_BYTES,
     BodyTooLarge,
     Receive,
@@ -41,23 +41,23 @@ from api.asgi import (
     read_request,
     send_response,
 )
-from api.dashboard import dashboard
-from api.openapi import document
-from api.twilio_webhooks import ROUTES as TWILIO_ROUTES
-from api.vapi_events import MAX_BODY_BYTES as VAPI_MAX_BODY_BYTES
-from api.vapi_events import PATH as VAPI_PATH
-from api.vapi_events import ROUTES as VAPI_ROUTES
+from api.http.dashboard import dashboard
+from api.http.openapi import document
+from api.http.twilio_webhooks import ROUTES as TWILIO_ROUTES
+from api.http.vapi_events import MAX_BODY_BYTES as VAPI_MAX_BODY_BYTES
+from api.http.vapi_events import PATH as VAPI_PATH
+from api.http.vapi_events import ROUTES as VAPI_ROUTES
 from engine.alert_level import AlertLevel
 from engine.messages import Alert
 from engine.twilio_form import MAX_BODY_BYTES as TWILIO_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
-    from api.admin import AdminApi
-    from api.analytics import AnalyticsApi
-    from api.health import HealthView
-    from api.observability import Observability
-    from api.twilio_webhooks import TwilioWebhooks
-    from api.vapi_events import VapiEvents
+    from api.http.admin import AdminApi
+    from api.http.analytics import AnalyticsApi
+    from api.http.health import HealthView
+    from api.http.observability import Observability
+    from api.http.twilio_webhooks import TwilioWebhooks
+    from api.http.vapi_events import VapiEvents
     from engine.config import Secret
     from engine.mailbox import Outbox
 
@@ -154,7 +154,7 @@ class App:
         twilio = self._twilio if scope["path"] in _TWILIO_PATHS else None
         vapi = self._vapi if scope["path"] == VAPI_PATH else None
         # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py);
-        # Vapi's end-of-call reports a looser one (api/vapi_events.py).
+        # Vapi's end-of-call reports a looser one (api/http/vapi_events.py).
         limit = MAX_BODY_BYTES if twilio is None else TWILIO_MAX_BODY_BYTES
         limit = VAPI_MAX_BODY_BYTES if vapi is not None else limit
         try:

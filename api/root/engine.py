@@ -41,19 +41,19 @@ from actors.model_link import ModelEndpoint
 from actors.routing import RoutingActor
 from actors.store.actor import StoreActor
 from actors.store.leases import Lease, new_instance_id
-from api.admin import AdminApi
-from api.analytics import AnalyticsApi
-from api.app import ROUTE_GROUPS, App
-from api.drain import Drain
-from api.health import HealthView
+from api.http.admin import AdminApi
+from api.http.analytics import AnalyticsApi
+from api.http.app import ROUTE_GROUPS, App
+from api.http.health import HealthView
+from api.http.observability import Observability, Sources
+from api.http.server import ApiServer
+from api.http.twilio_access import ConfigWarning, TwilioAccess, transfer_warning, twilio_access
+from api.http.twilio_webhooks import TwilioWebhooks
+from api.http.vapi_calls import VapiAccess, VapiCalls, vapi_access
+from api.http.vapi_events import VapiEvents
 from api.media_server import MediaServer
-from api.observability import Observability, Sources
-from api.server import ApiServer
-from api.twilio_access import ConfigWarning, TwilioAccess, transfer_warning, twilio_access
-from api.twilio_webhooks import TwilioWebhooks
-from api.vapi_calls import VapiAccess, VapiCalls, vapi_access
-from api.vapi_events import VapiEvents
-from api.watchdog import ShutdownWatchdog
+from api.root.drain import Drain
+from api.root.watchdog import ShutdownWatchdog
 from engine.admission import Admission
 from engine.children import KILL_GRACE_S
 from engine.errors import StartupError
@@ -321,7 +321,7 @@ async def _stop_on_signals(
     watchdog: ShutdownWatchdog,
     drains: list[Drain],
 ) -> None:
-    """First SIGINT/SIGTERM: drain (api/drain.py), then stop gracefully, with the
+    """First SIGINT/SIGTERM: drain (api/root/drain.py), then stop gracefully, with the
     watchdog armed in case it hangs (the supervisor arms it too, for stops that do not
     come from a signal); before the engine is ready there is nothing to drain: stop.
     A second one shortens the drain (live calls are ended politely now). A third: stop

@@ -16,7 +16,7 @@ from engine.errors import StartupError
 if TYPE_CHECKING:
     from hypercorn.typing import ASGIFramework
 
-    from api.app import App
+    from api.http.app import App
     from engine.lifecycle import StopSignal
 
 log = logging.getLogger("afterhours.api")

@@ -6,7 +6,7 @@ compared here in constant time. A request without it, or with another, gets 401 
 leaves nothing; without ``VAPI_SERVER_SECRET`` configured every request gets 401.
 
 Then, in order: a body over ``MAX_BODY_BYTES`` 413 (refused from its declared length
-before it is read, api/app.py); bad JSON or a message that is not Vapi's 400, naming the
+before it is read, api/http/app.py); bad JSON or a message that is not Vapi's 400, naming the
 field; a message type this engine does not take 422 (engine/vapi_messages.py says which
 and why); informational types 204 with nothing stored; ``end-of-call-report`` and
 ``status-update`` are decoded into a call record and answered 200 only once the store
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from api.asgi import Response
+from api.http.asgi import Response
 from engine.vapi_messages import MessageRefused, decode
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from api.asgi import Request
+    from api.http.asgi import Request
     from engine.config import Secret
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite

@@ -1,4 +1,4 @@
-"""``GET /dashboard``: the operator's web page (api/dashboard.html).
+"""``GET /dashboard``: the operator's web page (api/http/dashboard.html).
 
 The page itself holds no data and needs no token; it signs in with the admin token or a
 project's API key (kept in the browser tab's sessionStorage) and reads everything
@@ -19,7 +19,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from api.asgi import Response
+from api.http.asgi import Response
 
 PAGE = (Path(__file__).parent / "dashboard.html").read_bytes()
 # The text between <script> and </script>, byte for byte, is what the browser hashes.

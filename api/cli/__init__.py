@@ -1,0 +1,1 @@
+"""The command line: ``afterhours serve|call|simulate|admin|doctor|bench``."""

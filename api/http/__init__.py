@@ -1,0 +1,1 @@
+"""The HTTP edge: the ASGI app, its one route table, and every handler it serves."""
