@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from engine.events import ExitReason
+from engine.errors import ChildStartError
+from engine.events import ChildExited, ExitReason, describe_error
 from engine.lifecycle import StopSignal
 
 if TYPE_CHECKING:
@@ -73,6 +74,66 @@ class RunningChild:
         if self.stop.requested:
             return ExitReason.STOPPED
         return ExitReason.NORMAL
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRun:
+    """How one run of a child ended, for its supervisor to judge."""
+
+    child_id: str
+    reason: ExitReason
+    error: Exception | None
+    started: bool  # it called task_status.started() before it ended
+    uptime_s: float
+
+    def exited(self, supervisor: str, *, in_first_start: bool = False) -> ChildExited:
+        return ChildExited(
+            supervisor=supervisor,
+            child_id=self.child_id,
+            reason=self.reason,
+            error=None if self.error is None else describe_error(self.error),
+            uptime_s=self.uptime_s,
+            in_first_start=in_first_start,
+        )
+
+    def start_error(self, supervisor: str) -> ChildStartError:
+        """What the starter receives when the child ended before it reported started."""
+        cause = self.error if self.error is not None else RuntimeError("returned before started")
+        error = ChildStartError(supervisor, self.child_id, cause)
+        error.__cause__ = self.error
+        return error
+
+
+async def run_once(
+    child: RunningChild,
+    fn: ChildFn,
+    task_status: trio.TaskStatus[Any],
+    *,
+    on_started: Callable[[], None],
+    on_exit: Callable[[], object],
+) -> ChildRun:
+    """Run ``fn`` once as ``child``: the per-child boundary both the static supervisor and
+    the dynamic group put around each child. ``on_exit`` runs (synchronously) before
+    ``child.done`` is set, so whoever waits on ``done`` sees the child's bookkeeping gone.
+    An ``Exception`` is caught and returned, for the caller to judge; cancellation and
+    other ``BaseException`` pass through."""
+    status = StatusProxy(task_status, on_started)
+    error: Exception | None = None
+    try:
+        with child.scope:
+            await fn(child.stop, task_status=status)
+    except Exception as exc:  # noqa: BLE001 - the one sanctioned broad catch: it judges
+        error = exc
+    finally:
+        on_exit()
+        child.done.set()
+    return ChildRun(
+        child.child_id,
+        child.exit_reason(error, status.started_called),
+        error,
+        status.started_called,
+        trio.current_time() - child.started_at_s,
+    )
 
 
 async def stop_within_budget(child: RunningChild) -> None:

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from engine.children import ChildFn, RunningChild, StatusProxy, stop_within_budget
-from engine.errors import ChildStartError, EngineError
-from engine.events import ChildExited, ChildStarted, ExitReason, Report, describe_error
+from engine.children import ChildFn, ChildRun, RunningChild, run_once, stop_within_budget
+from engine.errors import EngineError
+from engine.events import ChildStarted, ExitReason, Report, describe_error
 
 if TYPE_CHECKING:
     from engine.lifecycle import StopSignal
@@ -124,46 +124,34 @@ class DynamicGroup:
         *,
         task_status: trio.TaskStatus[Any],
     ) -> None:
-        status = StatusProxy(task_status, lambda: self._note_started(child.child_id))
-        error: Exception | None = None
-        try:
-            with child.scope:
-                await fn(child.stop, task_status=status)
-        except Exception as exc:  # noqa: BLE001 - the group's per-child boundary: it judges
-            error = exc
-        finally:
-            del self._children[child.child_id]
-            child.done.set()
-        reason = child.exit_reason(error, status.started_called)
-        self._note_exit(child, reason, error)
-        if not status.started_called:
-            cause = error if error is not None else RuntimeError("returned before started")
-            raise ChildStartError(self.name, child.child_id, cause) from error
+        run = await run_once(
+            child,
+            fn,
+            task_status,
+            on_started=lambda: self._note_started(child.child_id),
+            on_exit=lambda: self._children.pop(child.child_id),
+        )
+        self._note_exit(run)
+        if not run.started:
+            raise run.start_error(self.name)
 
     def _note_started(self, child_id: str) -> None:
         self._counts["started"] += 1
         self._report(ChildStarted(self.name, child_id, 0))
 
-    def _note_exit(self, child: RunningChild, reason: ExitReason, error: Exception | None) -> None:
+    def _note_exit(self, run: ChildRun) -> None:
         self._last_exit_at_s = trio.current_time()
+        reason, error = run.reason, run.error
         if reason in (ExitReason.FAILED, ExitReason.START_FAILED):
             self._counts["failed"] += 1
             detail = reason.value if error is None else describe_error(error)
             crashed = error if reason is ExitReason.FAILED else None  # traceback for real crashes
-            log.error("%s/%s failed: %s", self.name, child.child_id, detail, exc_info=crashed)
+            log.error("%s/%s failed: %s", self.name, run.child_id, detail, exc_info=crashed)
         elif reason is ExitReason.KILLED:
             self._counts["killed"] += 1
         else:
             self._counts["completed"] += 1
-        self._report(
-            ChildExited(
-                supervisor=self.name,
-                child_id=child.child_id,
-                reason=reason,
-                error=None if error is None else describe_error(error),
-                uptime_s=trio.current_time() - child.started_at_s,
-            )
-        )
+        self._report(run.exited(self.name))
 
     async def _stop_all(self) -> None:
         async with trio.open_nursery() as nursery:

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from engine.children import ChildFn, RunningChild, StatusProxy, stop_within_budget
+from engine.children import ChildFn, RunningChild, run_once, stop_within_budget
 from engine.errors import ChildStartError, RestartIntensityExceeded
 from engine.events import (
-    ChildExited,
     ChildRestarted,
     ChildStarted,
     ExitReason,
@@ -186,39 +185,26 @@ class Supervisor:
         status_target: trio.TaskStatus[Any] = task_status
         while True:
             child = RunningChild(spec.id, spec.shutdown_s, trio.current_time())
-            status = StatusProxy(status_target, self._started_reporter(spec.id))
             self._running[spec.id] = child
-            error: Exception | None = None
-            try:
-                with child.scope:
-                    await spec.run(child.stop, task_status=status)
-            except Exception as exc:  # noqa: BLE001 - the one sanctioned broad catch: it judges
-                error = exc
-            finally:
-                del self._running[spec.id]
-                child.done.set()
-            reason = child.exit_reason(error, status.started_called)
+            run = await run_once(
+                child,
+                spec.run,
+                status_target,
+                on_started=self._started_reporter(spec.id),
+                on_exit=lambda: self._running.pop(spec.id),
+            )
+            error, reason = run.error, run.reason
             first_start = status_target is task_status
             # A failure of the first start is the starter's to report (it receives the
             # error); any other failure, a restart that cannot start included, is judged
             # here, once, with its traceback.
-            if error is not None and not (first_start and not status.started_called):
+            if error is not None and not (first_start and not run.started):
                 log.error(
                     "%s/%s exited: %s", self.name, spec.id, describe_error(error), exc_info=error
                 )
-            self._report(
-                ChildExited(
-                    supervisor=self.name,
-                    child_id=spec.id,
-                    reason=reason,
-                    error=None if error is None else describe_error(error),
-                    uptime_s=trio.current_time() - child.started_at_s,
-                    in_first_start=first_start and not status.started_called,
-                )
-            )
-            if first_start and not status.started_called:
-                cause = error if error is not None else RuntimeError("returned before started")
-                raise ChildStartError(self.name, spec.id, cause) from error
+            self._report(run.exited(self.name, in_first_start=first_start and not run.started))
+            if first_start and not run.started:
+                raise run.start_error(self.name)
             if not self._should_restart(spec, reason, child):
                 return
             if not self._note_restart(spec, error):
