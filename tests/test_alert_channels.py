@@ -16,7 +16,7 @@ import trio
 
 from actors.alert_channels import Outgoing, email_channel, webhook_channel
 from actors.alerts import AlertActor
-from api.root.engine import alert_channels
+from api.root.build import alert_channels
 from engine.alert_level import AlertLevel
 from engine.config import settings_from_mapping
 from engine.lifecycle import StopSignal

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 
-import api.root.engine
+import api.root.database
 from actors.store.db import open_database
 from api.root.engine import Engine, run_engine
 from engine import embedded_postgres
@@ -92,7 +92,7 @@ async def test_a_killed_postmaster_is_restarted_and_nothing_is_lost(
     base_dir: Path, monkeypatch: pytest.MonkeyPatch, aio_loop: None
 ) -> None:
     policy = RestartPolicy(first_backoff_s=TEST_FIRST_BACKOFF_S)
-    monkeypatch.setattr(api.root.engine, "EMBEDDED_POSTGRES_RESTARTS", policy)
+    monkeypatch.setattr(api.root.database, "EMBEDDED_POSTGRES_RESTARTS", policy)
     with trio.fail_after(ENGINE_START_S + 60):
         async with embedded_engine(base_dir) as engine:
             server = engine.embedded_postgres
@@ -185,7 +185,7 @@ async def test_a_postmaster_that_stops_answering_is_killed_and_restarted(
     base_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     policy = RestartPolicy(first_backoff_s=0.1, probe_interval_s=0.2, hung_probes=2)
-    monkeypatch.setattr(api.root.engine, "EMBEDDED_POSTGRES_RESTARTS", policy)
+    monkeypatch.setattr(api.root.database, "EMBEDDED_POSTGRES_RESTARTS", policy)
     monkeypatch.setattr(embedded_postgres, "PROBE_TIMEOUT_S", 1.0)
     with trio.fail_after(ENGINE_START_S + 30):
         async with embedded_engine(base_dir) as running:
@@ -215,7 +215,7 @@ async def test_a_postmaster_that_dies_at_every_start_stops_the_engine_with_one_l
     base_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     policy = RestartPolicy(first_backoff_s=0.05, max_backoff_s=0.2, max_restarts=2)
-    monkeypatch.setattr(api.root.engine, "EMBEDDED_POSTGRES_RESTARTS", policy)
+    monkeypatch.setattr(api.root.database, "EMBEDDED_POSTGRES_RESTARTS", policy)
     escalation = None
     with trio.fail_after(ENGINE_START_S + 30):
         try:

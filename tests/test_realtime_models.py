@@ -13,7 +13,7 @@ import pytest
 from openai.types.realtime import realtime_session_create_request
 from openai.types.realtime.realtime_session_create_request import RealtimeSessionCreateRequest
 
-from api.root.engine import load_prices
+from api.root.build import load_prices
 from engine.config import settings_from_mapping
 from engine.errors import StartupError
 from engine.pricing import REALTIME_PRICES

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 import trio_asyncio
 
-from api.root.engine import open_engine_database
+from api.root.database import open_engine_database
 
 if TYPE_CHECKING:
     from pathlib import Path
