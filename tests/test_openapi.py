@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from api.http.app import ROUTE_GROUPS
 from api.http.openapi import operations
 from tests.helpers import ADMIN_TOKEN, http_request, running_engine
 
@@ -22,6 +23,7 @@ async def test_the_document_lists_exactly_the_served_routes_and_each_answers(
         response = await http_request("GET", f"{base}/openapi.json")
         document = response.json()
         served = engine.app.routes()
+        mounts = engine.app.mounts
         answers = {}
         for method, template in sorted(operations(document)):
             path = re.sub(r"\{(\w+)\}", lambda m: EXAMPLES[m[1]], template)
@@ -31,6 +33,13 @@ async def test_the_document_lists_exactly_the_served_routes_and_each_answers(
     assert response.status == 200
     assert document["openapi"].startswith("3.")
     assert operations(document) == served
+    # The route table: each operation reaches the mount that declares it, first match
+    # wins, and every mount counts its requests under a known route label.
+    for method, template in served:
+        path = re.sub(r"\{(\w+)\}", lambda m: EXAMPLES[m[1]], template)
+        first = next(mount for mount in mounts if mount.matches(path))
+        assert (method, template) in first.templates, (method, template, first.path)
+    assert {mount.group for mount in mounts} <= set(ROUTE_GROUPS)
     for operation, answer in answers.items():
         assert answer.status not in (405, 501), operation
         if answer.status == 404:  # an unknown example id, not an unknown route

@@ -5,7 +5,10 @@ probes; no secrets), ``GET /metrics`` (the admin token or ``METRICS_TOKEN``, whi
 nothing else) and ``GET /stats`` (admin token; see api/http/observability.py), ``/admin/*``
 (admin token; see api/http/admin.py), ``/twilio/*`` (Twilio's signature) and ``/vapi/events``
 (Vapi's secret; api/http/vapi_events.py).
-Unknown paths get a JSON 404, known paths with another method a 405. An exception in a
+Every path is one row of the route table (``App.mounts``: path, handler, body limit,
+request-count label, the operations it serves), from which dispatch, the body limits,
+the request counts and ``routes()`` (checked against /openapi.json) all come. Unknown
+paths get a JSON 404, known paths with another method a 405. An exception in a
 handler answers 500 with a request id (also in the log and the ``apiError`` alert), and
 the server goes on.
 
@@ -26,6 +29,7 @@ import logging
 import re
 import secrets
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from api.http.analytics import ROUTES as ANALYTICS_ROUTES
@@ -52,6 +56,8 @@ from engine.messages import Alert
 from engine.twilio_form import MAX_BODY_BYTES as TWILIO_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from api.http.admin import AdminApi
     from api.http.analytics import AnalyticsApi
     from api.http.health import HealthView
@@ -61,13 +67,31 @@ if TYPE_CHECKING:
     from engine.config import Secret
     from engine.mailbox import Outbox
 
-# Request counts by route group, so the label set stays bounded whatever the paths.
 OPENAPI = document()
-_TWILIO_PATHS = {path for _, path in TWILIO_ROUTES}
+# Request counts by route group, so the label set stays bounded whatever the paths; every
+# mount names its group from here (a test checks), "other" counts what no route serves.
 _ROUTE_GROUPS = (
     "/health", "/metrics", "/stats", "/admin", "/analytics", "/twilio", "/vapi", "/dashboard",
 )  # fmt: skip
 ROUTE_GROUPS = (*_ROUTE_GROUPS, "other")  # every value of http_requests_total's route
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One row of the route table: a path (exact, or a prefix when it ends in ``/``) and
+    the handler that answers it. A handler that returns None has no route there (404)."""
+
+    path: str
+    group: str  # http_requests_total's route label
+    handle: Callable[[Request], Awaitable[Response | None]]
+    templates: frozenset[tuple[str, str]]  # (METHOD, template) served, for /openapi.json
+    max_body_bytes: int = MAX_BODY_BYTES
+    too_large: Callable[[str], Response] | None = None  # the answer to a body over it
+    get_only: bool = field(default=False)  # any other method: 405
+
+    def matches(self, path: str) -> bool:
+        return path.startswith(self.path) if self.path.endswith("/") else path == self.path
+
 
 log = logging.getLogger("afterhours.api")
 access_log = logging.getLogger("afterhours.access")
@@ -99,24 +123,66 @@ class App:
         self._alerts = alerts
         self._analytics = analytics
         self._requests: dict[tuple[str, int], int] = {}
+        self.mounts = self._mounts()
+
+    def _mounts(self) -> tuple[Mount, ...]:
+        """The route table: every path this app answers, with its handler; first match
+        wins. Only the handlers this app was given are mounted."""
+
+        def get(path: str) -> frozenset[tuple[str, str]]:
+            return frozenset({("GET", path)})
+
+        mounts = [
+            Mount("/health", "/health", self._health_page, get("/health"), get_only=True),
+            Mount("/dashboard", "/dashboard", _dashboard, get("/dashboard"), get_only=True),
+            Mount("/openapi.json", "other", _openapi, get("/openapi.json"), get_only=True),
+        ]
+        if self._observability is not None:
+            for path, group in (
+                ("/health/detailed", "/health"), ("/metrics", "/metrics"), ("/stats", "/stats"),
+            ):  # fmt: skip
+                mounts.append(Mount(path, group, self._observed, get(path), get_only=True))
+        if self._analytics is not None:
+            mounts.append(
+                Mount(
+                    "/analytics/", "/analytics", self._analytics.handle, frozenset(ANALYTICS_ROUTES)
+                )
+            )
+        if self._admin is not None:
+            routes = frozenset(self._admin.route_templates())
+            mounts.append(Mount("/admin/", "/admin", self._admin.handle, routes))
+        if self._vapi is not None:
+            vapi = self._vapi
+            mounts.append(
+                Mount(
+                    VAPI_PATH,
+                    "/vapi",
+                    vapi.handle,
+                    frozenset(VAPI_ROUTES),
+                    max_body_bytes=VAPI_MAX_BODY_BYTES,  # end-of-call reports are larger
+                    too_large=lambda _path: vapi.body_too_large(),
+                )
+            )
+        if self._twilio is not None:
+            # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py).
+            mounts.append(
+                Mount(
+                    "/twilio/",
+                    "/twilio",
+                    self._twilio.handle,
+                    frozenset(TWILIO_ROUTES),
+                    max_body_bytes=TWILIO_MAX_BODY_BYTES,
+                    too_large=self._twilio.body_too_large,
+                )
+            )
+        return tuple(mounts)
 
     def request_counts(self) -> dict[tuple[str, int], int]:
         return dict(self._requests)
 
     def routes(self) -> set[tuple[str, str]]:
         """(METHOD, path template) of every route served, as /openapi.json lists them."""
-        served = {("GET", "/health"), ("GET", "/openapi.json"), ("GET", "/dashboard")}
-        if self._observability is not None:
-            served |= {("GET", "/health/detailed"), ("GET", "/metrics"), ("GET", "/stats")}
-        if self._analytics is not None:
-            served |= ANALYTICS_ROUTES
-        if self._twilio is not None:
-            served |= TWILIO_ROUTES
-        if self._admin is not None:
-            served |= self._admin.route_templates()
-        if self._vapi is not None:
-            served |= VAPI_ROUTES
-        return served
+        return {route for mount in self.mounts for route in mount.templates}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -151,30 +217,30 @@ class App:
             )
 
     async def _response(self, scope: Scope, receive: Receive, request_id: str) -> Response:
-        twilio = self._twilio if scope["path"] in _TWILIO_PATHS else None
-        vapi = self._vapi if scope["path"] == VAPI_PATH else None
-        # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py);
-        # Vapi's end-of-call reports a looser one (api/http/vapi_events.py).
-        limit = MAX_BODY_BYTES if twilio is None else TWILIO_MAX_BODY_BYTES
-        limit = VAPI_MAX_BODY_BYTES if vapi is not None else limit
+        path = scope["path"]
+        mount = next((m for m in self.mounts if m.matches(path)), None)
+        limit = MAX_BODY_BYTES if mount is None else mount.max_body_bytes
         try:
             request = await read_request(scope, receive, max_body_bytes=limit)
         except BodyTooLarge:
-            if twilio is not None:
-                return twilio.body_too_large(scope["path"])
-            if vapi is not None:
-                return vapi.body_too_large()
+            if mount is not None and mount.too_large is not None:
+                return mount.too_large(path)
             return error(413, "request body too large")
-        response = await self._answer(request, request_id)
-        group = next((g for g in _ROUTE_GROUPS if request.path.startswith(g)), "other")
+        response = await self._answer(mount, request, request_id)
+        group = "other" if mount is None else mount.group
         self._requests[(group, response.status)] = (
             self._requests.get((group, response.status), 0) + 1
         )
         return response
 
-    async def _answer(self, request: Request, request_id: str) -> Response:
+    async def _answer(self, mount: Mount | None, request: Request, request_id: str) -> Response:
         try:
-            return await self._route(request)
+            answer = None
+            if mount is not None and mount.get_only and request.method not in ("GET", "HEAD"):
+                answer = error(405, f"{request.method} not allowed on {request.path}; use GET")
+            elif mount is not None:
+                answer = await mount.handle(request)
+            return answer or error(404, f"no route for {request.path}")
         except Exception as exc:
             log.exception("request %s (%s %s) failed", request_id, request.method, request.path)
             if self._alerts is not None:
@@ -190,49 +256,28 @@ class App:
                 )
             return error(500, f"internal error; request id {request_id}", requestId=request_id)
 
-    async def _route(self, request: Request) -> Response:
-        if request.path == "/health":
-            if request.method not in ("GET", "HEAD"):
-                return error(405, f"{request.method} not allowed on /health; use GET")
-            return Response(self._health.http_status, self._health.body())
-        if request.path == "/dashboard":
-            if request.method not in ("GET", "HEAD"):
-                return error(405, f"{request.method} not allowed on /dashboard; use GET")
-            return dashboard()
-        if request.path == "/openapi.json":
-            if request.method not in ("GET", "HEAD"):
-                return error(405, f"{request.method} not allowed on /openapi.json; use GET")
-            return Response(200, OPENAPI)
+    async def _health_page(self, request: Request) -> Response:
+        return Response(self._health.http_status, self._health.body())
+
+    async def _observed(self, request: Request) -> Response:
+        """/health/detailed (open to probes; the error texts, hosts, ports and database,
+        to the admin only), /metrics (admin or METRICS_TOKEN) and /stats (admin)."""
         observed = self._observability
-        if observed is not None and request.path in ("/health/detailed", "/metrics", "/stats"):
-            if request.method not in ("GET", "HEAD"):
-                return error(405, f"{request.method} not allowed on {request.path}; use GET")
-            admin = self._admin is not None and self._admin.authorized(request)
-            if request.path == "/health/detailed":
-                # Open to probes; the error texts (hosts, ports, database) to the admin only.
-                return await observed.detailed_health(details=admin)
-            if request.path == "/metrics" and (admin or self._metrics_reader(request)):
-                return observed.metrics()
-            if not admin:
-                metrics = request.path == "/metrics"
-                wanted = "ADMIN_TOKEN or METRICS_TOKEN" if metrics else "ADMIN_TOKEN"
-                return Response(
-                    401,
-                    {"error": f"missing or wrong token (Authorization: Bearer <{wanted}>)"},
-                    [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
-                )
-            return observed.stats()
-        if request.path.startswith("/analytics/") and self._analytics is not None:
-            return await self._analytics.handle(request)
-        if request.path.startswith("/admin/") and self._admin is not None:
-            return await self._admin.handle(request)
-        if request.path == VAPI_PATH and self._vapi is not None:
-            return await self._vapi.handle(request)
-        if request.path.startswith("/twilio/") and self._twilio is not None:
-            answer = await self._twilio.handle(request)
-            if answer is not None:
-                return answer
-        return error(404, f"no route for {request.path}")
+        assert observed is not None  # mounted only with it
+        admin = self._admin is not None and self._admin.authorized(request)
+        if request.path == "/health/detailed":
+            return await observed.detailed_health(details=admin)
+        if request.path == "/metrics" and (admin or self._metrics_reader(request)):
+            return observed.metrics()
+        if not admin:
+            metrics = request.path == "/metrics"
+            wanted = "ADMIN_TOKEN or METRICS_TOKEN" if metrics else "ADMIN_TOKEN"
+            return Response(
+                401,
+                {"error": f"missing or wrong token (Authorization: Bearer <{wanted}>)"},
+                [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
+            )
+        return observed.stats()
 
     def _metrics_reader(self, request: Request) -> bool:
         """The request carries ``METRICS_TOKEN`` (compared in constant time)."""
@@ -249,6 +294,14 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _dashboard(request: Request) -> Response:
+    return dashboard()
+
+
+async def _openapi(request: Request) -> Response:
+    return Response(200, OPENAPI)
 
 
 def _request_id(scope: Scope) -> str:
