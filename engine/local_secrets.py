@@ -17,8 +17,9 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.config import ADMIN_TOKEN_MIN_CHARS, Secret
 from engine.errors import ConfigError, StartupError
+from engine.secret import Secret
+from engine.settings_table import ADMIN_TOKEN_MIN_CHARS
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -200,18 +199,9 @@ def test_every_variable_set() -> None:
     assert not settings.is_local
 
 
-def test_env_names_match_fields() -> None:
-    assert tuple(field.name.upper() for field in dataclasses.fields(Settings)) == ENV_NAMES
+def test_full_sets_every_variable() -> None:
+    # The other tests read FULL as "every setting set": a new setting must join it.
     assert set(FULL) == set(ENV_NAMES)
-
-
-def test_the_readme_configuration_table_lists_every_setting() -> None:
-    """Each variable an operator sets has its row in README.md's table, and every row is
-    a variable the engine reads (a renamed setting must not leave a stale row)."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `([A-Z_]+)` \|", readme, flags=re.MULTILINE)
-    # WORKER_INDEX is set by `serve --workers` for each worker, never by an operator.
-    assert sorted(rows) == sorted(name for name in ENV_NAMES if name != "WORKER_INDEX")
 
 
 def test_settings_are_frozen() -> None:
@@ -776,6 +766,48 @@ def test_env_file_unknown_key_rejected(tmp_path: Path) -> None:
         load_settings({}, path)
     assert caught.value.variable == "ALERT_MIN_LEVLE"
     assert f"in {path} line 2: unknown setting (did you mean ALERT_MIN_LEVEL?)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "closest"),
+    [
+        ("ADMIN_TOKN", "ADMIN_TOKEN"),
+        ("admin_token", "ADMIN_TOKEN"),
+        ("OPENIA_API_KEY", "OPENAI_API_KEY"),  # a misspelt prefix is caught too
+        ("DRAIN_TIMEOUT", "DRAIN_TIMEOUT_S"),
+    ],
+)
+def test_env_file_typo_names_the_key_and_the_closest_setting(
+    tmp_path: Path, key: str, closest: str
+) -> None:
+    path = _env_file(tmp_path, f"PORT=9000\n{key}={ADMIN}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, path)
+    assert caught.value.variable == key
+    assert f"in {path} line 2: unknown setting (did you mean {closest}?)" in str(caught.value)
+    assert ADMIN not in str(caught.value)  # a misspelt secret's name still holds a secret
+
+
+def test_env_file_key_of_another_program_is_refused(tmp_path: Path) -> None:
+    """The file is the engine's own (read by --env-file, not sourced into a shell): a key
+    no setting resembles has no reader either, and is refused with the known names."""
+    path = _env_file(tmp_path, "POSTGRES_PASSWORD=pw\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, path)
+    assert str(caught.value) == (
+        f"invalid POSTGRES_PASSWORD=(value hidden): in {path} line 1: unknown setting; "
+        f"known: {', '.join(ENV_NAMES)}"
+    )
+
+
+def test_secret_values_are_every_secret_and_every_urls_password() -> None:
+    """What the log handler masks, derived from the table's secret and masked rows."""
+    webhook = "https://hook:hook-pass-w0rd@hooks.example.com/alert"
+    settings = settings_from_mapping(FULL | {"ALERT_WEBHOOK_URL": webhook})
+    assert sorted(settings.secret_values()) == sorted(
+        [*SECRET_STRINGS, "vapi-private-key-full", "vapi-server-secret-full", "hook-pass-w0rd"]
+    )
+    assert settings_from_mapping({"DATABASE_URL": "postgresql://db/x"}).secret_values() == []
 
 
 def test_environment_wins_over_file(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import sys
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from api.cli.admin import add_call_commands, add_commands, run_command
 from api.cli.simulate_args import add_commands as add_simulation_commands
@@ -141,7 +140,7 @@ def _serve(env_file: Path) -> int:
         print(f"afterhours: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     configure_logging(
-        settings.log_format, secrets=_secret_values(settings), level=settings.log_level
+        settings.log_format, secrets=settings.secret_values(), level=settings.log_level
     )
     log.info("afterhours %s starting (DATA_DIR=%s)", __version__, settings.data_dir)
     for token in tokens:
@@ -180,19 +179,5 @@ def _log_ready(settings: Settings, engine: Engine) -> None:
     )
 
 
-def _secret_values(settings: Settings) -> list[str]:
-    secrets = [
-        settings.admin_token,
-        settings.metrics_token,
-        settings.openai_api_key,
-        settings.twilio_auth_token,
-        settings.alert_webhook_secret,
-        settings.vapi_api_key,
-        settings.vapi_server_secret,
-    ]
-    revealed = [secret.reveal() for secret in secrets if secret]
-    for url in (settings.database_url, settings.smtp_url):
-        password = urlsplit(url).password if url else None
-        if password:
-            revealed.append(password)
-    return revealed
+if __name__ == "__main__":
+    sys.exit(main())
