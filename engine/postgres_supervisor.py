@@ -15,7 +15,8 @@ connections (actors/store/actor.py), but without a restart the spool would only 
 * Restart on the same port (the store's and the routing actor's DSN stays valid) after a
   backoff that doubles from ``first_backoff_s`` to ``max_backoff_s``. A restart that
   fails to start counts as another exit.
-* More than ``max_restarts`` restarts within ``period_s``: the engine stops in order
+* More than ``intensity.max_restarts`` restarts within ``intensity.period_s`` (the
+  supervisor's own count, ``RestartWindow``): the engine stops in order
   (``on_give_up``; the store spools what is left) and ``escalation`` is raised by the
   composition root, which the CLI turns into one line and exit code 3 (as a supervisor
   that gives up does; engine/supervisor.py).
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,6 +40,7 @@ from engine.embedded_postgres import open_postmaster
 from engine.errors import RestartIntensityExceeded, StartupError
 from engine.events import SupervisorEscalated, SupervisorEvent
 from engine.messages import Alert
+from engine.supervisor import RestartIntensity, RestartWindow
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -59,6 +60,9 @@ log = logging.getLogger("afterhours.postgres")
 
 SUPERVISOR_NAME = "embedded-postgres"  # how the escalation and its alert name us
 CHILD_ID = "postmaster"
+# Five restarts a minute: with the backoff below, about 15 s of a postmaster that dies at
+# every start before the engine gives up.
+POSTMASTER_INTENSITY = RestartIntensity(max_restarts=5, period_s=60.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +73,13 @@ class RestartPolicy:
 
     first_backoff_s: float = 0.5
     max_backoff_s: float = 8.0
-    max_restarts: int = 5
-    period_s: float = 60.0
+    intensity: RestartIntensity = POSTMASTER_INTENSITY
     probe_interval_s: float = 10.0
     hung_probes: int = 3
 
     def __post_init__(self) -> None:
         if not 0 < self.first_backoff_s <= self.max_backoff_s:
             raise ValueError(f"invalid backoff {self.first_backoff_s}..{self.max_backoff_s} s")
-        if self.max_restarts < 0 or not self.period_s > 0:
-            raise ValueError(f"invalid restart intensity {self.max_restarts} in {self.period_s} s")
         if not self.probe_interval_s > 0 or self.hung_probes < 1:
             raise ValueError("invalid liveness probe")
 
@@ -139,7 +140,7 @@ class SupervisedPostgres:
         self._alert: Callable[[Alert], object] | None = None
         self._event: Callable[[SupervisorEvent], None] | None = None
         self._state = "up"
-        self._restart_times_s: deque[float] = deque()
+        self._restarts = RestartWindow(policy.intensity)
         self._restarts_total = 0
         self._last_exit: PostgresExit | None = None
         self._last_error: str | None = None
@@ -201,14 +202,9 @@ class SupervisedPostgres:
     async def _restart(self) -> bool:
         """Start again until it works (True) or the intensity is spent (False)."""
         while True:
-            now_s = trio.current_time()
-            times = self._restart_times_s
-            while times and times[0] <= now_s - self._policy.period_s:
-                times.popleft()
-            if len(times) >= self._policy.max_restarts:
+            if not self._restarts.admit():
                 return False
-            times.append(now_s)
-            await trio.sleep(self._policy.backoff_s(len(times)))
+            await trio.sleep(self._policy.backoff_s(self._restarts.recent))
             self._restarts_total += 1
             try:
                 await self._postmaster.start()  # bounded by its ready timeout
@@ -263,7 +259,11 @@ class SupervisedPostgres:
         self._state = "failed"
         last = self._last_error or (self._last_exit.description if self._last_exit else "?")
         escalation = RestartIntensityExceeded(
-            SUPERVISOR_NAME, CHILD_ID, self._policy.max_restarts, self._policy.period_s, last
+            SUPERVISOR_NAME,
+            CHILD_ID,
+            self._policy.intensity.max_restarts,
+            self._policy.intensity.period_s,
+            last,
         )
         self.escalation = escalation
         log.critical("%s", escalation)

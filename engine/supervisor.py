@@ -76,6 +76,34 @@ class RestartIntensity:
             raise ValueError(f"invalid restart intensity {self.max_restarts} in {self.period_s} s")
 
 
+class RestartWindow:
+    """The restarts of the last ``period_s`` (trio clock), counted against one intensity.
+
+    The one count of restarts: this supervisor, the embedded PostgreSQL's
+    (engine/postgres_supervisor.py) and the parent of ``serve --workers``
+    (api/workers.py) each keep a window and give up when ``admit`` says no."""
+
+    def __init__(self, intensity: RestartIntensity) -> None:
+        self.intensity = intensity
+        self._times_s: deque[float] = deque()
+
+    def admit(self) -> bool:
+        """Count a restart now; False (not counted) when it would be one more than
+        ``max_restarts`` within ``period_s``: the caller escalates."""
+        now_s = trio.current_time()
+        while self._times_s and self._times_s[0] <= now_s - self.intensity.period_s:
+            self._times_s.popleft()
+        if len(self._times_s) >= self.intensity.max_restarts:
+            return False
+        self._times_s.append(now_s)
+        return True
+
+    @property
+    def recent(self) -> int:
+        """The restarts admitted within the last ``period_s``, as of the last ``admit``."""
+        return len(self._times_s)
+
+
 @dataclass(frozen=True, slots=True)
 class ChildStatistics:
     id: str
@@ -110,12 +138,11 @@ class Supervisor:
             raise ValueError(f"supervisor {name!r}: duplicate child ids in {ids}")
         self.name = name
         self._specs = tuple(specs)
-        self._intensity = intensity
         self._report = report
         self._on_stopping = on_stopping
         self._running: dict[str, RunningChild] = {}
         self._restart_counts = dict.fromkeys(ids, 0)
-        self._restart_times_s: deque[float] = deque()
+        self._restarts = RestartWindow(intensity)
         self._stopping = False
         self._wake = trio.Event()  # set on escalation, to stop without a stop request
         self._escalation: RestartIntensityExceeded | None = None
@@ -228,18 +255,12 @@ class Supervisor:
 
     def _note_restart(self, spec: ChildSpec, error: Exception | None) -> bool:
         """Count a restart against the intensity window; escalate when it is exceeded."""
-        now_s = trio.current_time()
-        self._restart_times_s.append(now_s)
-        while (
-            self._restart_times_s and self._restart_times_s[0] <= now_s - self._intensity.period_s
-        ):
-            self._restart_times_s.popleft()
-        if len(self._restart_times_s) > self._intensity.max_restarts:
+        if not self._restarts.admit():
             escalation = RestartIntensityExceeded(
                 self.name,
                 spec.id,
-                self._intensity.max_restarts,
-                self._intensity.period_s,
+                self._restarts.intensity.max_restarts,
+                self._restarts.intensity.period_s,
                 reason_text(error),
             )
             escalation.__cause__ = error

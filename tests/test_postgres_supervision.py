@@ -27,6 +27,7 @@ from engine.config import settings_from_mapping
 from engine.errors import RestartIntensityExceeded, find_escalation
 from engine.postgres_supervisor import RestartPolicy
 from engine.simulator.mulaw import silence, tone
+from engine.supervisor import RestartIntensity
 from tests.helpers import ADMIN_TOKEN, engine_settings, http_request, sid, wait_until
 from tests.test_call_e2e import hang_up, listen, open_stream, speak, start_call, wait_for_final
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
@@ -214,7 +215,9 @@ async def test_a_postmaster_that_stops_answering_is_killed_and_restarted(
 async def test_a_postmaster_that_dies_at_every_start_stops_the_engine_with_one_line(
     base_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    policy = RestartPolicy(first_backoff_s=0.05, max_backoff_s=0.2, max_restarts=2)
+    policy = RestartPolicy(
+        first_backoff_s=0.05, max_backoff_s=0.2, intensity=RestartIntensity(max_restarts=2)
+    )
     monkeypatch.setattr(api.root.database, "EMBEDDED_POSTGRES_RESTARTS", policy)
     escalation = None
     with trio.fail_after(ENGINE_START_S + 30):

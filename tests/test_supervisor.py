@@ -22,7 +22,13 @@ from engine.events import (
     SupervisorEvent,
 )
 from engine.lifecycle import StopSignal
-from engine.supervisor import ChildSpec, RestartIntensity, RestartType, Supervisor
+from engine.supervisor import (
+    ChildSpec,
+    RestartIntensity,
+    RestartType,
+    RestartWindow,
+    Supervisor,
+)
 
 
 @dataclass
@@ -228,6 +234,24 @@ async def test_intensity_window_boundary(
         await trio.sleep(20 * crash_every_s + 1)
         stop.request()
     assert escalated == ([] if escalates_at_s is None else [pytest.approx(escalates_at_s)])
+
+
+async def test_the_restart_window_the_workers_parent_and_the_postmaster_share(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``RestartWindow`` alone, as api/workers.py and engine/postgres_supervisor.py use it:
+    ``max_restarts`` within ``period_s`` are admitted, one more is refused and not
+    counted, and a restart ``period_s`` old no longer counts."""
+    window = RestartWindow(RestartIntensity(max_restarts=2, period_s=60.0))
+    assert [window.admit(), window.admit()] == [True, True]
+    assert window.recent == 2  # the postmaster's backoff doubles by this count
+    await trio.sleep(59.0)
+    assert not window.admit()  # the third within 60 s: escalate
+    assert window.recent == 2
+    await trio.sleep(1.0)  # the first two are now exactly 60 s old
+    assert window.admit()
+    assert window.recent == 1
+    assert not RestartWindow(RestartIntensity(max_restarts=0)).admit()
 
 
 async def test_stop_during_start_aborts_the_start(autojump_clock: trio.testing.MockClock) -> None:

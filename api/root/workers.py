@@ -10,8 +10,9 @@ their own spool directories.
 
 Signals are passed on: the first SIGTERM/SIGINT drains every worker, a second shortens
 the drains, a third stops them at once. A worker that exits on its own is restarted
-after a second; more than ``MAX_RESTARTS`` in ``RESTART_WINDOW_S`` and the parent stops
-them all and exits 3, like the engine's own supervisor. The parent exits 0 when every
+after a second; more than ``RESTART_INTENSITY`` allows (5 restarts in 60 s, counted as
+the engine's own supervisor counts: ``RestartWindow``) and the parent stops them all and
+exits 3, like that supervisor. The parent exits 0 when every
 worker stopped cleanly.
 """
 
@@ -28,6 +29,7 @@ import trio
 import trio_asyncio
 
 from api.root.database import open_engine_database
+from engine.supervisor import RestartIntensity, RestartWindow
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,8 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("afterhours.workers")
 
-MAX_RESTARTS = 5
-RESTART_WINDOW_S = 60.0
+RESTART_INTENSITY = RestartIntensity(max_restarts=5, period_s=60.0)
 RESTART_DELAY_S = 1.0
 EXIT_ESCALATED = 3
 
@@ -48,7 +49,7 @@ class Workers:
         self._env_file = env_file
         self._processes: dict[int, trio.Process] = {}
         self._stopping = False
-        self._restarts: list[float] = []
+        self._restarts = RestartWindow(RESTART_INTENSITY)
         self._gave_up = False
         self.exit_codes: dict[int, int] = {}
 
@@ -88,11 +89,12 @@ class Workers:
             if self._stopping:
                 log.info("worker %d stopped (exit %d)", index, code)
                 return
-            now_s = trio.current_time()
-            self._restarts = [t for t in self._restarts if t > now_s - RESTART_WINDOW_S]
-            self._restarts.append(now_s)
-            if len(self._restarts) > MAX_RESTARTS:
-                log.critical("workers keep exiting (%d restarts in 60 s): stopping", MAX_RESTARTS)
+            if not self._restarts.admit():
+                log.critical(
+                    "workers keep exiting (more than %d restarts in %g s): stopping",
+                    RESTART_INTENSITY.max_restarts,
+                    RESTART_INTENSITY.period_s,
+                )
                 self._gave_up = True
                 self._signal_all(signal.SIGTERM)
                 return
