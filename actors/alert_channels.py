@@ -34,7 +34,7 @@ import msgspec
 import trio
 
 from engine.alert_level import AlertLevel
-from engine.mailbox import Mailbox, OverflowPolicy
+from engine.mailbox import RECORD_SEND_TIMEOUT_S, Mailbox, OverflowPolicy
 from engine.messages import Alert, EventLogWritten, new_event_id, utc_now
 from engine.signing import sign
 
@@ -207,7 +207,7 @@ class Channel:
             call_sid=alert.call_sid,
             metadata={"channel": self.name, "alertType": alert.type},
         )
-        if not await self._store.send_within(row, 2.0):
+        if not await self._store.send_within(row, RECORD_SEND_TIMEOUT_S):
             log.error("event_log row for a delivery failure lost: the store's inbox stayed full")
 
 

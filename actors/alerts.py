@@ -26,6 +26,7 @@ import trio
 from actors.alert_channels import Outgoing
 from engine.alert_level import AlertLevel
 from engine.events import ChildExited, ExitReason, SupervisorEscalated, SupervisorEvent
+from engine.mailbox import RECORD_SEND_TIMEOUT_S
 from engine.messages import Alert, EventLogWritten, StoreWrite
 from engine.safe_text import printable, printable_value
 
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("afterhours.alerts")
 
-# How long the alert actor waits for room in the store's inbox before it counts the row
-# as lost; the store's inbox blocks by policy, and the alert actor must keep moving.
-STORE_SEND_TIMEOUT_S = 2.0
 FOLD_WINDOW_S = 60.0
 CHANNEL_DRAIN_S = 2.0  # at shutdown, for the webhook and email queues
 
@@ -250,7 +248,7 @@ class AlertActor:
         row = EventLogWritten.from_alert(alert)
         if outgoing.count > 1:
             row = msgspec.structs.replace(row, metadata=row.metadata | {"count": outgoing.count})
-        if await self._store.send_within(row, STORE_SEND_TIMEOUT_S):
+        if await self._store.send_within(row, RECORD_SEND_TIMEOUT_S):
             return
         self._event_log_lost_total += 1
         log.error("event_log row for alert %s lost: the store's inbox stayed full", alert.type)

@@ -34,6 +34,7 @@ from actors.store.routing import claim_stream
 from engine.connection_slots import ConnectionSlots, Slot, SlotStatistics
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
+from engine.mailbox import RECORD_SEND_TIMEOUT_S
 from engine.messages import CallUpdated, utc_now
 from engine.price_book import UnknownModelPrices
 from engine.realtime_models import deprecation_warning
@@ -74,7 +75,6 @@ if TYPE_CHECKING:
     from engine.routing import RoutingSnapshot
 
 log = logging.getLogger("afterhours.media")
-RECORD_SEND_TIMEOUT_S = 2.0  # a full store inbox is counted and alerted, never waited on for long
 
 MEDIA_PATH = "/twilio/media"
 # Twilio sends its upgrade request as soon as its connection is open (through nginx: the
@@ -335,6 +335,13 @@ class MediaServer:
             http=self._http,
         )
         self._record_live(setup)
+        await self._run_call(setup, socket)
+
+    async def _run_call(self, setup: CallSetup, socket: WebSocket) -> None:
+        """The call's actor, started in the calls group, until the call ends. A call the
+        group refuses (full, stopping) or that fails to start gets its failed record
+        within ``RECORD_SEND_TIMEOUT_S``: a stuck store never holds the connection."""
+        call_sid = setup.call_sid
         done = trio.Event()
         try:
             actor = CallActor(setup, socket, self._store, self._alerts, done)
@@ -343,7 +350,7 @@ class MediaServer:
             log.error("call %s could not start: %s", call_sid, exc)
             failed = CallUpdated(
                 call_sid,
-                project_id=project.id,
+                project_id=setup.project.id,
                 status="failed",
                 end_reason="call_start_failed",
                 error=str(exc),

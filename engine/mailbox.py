@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from engine.lifecycle import StopSignal
 
 T = TypeVar("T")
+
+# How long a record for the store (a call's update, a function call, an event_log row)
+# waits for room in the store's inbox, by every sender: the store empties its inbox into
+# PostgreSQL or its spool far faster, so a full inbox past this is a stuck store. The
+# record is then lost and counted (``send_within``: the inbox's ``dropped_total``, which
+# the store alerts on), and the call or request that sent it moves on: a record is never
+# waited on for long.
+RECORD_SEND_TIMEOUT_S = 2.0
 T_contra = TypeVar("T_contra", contravariant=True)
 T_co = TypeVar("T_co", covariant=True)
 

@@ -10,8 +10,19 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from twilio.request_validator import RequestValidator
 
+from actors.call import CallSetup
+from actors.model_link import ModelEndpoint
+from api.media_server import MediaServer
+from engine.config import settings_from_mapping
+from engine.group import DynamicGroup
+from engine.mailbox import RECORD_SEND_TIMEOUT_S, Mailbox, OverflowPolicy
+from engine.messages import Alert, CallUpdated, StoreWrite
+from engine.price_book import BUILT_IN
+from engine.projects import parse_project
+from engine.routing import EMPTY_SNAPSHOT
 from engine.simulator.mulaw import silence, tone
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
 from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine, sid
@@ -25,6 +36,7 @@ from tests.test_call_e2e import (
     wait_for_final,
 )
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
+from tests.test_ws import memory_pair
 
 # Both instances sit behind one balancer: Twilio knows one media URL for both.
 SHARED_MEDIA_URL = "ws://media.example.test/twilio/media"
@@ -45,6 +57,40 @@ async def stream_to(
 
 def params(xml: str) -> dict[str, str]:
     return dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', xml))
+
+
+async def test_a_call_that_cannot_start_is_not_held_by_a_full_store_inbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The calls group refuses the call (here: not running, as while it stops) and the
+    store's inbox is full (a stuck store): the failed call's record waits
+    ``RECORD_SEND_TIMEOUT_S`` for room, is counted as lost, and the connection is let go.
+    An unbounded send would wait here for as long as the store stays stuck."""
+    store: Mailbox[StoreWrite] = Mailbox("store", 1, OverflowPolicy.BLOCK)
+    store.send_nowait(CallUpdated(sid(1)))  # the store is stuck behind this one
+    endpoint = ModelEndpoint("ws://model.test/v1/realtime", "gpt-realtime", "sk-sim")
+    media = MediaServer(
+        settings_from_mapping({}),
+        calls=DynamicGroup("calls", max_children=1, shutdown_s=1.0, report=lambda event: None),
+        store=store,
+        setup=Mailbox("store-setup", 1, OverflowPolicy.BLOCK),
+        routes=lambda: EMPTY_SNAPSHOT,
+        alerts=Mailbox[Alert]("alerts", 1, OverflowPolicy.DROP_NEWEST),
+        model=lambda: endpoint,
+        early=None,
+        prices=BUILT_IN,
+    )
+    project = parse_project(
+        {"id": "smith-plumbing", "name": "Smith Plumbing", "timezone": "America/Chicago"}
+    )
+    setup = CallSetup(sid(2), STREAM_SID, project, endpoint)
+    socket, _, _ = await memory_pair()
+    began_s = trio.current_time()
+    with trio.fail_after(10 * RECORD_SEND_TIMEOUT_S):
+        await media._run_call(setup, socket)
+    assert trio.current_time() - began_s == pytest.approx(RECORD_SEND_TIMEOUT_S)
+    statistics = store.statistics()
+    assert (statistics.queued, statistics.dropped_total) == (1, 1)  # counted: the store alerts
 
 
 async def test_webhook_stream_and_callback_on_different_instances_and_tokens_used_once(

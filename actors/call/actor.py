@@ -31,6 +31,7 @@ from actors.call.twilio_side import apologise
 from actors.twilio_rest import REST_TIMEOUT_S
 from engine.alert_level import AlertLevel
 from engine.logs import call_context
+from engine.mailbox import RECORD_SEND_TIMEOUT_S
 from engine.messages import utc_now
 from engine.metric_samples import CallBegan, CallFinished
 
@@ -46,7 +47,7 @@ __all__ = ["STOP_BUDGET_S", "CallActor", "CallSetup"]
 
 log = logging.getLogger("afterhours.call")
 
-FINALISE_TIMEOUT_S = 2.0
+FINALISE_TIMEOUT_S = RECORD_SEND_TIMEOUT_S  # the call's record waits as any record does
 # What a call needs once asked to stop: its goodbye heard, the record and a REST update.
 STOP_BUDGET_S = GOODBYE_GRACE_S + FINALISE_TIMEOUT_S + REST_TIMEOUT_S
 SAY_ENGINE_GOODBYE = (

@@ -13,6 +13,7 @@ import trio
 
 from actors.functions import call_function
 from engine.alert_level import AlertLevel
+from engine.mailbox import RECORD_SEND_TIMEOUT_S
 from engine.messages import Alert, FunctionCallRecorded, new_event_id, utc_now
 from engine.metric_samples import FunctionCalled
 from engine.tls import client_context
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from engine.messages import StoreWrite
 
 log = logging.getLogger("afterhours.call")
-
-RECORD_SEND_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)

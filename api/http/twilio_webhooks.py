@@ -36,6 +36,7 @@ from api.http.asgi import Request, Response
 from api.http.vapi_calls import VapiUnavailable
 from engine.admission import Admission
 from engine.alert_level import AlertLevel
+from engine.mailbox import RECORD_SEND_TIMEOUT_S
 from engine.messages import Alert, CallUpdated, utc_now
 from engine.metric_samples import CallFinished
 from engine.stream_tokens import issue_token
@@ -62,8 +63,6 @@ if TYPE_CHECKING:
     from engine.routing import NumberRoute, RoutingSnapshot
 
 log = logging.getLogger("afterhours.twilio")
-
-RECORD_SEND_TIMEOUT_S = 2.0
 
 UNKNOWN_NUMBER = "We're sorry, this number is not in service. Goodbye."
 ELSEWHERE = "We're sorry, we cannot take your call on this line right now."

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.alert_channels import QUEUE_SIZE as ALERT_CHANNEL_QUEUE_SIZE
-from engine.mailbox import Mailbox, OverflowPolicy
+from engine.mailbox import RECORD_SEND_TIMEOUT_S, Mailbox, OverflowPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +35,10 @@ STORE = MailboxRow(
     "StoreActor",
     256,
     OverflowPolicy.BLOCK,
-    "the sender waits, bounded by its own timeout (2 s, then the record is counted and "
-    "alerted); the store drains it into Postgres or the spool",
+    f"every sender of a record waits at most `RECORD_SEND_TIMEOUT_S` "
+    f"({RECORD_SEND_TIMEOUT_S:g} s, engine/mailbox.py), then the record is lost, counted "
+    "in the inbox's `dropped_total` and alerted by the store; the store drains it into "
+    "Postgres or the spool",
     "`EventLogWritten` (alerts), `CallUpdated`, `FunctionCallRecorded` (calls, webhooks)",
     "rows in `event_log`, `calls`, `function_calls` (batches of up to 500 records or "
     "100 ms), or the spool; `databaseError` alerts",
