@@ -35,7 +35,6 @@ the log shows that someone still sends it without one line per request.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
@@ -52,6 +51,7 @@ from actors.store import admin as ops
 from actors.store.call_record import get_call
 from actors.store.queries import StoreUnavailable, ask_store
 from api.http.asgi import Request, Response, error
+from api.http.token_auth import bearer_matches, unauthorized
 from engine.json_case import BothNames, camel, camel_keys, field_to_api, from_api
 from engine.key_limits import KeyLimits
 from engine.projects import (
@@ -155,18 +155,13 @@ class AdminApi:
         return {(method, _template(pattern)) for method, pattern, _ in self._routes}
 
     def authorized(self, request: Request) -> bool:
-        token = request.bearer_token()
-        if token is None or self._token is None:
-            return False
-        return hmac.compare_digest(token.encode(), self._token)
+        return bearer_matches(request, self._token)
 
     async def handle(self, request: Request) -> Response:
         if not self.authorized(request):
             self._refusals.refuse("admin", "bad_token")
-            return Response(
-                401,
-                {"error": "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)"},
-                [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
+            return unauthorized(
+                "missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)"
             )
         allowed = [method for method, pattern, _ in self._routes if pattern.fullmatch(request.path)]
         for method, pattern, handler in self._routes:

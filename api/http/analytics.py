@@ -16,7 +16,6 @@ query lane.
 
 from __future__ import annotations
 
-import hmac
 import re
 from datetime import UTC, datetime
 from functools import partial
@@ -28,6 +27,7 @@ from actors.store import analytics
 from actors.store.call_detail import CallNotFound, call_detail
 from actors.store.queries import StoreBusy, StoreUnavailable, ask_store
 from api.http.asgi import Response, error
+from api.http.token_auth import ANALYTICS_REALM, token_matches, unauthorized
 from engine.analytics_params import (
     Cursor,
     InvalidParameter,
@@ -109,9 +109,9 @@ class AnalyticsApi:
         token = request.bearer_token()
         if token is None:
             self._refusals.refuse("analytics", "no_key")
-            return _unauthorized("missing API key (Authorization: Bearer <key>)")
+            return unauthorized("missing API key (Authorization: Bearer <key>)", ANALYTICS_REALM)
         project_id, snapshot = found["id"], self._routes()
-        if self._admin_token is not None and hmac.compare_digest(token.encode(), self._admin_token):
+        if token_matches(token, self._admin_token):
             key = "admin"
             if project_id not in snapshot.projects:
                 return error(404, f"no project {project_id!r}")
@@ -120,7 +120,7 @@ class AnalyticsApi:
             readable = snapshot.key_projects.get(key)
             if readable is None:
                 self._refusals.refuse("analytics", "unknown_key")
-                return _unauthorized("unknown or revoked API key")
+                return unauthorized("unknown or revoked API key", ANALYTICS_REALM)
             if readable != project_id:
                 self._refusals.refuse("analytics", "other_project")
                 return error(403, "this API key reads another project")
@@ -198,7 +198,3 @@ async def _recent(
 
 def _retry_later(status: int, message: str, retry_after_s: int) -> Response:
     return Response(status, {"error": message}, [(b"retry-after", str(retry_after_s).encode())])
-
-
-def _unauthorized(message: str) -> Response:
-    return Response(401, {"error": message}, [(b"www-authenticate", b'Bearer realm="afterhours"')])

@@ -24,7 +24,6 @@ that ignores it: docs/stack-measurements.md 2).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import secrets
@@ -47,6 +46,7 @@ from api.http.asgi import (
 )
 from api.http.dashboard import dashboard
 from api.http.openapi import document
+from api.http.token_auth import bearer_matches, unauthorized
 from api.http.twilio_webhooks import ROUTES as TWILIO_ROUTES
 from api.http.vapi_events import MAX_BODY_BYTES as VAPI_MAX_BODY_BYTES
 from api.http.vapi_events import PATH as VAPI_PATH
@@ -272,19 +272,12 @@ class App:
         if not admin:
             metrics = request.path == "/metrics"
             wanted = "ADMIN_TOKEN or METRICS_TOKEN" if metrics else "ADMIN_TOKEN"
-            return Response(
-                401,
-                {"error": f"missing or wrong token (Authorization: Bearer <{wanted}>)"},
-                [(b"www-authenticate", b'Bearer realm="afterhours-admin"')],
-            )
+            return unauthorized(f"missing or wrong token (Authorization: Bearer <{wanted}>)")
         return observed.stats()
 
     def _metrics_reader(self, request: Request) -> bool:
         """The request carries ``METRICS_TOKEN`` (compared in constant time)."""
-        token = request.bearer_token()
-        if token is None or self._metrics_token is None:
-            return False
-        return hmac.compare_digest(token.encode(), self._metrics_token)
+        return bearer_matches(request, self._metrics_token)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -23,13 +23,13 @@ which is where an operator looks when an assistant misbehaves.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from api.http.asgi import Response
+from api.http.token_auth import token_matches
 from engine.vapi_messages import MessageRefused, decode
 
 if TYPE_CHECKING:
@@ -106,10 +106,7 @@ class VapiEvents:
         return Response(413, {"error": f"the body is over {MAX_BODY_BYTES} bytes"})
 
     def _authentic(self, request: Request) -> bool:
-        sent = request.headers.get("x-vapi-secret", "").encode("latin-1")
-        if self._secret is None or not sent:
-            return False
-        return hmac.compare_digest(sent, self._secret)
+        return token_matches(request.headers.get("x-vapi-secret"), self._secret)
 
     def _locate(self, hints: CallHints) -> tuple[str | None, str | None]:
         """The call's project and our number: from the routing snapshot by Vapi's id for
