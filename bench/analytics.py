@@ -39,7 +39,7 @@ import httpx
 
 from bench.calls import ADMIN_TOKEN, AUTH_TOKEN, fresh_database
 from bench.results_file import add_output_options, results_path
-from bench.startup import free_port
+from engine.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = 50

@@ -65,7 +65,7 @@ import uvloop
 from twilio.request_validator import RequestValidator
 
 from bench.results_file import RESULTS_DIR, add_output_options, no_chart_message, results_path
-from bench.startup import free_port
+from engine.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine, Iterator

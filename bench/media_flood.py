@@ -51,7 +51,7 @@ from twilio.request_validator import RequestValidator
 
 from bench.calls import fresh_database, rss_bytes
 from bench.results_file import add_output_options, results_path
-from bench.startup import free_port
+from engine.ports import free_port
 from engine.simulator.caller import CallerConfig, place_call
 
 ROOT = Path(__file__).resolve().parents[1]

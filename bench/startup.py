@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.results_file import add_output_options, results_path
+from engine.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_S = 60.0
@@ -35,12 +35,6 @@ ENGINE_VARIABLES = ("DATABASE_URL", "DATA_DIR", "PORT", "HOST", "PUBLIC_URL", "O
 # --with-key: as in production, an OpenAI key (and a URL no call will reach here): the
 # built-in simulated model is then neither started nor imported.
 WITH_KEY = {"OPENAI_API_KEY": "sk-bench-startup", "OPENAI_REALTIME_URL": "ws://127.0.0.1:9/v1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def healthy(port: int) -> bool:

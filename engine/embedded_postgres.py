@@ -39,7 +39,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from engine.errors import StartupError
+from engine.ports import free_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -555,13 +555,6 @@ def _read_password(data_dir: Path) -> str | None:
         return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --------------------------------------------------------------------------- postmaster
 
 
@@ -745,7 +738,7 @@ async def open_postmaster(
             tools = tools.with_password(password)
         await _stop_orphan(tools)
         postmaster = Postmaster(
-            tools, port or _free_port(), password, ready_timeout_s, stop_timeout_s
+            tools, port or free_port(), password, ready_timeout_s, stop_timeout_s
         )
         try:
             await postmaster.start()

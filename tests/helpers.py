@@ -4,7 +4,6 @@ and the whole engine running in the test's own Trio run."""
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -85,12 +84,6 @@ def sid(n: int) -> str:
     """A well-formed CallSid (CA and 32 hexadecimal digits, as Twilio writes them; the
     webhooks refuse any other) that reads as its number: ``sid(7)`` is ``CA0...07``."""
     return f"CA{n:032d}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def engine_settings(database_url: str, data_dir: Path) -> dict[str, str]:

@@ -13,12 +13,12 @@ from typing import Any
 import trio
 
 from engine.config import ENV_NAMES
+from engine.ports import free_port
 from tests.function_backend import FunctionBackend
 from tests.helpers import (
     ADMIN_TOKEN,
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
-    free_port,
     http_request,
     running_engine,
 )

@@ -20,7 +20,8 @@ import trio
 
 from actors.store.db import open_database
 from engine.config import ENV_NAMES
-from tests.helpers import free_port, http_request
+from engine.ports import free_port
+from tests.helpers import http_request
 
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 5.0  # the bar: exit within 5 s of SIGTERM

@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from engine.config import ENV_NAMES
+from engine.ports import free_port
 from engine.signing import sign
 from engine.simulator import audio_formats, phrases
 from engine.simulator.business import SimulatedBusiness
@@ -28,7 +29,6 @@ from tests.helpers import (
     ADMIN_TOKEN,
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
-    free_port,
     http_request,
     running_engine,
 )

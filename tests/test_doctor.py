@@ -15,7 +15,8 @@ import trio
 
 from actors.store.db import open_database
 from engine.config import ENV_NAMES
-from tests.helpers import free_port, running_engine
+from engine.ports import free_port
+from tests.helpers import running_engine
 
 ROOT = Path(__file__).parents[1]
 DOCTOR_TIMEOUT_S = 30.0

@@ -12,7 +12,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -22,6 +21,7 @@ import trio
 
 from engine.embedded_postgres import find_postgres_bindir, open_embedded_postgres
 from engine.errors import StartupError
+from engine.ports import free_port
 
 TEST_TIMEOUT_S = 60.0
 PSQL_TIMEOUT_S = 15.0
@@ -109,19 +109,12 @@ async def test_warm_start_keeps_data(base_dir: Path, bindir: Path) -> None:
         assert _pids_in(data_dir) == set()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _spawn_orphan(bindir: Path, data_dir: Path) -> trio.Process:
     """A postmaster on ``data_dir`` as a SIGKILLed engine would leave it, ready to serve."""
     who = pwd.getpwnam("postgres") if IS_ROOT else None
     orphan = await trio.lowlevel.open_process(
         [
-            *(str(bindir / "postgres"), "-D", str(data_dir), "-p", str(_free_port())),
+            *(str(bindir / "postgres"), "-D", str(data_dir), "-p", str(free_port())),
             *("-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="),
         ],
         stdout=subprocess.DEVNULL,

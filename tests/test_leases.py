@@ -31,12 +31,12 @@ from actors.store.writes import write_records
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import CallUpdated, StoreWrite
+from engine.ports import free_port
 from engine.simulator.caller import CallerConfig, place_call
 from tests.helpers import (
     ADMIN_TOKEN,
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
-    free_port,
     http_request,
     sid,
     wait_until,

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from engine.ports import free_port
 from engine.simulator.caller import CallerConfig, place_call
-from tests.helpers import TWILIO_AUTH_TOKEN, free_port, running_engine
+from tests.helpers import TWILIO_AUTH_TOKEN, running_engine
 from tests.test_call_e2e import wait_for_final
 from tests.test_twilio_webhooks import ANSWERED, setup_project
 

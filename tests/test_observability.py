@@ -23,13 +23,13 @@ from engine.histogram import Histogram
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert
 from engine.metric_samples import CallProgress
+from engine.ports import free_port
 from engine.simulator.caller import CallerConfig, place_call
 from tests.helpers import (
     ADMIN_TOKEN,
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
     engine_settings,
-    free_port,
     http_request,
     running_engine,
     sid,

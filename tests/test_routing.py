@@ -12,9 +12,10 @@ import trio
 
 from actors.store.db import open_database
 from api.root.engine import Engine
+from engine.ports import free_port
 from engine.simulator.mulaw import silence, tone
 from engine.ws import WebSocketClosed
-from tests.helpers import ADMIN_TOKEN, free_port, http_request, running_engine, wait_until
+from tests.helpers import ADMIN_TOKEN, http_request, running_engine, wait_until
 from tests.test_call_e2e import hang_up, listen, open_stream, speak, start_call
 from tests.test_store_outage import Server
 from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, setup_project, twilio_post

@@ -13,12 +13,12 @@ import trio
 
 from actors.store.db import open_database
 from engine.config import ENV_NAMES
+from engine.ports import free_port
 from engine.simulator.caller import CallerConfig, CallSummary, place_call
 from tests.helpers import (
     ADMIN_TOKEN,
     PUBLIC_URL,
     TWILIO_AUTH_TOKEN,
-    free_port,
     http_request,
     running_engine,
 )

@@ -23,7 +23,7 @@ from engine.embedded_postgres import open_embedded_postgres
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert, CallUpdated, EventLogWritten, StoreWrite
-from tests.helpers import free_port
+from engine.ports import free_port
 
 CALLS = 60
 FROZEN_S = 30.0

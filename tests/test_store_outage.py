@@ -30,7 +30,7 @@ from engine.messages import (
     FunctionCallRecorded,
     StoreWrite,
 )
-from tests.helpers import free_port
+from engine.ports import free_port
 
 WAIT_S = 60.0
 START = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
