@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from engine.durable_files import replace_atomically
 from engine.errors import StartupError
 from engine.ports import free_port
 
@@ -273,23 +274,6 @@ def _read_pointer(pointer: Path) -> Path | None:
     return recorded
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A crash leaves either no file or a whole one, never half a path."""
-    staging = path.with_name(f"{path.name}.tmp")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    staging.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a power cut, too
-    finally:
-        os.close(dir_fd)
-
-
 def _prepare_relocation(home: Path, requested: Path, who: _RunAs) -> None:
     """Make ``home`` (the relocated cluster's parent, also holding its password file and
     initdb staging) and ``home.parent`` root-owned 0711 directories ``who`` can reach,
@@ -318,7 +302,7 @@ def _prepare_relocation(home: Path, requested: Path, who: _RunAs) -> None:
         try:
             owner = owner_file.read_text().strip()
         except FileNotFoundError:
-            _write_atomically(owner_file, f"{requested}\n")
+            replace_atomically(owner_file, f"{requested}\n".encode())
             return
     except OSError as exc:
         raise _NoRelocation(f"cannot prepare {home}: {exc.strerror or exc}") from exc
@@ -374,7 +358,7 @@ def _locate_cluster(requested: Path, who: _RunAs | None, relocation_root: Path |
             raise StartupError(_unreachable(requested, blocker, who, reason)) from exc
         cluster = home / "postgres"
         try:
-            _write_atomically(pointer, f"{cluster}\n")
+            replace_atomically(pointer, f"{cluster}\n".encode())
         except OSError as exc:
             raise StartupError(f"cannot write {pointer}: {exc.strerror or exc}") from exc
     why = (
@@ -535,15 +519,8 @@ def _password_path(data_dir: Path) -> Path:
 def _write_password(tools: _Tools) -> str:
     """A new password for the ``afterhours`` role, in a 0600 file initdb can read."""
     password = secrets.token_urlsafe(24)
-    path = _password_path(tools.data_dir)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        if tools.who is not None:
-            os.fchown(fd, tools.who.uid, tools.who.gid)
-        os.write(fd, password.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    owner = None if tools.who is None else (tools.who.uid, tools.who.gid)
+    replace_atomically(_password_path(tools.data_dir), password.encode(), owner=owner)
     return password
 
 

@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from engine.durable_files import replace_atomically
 from engine.errors import ConfigError, StartupError
 from engine.secret import Secret
 from engine.settings_table import ADMIN_TOKEN_MIN_CHARS
@@ -178,30 +179,8 @@ def _check_token_file(path: Path, fd: int) -> None:
 def _create_token(path: Path) -> str:
     """Write a new token to ``path`` atomically: a crash leaves no file or a whole one."""
     token = secrets.token_urlsafe(32)
-    # A random temporary name: a fixed one left by a crash would block every later start.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    replaced = False
     try:
-        fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, TOKEN_FILE_MODE)
-        with os.fdopen(fd, "wb") as file:
-            file.write(f"{token}\n".encode())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        replaced = True
-        _fsync_dir(path.parent)
+        replace_atomically(path, f"{token}\n".encode(), mode=TOKEN_FILE_MODE)
     except OSError as exc:
         raise StartupError(f"cannot write token file {path}: {exc.strerror}") from exc
-    finally:
-        if not replaced:
-            temporary.unlink(missing_ok=True)
     return token
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable, so the token survives a power loss after start-up.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

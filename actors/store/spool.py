@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from engine.durable_files import fsync_directory, replace_atomically
 from engine.messages import StoreWrite
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class Spool:
         self._cursor_path = directory / "cursor"
         self._rejected_path = directory / "rejected.jsonl"
         self._fd = os.open(self._records_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        _fsync_directory(directory)  # the new file's name is durable too
+        fsync_directory(directory)  # the new file's name is durable too
         self._cursor = self._read_cursor()
         self._cut_torn_tail()
         self._size = os.fstat(self._fd).st_size  # kept in step by append and commit
@@ -177,13 +178,7 @@ class Spool:
         return cursor if cursor <= os.fstat(self._fd).st_size else 0
 
     def _write_cursor(self, offset: int) -> None:
-        temporary = self._cursor_path.with_suffix(".tmp")
-        with open(temporary, "w") as handle:
-            handle.write(str(offset))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self._cursor_path)
-        _fsync_directory(self._cursor_path.parent)
+        replace_atomically(self._cursor_path, str(offset).encode())
         self._cursor = offset
 
     def _cut_torn_tail(self) -> None:
@@ -218,11 +213,3 @@ class Spool:
             rejected.flush()
             os.fsync(rejected.fileno())
         self._rejected_total += 1
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
