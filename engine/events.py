@@ -39,10 +39,6 @@ class ChildExited:
     # of a running engine. False for a restart that fails to start.
     in_first_start: bool = False
 
-    @property
-    def abnormal(self) -> bool:
-        return self.reason in (ExitReason.FAILED, ExitReason.START_FAILED, ExitReason.KILLED)
-
 
 @dataclass(frozen=True, slots=True)
 class ChildRestarted:
@@ -61,10 +57,6 @@ class SupervisorEscalated:
 SupervisorEvent = ChildStarted | ChildExited | ChildRestarted | SupervisorEscalated
 
 Report = Callable[[SupervisorEvent], None]
-
-
-def ignore_event(event: SupervisorEvent) -> None:
-    """A ``Report`` for tests and tools that do not observe the runtime."""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -11,8 +11,8 @@ all its dated snapshots), on top of the plain keys. Keys are ``Prices``' field n
 A model the built-in table does not know is priced only if the file gives all six token
 prices for it (plain keys or its own table); otherwise ``UnknownModelPrices`` names the
 model and what to add. The engine refuses to start with such a model rather than cost
-its calls at another model's prices. Pure, except ``prices_for_model``, which reads the
-file.
+its calls at another model's prices. Pure: the composition root reads the file
+(``load_prices``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, replace
 from math import inf
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.pricing import (
     PRICE_NAMES,
@@ -30,9 +30,6 @@ from engine.pricing import (
     built_in_prices,
     model_family,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 class PriceTableError(ValueError):
@@ -94,16 +91,6 @@ def price_book_from_toml(text: str, source: str) -> PriceBook:
         else:
             every_model.update(_overrides({key: value}, source))
     return PriceBook(every_model, per_model, source)
-
-
-def prices_for_model(model: str, override_file: Path | None = None) -> Prices:
-    """``model``'s prices: built in, overridden by ``override_file`` (PRICES_FILE) when
-    given. Reads the file on every call: build a ``PriceBook`` once where prices are
-    needed per call. Raises ``OSError``, ``PriceTableError`` or ``UnknownModelPrices``."""
-    if override_file is None:
-        return BUILT_IN.prices_for(model)
-    text = override_file.read_text(encoding="utf-8")
-    return price_book_from_toml(text, str(override_file)).prices_for(model)
 
 
 def _overrides(table: dict[str, Any], where: str) -> dict[str, float]:

@@ -39,10 +39,6 @@ class _ResponseCreate(_Client, tag="response.create"):
     response: dict[str, Any] | None = None
 
 
-class _ResponseCancel(_Client, tag="response.cancel"):
-    pass
-
-
 class _Truncate(_Client, tag="conversation.item.truncate", kw_only=True):
     item_id: str
     content_index: int
@@ -80,10 +76,6 @@ def encode_response_create(
     if out_of_band:
         response = {**(response or {}), "conversation": "none"}
     return _encoder.encode(_ResponseCreate(event_id=event_id, response=response))
-
-
-def encode_response_cancel(event_id: str | None = None) -> bytes:
-    return _encoder.encode(_ResponseCancel(event_id=event_id))
 
 
 def encode_truncate(item_id: str, audio_end_ms: int, event_id: str | None = None) -> bytes:

@@ -65,9 +65,5 @@ class RoutingSnapshot:
     def route(self, number: str) -> NumberRoute | None:
         return self.numbers.get(number)
 
-    def project_for_key(self, key: str) -> str | None:
-        """The project a live API key reads, or None for an unknown or revoked key."""
-        return self.key_projects.get(hash_key(key))
-
 
 EMPTY_SNAPSHOT = RoutingSnapshot.of(0, {}, {}, {})

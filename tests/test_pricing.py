@@ -4,7 +4,6 @@ caller's input transcription, and PRICES_FILE."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,6 @@ from engine.price_book import (
     PriceTableError,
     UnknownModelPrices,
     price_book_from_toml,
-    prices_for_model,
 )
 from engine.pricing import (
     DEFAULT_PRICES,
@@ -231,14 +229,6 @@ def test_a_model_without_built_in_prices_is_priced_by_a_complete_table() -> None
     incomplete = price_book_from_toml(f'[prices."gpt-realtime-2.1"]\n{complete}\n', "p")
     with pytest.raises(UnknownModelPrices, match=r"with audio_out_per_m$"):
         incomplete.prices_for("gpt-realtime-2.1")
-
-
-def test_prices_for_model_reads_the_override_file(tmp_path: Path) -> None:
-    path = tmp_path / "prices.toml"
-    path.write_text('[prices."gpt-realtime-mini"]\naudio_in_per_m = 9\n', encoding="utf-8")
-    assert prices_for_model("gpt-realtime-mini", path).audio_in_per_m == 9.0
-    assert prices_for_model("gpt-realtime-mini", None).audio_in_per_m == 10.0
-    assert prices_for_model("gpt-realtime-1.5", path) == REALTIME_PRICES["gpt-realtime-1.5"]
 
 
 @pytest.mark.parametrize(

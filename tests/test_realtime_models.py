@@ -16,6 +16,7 @@ from openai.types.realtime.realtime_session_create_request import RealtimeSessio
 from api.root.build import load_prices
 from engine.config import settings_from_mapping
 from engine.errors import StartupError
+from engine.price_book import BUILT_IN
 from engine.pricing import REALTIME_PRICES
 from engine.realtime_models import (
     DEFAULT_REALTIME_MODEL,
@@ -99,3 +100,12 @@ def test_the_start_refuses_a_model_without_prices(tmp_path: Path) -> None:
         {"OPENAI_REALTIME_MODEL": "gpt-realtime-2.1", "PRICES_FILE": str(prices)}
     )
     assert load_prices(settings).prices_for("gpt-realtime-2.1").audio_out_per_m == 1.0
+
+
+def test_the_prices_file_overrides_the_built_in_prices_at_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text('[prices."gpt-realtime-mini"]\naudio_in_per_m = 9\n', encoding="utf-8")
+    book = load_prices(settings_from_mapping({"PRICES_FILE": str(path)}))
+    assert book.prices_for("gpt-realtime-mini").audio_in_per_m == 9.0
+    assert BUILT_IN.prices_for("gpt-realtime-mini").audio_in_per_m == 10.0
+    assert book.prices_for("gpt-realtime-1.5") == REALTIME_PRICES["gpt-realtime-1.5"]

@@ -104,12 +104,6 @@ async def get_project(connection: Connection, project_id: str) -> dict[str, Any]
     return await _view(connection, project_from_row(row))
 
 
-async def load_project(connection: Connection, project_id: str) -> Project | None:
-    """The project itself (with its secret), for the engine's own use, never for output."""
-    row = await connection.fetchrow("SELECT * FROM projects WHERE id = $1", project_id)
-    return None if row is None else project_from_row(row)
-
-
 async def list_projects(connection: Connection) -> list[dict[str, Any]]:
     rows = await connection.fetch("SELECT * FROM projects ORDER BY id")
     return [await _view(connection, project_from_row(row)) for row in rows]
@@ -288,12 +282,3 @@ async def revoke_api_key(connection: Connection, key_id: str) -> None:
     )
     if revoked is None:
         raise NotFound(f"no API key {key_id!r}")
-
-
-async def project_for_key(connection: Connection, key: str) -> str | None:
-    """The project an API key reads, or None for an unknown or revoked key."""
-    project_id: str | None = await connection.fetchval(
-        "SELECT project_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        hash_key(key),
-    )
-    return project_id

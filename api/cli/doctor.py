@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-DEFAULT_TIMEOUT_S = 3.0  # per network check: a healthy peer answers in well under a second
 HEALTH_PROBE_TIMEOUT_S = 1.0  # is it an engine that holds the port?
 
 Level = Literal["ok", "warning", "error"]

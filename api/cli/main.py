@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument(
         "--timeout-s",
         type=float,
-        default=3.0,
+        default=3.0,  # a healthy peer answers in well under a second
         help="the longest each network check waits (default: 3)",
     )
     bench = commands.add_parser(

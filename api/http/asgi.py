@@ -101,11 +101,3 @@ async def send_response(send: Send, response: Response) -> None:
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
-
-
-async def send_json(send: Send, status: int, body: object) -> None:
-    await send_response(send, Response(status, body))
-
-
-async def send_error(send: Send, status: int, message: str) -> None:
-    await send_response(send, error(status, message))

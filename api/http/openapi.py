@@ -298,14 +298,3 @@ def document() -> dict[str, Any]:
             },
         },
     }
-
-
-def operations(doc: dict[str, Any]) -> set[tuple[str, str]]:
-    """(METHOD, path template) for every operation in ``doc``."""
-    methods = {"get", "put", "post", "patch", "delete"}
-    return {
-        (method.upper(), path)
-        for path, item in doc["paths"].items()
-        for method in item
-        if method in methods
-    }
