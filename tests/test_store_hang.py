@@ -21,7 +21,7 @@ from actors.store.actor import WRITE_TIMEOUT_S, StoreActor
 from actors.store.db import open_database
 from engine.embedded_postgres import open_embedded_postgres
 from engine.lifecycle import StopSignal
-from engine.mailbox import Mailbox, OverflowPolicy
+from engine.mailbox import RECORD_SEND_TIMEOUT_S, Mailbox, OverflowPolicy
 from engine.messages import Alert, CallUpdated, EventLogWritten, StoreWrite
 from engine.ports import free_port
 
@@ -90,7 +90,7 @@ async def test_a_frozen_postgres_loses_nothing_refuses_no_one_and_is_noticed_in_
             for tick in range(first_tick, first_tick + ticks):
                 for record in call_records(n, tick):
                     # What every engine sender does: wait at most 2 s for room.
-                    if not await inbox.send_within(record, 2.0):
+                    if not await inbox.send_within(record, RECORD_SEND_TIMEOUT_S):
                         refused += 1
                     sent_events += isinstance(record, EventLogWritten)
                 await trio.sleep(0.5)
