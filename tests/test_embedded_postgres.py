@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.embedded_postgres import find_postgres_bindir, open_embedded_postgres
+from engine.embedded_postgres import open_embedded_postgres
 from engine.errors import StartupError
 from engine.ports import free_port
+from engine.postgres_home import find_postgres_bindir
 
 TEST_TIMEOUT_S = 60.0
 PSQL_TIMEOUT_S = 15.0

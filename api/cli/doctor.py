@@ -128,7 +128,7 @@ def _database(settings: Settings, timeout_s: float) -> Check:
 
 
 def _embedded(settings: Settings) -> Check:
-    from engine.embedded_postgres import find_postgres_bindir
+    from engine.postgres_home import find_postgres_bindir
 
     where = settings.data_dir / "postgres"
     # A cluster relocated out of a DATA_DIR the `postgres` user cannot reach (as root)
