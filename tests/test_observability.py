@@ -149,6 +149,9 @@ class Exploding:
     def authorized(self, request: Any) -> bool:
         return True
 
+    def route_templates(self) -> set[tuple[str, str]]:
+        return {("GET", "/admin/projects")}
+
     async def handle(self, request: Any) -> Response:
         raise KeyError("a bug")
 
