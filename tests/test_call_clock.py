@@ -41,8 +41,8 @@ async def test_a_call_at_its_maximum_duration_is_warned_then_ended_politely(
     assert said[-1] == "I am sorry, we have reached the time limit for this call. Goodbye."
     # The goodbye was sent to the caller before the hang-up.
     assert run.twilio.received[-1]["event"] == "mark"
-    assert run.model.stats.sessions_open == 0
-    assert run.model.stats.violations == []
+    assert run.model.statistics().sessions_open == 0
+    assert run.model.statistics().violations_total == 0
 
 
 async def test_a_caller_who_never_speaks_is_asked_once_then_the_call_ends(
@@ -69,9 +69,9 @@ async def test_a_long_call_renews_its_model_session_before_each_cap(
     run = await run_call(project, chatty_caller, model=model, session_max_s=600.0)
     record = run.record
     assert (record.status, record.end_reason) == ("completed", "max_duration")
-    assert model.stats.sessions_expired == 0  # each renewed before the server's cap
+    assert model.statistics().sessions_expired == 0  # each renewed before the server's cap
     # Renewed at ~540 s, ~1080 s and ~1620 s (in the last tenth of each session).
-    assert model.stats.sessions_total == 4
+    assert model.statistics().sessions_total == 4
     assert [alert.type for alert in run.alerts] == []  # a renewal is not a fault
     # Every caller turn was answered, across the renewals.
     roles = [t["role"] for t in record.transcript or []]
@@ -87,8 +87,8 @@ async def test_a_session_the_server_expires_unannounced_is_replaced_and_the_call
     model.announce_expiry = False  # ...without saying so in session.created
     run = await run_call(PROJECT | {"max_call_s": 180}, chatty_caller, model=model)
     record = run.record
-    assert model.stats.sessions_expired == 1
-    assert model.stats.sessions_total == 2
+    assert model.statistics().sessions_expired == 1
+    assert model.statistics().sessions_total == 2
     assert (record.status, record.end_reason) == ("completed", "max_duration")
     assert [(a.type, a.title) for a in run.alerts] == [("openaiError", "Model session expired")]
     roles = [t["role"] for t in record.transcript or []]
@@ -104,7 +104,7 @@ async def test_the_projects_voice_detection_settings_reach_the_model(
 
     project = PROJECT | {"vad_threshold": 0.8, "vad_silence_ms": 900, "vad_prefix_padding_ms": 100}
     run = await run_call(project, hangs_up_soon)
-    detection = run.model.stats.turn_detection
+    detection = run.model.statistics().turn_detection
     assert detection is not None
     assert (
         detection["threshold"],
