@@ -129,7 +129,8 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
     assert model_closed_after_s < 1.0
     # One model session, opened when the webhook answered and taken when the stream began.
     assert model_stats.sessions_total == 1
-    assert (engine.early.stats.opened_total, engine.early.stats.taken_total) == (1, 1)
+    early = engine.early.statistics()
+    assert (early.opened_total, early.taken_total) == (1, 1)
     assert model_stats.violations_total == 0  # every client event the engine sent was valid GA
     media = [e for e in greeting if e["event"] == "media"]
     assert media, "the caller heard no greeting"
