@@ -58,6 +58,15 @@ class DeliveryFailed(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelStatistics:
+    name: str
+    delivered_total: int
+    failed_total: int  # given up after every retry
+    queued: int
+    dropped_total: int  # found the queue full
+
+
+@dataclass(frozen=True, slots=True)
 class Outgoing:
     alert: Alert
     count: int = 1  # identical alerts folded into this one
@@ -154,8 +163,14 @@ class Channel:
         self._deliver = deliver
         self._store = store
         self._backoff_s = backoff_s
-        self.delivered_total = 0
-        self.failed_total = 0
+        self._delivered_total = 0
+        self._failed_total = 0
+
+    def statistics(self) -> ChannelStatistics:
+        queue = self.queue.statistics()
+        return ChannelStatistics(
+            self.name, self._delivered_total, self._failed_total, queue.queued, queue.dropped_total
+        )
 
     def offer(self, outgoing: Outgoing) -> None:
         if not self.queue.send_nowait(outgoing):
@@ -181,7 +196,7 @@ class Channel:
                 error = str(exc)
                 log.warning("alert %s via %s failed: %s", outgoing.alert.type, self.name, error)
                 continue
-            self.delivered_total += 1
+            self._delivered_total += 1
             return
         await self._given_up(outgoing, error)
 
@@ -191,10 +206,10 @@ class Channel:
         except DeliveryFailed as exc:
             await self._given_up(outgoing, str(exc))
         else:
-            self.delivered_total += 1
+            self._delivered_total += 1
 
     async def _given_up(self, outgoing: Outgoing, error: str) -> None:
-        self.failed_total += 1
+        self._failed_total += 1
         alert = outgoing.alert
         log.error("alert %s via %s given up: %s", alert.type, self.name, error)
         row = EventLogWritten(

@@ -189,13 +189,13 @@ class AlertActor:
             folded_total=self._folded_total,
             event_log_lost_total=self._event_log_lost_total,
             channels={
-                channel.name: {
-                    "delivered_total": channel.delivered_total,
-                    "failed_total": channel.failed_total,
-                    "queued": channel.queue.statistics().queued,
-                    "dropped_total": channel.queue.statistics().dropped_total,
+                stats.name: {
+                    "delivered_total": stats.delivered_total,
+                    "failed_total": stats.failed_total,
+                    "queued": stats.queued,
+                    "dropped_total": stats.dropped_total,
                 }
-                for channel in self._channels
+                for stats in (channel.statistics() for channel in self._channels)
             },
         )
 

@@ -71,13 +71,13 @@ class _Early:
     socket: WebSocket | None = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class EarlyStatistics:
-    opened_total: int = 0
-    taken_total: int = 0
-    expired_total: int = 0
-    failed_total: int = 0
-    held: int = 0  # filled in by the snapshot
+    opened_total: int
+    taken_total: int
+    expired_total: int
+    failed_total: int
+    held: int  # sessions held for a call right now
 
 
 class EarlySessions:
@@ -96,12 +96,17 @@ class EarlySessions:
         self._max_held = max_held
         self._metrics = metrics
         self._held: dict[str, _Early] = {}
-        self._counts = EarlyStatistics()
+        self._counts = dict.fromkeys(("opened", "taken", "expired", "failed"), 0)
 
-    @property
-    def stats(self) -> EarlyStatistics:
-        """A snapshot: the counters, and how many sessions are held now."""
-        return replace(self._counts, held=len(self._held))
+    def statistics(self) -> EarlyStatistics:
+        """The counters, and how many sessions are held now."""
+        return EarlyStatistics(
+            opened_total=self._counts["opened"],
+            taken_total=self._counts["taken"],
+            expired_total=self._counts["expired"],
+            failed_total=self._counts["failed"],
+            held=len(self._held),
+        )
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         try:
@@ -143,14 +148,14 @@ class EarlySessions:
             why = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             log.warning("call %s: early model connection failed: %s", call_sid, why)
             self._report(ModelConnected(False, trio.current_time() - began_s, why))
-            self._counts.failed_total += 1
+            self._counts["failed"] += 1
             if self._held.get(call_sid) is early:
                 del self._held[call_sid]
         else:
             self._report(ModelConnected(True, trio.current_time() - began_s))
             if self._held.get(call_sid) is early:
                 early.socket = socket
-                self._counts.opened_total += 1
+                self._counts["opened"] += 1
             else:  # discarded while connecting
                 await socket.aclose()
         finally:
@@ -175,7 +180,7 @@ class EarlySessions:
                 await socket.aclose()
             return
         if socket is not None:
-            self._counts.taken_total += 1
+            self._counts["taken"] += 1
 
     async def _close(self, call_sid: str) -> None:
         early = self._held.pop(call_sid, None)
@@ -189,7 +194,7 @@ class EarlySessions:
             for call_sid, early in tuple(self._held.items()):
                 if early.expires_at_s <= now_s and early.ready.is_set():
                     log.info("call %s: early model session unused; closed", call_sid)
-                    self._counts.expired_total += 1
+                    self._counts["expired"] += 1
                     await self._close(call_sid)
 
 

@@ -4,9 +4,10 @@ Calls are admitted one at a time, but each one admitted costs every live call a 
 on one core past saturation, frames queue and every caller hears it. So new calls are
 turned away while the process is near saturation, not only at a count. Every ``tick_s``
 this actor samples the process's CPU time and how late its own timer woke (the
-event-loop lag every task sees), and keeps the last ``window_s`` of samples. ``reading()``
-is a frozen snapshot; at every tick the verdict is also set on the root's ``Admission``,
-which the voice webhook reads synchronously before it answers a call.
+event-loop lag every task sees), and keeps the last ``window_s`` of samples.
+``statistics()`` is the latest reading, frozen; at every tick the verdict is also set on
+the root's ``Admission``, which the voice webhook reads synchronously before it answers
+a call.
 
 Hysteresis: once over a limit, admission resumes only when CPU and lag are back under
 ``RESUME_SHARE`` of their limits, so the engine does not flap at the edge.
@@ -73,7 +74,7 @@ class LoadMonitor:
         self._active_calls = active_calls
         self._calls: deque[int] = deque(maxlen=max(2, round(GROWTH_WINDOW_S / tick_s) + 1))
 
-    def reading(self) -> LoadReading:
+    def statistics(self) -> LoadReading:
         return self._reading
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:

@@ -18,16 +18,15 @@ or all of them (docs/operations.md, "highErrorRate: one rate, the projects named
 
 from __future__ import annotations
 
-import copy
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 
 from engine.alert_level import AlertLevel
 from engine.events import ChildExited, ChildRestarted, ChildStarted, SupervisorEscalated
-from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram
+from engine.histogram import FAST_BUCKETS_S, SLOW_BUCKETS_S, Histogram, HistogramSnapshot
 from engine.messages import Alert
 from engine.metric_samples import (
     CallBegan,
@@ -68,7 +67,11 @@ class ModelConnection:
 
 
 @dataclass
-class MetricsStatistics:
+class _Tally:
+    """The aggregator's own counters, folded into in place; ``statistics()`` copies them
+    into a frozen ``MetricsStatistics`` (same fields). Every dict is keyed by a bounded
+    label set (projects, statuses, outcomes, child ids, error classes), never by a call."""
+
     samples_total: int = 0
     child_starts_total: dict[str, int] = field(default_factory=dict)
     child_exits_total: dict[str, int] = field(default_factory=dict)  # "supervisor/reason"
@@ -94,6 +97,48 @@ class MetricsStatistics:
     high_error_rate_alerts_total: dict[str, int] = field(default_factory=dict)
     error_rates: dict[str, float] = field(default_factory=dict)  # current window's share
 
+    def snapshot(self) -> MetricsStatistics:
+        copied = {f.name: _copied(getattr(self, f.name)) for f in fields(self)}
+        return MetricsStatistics(**copied)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsStatistics:
+    """``_Tally``'s fields as they were: dicts copied, histograms frozen."""
+
+    samples_total: int
+    child_starts_total: dict[str, int]
+    child_exits_total: dict[str, int]
+    restarts_total: dict[str, int]
+    escalations_total: int
+    calls_started_total: dict[str, int]
+    calls_total: dict[tuple[str, str], int]
+    function_calls_total: dict[tuple[str, str], int]
+    function_call_seconds: HistogramSnapshot
+    model_connections_total: dict[str, int]
+    model_last_connection: ModelConnection | None
+    model_reconnects_total: int
+    model_errors_total: int
+    model_renewals_total: int
+    model_error_events_total: dict[str, int]
+    barge_ins_total: int
+    time_to_first_audio: HistogramSnapshot
+    turn_latency: HistogramSnapshot
+    forwarding_to_model: HistogramSnapshot
+    forwarding_to_caller: HistogramSnapshot
+    loop_lag: HistogramSnapshot
+    loop_lag_last_s: float
+    high_error_rate_alerts_total: dict[str, int]
+    error_rates: dict[str, float]
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, Histogram):
+        return value.snapshot()
+    if isinstance(value, dict):
+        return dict(value)  # keys and values are immutable: a shallow copy is a copy
+    return value  # numbers, and the frozen ModelConnection
+
 
 class MetricsAggregator:
     def __init__(
@@ -106,7 +151,7 @@ class MetricsAggregator:
         self._inbox = inbox
         self._alerts = alerts
         self._rule = error_rate
-        self._stats = MetricsStatistics()
+        self._stats = _Tally()
         # (at_s, failed, project_id) per outcome in the window.
         self._outcomes: dict[ErrorKind, deque[tuple[float, bool, str]]] = {
             "calls": deque(),
@@ -125,7 +170,7 @@ class MetricsAggregator:
             self.fold(sample)
 
     def statistics(self) -> MetricsStatistics:
-        return copy.deepcopy(self._stats)
+        return self._stats.snapshot()
 
     def fold(self, sample: MetricsSample) -> None:
         """Pure bookkeeping, synchronous: no await between receiving and counting."""

@@ -31,8 +31,8 @@ async def serve(tls_dir: Path | None) -> None:
         async with stream:
             line = msgspec.json.encode(
                 {
-                    "sessions_open": model.stats.sessions_open,
-                    "sessions_total": model.stats.sessions_total,
+                    "sessions_open": model.statistics().sessions_open,
+                    "sessions_total": model.statistics().sessions_total,
                 }
             )
             await stream.send_all(line + b"\n")

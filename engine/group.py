@@ -63,6 +63,7 @@ class DynamicGroup:
         self._children: dict[str, RunningChild] = {}
         self._last_exit_at_s: float | None = None
         self._counts = dict.fromkeys(("started", "completed", "failed", "killed", "refused"), 0)
+        self._emptied = trio.lowlevel.ParkingLot()  # wait_empty's waiters
 
     async def run(self, stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
         """The group's own life: open the nursery, accept children until ``stop``, then
@@ -93,6 +94,16 @@ class DynamicGroup:
         # child's own ``finally`` releases the reservation on every path after that.
         self._children[child_id] = child
         return await nursery.start(self._run_child, child, fn)
+
+    async def wait_empty(self) -> None:
+        """Return once no child is running: at once if none is, else the moment the last
+        one ends (woken by its exit, not by a poll). Children started meanwhile are waited
+        for too. No timeout of its own: the caller bounds it (the drain has its budget)."""
+        if not self._children:
+            await trio.lowlevel.checkpoint()
+            return
+        while self._children:
+            await self._emptied.park()
 
     def statistics(self) -> GroupStatistics:
         return GroupStatistics(
@@ -129,11 +140,18 @@ class DynamicGroup:
             fn,
             task_status,
             on_started=lambda: self._note_started(child.child_id),
-            on_exit=lambda: self._children.pop(child.child_id),
+            on_exit=lambda: self._forget(child.child_id),
         )
         self._note_exit(run)
         if not run.started:
             raise run.start_error(self.name)
+
+    def _forget(self, child_id: str) -> None:
+        del self._children[child_id]
+        if not self._children:
+            # The waiters run at a later checkpoint, after _note_exit (no await in
+            # between): they read this exit's last_exit_at_s.
+            self._emptied.unpark_all()
 
     def _note_started(self, child_id: str) -> None:
         self._counts["started"] += 1

@@ -41,6 +41,18 @@ class Histogram:
         self.counts, self.sum_s, self.count = [0] * (len(self.bounds_s) + 1), 0.0, 0
         return taken
 
+    def snapshot(self) -> HistogramSnapshot:
+        """A frozen copy (what a ``statistics()`` hands out); this one goes on counting."""
+        return HistogramSnapshot(self.bounds_s, tuple(self.counts), self.sum_s, self.count)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    bounds_s: tuple[float, ...]
+    counts: tuple[int, ...]  # one per bound, plus +Inf
+    sum_s: float
+    count: int
+
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as Prometheus renders them, ending with ``+Inf``."""
         running, out = 0, []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -41,8 +42,8 @@ async def test_a_call_at_its_maximum_duration_is_warned_then_ended_politely(
     assert said[-1] == "I am sorry, we have reached the time limit for this call. Goodbye."
     # The goodbye was sent to the caller before the hang-up.
     assert run.twilio.received[-1]["event"] == "mark"
-    assert run.model.stats.sessions_open == 0
-    assert run.model.stats.violations == []
+    assert run.model.statistics().sessions_open == 0
+    assert run.model.statistics().violations_total == 0
 
 
 async def test_a_caller_who_never_speaks_is_asked_once_then_the_call_ends(
@@ -69,14 +70,55 @@ async def test_a_long_call_renews_its_model_session_before_each_cap(
     run = await run_call(project, chatty_caller, model=model, session_max_s=600.0)
     record = run.record
     assert (record.status, record.end_reason) == ("completed", "max_duration")
-    assert model.stats.sessions_expired == 0  # each renewed before the server's cap
+    assert model.statistics().sessions_expired == 0  # each renewed before the server's cap
     # Renewed at ~540 s, ~1080 s and ~1620 s (in the last tenth of each session).
-    assert model.stats.sessions_total == 4
+    assert model.statistics().sessions_total == 4
     assert [alert.type for alert in run.alerts] == []  # a renewal is not a fault
     # Every caller turn was answered, across the renewals.
     roles = [t["role"] for t in record.transcript or []]
     assert roles.count("caller") >= 60
     assert roles.count("assistant") > roles.count("caller")
+
+
+class TimedModel(SimulatedModel):
+    """The simulated model, noting when each session's connection arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected_at_s: list[float] = []
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        self.connected_at_s.append(trio.current_time())
+        await super().serve_stream(stream)
+
+
+async def test_a_renewal_waits_for_the_caller_to_finish_and_starts_the_moment_the_call_is_quiet(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A 600 s session is renewed from 540 s on, at the first quiet moment. The caller is
+    # speaking from 539 s to 540.37 s, and the answer takes no virtual time here: the call
+    # is quiet again at 540.37 s, and the new session is asked for then (a poll would ask
+    # up to a period later; a renewal that did not wait, at 540 s).
+    model = TimedModel()
+
+    async def caller(twilio: TwilioPeer) -> None:
+        for _ in range(21):  # up to 525 s: silence never ends the call
+            await trio.sleep(25)
+            await twilio.speak(silence(100) + tone(400) + silence(700))
+        await trio.sleep_until(model.connected_at_s[0] + 539.0)
+        await twilio.speak(silence(100) + tone(400))  # speaking...
+        await trio.sleep_until(model.connected_at_s[0] + 540.37)
+        await twilio.speak(silence(700))  # ...until now: the turn ends, the model answers
+        await trio.sleep(20)
+        await twilio.send({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+
+    run = await run_call(PROJECT | {"max_call_s": 900}, caller, model=model, session_max_s=600.0)
+    first_s, renewed_s = model.connected_at_s
+    assert renewed_s - first_s == pytest.approx(540.37, abs=1e-6)
+    assert model.statistics().sessions_expired == 0
+    assert run.record.end_reason == "caller_hung_up"
+    roles = [t["role"] for t in run.record.transcript or []]
+    assert roles[-2:] == ["caller", "assistant"]  # the last turn was answered
 
 
 async def test_a_session_the_server_expires_unannounced_is_replaced_and_the_call_goes_on(
@@ -87,8 +129,8 @@ async def test_a_session_the_server_expires_unannounced_is_replaced_and_the_call
     model.announce_expiry = False  # ...without saying so in session.created
     run = await run_call(PROJECT | {"max_call_s": 180}, chatty_caller, model=model)
     record = run.record
-    assert model.stats.sessions_expired == 1
-    assert model.stats.sessions_total == 2
+    assert model.statistics().sessions_expired == 1
+    assert model.statistics().sessions_total == 2
     assert (record.status, record.end_reason) == ("completed", "max_duration")
     assert [(a.type, a.title) for a in run.alerts] == [("openaiError", "Model session expired")]
     roles = [t["role"] for t in record.transcript or []]
@@ -104,7 +146,7 @@ async def test_the_projects_voice_detection_settings_reach_the_model(
 
     project = PROJECT | {"vad_threshold": 0.8, "vad_silence_ms": 900, "vad_prefix_padding_ms": 100}
     run = await run_call(project, hangs_up_soon)
-    detection = run.model.stats.turn_detection
+    detection = run.model.statistics().turn_detection
     assert detection is not None
     assert (
         detection["threshold"],

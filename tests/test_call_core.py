@@ -5,6 +5,7 @@ No sockets, no clock: the core is pure, so each test is the sequence and its out
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -450,6 +451,17 @@ def test_a_response_create_nothing_answers_is_retried_after_its_deadline() -> No
     actions = core.check(15.5)
     assert any(isinstance(a, ScheduleRetry) for a in actions)
     assert any(isinstance(a, Note) and "no_response" in a.message for a in actions)
+
+
+def test_the_deadline_of_an_unanswered_response_create_is_known_in_advance() -> None:
+    # A renewal waiting for quiet sleeps until exactly then (actors/call/sessions.py).
+    core = new_core()
+    assert core.responses.overdue_at_s == math.inf  # nothing asked: no deadline
+    core.ask(Request("Greet.", purpose="greeting"), now_s=10.0)
+    due_s = core.responses.overdue_at_s
+    assert core.check(due_s - 0.001) == []
+    assert any(isinstance(a, ScheduleRetry) for a in core.check(due_s))
+    assert core.responses.overdue_at_s == math.inf  # failed: nothing waits any more
 
 
 def test_a_refusal_without_event_id_after_vads_response_requeues_ours() -> None:

@@ -113,10 +113,11 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
             await hang_up(socket, sid(900))
             hung_up_at_s = trio.current_time()
             assert engine.simulated_model is not None
-            model_stats = engine.simulated_model.stats
+            model = engine.simulated_model
             # Polled: the call ends by itself; the model session must be gone within 1 s.
-            while engine.calls.statistics().active or model_stats.sessions_open:  # noqa: ASYNC110
+            while engine.calls.statistics().active or model.statistics().sessions_open:  # noqa: ASYNC110
                 await trio.sleep(0.02)
+            model_stats = model.statistics()
             model_closed_after_s = trio.current_time() - hung_up_at_s
             await socket.aclose()
             record = await wait_for_final(fresh_database, sid(900))
@@ -128,8 +129,9 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
     assert model_closed_after_s < 1.0
     # One model session, opened when the webhook answered and taken when the stream began.
     assert model_stats.sessions_total == 1
-    assert (engine.early.stats.opened_total, engine.early.stats.taken_total) == (1, 1)
-    assert model_stats.violations == []  # every client event the engine sent was valid GA
+    early = engine.early.statistics()
+    assert (early.opened_total, early.taken_total) == (1, 1)
+    assert model_stats.violations_total == 0  # every client event the engine sent was valid GA
     media = [e for e in greeting if e["event"] == "media"]
     assert media, "the caller heard no greeting"
     assert all(e["streamSid"] == STREAM_SID for e in greeting)
@@ -294,13 +296,13 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
             record = await wait_for_final(fresh_database, sid(902))
             await socket.aclose()
         assert engine.simulated_model is not None
-        stats = engine.simulated_model.stats
+        stats = engine.simulated_model.statistics()
     assert any(e["event"] == "clear" for e in after_speech)
     item_id, heard_ms = heard_mark.rsplit(":", 1)
-    assert stats.truncations == [(item_id, int(heard_ms))]  # exactly what was played
+    assert stats.truncations == ((item_id, int(heard_ms)),)  # exactly what was played
     # Nothing more of the interrupted item reached the caller after the clear.
     assert not [e for e in later if e["event"] == "mark" and e["mark"]["name"].startswith(item_id)]
-    assert stats.caller_texts == ["The caller pressed 1 on the keypad."]
+    assert stats.caller_texts == ("The caller pressed 1 on the keypad.",)
     assert record["status"] == "completed"
     # The transcript keeps only the words of the greeting the caller heard.
     greeting = json.loads(record["transcript"])[0]
@@ -436,7 +438,7 @@ async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
             await start_call(socket, sid(905), parameters)
             await listen(socket, until_silent_s=1.0)  # the greeting, from the first session
             model.drop_sessions()  # a network fault between the engine and the model
-            while model.stats.sessions_total < 2:  # noqa: ASYNC110 - the engine reconnects
+            while model.statistics().sessions_total < 2:  # noqa: ASYNC110 - the engine reconnects
                 await trio.sleep(0.02)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
@@ -445,7 +447,9 @@ async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
             await socket.aclose()
     assert any(e["event"] == "media" for e in answer)  # the new session answered
     # The conversation so far was restored into the new session.
-    assert model.stats.assistant_texts == ["Thank you for calling Smith Plumbing. How can I help?"]
+    assert model.statistics().assistant_texts == (
+        "Thank you for calling Smith Plumbing. How can I help?",
+    )
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     roles = [t["role"] for t in json.loads(record["transcript"])]
     assert roles == ["assistant", "caller", "assistant"]
@@ -493,9 +497,9 @@ async def test_a_projects_own_model_answers_its_calls_and_prices_them(
             await socket.aclose()
             record = await wait_for_final(fresh_database, sid(910))
     assert engine.simulated_model is not None
-    stats = engine.simulated_model.stats
+    stats = engine.simulated_model.statistics()
     # The early session (opened at webhook time) and the session.update both name it.
-    assert stats.models == ["gpt-realtime-mini"]
+    assert stats.models == ("gpt-realtime-mini",)
     assert stats.session_models
     assert set(stats.session_models) == {"gpt-realtime-mini"}
     usage = json.loads(record["usage"])

@@ -147,7 +147,7 @@ async def test_an_oversized_twilio_frame_ends_the_call_as_failed_and_closes_the_
                 socket, {"event": "media", "streamSid": STREAM_SID, "media": {"payload": payload}}
             )
             record = await wait_for_final(fresh_database, sid(951))
-            while engine.simulated_model.stats.sessions_open:  # noqa: ASYNC110
+            while engine.simulated_model.statistics().sessions_open:  # noqa: ASYNC110
                 await trio.sleep(0.02)
             await socket.aclose()
             health = await http_request("GET", f"{engine.bound_urls[0]}/health")
@@ -174,19 +174,22 @@ async def test_a_session_near_its_cap_is_renewed_with_the_conversation(
             await listen(socket, until_silent_s=1.0)
             await speak(socket, silence(100) + tone(400) + silence(700))
             await listen(socket, until_silent_s=1.0)
-            while model.stats.sessions_total < 2:
+            while model.statistics().sessions_total < 2:
                 await listen(socket, until_silent_s=0.2)
             await speak(socket, silence(100) + tone(400) + silence(700))
             answer = await listen(socket, until_silent_s=1.0)
             await hang_up(socket, sid(952))
             record = await wait_for_final(fresh_database, sid(952))
             await socket.aclose()
-    assert model.stats.sessions_expired == 0  # renewed before the server's cap
-    assert model.stats.sessions_total == 2
+    assert model.statistics().sessions_expired == 0  # renewed before the server's cap
+    assert model.statistics().sessions_total == 2
     assert any(e["event"] == "media" for e in answer)  # the renewed session answered
     # The conversation was carried into the new session: greeting, caller, answer.
-    assert model.stats.assistant_texts[0] == "Thank you for calling Smith Plumbing. How can I help?"
-    assert len(model.stats.assistant_texts) == 2
+    assert (
+        model.statistics().assistant_texts[0]
+        == "Thank you for calling Smith Plumbing. How can I help?"
+    )
+    assert len(model.statistics().assistant_texts) == 2
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     roles = [t["role"] for t in json.loads(record["transcript"])]
     assert roles == ["assistant", "caller", "assistant", "caller", "assistant"]

@@ -57,8 +57,9 @@ async def test_a_session_opened_early_is_handed_over_once(
         stop.request()
     assert '"session.created"' in str(batch[0])
     assert second is None  # a second stream for the call gets nothing (it connects itself)
-    assert (actor.stats.opened_total, actor.stats.taken_total, actor.stats.held) == (1, 1, 0)
-    assert model.stats.sessions_total == 1
+    early = actor.statistics()
+    assert (early.opened_total, early.taken_total, early.held) == (1, 1, 0)
+    assert model.statistics().sessions_total == 1
 
 
 async def test_an_unused_session_is_closed_when_its_hold_ends_or_the_call_ends(
@@ -70,17 +71,17 @@ async def test_an_unused_session_is_closed_when_its_hold_ends_or_the_call_ends(
         inbox.send_nowait(OpenEarly("CA-hung-up"))
         inbox.send_nowait(OpenEarly("CA-over-the-limit"))  # max_held is 2
         await trio.sleep(1.0)
-        assert model.stats.sessions_open == 2
+        assert model.statistics().sessions_open == 2
         inbox.send_nowait(DiscardEarly("CA-hung-up"))  # the status callback said so
         await trio.sleep(1.0)
-        assert model.stats.sessions_open == 1
+        assert model.statistics().sessions_open == 1
         await trio.sleep(HOLD_S)
-        assert model.stats.sessions_open == 0
+        assert model.statistics().sessions_open == 0
         late = await take_early(inbox, "CA-expires", connect_timeout_s=5)
         stop.request()
     assert late is None
-    assert actor.stats.expired_total == 1
-    assert actor.stats.held == 0
+    assert actor.statistics().expired_total == 1
+    assert actor.statistics().held == 0
 
 
 async def test_sessions_still_held_are_closed_when_the_engine_stops(
@@ -90,11 +91,11 @@ async def test_sessions_still_held_are_closed_when_the_engine_stops(
         actor, inbox, model, stop = await started(nursery)
         inbox.send_nowait(OpenEarly("CA1"))
         await trio.sleep(1.0)
-        assert model.stats.sessions_open == 1
+        assert model.statistics().sessions_open == 1
         stop.request()
         await trio.sleep(1.0)
-        assert model.stats.sessions_open == 0
-    assert actor.stats.held == 0
+        assert model.statistics().sessions_open == 0
+    assert actor.statistics().held == 0
 
 
 async def test_a_model_that_never_answers_leaves_nothing_to_take(
@@ -106,5 +107,5 @@ async def test_a_model_that_never_answers_leaves_nothing_to_take(
         taken = await take_early(inbox, "CA1", connect_timeout_s=10)  # the default timeout
         stop.request()
     assert taken is None
-    assert actor.stats.failed_total == 1
-    assert actor.stats.held == 0
+    assert actor.statistics().failed_total == 1
+    assert actor.statistics().held == 0

@@ -140,3 +140,51 @@ async def test_cancelled_starter_leaves_no_reservation(
             await group.start_child("CA1", slow_handshake)
         assert group.statistics().active == 0
         stop.request()
+
+
+async def test_wait_empty_returns_the_moment_the_last_child_ends_not_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[str] = []
+    async with trio.open_nursery() as nursery:
+        group, stop = await running_group(nursery, [])
+        began_s = trio.current_time()
+        await group.wait_empty()  # none running: at once
+        assert trio.current_time() == began_s
+        await group.start_child("CA1", call(log, "CA1", crash_after_s=1.0))
+        await group.start_child("CA2", call(log, "CA2", crash_after_s=3.0))
+
+        async def third_joins() -> None:  # started while the group is being waited on
+            await trio.sleep(2.0)
+            await group.start_child("CA3", call(log, "CA3", crash_after_s=2.37))
+
+        nursery.start_soon(third_joins)
+        await group.wait_empty()
+        # CA1 ended at 1 s and CA2 at 3 s; CA3, started at 2 s, at 4.37 s: exactly then (a
+        # poll would return up to a period later; a wake on any exit, at 1 s).
+        assert trio.current_time() - began_s == pytest.approx(4.37, abs=1e-9)
+        stats = group.statistics()
+        assert (stats.active, stats.last_exit_at_s) == (0, trio.current_time())
+        stop.request()
+
+
+async def test_wait_empty_wakes_when_the_last_child_fails_to_start(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def refused_after_s(stop: StopSignal, *, task_status: trio.TaskStatus[None]) -> None:
+        await trio.sleep(1.37)
+        raise ConnectionError("model handshake refused")
+
+    async def start_it(group: DynamicGroup) -> None:
+        with pytest.raises(ChildStartError):
+            await group.start_child("CA1", refused_after_s)
+
+    async with trio.open_nursery() as nursery:
+        group, stop = await running_group(nursery, [])
+        began_s = trio.current_time()
+        nursery.start_soon(start_it, group)
+        await trio.sleep(0.5)
+        assert group.statistics().active == 1  # reserved while it starts
+        await group.wait_empty()
+        assert trio.current_time() - began_s == pytest.approx(1.37, abs=1e-9)
+        stop.request()

@@ -53,11 +53,11 @@ async def test_two_frames_per_append_halve_the_appends_and_lose_no_audio(
             frames_per_append=frames,
         )  # fmt: skip
         assert run.crash is None
-        assert model.stats.violations == []
+        assert model.statistics().violations_total == 0
         # Every frame the caller said came back, whole and in order.
         expected = [bytes([0x10 + n]) * FRAME_BYTES for n in range(FRAMES)]
         assert echoed_frames(run.twilio.received) == expected
-        events[frames] = model.stats.client_events_total
+        events[frames] = model.statistics().client_events_total
     assert events[1] - events[2] == FRAMES // 2  # five appends fewer
 
 

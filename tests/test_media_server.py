@@ -131,12 +131,13 @@ async def test_webhook_stream_and_callback_on_different_instances_and_tokens_use
                 record = await wait_for_final(fresh_database, sid(700))
             # The first instance opened a model session at webhook time that nobody took;
             # the status callback closed it (the stream token would have expired it).
-            assert (first.early.stats.opened_total, first.early.stats.taken_total) == (1, 0)
+            early = first.early.statistics()
+            assert (early.opened_total, early.taken_total) == (1, 0)
             assert first.simulated_model is not None
-            while first.simulated_model.stats.sessions_open:  # noqa: ASYNC110
+            while first.simulated_model.statistics().sessions_open:  # noqa: ASYNC110
                 await trio.sleep(0.02)
-            assert first.early.stats.held == 0
-            assert second.early.stats.taken_total == 0  # it connected when the stream began
+            assert first.early.statistics().held == 0
+            assert second.early.statistics().taken_total == 0  # it connected when the stream began
     assert (record["status"], record["end_reason"], record["twilio_status"]) == (
         "completed",
         "caller_hung_up",

@@ -23,10 +23,12 @@ from engine.realtime_codec import (
     encode_response_create,
     encode_session_update,
     encode_truncate,
+    encode_user_text,
 )
 from engine.realtime_schema import SchemaViolation, unknown_keys, validate_server_event
 from engine.simulator import faults
 from engine.simulator.model import SimulatedModel
+from engine.simulator.model_statistics import RECENT_EVENTS, Recent
 from engine.simulator.mulaw import silence, tone
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
 
@@ -46,7 +48,7 @@ async def model_session(model: SimulatedModel) -> AsyncIterator[WebSocket]:
         finally:
             await socket.aclose()
             nursery.cancel_scope.cancel()
-    assert model.stats.session_crashes == []
+    assert model.statistics().session_crashes_total == 0
 
 
 async def open_socket(url: str, *extra_headers: tuple[str, str]) -> WebSocket:
@@ -176,7 +178,7 @@ async def test_an_invalid_client_event_gets_an_error_and_is_counted() -> None:
         await socket.send_text(b'{"type":"input_audio_buffer.append","audio":"AA","bogus":1}')
         error = await events_until(socket, "error")
     assert error[-1]["error"]["code"] == "invalid_event"
-    assert len(model.stats.violations) == 1
+    assert model.statistics().violations_total == 1
 
 
 async def test_audio_that_is_not_base64_is_that_sessions_error_and_the_session_goes_on() -> None:
@@ -191,7 +193,7 @@ async def test_audio_that_is_not_base64_is_that_sessions_error_and_the_session_g
         after = await events_until(socket, "input_audio_buffer.speech_started")
     assert error[-1]["error"]["code"] == "invalid_value"
     assert after[-1]["type"] == "input_audio_buffer.speech_started"
-    assert model.stats.sessions_total == 1  # the same session, still listening
+    assert model.statistics().sessions_total == 1  # the same session, still listening
 
 
 async def test_echo_mode_returns_every_frame_as_one_delta() -> None:
@@ -232,7 +234,7 @@ async def test_a_capped_session_says_when_it_expires_then_ends_with_session_expi
             await socket.receive_batch()
     assert opened_at - 1 <= expires_at <= opened_at + 0.3
     assert error[-1]["error"]["code"] == "session_expired"
-    assert model.stats.sessions_expired == 1
+    assert model.statistics().sessions_expired == 1
 
 
 # -- what the real API refuses --------------------------------------------------------------
@@ -303,8 +305,44 @@ async def test_a_truncate_of_an_unknown_item_is_refused_with_its_code() -> None:
         "item_truncate_invalid_item_id",
         "evt_u",
     )
-    assert model.stats.truncations == [("item_nope", 0)]  # asked for, and counted as refused
-    assert [code for _, code, _ in model.stats.refused] == ["item_truncate_invalid_item_id"]
+    assert model.statistics().truncations == (
+        ("item_nope", 0),
+    )  # asked for, and counted as refused
+    assert [code for _, code, _ in model.statistics().refused] == ["item_truncate_invalid_item_id"]
+
+
+async def test_its_statistics_stay_bounded_however_many_events_a_session_brings() -> None:
+    # The simulator runs inside the engine by default, for as long as the engine: three
+    # times the window of refused truncates, bad events and caller texts keeps the last
+    # RECENT_EVENTS of each and counts them all.
+    events_each = 3 * RECENT_EVENTS
+    model = SimulatedModel()
+    async with model_session(model) as socket:
+        await configured(socket)
+        for n in range(events_each):
+            truncate = {"type": "conversation.item.truncate", "item_id": f"item_{n}",
+                        "content_index": 0, "audio_end_ms": n}  # fmt: skip
+            await send(socket, truncate)
+            await socket.send_text(b'{"type":"input_audio_buffer.append","audio":"AA","x":1}')
+            await socket.send_text(encode_user_text(f"text {n}", f"i_{n}"))
+        for _ in range(2 * events_each):  # one error per truncate and per bad event
+            await events_until(socket, "error")
+    stats = model.statistics()
+    assert (stats.truncations_total, stats.violations_total) == (events_each, events_each)
+    assert (stats.refused_total, stats.caller_texts_total) == (2 * events_each, events_each)
+    assert stats.client_events_total == 1 + 3 * events_each  # the session.update too
+    assert [len(stats.truncations), len(stats.violations)] == [RECENT_EVENTS] * 2
+    assert [len(stats.refused), len(stats.caller_texts)] == [RECENT_EVENTS] * 2
+    # The newest, oldest first.
+    assert stats.truncations[-1] == (f"item_{events_each - 1}", events_each - 1)
+    assert stats.caller_texts[0] == f"text {events_each - RECENT_EVENTS}"
+    assert isinstance(stats.caller_texts, tuple)  # a frozen copy: the model's is its own
+
+
+def test_a_recent_window_keeps_the_newest_and_counts_them_all() -> None:
+    recent = Recent[int](bound=3)
+    recent.add_all(range(10))
+    assert (recent.snapshot(), recent.total) == ((7, 8, 9), 10)
 
 
 async def test_a_second_response_create_while_one_is_active_is_refused_and_not_created() -> None:
@@ -547,7 +585,7 @@ async def test_a_beta_handshake_is_closed_with_4000_beta_api_shape_disabled() ->
         nursery.cancel_scope.cancel()
     assert (closed.value.code, closed.value.reason) == (4000, "beta_api_shape_disabled")
     assert created[-1]["type"] == "session.created"
-    assert (model.stats.beta_refused, model.stats.sessions_total) == (1, 1)
+    assert (model.statistics().beta_refused, model.statistics().sessions_total) == (1, 1)
 
 
 async def test_reset_handshakes_drops_the_next_connections_during_the_upgrade() -> None:
@@ -563,7 +601,7 @@ async def test_reset_handshakes_drops_the_next_connections_during_the_upgrade() 
         await third.aclose()
         nursery.cancel_scope.cancel()
     assert created[-1]["type"] == "session.created"
-    assert (model.stats.handshakes_reset, model.stats.sessions_total) == (2, 1)
+    assert (model.statistics().handshakes_reset, model.statistics().sessions_total) == (2, 1)
 
 
 # -- faults on request ----------------------------------------------------------------------
@@ -677,8 +715,8 @@ async def test_bad_input_in_one_session_leaves_another_undisturbed() -> None:
         nursery.cancel_scope.cancel()
     assert all(e["error"]["type"] == "invalid_request_error" for e in refusals)
     assert response[-1]["response"]["status"] == "completed"
-    assert model.stats.session_crashes == []
-    assert model.stats.sessions_total == 2
+    assert model.statistics().session_crashes_total == 0
+    assert model.statistics().sessions_total == 2
 
 
 def test_a_fault_line_sets_the_knobs_and_a_typo_is_refused() -> None:

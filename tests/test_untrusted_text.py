@@ -162,7 +162,7 @@ async def test_the_alert_actor_escapes_and_bounds_what_every_channel_gets() -> N
             actor = AlertActor(inbox, rows, min_level=AlertLevel.WARNING, channels=channels)
             await nursery.start(actor.run, stop)
             inbox.send_nowait(hostile)
-            while not all(channel.delivered_total for channel in channels):  # noqa: ASYNC110
+            while not all(channel.statistics().delivered_total for channel in channels):  # noqa: ASYNC110
                 await trio.sleep(0.01)
             nursery.cancel_scope.cancel()  # the row went to the store before the deliveries
     (request,) = receiver.received

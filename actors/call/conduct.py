@@ -50,6 +50,8 @@ SAY_CALL_BACK = (
 
 class Conduct(CallState):
     async def _do(self, actions: list[Action]) -> None:
+        # Every core step that returns actions passes here: the one that made it quiet too.
+        self._changed()
         for action in actions:
             if isinstance(action, Send):
                 await self._to_model([action.data])

@@ -72,6 +72,7 @@ class Readers(CallState):
                     appends = []
                 if isinstance(event, Mark):
                     core.mark(event.mark.name)
+                    self._changed()  # the last mark played: perhaps quiet now
                     self._activity(caller=False)  # the model's words are still playing
                     if self._hang_up_reason is not None:  # per frame: no await unless due
                         await self._maybe_hang_up()

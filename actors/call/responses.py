@@ -25,6 +25,7 @@ told so.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -122,6 +123,11 @@ class Responses:
         if request is None:
             return Outcome()
         return self._failed((code, message), request)
+
+    @property
+    def overdue_at_s(self) -> float:
+        """When ``overdue`` fails the request sent (infinity while none is waiting)."""
+        return math.inf if self.sent is None else self.sent_at_s + CREATE_TIMEOUT_S
 
     def overdue(self, now_s: float) -> Outcome | None:
         """A ``response.create`` that nothing answered within ``CREATE_TIMEOUT_S``."""

@@ -28,7 +28,6 @@ log = logging.getLogger("afterhours.call")
 
 RENEW_MARGIN_S = 60.0
 RENEW_MARGIN_FRACTION = 0.1  # for short caps: renew in the last tenth
-QUIET_POLL_S = 0.2
 PROGRESS_EVERY_S = 5.0  # how often a live call reports its timings to the metrics
 
 
@@ -117,11 +116,7 @@ class Sessions(CallState):
                 # Re-read every second: session.created may bring an earlier expiry.
                 await trio.sleep_until(min(renew_at_s, now_s + 1.0, next_report_s))
                 continue
-            # Quiet depends on state changed in many places: a poll a few times a
-            # second, for the last minute of a session, is the simple way.
-            while not self._core.quiet and trio.current_time() < cap_at_s:
-                await trio.sleep(QUIET_POLL_S)
-                await self._do(self._core.check(trio.current_time()))
+            await self._wait_quiet(cap_at_s)
             assert self._model is not None
             try:
                 renewed = await self._replace_session("session renewal", self._model)
@@ -129,6 +124,20 @@ class Sessions(CallState):
                 self._openai_alert(AlertLevel.ERROR, "Model unreachable", str(exc))
                 raise CallEnded("model_unreachable", failed=True) from None
             self._renewals += renewed
+
+    async def _wait_quiet(self, until_s: float) -> None:
+        """Until the call is quiet (nobody speaking, nothing playing, no response or tool
+        under way) or ``until_s``: woken by the step that makes it quiet (``_changed``),
+        and when a ``response.create`` nothing answered falls due (``check`` fails it)."""
+        try:
+            while not self._core.quiet and trio.current_time() < until_s:
+                self._quiet = trio.Event()
+                with trio.move_on_at(min(until_s, self._core.responses.overdue_at_s)):
+                    await self._quiet.wait()
+                self._quiet = None
+                await self._do(self._core.check(trio.current_time()))
+        finally:
+            self._quiet = None
 
     def _renewal_times(self) -> tuple[float, float]:
         cap_at_s = self._session_started_s + self._setup.session_max_s

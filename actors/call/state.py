@@ -90,6 +90,13 @@ class CallState(abc.ABC):
         self._turn_latency = Histogram(SLOW_BUCKETS_S)
         self._barge_ins = 0
         self._turn_began_s: float | None = None  # the caller stopped speaking
+        self._quiet: trio.Event | None = None  # a renewal waiting for a quiet moment
+
+    def _changed(self) -> None:
+        """The core's state may have changed: a renewal waiting for the call to go quiet
+        is woken the moment it has (one None check when nobody waits: the frame path)."""
+        if self._quiet is not None and self._core.quiet:
+            self._quiet.set()
 
     def _start(self, work: Any) -> None:
         assert self._nursery is not None

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from actors.metrics import MetricsStatistics
     from actors.store.actor import StoreStatistics
     from engine.group import GroupStatistics
-    from engine.histogram import Histogram
+    from engine.histogram import HistogramSnapshot
     from engine.mailbox import MailboxStatistics
 
 PREFIX = "afterhours_"
@@ -77,7 +77,7 @@ class _Text:
             self.sample(name, value, dict(zip(keys, key, strict=True)))
 
     def histogram(
-        self, name: str, help_text: str, series: list[tuple[dict[str, str], Histogram]]
+        self, name: str, help_text: str, series: list[tuple[dict[str, str], HistogramSnapshot]]
     ) -> None:
         self.family(name, "histogram", help_text)
         for labels, histogram in series:

@@ -235,7 +235,7 @@ def build_tree(
             store=store.statistics,
             alerts=alerts.statistics,
             supervisor=lambda: supervisor.statistics(),
-            early=lambda: early.stats,
+            early=early.statistics,
             http_requests=lambda: app.request_counts(),
             admission=admission,
             queries=setup_queries,  # the database as calls see it, not behind reports
@@ -243,7 +243,7 @@ def build_tree(
             worker=settings.worker_index,
             refusals=refusals,
             routing=routing.statistics,
-            load=load.reading,
+            load=load.statistics,
             twilio=access.mode,
             config_warnings=config_warnings,
             embedded_postgres=None if embedded is None else embedded.statistics,

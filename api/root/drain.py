@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from engine.admission import Admission
+    from engine.group import DynamicGroup
     from engine.lifecycle import StopSignal
 
 log = logging.getLogger("afterhours")
 
-POLL_S = 0.1
 # Once the last call has ended, Twilio's status callbacks for it are still on their way:
 # the API stays up until this long after that call's end (within the drain's budget). A
 # stop with no call ended lately does not wait.
@@ -35,15 +33,13 @@ class Drain:
     def __init__(
         self,
         admission: Admission,
-        active_calls: Callable[[], int],
+        calls: DynamicGroup,
         stop: StopSignal,
         *,
         drain_timeout_s: float,
-        last_call_ended_at_s: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._admission = admission
-        self._active_calls = active_calls
-        self._last_call_ended_at_s = last_call_ended_at_s
+        self._calls = calls
         self._stop = stop
         self._drain_timeout_s = drain_timeout_s
         self._begun = trio.Event()
@@ -66,7 +62,7 @@ class Drain:
 
     async def run(self) -> None:
         await self._begun.wait()
-        live = self._active_calls()
+        live = self._calls.statistics().active
         log.info(
             "draining: new calls are turned away; %d live call(s) get up to %g s to finish",
             live,
@@ -75,14 +71,12 @@ class Drain:
         with trio.move_on_after(self._drain_timeout_s) as timed_out:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._wait_shortened, nursery.cancel_scope)
-                # Polled: the calls group's count is a snapshot, read a few times a second.
-                while self._active_calls():  # noqa: ASYNC110
-                    await trio.sleep(POLL_S)
-                ended_at_s = self._last_call_ended_at_s()
+                await self._calls.wait_empty()  # the moment the last call ends
+                ended_at_s = self._calls.statistics().last_exit_at_s
                 if ended_at_s is not None:
                     await trio.sleep_until(ended_at_s + CALLBACK_GRACE_S)
                 nursery.cancel_scope.cancel()
-        left = self._active_calls()
+        left = self._calls.statistics().active
         if left:
             why = "drain timeout" if timed_out.cancelled_caught else "second signal"
             log.warning("%s: ending %d live call(s) politely", why, left)

@@ -137,13 +137,7 @@ async def _run_tree(
         http=http,
     )
     supervisor, calls, api = tree.supervisor, tree.calls, tree.api
-    drain = Drain(
-        admission,
-        lambda: calls.statistics().active,
-        stop,
-        drain_timeout_s=settings.drain_timeout_s,
-        last_call_ended_at_s=lambda: calls.statistics().last_exit_at_s,
-    )
+    drain = Drain(admission, calls, stop, drain_timeout_s=settings.drain_timeout_s)
 
     def ready(value: object = None) -> None:
         engine = Engine(

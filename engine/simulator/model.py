@@ -18,7 +18,6 @@ import itertools
 import logging
 import socket as stdlib_socket
 import struct
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from engine.simulator import events
+from engine.simulator.model_statistics import ModelStatistics, ModelTally
 from engine.simulator.scenarios import SCENARIOS
 from engine.simulator.session import Session
 from engine.ws import HandshakeFailed, Rejection, WebSocket, WebSocketClosed, accept
@@ -39,26 +39,6 @@ log = logging.getLogger("afterhours.simulator.model")
 BETA_CLOSE_CODE = 4000
 BETA_CLOSE_REASON = "beta_api_shape_disabled"
 OUTPUT_FORMAT_FIELD = "audio.output.format"
-
-
-@dataclass
-class ModelStatistics:
-    sessions_total: int = 0
-    sessions_open: int = 0
-    client_events_total: int = 0
-    violations: list[str] = field(default_factory=list)
-    truncations: list[tuple[str, int]] = field(default_factory=list)  # (item_id, audio_end_ms)
-    # Every error a client event caused: (client event type, code, message).
-    refused: list[tuple[str, str | None, str]] = field(default_factory=list)
-    caller_texts: list[str] = field(default_factory=list)  # text items (e.g. keypad digits)
-    assistant_texts: list[str] = field(default_factory=list)  # restored after a reconnect
-    sessions_expired: int = 0  # sessions that reached session_max_s
-    turn_detection: dict[str, Any] | None = None  # as the last session.update set it
-    beta_refused: int = 0  # handshakes that asked for the beta protocol
-    handshakes_reset: int = 0  # by reset_handshakes
-    session_crashes: list[str] = field(default_factory=list)  # simulator bugs, contained
-    models: list[str] = field(default_factory=list)  # each session's ?model= at its upgrade
-    session_models: list[str] = field(default_factory=list)  # each session.update's model
 
 
 class SimulatedModel:
@@ -88,7 +68,7 @@ class SimulatedModel:
         # Dotted session fields a session.update cannot change here ("audio.output.format"):
         # session.updated then shows what the engine did not get.
         self.ignored_session_fields: set[str] = set()
-        self.stats = ModelStatistics()
+        self.tally = ModelTally()  # written by the sessions; statistics() copies it
         self._ids = itertools.count(1)
         self._sessions: set[trio.CancelScope] = set()
         self._injected: list[dict[str, Any]] = []
@@ -147,6 +127,10 @@ class SimulatedModel:
         for scope in tuple(self._sessions):
             scope.cancel()
 
+    def statistics(self) -> ModelStatistics:
+        """A frozen snapshot, bounded in size (engine/simulator/model_statistics.py)."""
+        return self.tally.snapshot()
+
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
 
@@ -180,15 +164,15 @@ class SimulatedModel:
             except (HandshakeFailed, trio.TooSlowError, trio.BrokenResourceError):
                 return
             if request.headers.get("OpenAI-Beta", "").startswith("realtime="):
-                self.stats.beta_refused += 1
+                self.tally.beta_refused += 1
                 await socket.aclose(BETA_CLOSE_CODE, BETA_CLOSE_REASON)
                 return
             await self._run_session(socket, _model_name(request.path))
 
     async def _run_session(self, socket: WebSocket, model_name: str) -> None:
-        self.stats.models.append(model_name)
-        self.stats.sessions_total += 1
-        self.stats.sessions_open += 1
+        self.tally.models.add(model_name)
+        self.tally.sessions_total += 1
+        self.tally.sessions_open += 1
         scope = trio.CancelScope()
         self._sessions.add(scope)
         close_code = 1000
@@ -200,16 +184,16 @@ class SimulatedModel:
         except* Exception as crash:
             # A simulator bug: counted (tests assert there are none) and logged; the
             # other sessions go on.
-            self.stats.session_crashes.append(repr(crash.exceptions[0]))
+            self.tally.session_crashes.add(repr(crash.exceptions[0]))
             close_code = 1011  # internal error
             log.exception("simulated session crashed", exc_info=crash)
         finally:
             self._sessions.discard(scope)
-            self.stats.sessions_open -= 1
+            self.tally.sessions_open -= 1
             await socket.aclose(close_code)
 
     async def _reset(self, stream: trio.abc.Stream) -> None:
-        self.stats.handshakes_reset += 1
+        self.tally.handshakes_reset += 1
         with trio.move_on_after(10):
             await stream.receive_some(65536)  # the upgrade request, left unanswered
         if isinstance(stream, trio.SocketStream):

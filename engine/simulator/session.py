@@ -86,7 +86,7 @@ class Session:
 
     async def expire(self, cap_s: float, session: trio.CancelScope) -> None:
         await trio.sleep(cap_s)
-        self.model.stats.sessions_expired += 1
+        self.model.tally.sessions_expired += 1
         expired = events.error(
             "Your session hit the maximum duration.", code="session_expired", client_event_id=None
         )
@@ -106,7 +106,7 @@ class Session:
         param: str | None = None,
     ) -> None:
         """An ``error`` for ``client_event``, as the API sends it; counted."""
-        self.model.stats.refused.append((str(client_event.get("type")), code, message))
+        self.model.tally.refused.add((str(client_event.get("type")), code, message))
         await self.send(
             events.error(
                 message, code=code, client_event_id=client_event.get("event_id"), param=param
@@ -116,7 +116,7 @@ class Session:
     # -- dispatch --------------------------------------------------------------------------
 
     async def handle(self, message: str | bytes) -> None:
-        self.model.stats.client_events_total += 1
+        self.model.tally.client_events_total += 1
         for injected in self.model.take_injected():
             await self.send(injected)
         event: Any = None
@@ -127,7 +127,7 @@ class Session:
                 return
             validate_client_event(event)
         except (msgspec.DecodeError, SchemaViolation, AttributeError) as exc:
-            self.model.stats.violations.append(str(exc))
+            self.model.tally.violations.add(str(exc))
             offender = event if isinstance(event, dict) else {}
             await self.refuse(offender, str(exc), code="invalid_event")
             return
@@ -143,7 +143,7 @@ class Session:
         try:
             await handler(event)
         except (binascii.Error, ValueError) as exc:
-            self.model.stats.violations.append(f"{event.get('type')}: {exc}")
+            self.model.tally.violations.add(f"{event.get('type')}: {exc}")
             message = f"Invalid value in {event.get('type')}: {exc}"
             await self.refuse(event, message, code="invalid_value")
 
@@ -170,7 +170,7 @@ class Session:
     async def on_session_update(self, event: dict[str, Any]) -> None:
         update = session_config.without_paths(event["session"], self.model.ignored_session_fields)
         if "model" in event["session"]:
-            self.model.stats.session_models.append(str(event["session"]["model"]))
+            self.model.tally.session_models.add(str(event["session"]["model"]))
         update.pop("model", None)  # the model is the URL's; an update cannot change it
         if self.audio_produced and session_config.voice_change(self.config, update):
             message = "Cannot update a conversation's voice if assistant audio is present."
@@ -183,7 +183,7 @@ class Session:
             "turn_detection", "absent"
         )
         if turn_detection != "absent":
-            self.model.stats.turn_detection = turn_detection
+            self.model.tally.turn_detection = turn_detection
         # A project's instructions may name the scenario to play: "[scenario: booking]".
         match = re.search(r"\[scenario: *(\w+)\]", str(update.get("instructions", "")))
         if match and match[1] in SCENARIOS:
@@ -352,10 +352,10 @@ class Session:
             return
         contents = item.get("content", [])
         if item.get("role") == "assistant":
-            self.model.stats.assistant_texts += [c.get("text", "") for c in contents]
+            self.model.tally.assistant_texts.add_all(c.get("text", "") for c in contents)
         if item.get("role") == "user":
             texts = [c.get("text", "") for c in contents if c.get("type") == "input_text"]
-            self.model.stats.caller_texts.extend(texts)
+            self.model.tally.caller_texts.add_all(texts)
 
     async def on_conversation_item_delete(self, event: dict[str, Any]) -> None:
         if self.items.pop(event["item_id"], None) is None:
@@ -374,7 +374,7 @@ class Session:
 
     async def on_conversation_item_truncate(self, event: dict[str, Any]) -> None:
         item_id, end_ms = event["item_id"], event["audio_end_ms"]
-        self.model.stats.truncations.append((item_id, end_ms))
+        self.model.tally.truncations.add((item_id, end_ms))
         item = self.items.get(item_id)
         if item is None:
             message = f"Item with item_id not found: {item_id}"
