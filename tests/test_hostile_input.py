@@ -99,10 +99,14 @@ async def test_a_declared_mebibyte_is_refused_from_its_content_length(
         with trio.fail_after(2):
             voice = await http_request("POST", f"{base}/twilio/voice", declared_length=1 << 20)
             status = await http_request("POST", f"{base}/twilio/status", declared_length=20_000)
+            # Not a webhook path: the API's own limit, a 404, and no webhook refusal.
+            stray = await http_request("POST", f"{base}/twilio/voice/", body=b"x" * 20_000)
         counted = await refusals(engine)
-    assert (voice.status, status.status) == (413, 413)
+        requests = engine.app.request_counts()
+    assert (voice.status, status.status, stray.status) == (413, 413, 404)
     assert counted[("voice", "body_too_large")] == 1
     assert counted[("status", "body_too_large")] == 1
+    assert requests[("/twilio", 404)] == 1
 
 
 async def test_bad_forms_get_400_naming_the_field_and_every_refusal_is_counted(

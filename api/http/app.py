@@ -164,17 +164,20 @@ class App:
                 )
             )
         if self._twilio is not None:
-            # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py).
-            mounts.append(
-                Mount(
-                    "/twilio/",
-                    "/twilio",
-                    self._twilio.handle,
-                    frozenset(TWILIO_ROUTES),
-                    max_body_bytes=TWILIO_MAX_BODY_BYTES,
-                    too_large=self._twilio.body_too_large,
+            # Twilio's webhooks have a tighter limit than the API's (engine/twilio_form.py),
+            # on their own paths only: another /twilio/ path is a 404, not a refused webhook.
+            twilio = self._twilio
+            for method, path in sorted(TWILIO_ROUTES):
+                mounts.append(
+                    Mount(
+                        path,
+                        "/twilio",
+                        twilio.handle,
+                        frozenset({(method, path)}),
+                        max_body_bytes=TWILIO_MAX_BODY_BYTES,
+                        too_large=twilio.body_too_large,
+                    )
                 )
-            )
         return tuple(mounts)
 
     def request_counts(self) -> dict[tuple[str, int], int]:
@@ -227,7 +230,9 @@ class App:
                 return mount.too_large(path)
             return error(413, "request body too large")
         response = await self._answer(mount, request, request_id)
-        group = "other" if mount is None else mount.group
+        # What no route serves is counted under its path's group (a 404 on /admin stays
+        # an /admin 404); "other" is what no group names.
+        group = mount.group if mount is not None else _group_of(path)
         self._requests[(group, response.status)] = (
             self._requests.get((group, response.status), 0) + 1
         )
@@ -287,6 +292,10 @@ class App:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _group_of(path: str) -> str:
+    return next((group for group in _ROUTE_GROUPS if path.startswith(group)), "other")
 
 
 async def _dashboard(request: Request) -> Response:
