@@ -10,7 +10,8 @@ import trio.testing
 
 from engine.simulator.model import SimulatedModel
 from engine.simulator.mulaw import silence, tone
-from tests.call_harness import STREAM_SID, TwilioPeer, run_call
+from engine.simulator.twilio_peer import TwilioPeer
+from tests.call_harness import run_call
 
 PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
@@ -100,7 +101,7 @@ async def test_the_projects_voice_detection_settings_reach_the_model(
 ) -> None:
     async def hangs_up_soon(twilio: TwilioPeer) -> None:
         await trio.sleep(2)
-        await twilio.send({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+        await twilio.hang_up()
 
     project = PROJECT | {"vad_threshold": 0.8, "vad_silence_ms": 900, "vad_prefix_padding_ms": 100}
     run = await run_call(project, hangs_up_soon)
@@ -146,8 +147,7 @@ async def test_recoverable_model_errors_leave_the_call_going_to_the_callers_hang
         answered_after_errors.append(
             sum(1 for e in twilio.received if e["event"] == "media") - heard_before
         )
-        stop = {"event": "stop", "streamSid": STREAM_SID, "stop": {"callSid": "CA" + "7" * 32}}
-        await twilio.send(stop)
+        await twilio.hang_up()
         await trio.sleep_forever()
 
     run = await run_call(PROJECT | {"max_call_s": 300}, caller, model=model)
