@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -27,6 +28,11 @@ from tests.function_backend import FunctionBackend, TwilioRestStandIn
 from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid
 from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, setup_project, twilio_post
 
+if TYPE_CHECKING:
+    from actors.early_sessions import EarlyStatistics
+    from engine.simulator.model import ModelStatistics
+    from tests.helpers import HttpResponse
+
 STREAM_SID = "MZ" + "1" * 32
 
 
@@ -46,14 +52,25 @@ async def open_stream(xml: str, call_sid: str) -> tuple[TwilioPeer, dict[str, st
     return TwilioPeer(socket, TwilioFrames(STREAM_SID, call_sid)), stream.parameters
 
 
-# Each media read waits on Trio's own readiness, or on the shared poller's (READY_TICK_MS).
-@pytest.mark.parametrize("ready_tick_ms", ["off", "2"])
-async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
-    fresh_database: str, tmp_path: Path, ready_tick_ms: str
-) -> None:
-    async with running_engine(
-        fresh_database, tmp_path, MEDIA_PORT="0", READY_TICK_MS=ready_tick_ms
-    ) as engine:
+@dataclass
+class HungUpCall:
+    """One plain call, start to hang-up, and what each side saw of it."""
+
+    greeting: list[dict[str, Any]]  # what the caller heard before speaking
+    answer: list[dict[str, Any]]  # and after
+    model_closed_after_s: float  # from the hang-up until the call and its session ended
+    model: ModelStatistics
+    early: EarlyStatistics
+    active_sessions: int  # /health's, once the call ended
+    record: dict[str, Any]  # its row in PostgreSQL
+    shown: HttpResponse  # GET /admin/calls/<its sid>
+    unknown: HttpResponse  # GET /admin/calls/<a sid never seen>
+
+
+async def call_and_hang_up(dsn: str, data_dir: Path, **settings: str) -> HungUpCall:
+    """The webhook answers, the stream starts, the caller hears the greeting, speaks,
+    hears the answer and hangs up; then the record and the admin API are read."""
+    async with running_engine(dsn, data_dir, MEDIA_PORT="0", **settings) as engine:
         await setup_project(engine)
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(900), ANSWERED))
         peer, parameters = await open_stream(twiml.body.decode(), sid(900))
@@ -71,39 +88,66 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
                 await trio.sleep(0.02)
             model_closed_after_s = trio.current_time() - hung_up_at_s
             await peer.aclose()
-            record = await wait_for_final(fresh_database, sid(900))
+            record = await wait_for_final(dsn, sid(900))
             health = await http_request("GET", f"{engine.bound_urls[0]}/health")
             calls_url = f"{engine.bound_urls[0]}/admin/calls"
             shown = await http_request("GET", f"{calls_url}/{sid(900)}", token=ADMIN_TOKEN)
             unknown = await http_request("GET", f"{calls_url}/{sid(404)}", token=ADMIN_TOKEN)
-    assert health.json()["activeSessions"] == 0
-    assert model_closed_after_s < 1.0
+    return HungUpCall(
+        greeting, answer, model_closed_after_s, model_stats, engine.early.stats,
+        health.json()["activeSessions"], record, shown, unknown,
+    )  # fmt: skip
+
+
+# Each media read waits on Trio's own readiness, or on the shared poller's (READY_TICK_MS).
+@pytest.mark.parametrize("ready_tick_ms", ["off", "2"])
+async def test_the_caller_hears_a_greeting_then_an_answer_on_its_stream(
+    fresh_database: str, tmp_path: Path, ready_tick_ms: str
+) -> None:
+    run = await call_and_hang_up(fresh_database, tmp_path, READY_TICK_MS=ready_tick_ms)
+    assert [e for e in run.greeting if e["event"] == "media"], "the caller heard no greeting"
+    assert all(e["streamSid"] == STREAM_SID for e in run.greeting)
+    assert any(e["event"] == "mark" for e in run.greeting)
+    assert any(e["event"] == "media" for e in run.answer)
+    assert run.model.violations == []  # every client event the engine sent was valid GA
+
+
+async def test_a_call_takes_the_session_opened_at_webhook_time_and_ends_it_at_the_hang_up(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    run = await call_and_hang_up(fresh_database, tmp_path)
     # One model session, opened when the webhook answered and taken when the stream began.
-    assert model_stats.sessions_total == 1
-    assert (engine.early.stats.opened_total, engine.early.stats.taken_total) == (1, 1)
-    assert model_stats.violations == []  # every client event the engine sent was valid GA
-    media = [e for e in greeting if e["event"] == "media"]
-    assert media, "the caller heard no greeting"
-    assert all(e["streamSid"] == STREAM_SID for e in greeting)
-    assert any(e["event"] == "mark" for e in greeting)
-    assert any(e["event"] == "media" for e in answer)
-    assert record["status"] == "completed"
-    assert record["end_reason"] == "caller_hung_up"
+    assert run.model.sessions_total == 1
+    assert (run.early.opened_total, run.early.taken_total) == (1, 1)
+    assert run.model_closed_after_s < 1.0
+    assert run.active_sessions == 0
+
+
+async def test_a_hung_up_call_is_recorded_with_its_transcript_usage_and_cost(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    record = (await call_and_hang_up(fresh_database, tmp_path)).record
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     transcript = json.loads(record["transcript"])
-    assert transcript[0]["role"] == "assistant"
     assert transcript[0]["text"] == "Thank you for calling Smith Plumbing. How can I help?"
     assert [t["role"] for t in transcript] == ["assistant", "caller", "assistant"]
     assert record["time_to_first_audio_ms"] is not None
     assert json.loads(record["usage"])["output_tokens"] > 0
     assert float(record["cost_usd"]) > 0.0125  # the model's tokens plus a started minute
     assert record["stream_sid"] == STREAM_SID
-    # Operators read the same record through the admin API.
-    assert shown.status == 200
+
+
+async def test_operators_read_a_calls_record_through_the_admin_api(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    run = await call_and_hang_up(fresh_database, tmp_path)
+    record, shown = run.record, run.shown.json()
+    assert run.shown.status == 200
     # The same turns, in the API's casing (offset_ms is offsetMs).
-    assert shown.json()["transcript"] == camel_keys(transcript)
-    assert shown.json()["costUsd"] == float(record["cost_usd"])
-    assert (shown.json()["status"], shown.json()["endReason"]) == ("completed", "caller_hung_up")
-    assert unknown.status == 404
+    assert shown["transcript"] == camel_keys(json.loads(record["transcript"]))
+    assert shown["costUsd"] == float(record["cost_usd"])
+    assert (shown["status"], shown["endReason"]) == ("completed", "caller_hung_up")
+    assert run.unknown.status == 404
 
 
 async def wait_for_final(dsn: str, call_sid: str) -> dict[str, Any]:
