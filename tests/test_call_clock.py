@@ -57,6 +57,7 @@ async def test_a_caller_who_never_speaks_is_asked_once_then_the_call_ends(
     said = [t["text"] for t in record.transcript or [] if t["role"] == "assistant"]
     assert (record.status, record.end_reason) == ("completed", "silence_timeout")
     assert said[1] == "Are you still there?"
+    assert said[2].startswith("I have not heard anything, so I will hang up now.")
     assert record.duration_s is not None
     assert 60 <= record.duration_s < 62  # 30 s to the prompt, 30 s more to the goodbye
 
@@ -74,6 +75,8 @@ async def test_a_long_call_renews_its_model_session_before_each_cap(
     # Renewed at ~540 s, ~1080 s and ~1620 s (in the last tenth of each session).
     assert model.stats.sessions_total == 4
     assert [alert.type for alert in run.alerts] == []  # a renewal is not a fault
+    # Each new session was given the conversation so far, in order, the greeting first.
+    assert model.stats.assistant_texts[0] == "Thank you for calling Smith Plumbing. How can I help?"
     # Every caller turn was answered, across the renewals.
     roles = [t["role"] for t in record.transcript or []]
     assert roles.count("caller") >= 60
@@ -115,30 +118,36 @@ async def test_the_projects_voice_detection_settings_reach_the_model(
     assert run.record.end_reason == "caller_hung_up"
 
 
-CODE_NULL_TRUNCATE = {
-    "type": "error",
-    "error": {
-        # As the live API sends a refused truncate: no code at all.
-        "type": "invalid_request_error",
-        "code": None,
-        "message": "Audio content of 1200ms is already shorter than 2000ms",
-    },
-}
+def code_null(message: str) -> dict[str, Any]:
+    """An error as the live API sends some: ``invalid_request_error`` with no code at
+    all (a refused truncate; a transient failure of its own), every field of the GA
+    shape present."""
+    error = {"type": "invalid_request_error", "code": None, "message": message}
+    return {
+        "type": "error",
+        "event_id": "event_X",
+        "error": error | {"param": None, "event_id": None},
+    }
+
+
+CODE_NULL_TRUNCATE = code_null("Audio content of 1200ms is already shorter than 2000ms")
+CODE_NULL_SERVER = code_null("The server had an error while processing your request.")
 SERVER_ERROR = {"type": "error", "error": {"type": "server_error", "message": "try again"}}
 
 
 async def test_recoverable_model_errors_leave_the_call_going_to_the_callers_hang_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A ``code: null`` error and two ``server_error`` mid-call: the call goes on, the
+    """Two ``code: null`` errors and two ``server_error`` mid-call: the call goes on, the
     caller is still answered, and hangs up; the record is completed, and one warning
-    goes out for the three (an alert per episode, not per error)."""
+    goes out for the four (an alert per episode, not per error)."""
     model = SimulatedModel()
     answered_after_errors: list[int] = []
 
     async def caller(twilio: TwilioPeer) -> None:
         await trio.sleep(5)
         model.inject(CODE_NULL_TRUNCATE)
+        model.inject(CODE_NULL_SERVER)
         model.inject(SERVER_ERROR)
         model.inject(SERVER_ERROR)
         await twilio.speak(silence(100) + tone(400) + silence(700))

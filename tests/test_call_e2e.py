@@ -302,29 +302,6 @@ async def hear_some_then_interrupt(
     return heard, after
 
 
-async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
-    fresh_database: str, tmp_path: Path
-) -> None:
-    quiet_project = {
-        "id": "smith-plumbing",
-        "name": "Smith Plumbing",
-        "timezone": "America/Chicago",
-        "silenceTimeoutS": 5,
-    }
-    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        peer, parameters = await answered_call(engine, quiet_project, sid(903))
-        with trio.fail_after(40):  # real time: two 5 s silences (the minimum a project allows)
-            await peer.start(parameters)
-            await peer.listen(until_silent_s=20.0)  # until the engine hangs up
-            record = await wait_for_final(fresh_database, sid(903))
-            await peer.aclose()
-    said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
-    assert said[1] == "Are you still there?"
-    assert said[2].startswith("I have not heard anything, so I will hang up now.")
-    assert (record["status"], record["end_reason"]) == ("completed", "silence_timeout")
-    assert 10 <= record["duration_s"] < 20
-
-
 # The simulated model classifies its calls as emergencies and transfers them.
 EMERGENCY_PROJECT = {
     "id": "smith-plumbing",

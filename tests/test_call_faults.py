@@ -1,5 +1,6 @@
 """Faults on a live call, through the real path: a model that never answers its
-handshake, an oversized frame from Twilio, and a model session reaching its cap."""
+handshake, an oversized frame from Twilio, a model session reaching its cap, and a model
+whose every handshake fails."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pytest
 import trio
 
 from actors.store.db import open_database
-from engine.simulator.mulaw import silence, tone
 from tests.function_backend import TwilioRestStandIn
 from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid
 from tests.test_call_e2e import answered_call, open_stream, wait_for_final
@@ -147,9 +147,13 @@ async def test_an_oversized_twilio_frame_ends_the_call_as_failed_and_closes_the_
     assert health.json()["activeSessions"] == 0
 
 
-async def test_a_session_near_its_cap_is_renewed_with_the_conversation(
+async def test_model_session_max_s_reaches_the_calls_the_media_server_starts(
     fresh_database: str, tmp_path: Path
 ) -> None:
+    """Only the setting's path through the whole engine: the renewal itself (when, with
+    the conversation, every turn still answered) is tested under the mock clock
+    (test_call_clock.py), where a cap costs no real seconds; this one costs about 5.5 s.
+    Without the setting, the default 1 h cap would leave the server to expire the session."""
     async with running_engine(
         fresh_database, tmp_path, MEDIA_PORT="0", MODEL_SESSION_MAX_S="6"
     ) as engine:
@@ -159,25 +163,14 @@ async def test_a_session_near_its_cap_is_renewed_with_the_conversation(
         peer, parameters = await answered_call(engine, PLAIN_PROJECT, sid(952))
         with trio.fail_after(30):
             await peer.start(parameters)
-            await peer.listen(until_silent_s=1.0)
-            await peer.speak(silence(100) + tone(400) + silence(700))
-            await peer.listen(until_silent_s=1.0)
             while model.stats.sessions_total < 2:
                 await peer.listen(until_silent_s=0.2)
-            await peer.speak(silence(100) + tone(400) + silence(700))
-            answer = await peer.listen(until_silent_s=1.0)
             await peer.hang_up()
             record = await wait_for_final(fresh_database, sid(952))
             await peer.aclose()
     assert model.stats.sessions_expired == 0  # renewed before the server's cap
     assert model.stats.sessions_total == 2
-    assert any(e["event"] == "media" for e in answer)  # the renewed session answered
-    # The conversation was carried into the new session: greeting, caller, answer.
-    assert model.stats.assistant_texts[0] == "Thank you for calling Smith Plumbing. How can I help?"
-    assert len(model.stats.assistant_texts) == 2
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
-    roles = [t["role"] for t in json.loads(record["transcript"])]
-    assert roles == ["assistant", "caller", "assistant", "caller", "assistant"]
 
 
 @dataclass
