@@ -9,12 +9,13 @@ Three processes, as in production the bridge shares nothing with its peers:
   160 bytes of appended audio come straight back as one ``response.output_audio.delta``;
   over TLS with ``--model-legs wss`` (a throwaway CA the bridge trusts);
 - this process, the load, on CPU 1: simulated Twilio callers through the bridge's
-  webhook and media stream (signed, as Twilio signs); each sends a 160-byte frame every
-  20 ms on a fixed schedule (the calls spread over 20 slots of 1 ms), every frame unique
-  (a marker) so its echo is matched to its send; received audio is "played" at real-time
-  rate and each mark returned when its audio has played, as Twilio does. It runs on
-  picows (a Cython WebSocket) over uvloop, with one pacing task for all callers, and
-  reports its own CPU.
+  webhook and media stream (signed, as Twilio signs; Twilio's frames from
+  engine/simulator/twilio_frames.py, as the simulated caller and the tests send them);
+  each sends a 160-byte frame every 20 ms on a fixed schedule (the calls spread over 20
+  slots of 1 ms), every frame unique (a marker) so its echo is matched to its send;
+  received audio is "played" at real-time rate and each mark returned when its audio has
+  played, as Twilio does. It runs on picows (a Cython WebSocket) over uvloop, with one
+  pacing task for all callers, and reports its own CPU.
 
 For each level (calls kept up from one level to the next, new ones added) it waits for
 the calls to settle, then measures a steady window: round trip p50/p95/p99/max, lost
@@ -43,7 +44,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import resource
 import secrets
 import shutil
@@ -66,6 +66,13 @@ from twilio.request_validator import RequestValidator
 
 from bench.results_file import RESULTS_DIR, add_output_options, no_chart_message, results_path
 from engine.ports import free_port
+from engine.simulator.twilio_frames import (
+    ACCOUNT_SID,
+    TwilioFrames,
+    new_call_sid,
+    new_stream_sid,
+    stream_of,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -81,7 +88,6 @@ SETTLE_S = 3.0  # after a level's calls are up, before its window
 GRACE_S = 1.0  # an echo later than this after the window counts as lost
 LEVELS = (40, 80, 120, 150, 180, 210)
 P99_BAR_MS = 50.0
-_json = msgspec.json.Encoder()
 _media_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -113,14 +119,13 @@ class Window:
 @dataclass
 class Caller:
     index: int
-    call_sid: str = field(default_factory=lambda: "CA" + secrets.token_hex(16))
+    call_sid: str = field(default_factory=new_call_sid)
     sent_at: dict[bytes, float] = field(default_factory=dict)  # payload -> perf_counter
     frames_sent: int = 0
     echoes: int = 0
     error: str | None = None
     transport: Any = None
-    stream_sid: str = ""
-    frame_no: int = 0
+    frames: TwilioFrames | None = None  # once the stream is open
     play_until: float = 0.0
 
 
@@ -166,10 +171,8 @@ class CallerListener(picows.WSListener):
                 if current.start <= sent <= current.end:
                     current.latencies_s.append(now - sent)
             caller.play_until = max(caller.play_until, now) + FRAME_S
-        elif kind == "mark":
-            played = _json.encode(
-                {"event": "mark", "streamSid": caller.stream_sid, "mark": event["mark"]}
-            )
+        elif kind == "mark" and caller.frames is not None:
+            played = caller.frames.mark(event["mark"]["name"])
             delay = caller.play_until - now
             self.loop.call_later(max(0.0, delay), _send_if_open, transport, played)
 
@@ -192,7 +195,7 @@ async def open_call(
     validator = RequestValidator(AUTH_TOKEN)
     form = {
         "CallSid": caller.call_sid,
-        "AccountSid": "AC" + "0" * 32,
+        "AccountSid": ACCOUNT_SID,
         "From": "+15550100000",
         "To": NUMBER,
         "CallStatus": "ringing",
@@ -206,58 +209,34 @@ async def open_call(
         async with httpx.AsyncClient(timeout=10) as http:
             twiml = (await http.post(webhook, data=form, headers=headers)).text
         webhook_s = time.perf_counter() - began_s
-        stream_url = re.search(r'<Stream url="([^"]+)"', twiml)
-        if stream_url is None:
+        stream = stream_of(twiml)
+        if stream is None:
             caller.error = f"turned away: {twiml[:120]}"
             return ("refused" if "<Response>" in twiml else "error"), webhook_s
-        parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
-        signature = validator.compute_signature(stream_url[1], {})
+        signature = validator.compute_signature(stream.url, {})
         transport, _ = await picows.ws_connect(
             lambda: CallerListener(caller, window),
-            stream_url[1],
+            stream.url,
             extra_headers={"X-Twilio-Signature": signature},
         )
     except (TimeoutError, OSError, httpx.HTTPError, picows.WSError) as exc:
         caller.error = f"{type(exc).__name__}: {exc}"
         return "error", webhook_s or time.perf_counter() - began_s
-    caller.stream_sid = "MZ" + secrets.token_hex(16)
-    start = {
-        "event": "start",
-        "sequenceNumber": "1",
-        "streamSid": caller.stream_sid,
-        "start": {
-            "streamSid": caller.stream_sid,
-            "callSid": caller.call_sid,
-            "accountSid": "AC" + "0" * 32,
-            "tracks": ["inbound"],
-            "customParameters": parameters,
-        },
-    }
-    transport.send(picows.WSMsgType.TEXT, _json.encode(start))
+    caller.frames = TwilioFrames(new_stream_sid(), caller.call_sid)
+    transport.send(picows.WSMsgType.TEXT, caller.frames.start(stream.parameters))
     caller.transport = transport
     return "admitted", webhook_s
 
 
 def send_frame(caller: Caller) -> None:
-    """One 160-byte frame with a unique marker; the time it left is kept."""
-    transport = caller.transport
-    if transport is None or transport.is_disconnected:
+    """One 160-byte frame with a unique marker; the time it left is kept. The frame's
+    constant part is encoded once per stream (TwilioFrames.media): no JSON encoder here."""
+    transport, frames = caller.transport, caller.frames
+    if transport is None or frames is None or transport.is_disconnected:
         return
-    caller.frame_no += 1
-    n = caller.frame_no
-    tag = f"{caller.index:06d}{n:010d}".encode()
+    tag = f"{caller.index:06d}{frames.chunks + 1:010d}".encode()
     payload = base64.b64encode((tag + b"\xff" * FRAME_BYTES)[:FRAME_BYTES])
-    frame = (
-        b'{"event":"media","streamSid":"'
-        + caller.stream_sid.encode()
-        + b'","media":{"track":"inbound","chunk":"'
-        + str(n).encode()
-        + b'","timestamp":"'
-        + str(n * 20).encode()
-        + b'","payload":"'
-        + payload
-        + b'"}}'
-    )
+    frame = frames.media(payload)
     caller.sent_at[payload] = time.perf_counter()
     transport.send(picows.WSMsgType.TEXT, frame)
     caller.frames_sent += 1
@@ -279,11 +258,10 @@ async def pace(callers: list[Caller], slots: int = 20) -> None:
 
 
 async def hang_up(caller: Caller) -> None:
-    transport = caller.transport
-    if transport is None or transport.is_disconnected:
+    transport, frames = caller.transport, caller.frames
+    if transport is None or frames is None or transport.is_disconnected:
         return
-    stop = {"event": "stop", "streamSid": caller.stream_sid, "stop": {"callSid": caller.call_sid}}
-    transport.send(picows.WSMsgType.TEXT, _json.encode(stop))
+    transport.send(picows.WSMsgType.TEXT, frames.stop())
     transport.send_close(picows.WSCloseCode.OK)
     transport.disconnect()
 
@@ -627,8 +605,8 @@ async def first_audio_ms(url: str, call_sids: list[str]) -> dict[str, float]:
             for _ in range(50):
                 response = await http.get(f"{url}/admin/calls/{call_sid}")
                 if response.status_code == 200 and response.json()["status"] != "active":
-                    if response.json()["time_to_first_audio_ms"] is not None:
-                        values.append(response.json()["time_to_first_audio_ms"])
+                    if response.json()["timeToFirstAudioMs"] is not None:
+                        values.append(response.json()["timeToFirstAudioMs"])
                     break
                 await asyncio.sleep(0.1)
     return {

@@ -13,7 +13,9 @@ the standard library with gevent).
   returned, ``stop``), reporting each frame's echo round trip as a ``media`` request
   (with the engine pointed at the echoing simulated model: ``python -m
   bench.model_process``). ``bench/calls.py`` measures the same more cheaply and more
-  precisely; this user is for mixed scenarios in an existing locust setup.
+  precisely; this user is for mixed scenarios in an existing locust setup. Its frames are
+  Twilio's as every simulated peer sends them (engine/simulator/twilio_frames.py: pure,
+  so it imports nothing of the engine's runtime into the gevent process).
 """
 
 from __future__ import annotations
@@ -21,14 +23,20 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
-import secrets
 import time
 
 import gevent
 import websocket
 from locust import HttpUser, User, between, events, task
 from twilio.request_validator import RequestValidator
+
+from engine.simulator.twilio_frames import (
+    ACCOUNT_SID,
+    TwilioFrames,
+    new_call_sid,
+    new_stream_sid,
+    stream_of,
+)
 
 TOKEN = os.environ.get("AFTERHOURS_TOKEN", "")
 PROJECT = os.environ.get("AFTERHOURS_PROJECT", "smith-plumbing")
@@ -71,10 +79,10 @@ class CallUser(User):
     @task
     def call(self) -> None:
         validator = RequestValidator(TWILIO_AUTH_TOKEN)
-        call_sid = "CA" + secrets.token_hex(16)
+        call_sid = new_call_sid()
         form = {
             "CallSid": call_sid,
-            "AccountSid": "AC" + "0" * 32,
+            "AccountSid": ACCOUNT_SID,
             "From": "+15550100000",
             "To": NUMBER,
             "CallStatus": "ringing",
@@ -89,8 +97,8 @@ class CallUser(User):
             headers={"X-Twilio-Signature": signature},
             timeout=10,
         ).text
-        found = re.search(r'<Stream url="([^"]+)"', twiml)
-        if found is None:
+        stream = stream_of(twiml)
+        if stream is None:
             events.request.fire(
                 request_type="call",
                 name="webhook",
@@ -99,46 +107,29 @@ class CallUser(User):
                 exception=RuntimeError(twiml[:100]),
             )
             return
-        url = found[1]
-        parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
         ws = websocket.create_connection(
-            url, header=[f"X-Twilio-Signature: {validator.compute_signature(url, {})}"]
+            stream.url,
+            header=[f"X-Twilio-Signature: {validator.compute_signature(stream.url, {})}"],
         )
-        stream_sid = "MZ" + secrets.token_hex(16)
-        ws.send(
-            json.dumps(
-                {
-                    "event": "start",
-                    "streamSid": stream_sid,
-                    "start": {
-                        "streamSid": stream_sid,
-                        "callSid": call_sid,
-                        "accountSid": "AC" + "0" * 32,
-                        "tracks": ["inbound"],
-                        "customParameters": parameters,
-                    },
-                }
-            )
-        )
+        frames = TwilioFrames(new_stream_sid(), call_sid)
+        ws.send(frames.start(stream.parameters).decode())
         sent_at: dict[str, float] = {}
-        reader = gevent.spawn(self._listen, ws, stream_sid, sent_at)
+        reader = gevent.spawn(self._listen, ws, frames, sent_at)
         ends_at = time.monotonic() + CALL_SECONDS
         n = 0
         while time.monotonic() < ends_at:
             n += 1
-            payload = base64.b64encode((f"{n:016d}".encode() + b"\xff" * 160)[:160]).decode()
-            sent_at[payload] = time.perf_counter()
-            ws.send(
-                json.dumps(
-                    {"event": "media", "streamSid": stream_sid, "media": {"payload": payload}}
-                )
-            )
+            payload = base64.b64encode((f"{n:016d}".encode() + b"\xff" * 160)[:160])
+            sent_at[payload.decode()] = time.perf_counter()
+            ws.send(frames.media(payload).decode())
             gevent.sleep(FRAME_S)
-        ws.send(json.dumps({"event": "stop", "streamSid": stream_sid, "stop": {}}))
+        ws.send(frames.stop().decode())
         reader.kill()
         ws.close()
 
-    def _listen(self, ws: websocket.WebSocket, stream_sid: str, sent_at: dict[str, float]) -> None:
+    def _listen(
+        self, ws: websocket.WebSocket, frames: TwilioFrames, sent_at: dict[str, float]
+    ) -> None:
         while True:
             event = json.loads(ws.recv())
             if event["event"] == "media":
@@ -152,6 +143,4 @@ class CallUser(User):
                         exception=None,
                     )
             elif event["event"] == "mark":
-                ws.send(
-                    json.dumps({"event": "mark", "streamSid": stream_sid, "mark": event["mark"]})
-                )
+                ws.send(frames.mark(event["mark"]["name"]).decode())

@@ -1,13 +1,14 @@
 """One call actor between a scripted Twilio peer and the simulated model, over in-memory
 byte streams, so a test can run a whole call under Trio's mock clock (minutes of call
 in milliseconds). The WebSocket framing, the actor and the model are the real ones; only
-the transport is memory instead of TCP, and the store is a mailbox the test reads."""
+the transport is memory instead of TCP, and the store is a mailbox the test reads.
+
+Twilio's side is the shared peer (engine/simulator/twilio_peer.py): it returns every mark
+at once (the audio "played") and keeps what the engine sent in ``received``."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,8 @@ from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import Alert, CallUpdated, StoreWrite
 from engine.projects import parse_project
 from engine.simulator.model import SimulatedModel
-from engine.simulator.mulaw import FRAME_BYTES
+from engine.simulator.twilio_frames import TwilioFrames
+from engine.simulator.twilio_peer import TwilioPeer
 from engine.ws import WebSocket, WebSocketClosed, accept, connect
 
 if TYPE_CHECKING:
@@ -30,37 +32,6 @@ if TYPE_CHECKING:
 
 STREAM_SID = "MZ" + "7" * 32
 CALL_SID = "CA" + "7" * 32
-
-
-@dataclass
-class TwilioPeer:
-    """The caller's side as Twilio presents it: plays every mark back at once (the
-    audio "played"), and keeps what the engine sent."""
-
-    socket: WebSocket
-    received: list[dict[str, Any]] = field(default_factory=list)
-    closed: trio.Event = field(default_factory=trio.Event)
-
-    async def run(self) -> None:
-        try:
-            while True:
-                for message in await self.socket.receive_batch():
-                    event = json.loads(message)
-                    self.received.append(event)
-                    if event["event"] == "mark":
-                        mark = {"event": "mark", "streamSid": STREAM_SID, "mark": event["mark"]}
-                        await self.send(mark)
-        except WebSocketClosed:
-            self.closed.set()
-
-    async def send(self, event: dict[str, Any]) -> None:
-        await self.socket.send_text(json.dumps(event).encode())
-
-    async def speak(self, audio: bytes) -> None:
-        for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
-            payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
-            media = {"track": "inbound", "chunk": str(n), "timestamp": "0", "payload": payload}
-            await self.send({"event": "media", "streamSid": STREAM_SID, "media": media})
 
 
 @dataclass
@@ -132,8 +103,8 @@ async def run_call(
             handshake_timeout_s=5,
         )
         await trio.testing.wait_all_tasks_blocked()
-        twilio = TwilioPeer(peer_socket[0])
-        nursery.start_soon(twilio.run)
+        twilio = TwilioPeer(peer_socket[0], TwilioFrames(STREAM_SID, CALL_SID))
+        nursery.start_soon(twilio.listen)
         setup = CallSetup(
             CALL_SID,
             STREAM_SID,

@@ -164,85 +164,164 @@ async def seed_call(engine: Any, call_sid: str) -> None:
         )
 
 
+Answers = list[tuple[str, str, HttpResponse]]
+
+
+async def ask_every_route(engine: Any) -> Answers:
+    """Every admin route once or more, as an operator would use them, in an order that
+    works (a project, a number, a key, a call, then the deletes); each answer with the
+    method and path that asked for it."""
+    base = engine.bound_urls[0]
+    answers: Answers = []
+
+    async def ask(method: str, path: str, body: Any = None) -> None:
+        kwargs: dict[str, Any] = {"token": ADMIN_TOKEN}
+        if body is not None:
+            kwargs["json"] = body
+        answers.append((method, path, await http_request(method, base + path, **kwargs)))
+
+    await ask("POST", "/admin/projects", PROJECT)
+    await ask("PUT", "/admin/projects/smith-plumbing", PROJECT | {"voice": "cedar"})
+    await ask("PATCH", "/admin/projects/smith-plumbing", {"greeting": "Hello."})
+    await ask("POST", "/admin/projects/smith-plumbing/phone-numbers", VAPI_NUMBER)
+    await ask("PATCH", "/admin/phone-numbers/+15557654321", {"vapiAssistantId": None})
+    await ask("GET", "/admin/phone-numbers")
+    await ask("GET", "/admin/projects")
+    await ask("GET", "/admin/projects/smith-plumbing")
+    await ask("POST", "/admin/projects/smith-plumbing/api-keys", {"name": "dashboard"})
+    key = answers[-1][2].json()
+    await ask("GET", "/admin/projects/smith-plumbing/api-keys")
+    await ask("DELETE", f"/admin/api-keys/{key['id']}")
+    await seed_recorded_call(engine, sid(41))
+    await ask("GET", f"/admin/calls/{sid(41)}")
+    await ask("POST", "/admin/projects", PROJECT | {"id": "x", "onCallNumber": "5"})
+    await ask("PATCH", "/admin/phone-numbers/+15557654321", UNSET_VAPI_ID)
+    await ask("GET", "/admin/phone-numbers?projet=smith-plumbing")
+    await ask("DELETE", "/admin/phone-numbers/+15557654321")
+    await ask("DELETE", "/admin/projects/smith-plumbing")
+    await ask("GET", "/admin/calls/CA0")
+    return answers
+
+
+VAPI_NUMBER = {
+    "number": "+15557654321", "system": "vapi", "vapiPhoneNumberId": "pn-1",
+    "vapiAssistantId": "as-1",
+}  # fmt: skip
+UNSET_VAPI_ID = {"system": "vapi", "vapiPhoneNumberId": None}  # a Vapi number needs one
+
+
+async def add_vapi_number(engine: Any) -> HttpResponse:
+    url = engine.bound_urls[0] + "/admin/projects/smith-plumbing/phone-numbers"
+    added = await http_request("POST", url, json=VAPI_NUMBER, token=ADMIN_TOKEN)
+    assert added.status == 201, added.body
+    return added
+
+
+async def add_project(engine: Any) -> HttpResponse:
+    url = engine.bound_urls[0] + "/admin/projects"
+    created = await http_request("POST", url, json=PROJECT, token=ADMIN_TOKEN)
+    assert created.status == 201, created.body
+    return created
+
+
+async def seed_recorded_call(engine: Any, call_sid: str) -> None:
+    """``seed_call``, and wait until the store has written it."""
+    await seed_call(engine, call_sid)
+    url = f"{engine.bound_urls[0]}/admin/calls/{call_sid}"
+
+    async def recorded() -> Any:
+        answer = await http_request("GET", url, token=ADMIN_TOKEN)
+        return answer.status == 200 and answer.json()["functionCallsTotal"] == 2
+
+    await wait_until(recorded, timeout_s=10)
+
+
+def body_of(answers: Answers, method: str, path: str) -> Any:
+    return next(a.json() for m, p, a in answers if (m, p) == (method, path))
+
+
 async def test_every_admin_route_answers_in_camel_case_only(
     fresh_database: str, tmp_path: Path
 ) -> None:
-    answers: list[tuple[str, str, HttpResponse]] = []
     async with running_engine(fresh_database, tmp_path) as engine:
-        base = engine.bound_urls[0]
+        answers = await ask_every_route(engine)
+    served = AdminApi(cast("Any", None), None).route_templates()
+    assert {(method, template(path)) for method, path, _ in answers} == served
+    for method, path, answer in answers:
+        assert "deprecation" not in answer.headers, (method, path)  # nothing deprecated
+        keys = api_keys(answer.json()) if answer.body else set()
+        assert all(API_NAME.fullmatch(key) for key in keys), (method, path, keys)
 
-        async def ask(method: str, path: str, body: Any = None) -> Any:
-            kwargs: dict[str, Any] = {"token": ADMIN_TOKEN}
-            if body is not None:
-                kwargs["json"] = body
-            answer = await http_request(method, base + path, **kwargs)
-            answers.append((method, path, answer))
-            assert "deprecation" not in answer.headers  # camelCase only: nothing deprecated
-            return answer.json() if answer.body else None
 
-        await ask("POST", "/admin/projects", PROJECT)
-        await ask("PUT", "/admin/projects/smith-plumbing", PROJECT | {"voice": "cedar"})
-        await ask("PATCH", "/admin/projects/smith-plumbing", {"greeting": "Hello."})
-        await ask("POST", "/admin/projects/smith-plumbing/phone-numbers",
-                  {"number": "+15557654321", "system": "vapi", "vapiPhoneNumberId": "pn-1",
-                   "vapiAssistantId": "as-1"})  # fmt: skip
-        await ask("PATCH", "/admin/phone-numbers/+15557654321", {"vapiAssistantId": None})
-        await ask("GET", "/admin/phone-numbers")
-        await ask("GET", "/admin/projects")
-        await ask("GET", "/admin/projects/smith-plumbing")
-        key = await ask("POST", "/admin/projects/smith-plumbing/api-keys", {"name": "dashboard"})
-        await ask("GET", "/admin/projects/smith-plumbing/api-keys")
-        await ask("DELETE", f"/admin/api-keys/{key['id']}")
-        await seed_call(engine, sid(41))
-
-        async def recorded() -> Any:
-            answer = await http_request("GET", f"{base}/admin/calls/{sid(41)}", token=ADMIN_TOKEN)
-            return answer.status == 200 and answer.json()["functionCallsTotal"] == 2
-
-        await wait_until(recorded, timeout_s=10)
-        await ask("GET", f"/admin/calls/{sid(41)}")
-        # The analytics API shows the same turns in the same casing.
-        detail = await http_request(
-            "GET", f"{base}/analytics/project/smith-plumbing/calls/{sid(41)}", token=ADMIN_TOKEN
-        )
-        # Errors name their fields in the API's names too.
-        invalid = await ask("POST", "/admin/projects", PROJECT | {"id": "x", "onCallNumber": "5"})
-        no_id = {"system": "vapi", "vapiPhoneNumberId": None}
-        number = await ask("PATCH", "/admin/phone-numbers/+15557654321", no_id)
-        await ask("GET", "/admin/phone-numbers?projet=smith-plumbing")
-        await ask("DELETE", "/admin/phone-numbers/+15557654321")
-        await ask("DELETE", "/admin/projects/smith-plumbing")
-        await ask("GET", "/admin/calls/CA0")
-        # The admin token's other JSON routes (/metrics is Prometheus text, not JSON).
+async def test_the_admin_tokens_monitoring_routes_answer_in_camel_case(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    # Its other JSON routes (/metrics is Prometheus text, not JSON).
+    async with running_engine(fresh_database, tmp_path) as engine:
         monitoring = [
-            await http_request("GET", f"{base}{path}", token=ADMIN_TOKEN)
+            await http_request("GET", f"{engine.bound_urls[0]}{path}", token=ADMIN_TOKEN)
             for path in ("/stats", "/health/detailed")
         ]
-    assert {field["field"] for field in invalid["fields"]} == {"id", "onCallNumber"}
-    assert [field["field"] for field in number["fields"]] == ["vapiPhoneNumberId"]
     for answer in monitoring:
         assert answer.status == 200, answer.body
         keys = api_keys(answer.json())
         assert all(API_NAME.fullmatch(key) for key in keys), keys
-    served = AdminApi(cast("Any", None), None).route_templates()
-    assert {(method, template(path)) for method, path, _ in answers} == served
-    for method, path, answer in answers:
-        keys = api_keys(answer.json()) if answer.body else set()
-        assert all(API_NAME.fullmatch(key) for key in keys), (method, path, keys)
 
-    def body_of(method: str, path: str) -> Any:
-        return next(a.json() for m, p, a in answers if (m, p) == (method, path))
 
-    project = body_of("GET", "/admin/projects/smith-plumbing")
-    # A tool's schema comes back as it was sent, its property names those of the business.
-    assert project["tools"] == [TOOL]
-    call = body_of("GET", f"/admin/calls/{sid(41)}")
+async def test_validation_errors_name_the_fields_as_the_api_does(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0] + "/admin"
+        await add_project(engine)
+        await add_vapi_number(engine)
+        invalid = await http_request(
+            "POST", f"{base}/projects", json=PROJECT | {"id": "x", "onCallNumber": "5"},
+            token=ADMIN_TOKEN,
+        )  # fmt: skip
+        number = await http_request(
+            "PATCH", f"{base}/phone-numbers/+15557654321",
+            json=UNSET_VAPI_ID, token=ADMIN_TOKEN,
+        )  # fmt: skip
+    assert {field["field"] for field in invalid.json()["fields"]} == {"id", "onCallNumber"}
+    assert [field["field"] for field in number.json()["fields"]] == ["vapiPhoneNumberId"]
+
+
+async def test_a_tools_schema_comes_back_with_the_businesss_own_names(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        await add_project(engine)
+        url = engine.bound_urls[0] + "/admin/projects/smith-plumbing"
+        project = await http_request("GET", url, token=ADMIN_TOKEN)
+    assert project.json()["tools"] == [TOOL]  # slot_day stays slot_day
+
+
+async def test_a_calls_detail_keeps_what_others_wrote_and_gives_its_turns_in_camel_case(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """The model's arguments and usage as they were written; the transcript's turns in
+    the API's names, the same in the admin API and the analytics API."""
+    async with running_engine(fresh_database, tmp_path) as engine:
+        base = engine.bound_urls[0]
+        await add_project(engine)
+        await seed_recorded_call(engine, sid(41))
+        admin = await http_request("GET", f"{base}/admin/calls/{sid(41)}", token=ADMIN_TOKEN)
+        analytics = await http_request(
+            "GET", f"{base}/analytics/project/smith-plumbing/calls/{sid(41)}", token=ADMIN_TOKEN
+        )
+    call = admin.json()
     assert call["functionCalls"][0]["arguments"] == {"slot_day": "tomorrow"}
     assert call["usage"] == {"outputTokens": 12, "inputTokenDetails": {"audioTokens": 30}}
     assert call["transcript"] == [{"role": "assistant", "text": "Smith Plumbing.", "offsetMs": 0}]
-    assert detail.json()["transcript"] == call["transcript"]
+    assert analytics.json()["transcript"] == call["transcript"]
 
-    # docs/api.md: each example answer names the fields the route returns.
+
+async def test_each_example_answer_in_api_md_names_the_fields_its_route_returns(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    async with running_engine(fresh_database, tmp_path) as engine:
+        answers = await ask_every_route(engine)
     key_route = "/admin/projects/smith-plumbing/api-keys"
     for curl, (method, path) in (
         ('$T" $E/admin/projects/smith-plumbing', ("GET", "/admin/projects/smith-plumbing")),
@@ -251,11 +330,17 @@ async def test_every_admin_route_answers_in_camel_case_only(
         (f'-d \'{{"name":"dashboard"}}\' $E{key_route}', ("POST", key_route)),
         ('$T" $E/admin/calls/CA', ("GET", f"/admin/calls/{sid(41)}")),
     ):
-        real = api_keys(body_of(method, path), NOT_DOCUMENTED)
+        real = api_keys(body_of(answers, method, path), NOT_DOCUMENTED)
         assert real == documented_fields(curl), curl
 
-    # docs/api.md's table of renamed fields: every old name a request could send, and
-    # every camelCase name an answer holds, each once, old -> camel(old).
+
+async def test_api_mds_table_renames_each_old_name_once_and_nothing_else(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    """docs/api.md's table of renamed fields: every old name a request could send, and
+    every camelCase name an answer holds, each once, old -> camel(old)."""
+    async with running_engine(fresh_database, tmp_path) as engine:
+        answers = await ask_every_route(engine)
     table = renamed_fields()
     assert all(new == camel(old) for old, new in table.items())
     sendable = {field for field in (*PROJECT_FIELDS, *NUMBER_FIELDS) if camel(field) != field}

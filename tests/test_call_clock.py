@@ -10,8 +10,10 @@ import trio
 import trio.testing
 
 from engine.simulator.model import SimulatedModel
+from engine.simulator.model_statistics import Recent
 from engine.simulator.mulaw import silence, tone
-from tests.call_harness import STREAM_SID, TwilioPeer, run_call
+from engine.simulator.twilio_peer import TwilioPeer
+from tests.call_harness import run_call
 
 PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
@@ -57,6 +59,7 @@ async def test_a_caller_who_never_speaks_is_asked_once_then_the_call_ends(
     said = [t["text"] for t in record.transcript or [] if t["role"] == "assistant"]
     assert (record.status, record.end_reason) == ("completed", "silence_timeout")
     assert said[1] == "Are you still there?"
+    assert said[2].startswith("I have not heard anything, so I will hang up now.")
     assert record.duration_s is not None
     assert 60 <= record.duration_s < 62  # 30 s to the prompt, 30 s more to the goodbye
 
@@ -66,6 +69,8 @@ async def test_a_long_call_renews_its_model_session_before_each_cap(
 ) -> None:
     model = SimulatedModel()
     model.session_max_s = 600.0  # the server ends a session after 10 min
+    # Every restored text, not only the last RECENT_EVENTS: the first one is checked below.
+    model.tally.assistant_texts = Recent[str](bound=10_000)
     project = PROJECT | {"max_call_s": 1800}
     run = await run_call(project, chatty_caller, model=model, session_max_s=600.0)
     record = run.record
@@ -74,6 +79,9 @@ async def test_a_long_call_renews_its_model_session_before_each_cap(
     # Renewed at ~540 s, ~1080 s and ~1620 s (in the last tenth of each session).
     assert model.statistics().sessions_total == 4
     assert [alert.type for alert in run.alerts] == []  # a renewal is not a fault
+    # Each new session was given the conversation so far, in order, the greeting first.
+    greeting = "Thank you for calling Smith Plumbing. How can I help?"
+    assert model.statistics().assistant_texts[0] == greeting
     # Every caller turn was answered, across the renewals.
     roles = [t["role"] for t in record.transcript or []]
     assert roles.count("caller") >= 60
@@ -110,7 +118,7 @@ async def test_a_renewal_waits_for_the_caller_to_finish_and_starts_the_moment_th
         await trio.sleep_until(model.connected_at_s[0] + 540.37)
         await twilio.speak(silence(700))  # ...until now: the turn ends, the model answers
         await trio.sleep(20)
-        await twilio.send({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+        await twilio.hang_up()
 
     run = await run_call(PROJECT | {"max_call_s": 900}, caller, model=model, session_max_s=600.0)
     first_s, renewed_s = model.connected_at_s
@@ -142,7 +150,7 @@ async def test_the_projects_voice_detection_settings_reach_the_model(
 ) -> None:
     async def hangs_up_soon(twilio: TwilioPeer) -> None:
         await trio.sleep(2)
-        await twilio.send({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+        await twilio.hang_up()
 
     project = PROJECT | {"vad_threshold": 0.8, "vad_silence_ms": 900, "vad_prefix_padding_ms": 100}
     run = await run_call(project, hangs_up_soon)
@@ -156,30 +164,36 @@ async def test_the_projects_voice_detection_settings_reach_the_model(
     assert run.record.end_reason == "caller_hung_up"
 
 
-CODE_NULL_TRUNCATE = {
-    "type": "error",
-    "error": {
-        # As the live API sends a refused truncate: no code at all.
-        "type": "invalid_request_error",
-        "code": None,
-        "message": "Audio content of 1200ms is already shorter than 2000ms",
-    },
-}
+def code_null(message: str) -> dict[str, Any]:
+    """An error as the live API sends some: ``invalid_request_error`` with no code at
+    all (a refused truncate; a transient failure of its own), every field of the GA
+    shape present."""
+    error = {"type": "invalid_request_error", "code": None, "message": message}
+    return {
+        "type": "error",
+        "event_id": "event_X",
+        "error": error | {"param": None, "event_id": None},
+    }
+
+
+CODE_NULL_TRUNCATE = code_null("Audio content of 1200ms is already shorter than 2000ms")
+CODE_NULL_SERVER = code_null("The server had an error while processing your request.")
 SERVER_ERROR = {"type": "error", "error": {"type": "server_error", "message": "try again"}}
 
 
 async def test_recoverable_model_errors_leave_the_call_going_to_the_callers_hang_up(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A ``code: null`` error and two ``server_error`` mid-call: the call goes on, the
+    """Two ``code: null`` errors and two ``server_error`` mid-call: the call goes on, the
     caller is still answered, and hangs up; the record is completed, and one warning
-    goes out for the three (an alert per episode, not per error)."""
+    goes out for the four (an alert per episode, not per error)."""
     model = SimulatedModel()
     answered_after_errors: list[int] = []
 
     async def caller(twilio: TwilioPeer) -> None:
         await trio.sleep(5)
         model.inject(CODE_NULL_TRUNCATE)
+        model.inject(CODE_NULL_SERVER)
         model.inject(SERVER_ERROR)
         model.inject(SERVER_ERROR)
         await twilio.speak(silence(100) + tone(400) + silence(700))
@@ -188,8 +202,7 @@ async def test_recoverable_model_errors_leave_the_call_going_to_the_callers_hang
         answered_after_errors.append(
             sum(1 for e in twilio.received if e["event"] == "media") - heard_before
         )
-        stop = {"event": "stop", "streamSid": STREAM_SID, "stop": {"callSid": "CA" + "7" * 32}}
-        await twilio.send(stop)
+        await twilio.hang_up()
         await trio.sleep_forever()
 
     run = await run_call(PROJECT | {"max_call_s": 300}, caller, model=model)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import pytest
@@ -20,97 +20,66 @@ from engine.json_case import camel_keys
 from engine.price_book import BUILT_IN
 from engine.pricing import DEFAULT_PRICES, call_cost_usd
 from engine.signing import sign
-from engine.simulator.mulaw import FRAME_BYTES, silence, tone
-from engine.ws import WebSocket, WebSocketClosed, connect
+from engine.simulator.mulaw import silence, tone
+from engine.simulator.twilio_frames import TwilioFrames, stream_of
+from engine.simulator.twilio_peer import TwilioPeer
+from engine.ws import connect
 from tests.function_backend import FunctionBackend, TwilioRestStandIn
 from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid
 from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, setup_project, twilio_post
 
+if TYPE_CHECKING:
+    from actors.early_sessions import EarlyStatistics
+    from engine.simulator.model_statistics import ModelStatistics
+    from tests.helpers import HttpResponse
+
 STREAM_SID = "MZ" + "1" * 32
 
 
-async def open_stream(xml: str) -> tuple[WebSocket, dict[str, str]]:
-    url = re.search(r'<Stream url="([^"]+)"', xml)
-    assert url is not None
-    parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', xml))
-    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(url[1], {})
+async def open_stream(xml: str, call_sid: str) -> tuple[TwilioPeer, dict[str, str]]:
+    """Twilio following the TwiML: the signed media stream to its URL, not yet started;
+    the parameters for its ``start``."""
+    stream = stream_of(xml)
+    assert stream is not None, xml
+    signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(stream.url, {})
     socket = await connect(
-        url[1],
+        stream.url,
         headers=[("X-Twilio-Signature", signature)],
         max_message_bytes=1 << 20,
         send_timeout_s=5,
         connect_timeout_s=5,
     )
-    return socket, parameters
+    return TwilioPeer(socket, TwilioFrames(STREAM_SID, call_sid)), stream.parameters
 
 
-async def send(socket: WebSocket, event: dict[str, Any]) -> None:
-    await socket.send_text(json.dumps(event).encode())
+@dataclass
+class HungUpCall:
+    """One plain call, start to hang-up, and what each side saw of it."""
+
+    greeting: list[dict[str, Any]]  # what the caller heard before speaking
+    answer: list[dict[str, Any]]  # and after
+    model_closed_after_s: float  # from the hang-up until the call and its session ended
+    model: ModelStatistics
+    early: EarlyStatistics
+    active_sessions: int  # /health's, once the call ended
+    record: dict[str, Any]  # its row in PostgreSQL
+    shown: HttpResponse  # GET /admin/calls/<its sid>
+    unknown: HttpResponse  # GET /admin/calls/<a sid never seen>
 
 
-async def speak(socket: WebSocket, audio: bytes) -> None:
-    for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
-        payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
-        await send(
-            socket,
-            {
-                "event": "media",
-                "streamSid": STREAM_SID,
-                "sequenceNumber": str(n),
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(n),
-                    "timestamp": str(20 * n),
-                    "payload": payload,
-                },
-            },
-        )
-
-
-async def listen(socket: WebSocket, until_silent_s: float) -> list[dict[str, Any]]:
-    """What the engine sends until it has been quiet for a while; marks are echoed back
-    at once, as if played instantly."""
-    received: list[dict[str, Any]] = []
-    while True:
-        with trio.move_on_after(until_silent_s) as quiet:
-            try:
-                batch = await socket.receive_batch()
-            except WebSocketClosed:
-                return received  # the engine ended the call
-        if quiet.cancelled_caught:
-            return received
-        for message in batch:
-            event = json.loads(message)
-            received.append(event)
-            if event["event"] == "mark":
-                await send(
-                    socket,
-                    {
-                        "event": "mark",
-                        "streamSid": STREAM_SID,
-                        "sequenceNumber": "0",
-                        "mark": event["mark"],
-                    },
-                )
-
-
-# Each media read waits on Trio's own readiness, or on the shared poller's (READY_TICK_MS).
-@pytest.mark.parametrize("ready_tick_ms", ["off", "2"])
-async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
-    fresh_database: str, tmp_path: Path, ready_tick_ms: str
-) -> None:
-    async with running_engine(
-        fresh_database, tmp_path, MEDIA_PORT="0", READY_TICK_MS=ready_tick_ms
-    ) as engine:
+async def call_and_hang_up(dsn: str, data_dir: Path, **settings: str) -> HungUpCall:
+    """The webhook answers, the stream starts, the caller hears the greeting, speaks,
+    hears the answer and hangs up; then the record and the admin API are read."""
+    async with running_engine(dsn, data_dir, MEDIA_PORT="0", **settings) as engine:
         await setup_project(engine)
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(900), ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        peer, parameters = await open_stream(twiml.body.decode(), sid(900))
         with trio.fail_after(30):
-            await start_call(socket, sid(900), parameters)
-            greeting = await listen(socket, until_silent_s=1.0)
-            await speak(socket, silence(100) + tone(400) + silence(700))
-            answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, sid(900))
+            await peer.start(parameters)
+            greeting = await peer.listen(until_silent_s=1.0)
+            await peer.speak(silence(100) + tone(400) + silence(700))
+            answer = await peer.listen(until_silent_s=1.0)
+            await peer.hang_up()
             hung_up_at_s = trio.current_time()
             assert engine.simulated_model is not None
             model = engine.simulated_model
@@ -119,41 +88,67 @@ async def test_a_call_greets_answers_and_is_recorded_when_the_caller_hangs_up(
                 await trio.sleep(0.02)
             model_stats = model.statistics()
             model_closed_after_s = trio.current_time() - hung_up_at_s
-            await socket.aclose()
-            record = await wait_for_final(fresh_database, sid(900))
+            await peer.aclose()
+            record = await wait_for_final(dsn, sid(900))
             health = await http_request("GET", f"{engine.bound_urls[0]}/health")
             calls_url = f"{engine.bound_urls[0]}/admin/calls"
             shown = await http_request("GET", f"{calls_url}/{sid(900)}", token=ADMIN_TOKEN)
             unknown = await http_request("GET", f"{calls_url}/{sid(404)}", token=ADMIN_TOKEN)
-    assert health.json()["activeSessions"] == 0
-    assert model_closed_after_s < 1.0
+    return HungUpCall(
+        greeting, answer, model_closed_after_s, model_stats, engine.early.statistics(),
+        health.json()["activeSessions"], record, shown, unknown,
+    )  # fmt: skip
+
+
+# Each media read waits on Trio's own readiness, or on the shared poller's (READY_TICK_MS).
+@pytest.mark.parametrize("ready_tick_ms", ["off", "2"])
+async def test_the_caller_hears_a_greeting_then_an_answer_on_its_stream(
+    fresh_database: str, tmp_path: Path, ready_tick_ms: str
+) -> None:
+    run = await call_and_hang_up(fresh_database, tmp_path, READY_TICK_MS=ready_tick_ms)
+    assert [e for e in run.greeting if e["event"] == "media"], "the caller heard no greeting"
+    assert all(e["streamSid"] == STREAM_SID for e in run.greeting)
+    assert any(e["event"] == "mark" for e in run.greeting)
+    assert any(e["event"] == "media" for e in run.answer)
+    assert run.model.violations_total == 0  # every client event the engine sent was valid GA
+
+
+async def test_a_call_takes_the_session_opened_at_webhook_time_and_ends_it_at_the_hang_up(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    run = await call_and_hang_up(fresh_database, tmp_path)
     # One model session, opened when the webhook answered and taken when the stream began.
-    assert model_stats.sessions_total == 1
-    early = engine.early.statistics()
-    assert (early.opened_total, early.taken_total) == (1, 1)
-    assert model_stats.violations_total == 0  # every client event the engine sent was valid GA
-    media = [e for e in greeting if e["event"] == "media"]
-    assert media, "the caller heard no greeting"
-    assert all(e["streamSid"] == STREAM_SID for e in greeting)
-    assert any(e["event"] == "mark" for e in greeting)
-    assert any(e["event"] == "media" for e in answer)
-    assert record["status"] == "completed"
-    assert record["end_reason"] == "caller_hung_up"
+    assert run.model.sessions_total == 1
+    assert (run.early.opened_total, run.early.taken_total) == (1, 1)
+    assert run.model_closed_after_s < 1.0
+    assert run.active_sessions == 0
+
+
+async def test_a_hung_up_call_is_recorded_with_its_transcript_usage_and_cost(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    record = (await call_and_hang_up(fresh_database, tmp_path)).record
+    assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     transcript = json.loads(record["transcript"])
-    assert transcript[0]["role"] == "assistant"
     assert transcript[0]["text"] == "Thank you for calling Smith Plumbing. How can I help?"
     assert [t["role"] for t in transcript] == ["assistant", "caller", "assistant"]
     assert record["time_to_first_audio_ms"] is not None
     assert json.loads(record["usage"])["output_tokens"] > 0
     assert float(record["cost_usd"]) > 0.0125  # the model's tokens plus a started minute
     assert record["stream_sid"] == STREAM_SID
-    # Operators read the same record through the admin API.
-    assert shown.status == 200
+
+
+async def test_operators_read_a_calls_record_through_the_admin_api(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    run = await call_and_hang_up(fresh_database, tmp_path)
+    record, shown = run.record, run.shown.json()
+    assert run.shown.status == 200
     # The same turns, in the API's casing (offset_ms is offsetMs).
-    assert shown.json()["transcript"] == camel_keys(transcript)
-    assert shown.json()["costUsd"] == float(record["cost_usd"])
-    assert (shown.json()["status"], shown.json()["endReason"]) == ("completed", "caller_hung_up")
-    assert unknown.status == 404
+    assert shown["transcript"] == camel_keys(json.loads(record["transcript"]))
+    assert shown["costUsd"] == float(record["cost_usd"])
+    assert (shown["status"], shown["endReason"]) == ("completed", "caller_hung_up")
+    assert run.unknown.status == 404
 
 
 async def wait_for_final(dsn: str, call_sid: str) -> dict[str, Any]:
@@ -203,13 +198,13 @@ async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
         url = await nursery.start(backend.serve)
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
             project = BOOKING_PROJECT | {"functionUrl": url}
-            socket, parameters = await answered_call(engine, project, sid(901))
+            peer, parameters = await answered_call(engine, project, sid(901))
             with trio.fail_after(60):
-                await start_call(socket, sid(901), parameters)
-                await listen(socket, until_silent_s=1.0)  # the greeting
+                await peer.start(parameters)
+                await peer.listen(until_silent_s=1.0)  # the greeting
                 for _ in range(2):  # the problem; yes, book it (then the model says goodbye)
-                    await speak(socket, silence(100) + tone(400) + silence(700))
-                    await listen(socket, until_silent_s=2.5)
+                    await peer.speak(silence(100) + tone(400) + silence(700))
+                    await peer.listen(until_silent_s=2.5)
                 record = await wait_for_final(fresh_database, sid(901))
                 async with open_database(fresh_database, connect_timeout_s=5) as db:
                     functions = await db.fetch(
@@ -217,7 +212,7 @@ async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
                         "ORDER BY at",
                         timeout_s=5,
                     )
-            await socket.aclose()
+            await peer.aclose()
         nursery.cancel_scope.cancel()
     assert (record["status"], record["end_reason"], record["intent"]) == (
         "completed",
@@ -240,25 +235,6 @@ async def test_a_booking_call_uses_the_business_functions_and_ends_itself(
     )
 
 
-async def start_call(socket: WebSocket, call_sid: str, parameters: dict[str, str]) -> None:
-    await send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
-    await send(
-        socket,
-        {
-            "event": "start",
-            "sequenceNumber": "1",
-            "streamSid": STREAM_SID,
-            "start": {
-                "streamSid": STREAM_SID,
-                "callSid": call_sid,
-                "accountSid": "AC1",
-                "tracks": ["inbound"],
-                "customParameters": parameters,
-            },
-        },
-    )
-
-
 LONG_GREETING = ("Thanks for calling Smith Plumbing. " * 12).strip()  # seconds of speech
 PROJECT_WITH_LONG_GREETING: dict[str, Any] = {
     "id": "smith-plumbing",
@@ -276,25 +252,17 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
     async with running_engine(
         fresh_database, tmp_path, MEDIA_PORT="0", READY_TICK_MS=ready_tick_ms
     ) as engine:
-        socket, parameters = await answered_call(engine, PROJECT_WITH_LONG_GREETING, sid(902))
+        peer, parameters = await answered_call(engine, PROJECT_WITH_LONG_GREETING, sid(902))
         with trio.fail_after(30):
-            await start_call(socket, sid(902), parameters)
+            await peer.start(parameters)
             # The caller hears only the first three media chunks, then talks over the rest.
-            heard_mark, after_speech = await hear_some_then_interrupt(socket, chunks_heard=3)
-            later = await listen(socket, until_silent_s=0.5)
-            await send(
-                socket,
-                {
-                    "event": "dtmf",
-                    "sequenceNumber": "50",
-                    "streamSid": STREAM_SID,
-                    "dtmf": {"track": "inbound_track", "digit": "1"},
-                },
-            )
-            await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, sid(902))
+            heard_mark, after_speech = await hear_some_then_interrupt(peer, chunks_heard=3)
+            later = await peer.listen(until_silent_s=0.5)
+            await peer.press("1")
+            await peer.listen(until_silent_s=1.0)
+            await peer.hang_up()
             record = await wait_for_final(fresh_database, sid(902))
-            await socket.aclose()
+            await peer.aclose()
         assert engine.simulated_model is not None
         stats = engine.simulated_model.statistics()
     assert any(e["event"] == "clear" for e in after_speech)
@@ -314,57 +282,25 @@ async def test_barge_in_truncates_to_what_was_heard_and_dtmf_reaches_the_model(
 
 
 async def hear_some_then_interrupt(
-    socket: WebSocket, chunks_heard: int
+    peer: TwilioPeer, chunks_heard: int
 ) -> tuple[str, list[dict[str, Any]]]:
     """Echo the marks of the first ``chunks_heard`` media chunks (they played), then
     speak while the rest is still queued; return the last mark heard and what followed."""
     heard = ""
     media_seen = 0
     while media_seen < chunks_heard or not heard:
-        for message in await socket.receive_batch():
-            event = json.loads(message)
+        for event in await peer.receive():
             if event["event"] == "media":
                 media_seen += 1
             elif event["event"] == "mark" and media_seen <= chunks_heard:
                 heard = event["mark"]["name"]
-                await send(
-                    socket,
-                    {
-                        "event": "mark",
-                        "streamSid": STREAM_SID,
-                        "sequenceNumber": "0",
-                        "mark": event["mark"],
-                    },
-                )
-    await speak(socket, tone(200))
+                await peer.return_mark(heard)
+    await peer.speak(tone(200))
     after: list[dict[str, Any]] = []
     with trio.move_on_after(2.0):
         while not any(e["event"] == "clear" for e in after):
-            after += [json.loads(m) for m in await socket.receive_batch()]
+            after += await peer.receive()
     return heard, after
-
-
-async def test_a_silent_caller_is_prompted_once_then_the_call_ends_politely(
-    fresh_database: str, tmp_path: Path
-) -> None:
-    quiet_project = {
-        "id": "smith-plumbing",
-        "name": "Smith Plumbing",
-        "timezone": "America/Chicago",
-        "silenceTimeoutS": 5,
-    }
-    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        socket, parameters = await answered_call(engine, quiet_project, sid(903))
-        with trio.fail_after(40):  # real time: two 5 s silences (the minimum a project allows)
-            await start_call(socket, sid(903), parameters)
-            await listen(socket, until_silent_s=20.0)  # until the engine hangs up
-            record = await wait_for_final(fresh_database, sid(903))
-            await socket.aclose()
-    said = [t["text"] for t in json.loads(record["transcript"]) if t["role"] == "assistant"]
-    assert said[1] == "Are you still there?"
-    assert said[2].startswith("I have not heard anything, so I will hang up now.")
-    assert (record["status"], record["end_reason"]) == ("completed", "silence_timeout")
-    assert 10 <= record["duration_s"] < 20
 
 
 # The simulated model classifies its calls as emergencies and transfers them.
@@ -394,21 +330,21 @@ async def test_an_emergency_is_classified_and_transferred_through_twilios_rest_a
             TWILIO_ACCOUNT_SID=account,
             TWILIO_API_BASE_URL=rest_url,
         ) as engine:
-            socket, parameters = await answered_call(engine, EMERGENCY_PROJECT, sid(904))
+            peer, parameters = await answered_call(engine, EMERGENCY_PROJECT, sid(904))
             with trio.fail_after(30):
-                await start_call(socket, sid(904), parameters)
-                await listen(socket, until_silent_s=1.0)
-                await speak(socket, silence(100) + tone(400) + silence(700))
+                await peer.start(parameters)
+                await peer.listen(until_silent_s=1.0)
+                await peer.speak(silence(100) + tone(400) + silence(700))
                 if stream_ends_first:
                     async with trio.open_nursery() as listening:  # marks echoed meanwhile
-                        listening.start_soon(listen, socket, 30.0)
+                        listening.start_soon(peer.listen, 30.0)
                         await twilio.arrived.wait()
                         listening.cancel_scope.cancel()
-                    await hang_up(socket, sid(904))
+                    await peer.hang_up()
                 else:
-                    await listen(socket, until_silent_s=3.0)  # until the engine hands over
+                    await peer.listen(until_silent_s=3.0)  # until the engine hands over
                 record = await wait_for_final(fresh_database, sid(904))
-            await socket.aclose()
+            await peer.aclose()
         nursery.cancel_scope.cancel()
     (update,) = twilio.received
     assert update.path == f"/2010-04-01/Accounts/{account}/Calls/{sid(904)}.json"
@@ -433,18 +369,18 @@ async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
         assert engine.simulated_model is not None
         model = engine.simulated_model
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(905), ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        peer, parameters = await open_stream(twiml.body.decode(), sid(905))
         with trio.fail_after(30):
-            await start_call(socket, sid(905), parameters)
-            await listen(socket, until_silent_s=1.0)  # the greeting, from the first session
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)  # the greeting, from the first session
             model.drop_sessions()  # a network fault between the engine and the model
             while model.statistics().sessions_total < 2:  # noqa: ASYNC110 - the engine reconnects
                 await trio.sleep(0.02)
-            await speak(socket, silence(100) + tone(400) + silence(700))
-            answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, sid(905))
+            await peer.speak(silence(100) + tone(400) + silence(700))
+            answer = await peer.listen(until_silent_s=1.0)
+            await peer.hang_up()
             record = await wait_for_final(fresh_database, sid(905))
-            await socket.aclose()
+            await peer.aclose()
     assert any(e["event"] == "media" for e in answer)  # the new session answered
     # The conversation so far was restored into the new session.
     assert model.statistics().assistant_texts == (
@@ -457,7 +393,7 @@ async def test_a_dropped_model_socket_is_reconnected_and_the_call_goes_on(
 
 async def answered_call(
     engine: Engine, project: dict[str, Any], call_sid: str
-) -> tuple[WebSocket, dict[str, str]]:
+) -> tuple[TwilioPeer, dict[str, str]]:
     """Create ``project`` with the answered number, let the webhook answer a call to it,
     and open its signed media stream (not yet started)."""
     base = engine.bound_urls[0] + "/admin/projects"
@@ -471,15 +407,7 @@ async def answered_call(
     )
     assert added.status == 201, added.body
     twiml = await twilio_post(engine, "/twilio/voice", call(call_sid, ANSWERED))
-    return await open_stream(twiml.body.decode())
-
-
-async def hang_up(socket: WebSocket, call_sid: str) -> None:
-    """What Twilio sends when the caller hangs up."""
-    stop = {"accountSid": "AC1", "callSid": call_sid}
-    await send(
-        socket, {"event": "stop", "sequenceNumber": "99", "streamSid": STREAM_SID, "stop": stop}
-    )
+    return await open_stream(twiml.body.decode(), call_sid)
 
 
 async def test_a_projects_own_model_answers_its_calls_and_prices_them(
@@ -487,14 +415,14 @@ async def test_a_projects_own_model_answers_its_calls_and_prices_them(
 ) -> None:
     project = {**PROJECT, "model": "gpt-realtime-mini"}
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        socket, parameters = await answered_call(engine, project, sid(910))
+        peer, parameters = await answered_call(engine, project, sid(910))
         with trio.fail_after(30):
-            await start_call(socket, sid(910), parameters)
-            await listen(socket, until_silent_s=1.0)
-            await speak(socket, silence(100) + tone(400) + silence(700))
-            await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, sid(910))
-            await socket.aclose()
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)
+            await peer.speak(silence(100) + tone(400) + silence(700))
+            await peer.listen(until_silent_s=1.0)
+            await peer.hang_up()
+            await peer.aclose()
             record = await wait_for_final(fresh_database, sid(910))
     assert engine.simulated_model is not None
     stats = engine.simulated_model.statistics()
@@ -527,17 +455,17 @@ async def test_transfers_of_two_calls_share_one_connection_to_twilio(
             records = []
             for n in (905, 906):
                 if n == 905:
-                    socket, parameters = await answered_call(engine, EMERGENCY_PROJECT, sid(n))
+                    peer, parameters = await answered_call(engine, EMERGENCY_PROJECT, sid(n))
                 else:  # the project and its number exist: only a new call to it
                     twiml = await twilio_post(engine, "/twilio/voice", call(sid(n), ANSWERED))
-                    socket, parameters = await open_stream(twiml.body.decode())
+                    peer, parameters = await open_stream(twiml.body.decode(), sid(n))
                 with trio.fail_after(30):
-                    await start_call(socket, sid(n), parameters)
-                    await listen(socket, until_silent_s=1.0)
-                    await speak(socket, silence(100) + tone(400) + silence(700))
-                    await listen(socket, until_silent_s=3.0)
+                    await peer.start(parameters)
+                    await peer.listen(until_silent_s=1.0)
+                    await peer.speak(silence(100) + tone(400) + silence(700))
+                    await peer.listen(until_silent_s=3.0)
                     records.append(await wait_for_final(fresh_database, sid(n)))
-                await socket.aclose()
+                await peer.aclose()
         nursery.cancel_scope.cancel()
     assert [r["end_reason"] for r in records] == ["transferred", "transferred"]
     assert [u.path.rsplit("/", 1)[1] for u in twilio.received] == [

@@ -16,18 +16,11 @@ from actors.call.core import CallCore
 from actors.store.db import open_database
 from engine.simulator.model import SimulatedModel
 from engine.simulator.mulaw import silence, tone
-from tests.call_harness import CALL_SID, STREAM_SID, TwilioPeer, run_call
+from engine.simulator.twilio_peer import TwilioPeer
+from tests.call_harness import run_call
 from tests.function_backend import FunctionBackend, TwilioRestStandIn
 from tests.helpers import running_engine, sid
-from tests.test_call_e2e import (
-    BOOKING_PROJECT,
-    answered_call,
-    hang_up,
-    listen,
-    speak,
-    start_call,
-    wait_for_final,
-)
+from tests.test_call_e2e import BOOKING_PROJECT, answered_call, wait_for_final
 
 PROJECT: dict[str, Any] = {
     "id": "smith-plumbing",
@@ -38,7 +31,6 @@ EMERGENCY = PROJECT | {
     "instructions": "Handle after-hours calls. [scenario: emergency]",
     "on_call_number": "+15551234567",
 }
-STOP = {"event": "stop", "streamSid": STREAM_SID, "stop": {"callSid": CALL_SID}}
 
 
 async def test_a_crashed_call_actor_records_the_call_failed_with_the_error(
@@ -66,7 +58,7 @@ async def test_a_transfer_without_a_twilio_account_is_recorded_and_alerted(
         await trio.sleep(3)
         await twilio.speak(silence(100) + tone(400) + silence(700))
         await trio.sleep(15)
-        await twilio.send(STOP)
+        await twilio.hang_up()
         await trio.sleep_forever()
 
     run = await run_call(EMERGENCY, caller, model=SimulatedModel(), twilio_rest=None)
@@ -94,14 +86,14 @@ async def test_a_transfer_twilio_refuses_is_explained_to_the_caller_and_recorded
             TWILIO_ACCOUNT_SID="AC" + "ab" * 16,
             TWILIO_API_BASE_URL=rest_url,
         ) as engine:
-            socket, parameters = await answered_call(engine, EMERGENCY, sid(961))
+            peer, parameters = await answered_call(engine, EMERGENCY, sid(961))
             with trio.fail_after(40):
-                await start_call(socket, sid(961), parameters)
-                await listen(socket, until_silent_s=1.0)
-                await speak(socket, silence(100) + tone(400) + silence(700))
-                await listen(socket, until_silent_s=4.0)  # the engine tries, then explains
+                await peer.start(parameters)
+                await peer.listen(until_silent_s=1.0)
+                await peer.speak(silence(100) + tone(400) + silence(700))
+                await peer.listen(until_silent_s=4.0)  # the engine tries, then explains
                 record = await wait_for_final(fresh_database, sid(961))
-            await socket.aclose()
+            await peer.aclose()
         nursery.cancel_scope.cancel()
     assert len(twilio.received) == 1  # the transfer was attempted
     assert (record["status"], record["end_reason"]) == ("failed", "transfer_failed")
@@ -124,24 +116,24 @@ async def test_a_function_still_running_at_the_hang_up_is_recorded_cancelled(
         url = await nursery.start(backend.serve)
         async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
             project = BOOKING_PROJECT | {"functionUrl": url, "functionTimeoutS": 20}
-            socket, parameters = await answered_call(engine, project, sid(962))
+            peer, parameters = await answered_call(engine, project, sid(962))
             with trio.fail_after(60):
-                await start_call(socket, sid(962), parameters)
-                await listen(socket, until_silent_s=1.0)
-                await speak(socket, silence(100) + tone(400) + silence(700))  # get_slots
-                await listen(socket, until_silent_s=2.5)
-                await speak(socket, silence(100) + tone(400) + silence(700))  # book it
+                await peer.start(parameters)
+                await peer.listen(until_silent_s=1.0)
+                await peer.speak(silence(100) + tone(400) + silence(700))  # get_slots
+                await peer.listen(until_silent_s=2.5)
+                await peer.speak(silence(100) + tone(400) + silence(700))  # book it
                 while len(backend.received) < 2:  # noqa: ASYNC110 - a real HTTP peer
                     await trio.sleep(0.05)
                 await trio.sleep(1.0)
-                await hang_up(socket, sid(962))
+                await peer.hang_up()
                 record = await wait_for_final(fresh_database, sid(962))
                 async with open_database(fresh_database, connect_timeout_s=5) as db:
                     rows = await db.fetch(
                         "SELECT name, outcome, latency_ms, error FROM function_calls ORDER BY at",
                         timeout_s=5,
                     )
-            await socket.aclose()
+            await peer.aclose()
         nursery.cancel_scope.cancel()
     assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
     assert [(r["name"], r["outcome"]) for r in rows] == [

@@ -14,8 +14,9 @@ import trio.testing
 
 from engine.simulator.model import SimulatedModel
 from engine.simulator.mulaw import FRAME_BYTES
+from engine.simulator.twilio_peer import TwilioPeer
 from engine.twilio_codec import join_payloads
-from tests.call_harness import TwilioPeer, run_call
+from tests.call_harness import run_call
 from tests.test_call_clock import PROJECT, chatty_caller
 
 FRAMES = 10
@@ -30,7 +31,7 @@ async def speaks_then_hangs_up(twilio: TwilioPeer) -> None:
     await trio.sleep(5)  # past the greeting
     await twilio.speak(distinct_audio())
     await trio.sleep(5)
-    await twilio.send({"event": "stop", "streamSid": "MZ", "stop": {}})
+    await twilio.hang_up()
 
 
 def echoed_frames(received: list[dict[str, Any]]) -> list[bytes]:

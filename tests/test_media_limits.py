@@ -22,24 +22,21 @@ from api import media_server
 from api.media_server import MAX_UNSENT_BYTES, START_TIMEOUT_S, media_connection_caps
 from api.root.engine import Engine
 from engine.simulator.mulaw import silence, tone
+from engine.simulator.twilio_frames import TwilioFrames
+from engine.simulator.twilio_peer import TwilioPeer
 from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed
 from tests.helpers import ADMIN_TOKEN, TWILIO_AUTH_TOKEN, http_request, running_engine, sid
-from tests.test_call_e2e import (
-    STREAM_SID,
-    hang_up,
-    listen,
-    open_stream,
-    send,
-    speak,
-    start_call,
-    wait_for_final,
-)
-from tests.test_media_server import stream_to
+from tests.test_call_e2e import STREAM_SID, open_stream, wait_for_final
+from tests.test_media_server import params, stream_to
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 from tests.test_ws import memory_pair, send_frames
 
 # Masked, empty pings (6 bytes each): the cheapest frame there is, each asking for a pong.
 PINGS = bytes([0x89, 0x80, 0, 0, 0, 0]) * 10_000
+# Frames wrong on purpose, so written by hand: a connected padded past the size allowed
+# before start, and a media frame without its media.
+PADDED_CONNECTED = b'{"event":"connected","protocol":"Call","pad":"' + b"x" * 20_000 + b'"}'
+MEDIA_WITHOUT_MEDIA = b'{"event":"media","streamSid":"' + STREAM_SID.encode() + b'","media":{}}'
 
 
 async def raw_upgrade(engine: Engine, path: str = "/twilio/media") -> trio.SocketStream:
@@ -103,10 +100,10 @@ async def test_over_the_cap_connections_are_refused_at_once_while_a_live_call_ke
     async with running_engine(fresh_database, tmp_path, **overrides) as engine:
         await setup_project(engine)
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(810), ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        peer, parameters = await open_stream(twiml.body.decode(), sid(810))
         with trio.fail_after(30):
-            await start_call(socket, sid(810), parameters)
-            greeting = await listen(socket, until_silent_s=1.0)
+            await peer.start(parameters)
+            greeting = await peer.listen(until_silent_s=1.0)
             # Silent strangers take every other slot: the pending ones.
             port = engine.media.bound_port
             strangers = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(16)]
@@ -116,10 +113,10 @@ async def test_over_the_cap_connections_are_refused_at_once_while_a_live_call_ke
             await over.aclose()
             assert media_refusals(engine) == {"too_many_connections": 1}
             # The live call was never at risk: it speaks and is answered.
-            await speak(socket, silence(100) + tone(400) + silence(700))
-            answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, sid(810))
-            await socket.aclose()
+            await peer.speak(silence(100) + tone(400) + silence(700))
+            answer = await peer.listen(until_silent_s=1.0)
+            await peer.hang_up()
+            await peer.aclose()
             record = await wait_for_final(fresh_database, sid(810))
             stats = engine.media.statistics().connections
             for stranger in strangers:
@@ -149,14 +146,14 @@ async def test_slow_strangers_in_every_pending_slot_do_not_keep_a_signed_call_ou
             strangers.append(stranger)
         await wait_until(lambda: engine.media.statistics().connections.pending == max_pending)
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(811), ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        peer, parameters = await open_stream(twiml.body.decode(), sid(811))
         with trio.fail_after(30):
-            await start_call(socket, sid(811), parameters)
-            greeting = await listen(socket, until_silent_s=1.0)
+            await peer.start(parameters)
+            greeting = await peer.listen(until_silent_s=1.0)
             await closed_by_engine(strangers[0])  # the oldest stranger made room
             stats = engine.media.statistics().connections
-            await hang_up(socket, sid(811))
-            await socket.aclose()
+            await peer.hang_up()
+            await peer.aclose()
             record = await wait_for_final(fresh_database, sid(811))
         for stranger in strangers:
             await stranger.aclose()
@@ -166,11 +163,11 @@ async def test_slow_strangers_in_every_pending_slot_do_not_keep_a_signed_call_ou
     assert record["status"] == "completed"
 
 
-async def expect_1008(socket: WebSocket) -> None:
+async def expect_1008(peer: TwilioPeer) -> None:
     with pytest.raises(WebSocketClosed) as closed:
-        await listen_until_closed(socket)
+        await listen_until_closed(peer)
     assert closed.value.code == 1008
-    await socket.aclose()
+    await peer.aclose()
 
 
 async def test_dawdling_chatter_and_bad_upgrades_are_closed_and_shown_in_metrics(
@@ -183,28 +180,28 @@ async def test_dawdling_chatter_and_bad_upgrades_are_closed_and_shown_in_metrics
         port, url = engine.media.bound_port, engine.media.public_url
         with trio.fail_after(30):
             with pytest.raises(HandshakeFailed, match="403"):
-                await stream_to(port, {}, signature_url="ws://elsewhere.test/twilio/media")
+                await stream_to(port, sid(812), signature_url="ws://elsewhere.test/twilio/media")
             with pytest.raises(AssertionError, match="404"):
                 await raw_upgrade(engine, path="/elsewhere")
             silent = await trio.open_tcp_stream("127.0.0.1", port)  # never upgrades
             await closed_by_engine(silent)
             await silent.aclose()
-            dawdler = await stream_to(port, {}, signature_url=url)  # upgrades, never starts
+            dawdler = await stream_to(port, sid(812), signature_url=url)  # never starts
             await expect_1008(dawdler)
-            chatter = await stream_to(port, {}, signature_url=url)
+            chatter = await stream_to(port, sid(812), signature_url=url)
             for _ in range(5):
-                await send(chatter, {"event": "connected", "protocol": "Call"})
+                await chatter.send(chatter.frames.connected())
             await expect_1008(chatter)
-            bulky = await stream_to(port, {}, signature_url=url)
-            await send(bulky, {"event": "connected", "protocol": "Call", "pad": "x" * 20_000})
+            bulky = await stream_to(port, sid(812), signature_url=url)
+            await bulky.send(PADDED_CONNECTED)
             await expect_1008(bulky)
-            early = await stream_to(port, {}, signature_url=url)
-            await send(early, {"event": "media", "streamSid": STREAM_SID, "media": {}})
+            early = await stream_to(port, sid(812), signature_url=url)
+            await early.send(MEDIA_WITHOUT_MEDIA)
             await expect_1008(early)
             twiml = await twilio_post(engine, "/twilio/voice", call(sid(812), ANSWERED))
-            parameters = dict(re.findall(r'name="(\w+)" value="([^"]*)"', twiml.body.decode()))
-            foreign = await stream_to(port, parameters, signature_url=url)
-            await start_call(foreign, sid(999), parameters)  # a token for another call
+            parameters = params(twiml.body.decode())
+            foreign = await stream_to(port, sid(999), signature_url=url)
+            await foreign.start(parameters)  # a token for another call
             await expect_1008(foreign)
         metrics = await http_request("GET", f"{engine.bound_urls[0]}/metrics", token=ADMIN_TOKEN)
     shown = dict(
@@ -258,19 +255,19 @@ async def test_a_live_call_keeps_its_audio_while_other_sockets_flood_pings(
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
         await setup_project(engine)
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(813), ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        peer, parameters = await open_stream(twiml.body.decode(), sid(813))
         with trio.fail_after(30):
-            await start_call(socket, sid(813), parameters)
-            greeting = await listen(socket, until_silent_s=1.0)
+            await peer.start(parameters)
+            greeting = await peer.listen(until_silent_s=1.0)
             async with trio.open_nursery() as nursery:
                 for _ in range(8):
                     nursery.start_soon(flooder, engine)
                 await flooded.wait()  # the flood is well under way
-                await speak(socket, silence(100) + tone(400) + silence(700))
-                answer = await listen(socket, until_silent_s=1.0)
+                await peer.speak(silence(100) + tone(400) + silence(700))
+                answer = await peer.listen(until_silent_s=1.0)
                 stop_flooding.set()
-            await hang_up(socket, sid(813))
-            await socket.aclose()
+            await peer.hang_up()
+            await peer.aclose()
             record = await wait_for_final(fresh_database, sid(813))
     assert any(e["event"] == "media" for e in greeting)
     assert any(e["event"] == "media" for e in answer)
@@ -285,25 +282,27 @@ async def test_a_call_that_floods_pings_itself_is_closed_and_counted(
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
         await setup_project(engine)
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(814), ANSWERED))
-        socket, parameters = await open_stream(twiml.body.decode())
+        peer, parameters = await open_stream(twiml.body.decode(), sid(814))
         with trio.fail_after(30):
-            await start_call(socket, sid(814), parameters)
-            await listen(socket, until_silent_s=1.0)
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)
+            socket = peer.socket
+            assert isinstance(socket, WebSocket)
             for _ in range(1000):
                 socket._protocol.send_ping(b"")
             await socket._flush()
             with pytest.raises(WebSocketClosed):
-                await listen_until_closed(socket)
-            await socket.aclose()
+                await listen_until_closed(peer)
+            await peer.aclose()
             record = await wait_for_final(fresh_database, sid(814))
     assert media_refusals(engine) == {"ping_flood": 1}
     assert record["status"] == "failed"  # the engine ended it, not the caller hanging up
     assert record["end_reason"].startswith("twilio_stream_error: 1008")
 
 
-async def listen_until_closed(socket: WebSocket) -> None:
+async def listen_until_closed(peer: TwilioPeer) -> None:
     while True:
-        await socket.receive_batch()
+        await peer.receive()
 
 
 # -- before start, under the mock clock ------------------------------------------------
@@ -319,34 +318,32 @@ async def test_a_stream_that_never_starts_is_given_start_timeout_s(
     assert trio.current_time() == START_TIMEOUT_S
 
 
-START = {
-    "event": "start",
-    "sequenceNumber": "1",
-    "streamSid": STREAM_SID,
-    "start": {"streamSid": STREAM_SID, "callSid": "CA1", "accountSid": "AC1", "tracks": []},
-}
-CONNECTED = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+def twilio() -> TwilioFrames:
+    return TwilioFrames(STREAM_SID, "CA1")
+
+
+CONNECTED, START = twilio().connected(), twilio().start()
 
 
 @pytest.mark.parametrize(
-    ("events", "reason"),
+    ("frames", "reason"),
     [
         ([CONNECTED, START], None),
         ([START], None),
         # Under load one read can hold the first media frames right behind start.
-        ([CONNECTED, START] + [{"event": "media", "streamSid": STREAM_SID}] * 20, None),
+        ([CONNECTED, START, *twilio().media_of(silence(400))], None),
         ([CONNECTED] * 5 + [START], "frames_before_start"),
-        ([CONNECTED | {"pad": "x" * 20_000}, START], "frames_before_start"),
-        ([{"event": "media", "streamSid": STREAM_SID, "media": {}}, START], "bad_start"),
-        ([{"event": "hologram"}, START], "bad_start"),
+        ([PADDED_CONNECTED, START], "frames_before_start"),
+        ([MEDIA_WITHOUT_MEDIA, START], "bad_start"),
+        ([b'{"event":"hologram"}', START], "bad_start"),
     ],
 )
 async def test_what_may_come_before_start(
-    events: list[dict[str, Any]], reason: str | None, autojump_clock: trio.testing.MockClock
+    frames: list[bytes], reason: str | None, autojump_clock: trio.testing.MockClock
 ) -> None:
     server, stream, client = await memory_pair()
-    for event in events:
-        client.send_text(json.dumps(event).encode())
+    for frame in frames:
+        client.send_text(frame)
     await send_frames(stream, client)
     if reason is None:
         start = await media_server._read_start(server)
@@ -363,10 +360,11 @@ async def test_media_frames_read_with_start_are_kept_for_the_call(
 ) -> None:
     """One read can hold start and the call's first frames: none of them is dropped."""
     server, stream, client = await memory_pair()
-    frames = [{"event": "media", "streamSid": STREAM_SID, "n": n} for n in range(20)]
-    for event in [CONNECTED, START, *frames]:
-        client.send_text(json.dumps(event).encode())
+    frames = twilio()
+    for frame in [frames.connected(), frames.start(), *frames.media_of(silence(400))]:
+        client.send_text(frame)
     await send_frames(stream, client)
     await media_server._read_start(server)
     kept = await server.receive_batch()
-    assert [json.loads(message)["n"] for message in kept] == list(range(20))
+    chunks = [json.loads(message)["media"]["chunk"] for message in kept]
+    assert chunks == [str(n) for n in range(1, 21)]

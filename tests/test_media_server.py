@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,11 @@ from engine.price_book import BUILT_IN
 from engine.projects import parse_project
 from engine.routing import EMPTY_SNAPSHOT
 from engine.simulator.mulaw import silence, tone
-from engine.ws import HandshakeFailed, WebSocket, WebSocketClosed, connect
+from engine.simulator.twilio_frames import TwilioFrames, stream_of
+from engine.simulator.twilio_peer import TwilioPeer
+from engine.ws import HandshakeFailed, WebSocketClosed, connect
 from tests.helpers import TWILIO_AUTH_TOKEN, http_request, running_engine, sid
-from tests.test_call_e2e import (
-    STREAM_SID,
-    hang_up,
-    listen,
-    send,
-    speak,
-    start_call,
-    wait_for_final,
-)
+from tests.test_call_e2e import STREAM_SID, wait_for_final
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 from tests.test_ws import memory_pair
 
@@ -42,21 +35,23 @@ from tests.test_ws import memory_pair
 SHARED_MEDIA_URL = "ws://media.example.test/twilio/media"
 
 
-async def stream_to(
-    port: int, parameters: dict[str, str], signature_url: str = SHARED_MEDIA_URL
-) -> WebSocket:
+async def stream_to(port: int, call_sid: str, signature_url: str = SHARED_MEDIA_URL) -> TwilioPeer:
+    """Twilio's side of ``call_sid``'s stream, opened to ``port`` (not yet started)."""
     signature = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(signature_url, {})
-    return await connect(
+    socket = await connect(
         f"ws://127.0.0.1:{port}/twilio/media",
         headers=[("X-Twilio-Signature", signature)],
         max_message_bytes=1 << 20,
         send_timeout_s=5,
         connect_timeout_s=5,
     )
+    return TwilioPeer(socket, TwilioFrames(STREAM_SID, call_sid))
 
 
 def params(xml: str) -> dict[str, str]:
-    return dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', xml))
+    stream = stream_of(xml)
+    assert stream is not None, xml
+    return stream.parameters
 
 
 async def test_a_call_that_cannot_start_is_not_held_by_a_full_store_inbox(
@@ -106,22 +101,22 @@ async def test_webhook_stream_and_callback_on_different_instances_and_tokens_use
         assert SHARED_MEDIA_URL in twiml.body.decode()
         parameters = params(twiml.body.decode())
         # The stream reaches the second instance; the call runs there.
-        socket = await stream_to(second.media.bound_port, parameters)
+        peer = await stream_to(second.media.bound_port, sid(700))
         with trio.fail_after(30):
-            await start_call(socket, sid(700), parameters)
-            await listen(socket, until_silent_s=1.0)
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)
             assert second.calls.statistics().active == 1
             assert first.calls.statistics().active == 0
             # A replay of the same stream start, to the first instance, is refused.
-            replay = await stream_to(first.media.bound_port, parameters)
-            await start_call(replay, sid(700), parameters)
+            replay = await stream_to(first.media.bound_port, sid(700))
+            await replay.start(parameters)
             with pytest.raises(WebSocketClosed):
-                await replay.receive_batch()
+                await replay.receive()
             await replay.aclose()
-            await speak(socket, silence(100) + tone(300) + silence(700))
-            await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, sid(700))
-            await socket.aclose()
+            await peer.speak(silence(100) + tone(300) + silence(700))
+            await peer.listen(until_silent_s=1.0)
+            await peer.hang_up()
+            await peer.aclose()
             # The status callback lands on the first instance.
             final = call(sid(700), ANSWERED) | {"CallStatus": "completed", "CallDuration": "7"}
             assert (await twilio_post(first, "/twilio/status", final)).status == 204
@@ -156,36 +151,35 @@ async def test_bad_streams_are_refused_and_bad_frames_do_not_end_a_call(
         url = engine.media.public_url
         # An upgrade signed over another URL (or with another token) is refused.
         with pytest.raises(HandshakeFailed, match="403"):
-            await stream_to(port, {}, signature_url="ws://elsewhere.test/twilio/media")
+            await stream_to(port, sid(701), signature_url="ws://elsewhere.test/twilio/media")
         # Media before start: the stream is closed before any call begins.
-        early = await stream_to(port, {}, signature_url=url)
-        await send(
-            early, {"event": "media", "streamSid": STREAM_SID, "media": {"payload": "/////w=="}}
-        )
+        early = await stream_to(port, sid(701), signature_url=url)
+        await early.send(early.frames.media(b"/////w=="))
         with pytest.raises(WebSocketClosed):
-            await early.receive_batch()
+            await early.receive()
         await early.aclose()
         # A stream whose token was issued for another call is refused.
         twiml = await twilio_post(engine, "/twilio/voice", call(sid(701), ANSWERED))
         parameters = params(twiml.body.decode())
-        foreign = await stream_to(port, parameters, signature_url=url)
-        await start_call(foreign, sid(999), parameters)
+        foreign = await stream_to(port, sid(999), signature_url=url)
+        await foreign.start(parameters)
         with pytest.raises(WebSocketClosed):
-            await foreign.receive_batch()
+            await foreign.receive()
         await foreign.aclose()
         # Garbage in the middle of a real call is logged and skipped: the call goes on.
-        socket = await stream_to(port, parameters, signature_url=url)
+        peer = await stream_to(port, sid(701), signature_url=url)
         with trio.fail_after(30):
-            await start_call(socket, sid(701), parameters)
-            await listen(socket, until_silent_s=1.0)
-            await socket.send_text(b"{not json")
-            await socket.send_text(b'{"event":"media","streamSid":"MZ-other","media":{}}')
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)
+            # Malformed on purpose, so written by hand: not JSON; media without a payload.
+            await peer.send(b"{not json")
+            await peer.send(b'{"event":"media","streamSid":"MZ-other","media":{}}')
             for _ in range(3):  # an event Twilio may add one day: logged once, ignored
-                await socket.send_text(b'{"event":"hologram","streamSid":"MZ"}')
-            await speak(socket, silence(100) + tone(300) + silence(700))
-            answer = await listen(socket, until_silent_s=1.0)
-            await hang_up(socket, sid(701))
-            await socket.aclose()
+                await peer.send(b'{"event":"hologram","streamSid":"MZ"}')
+            await peer.speak(silence(100) + tone(300) + silence(700))
+            answer = await peer.listen(until_silent_s=1.0)
+            await peer.hang_up()
+            await peer.aclose()
             record = await wait_for_final(fresh_database, sid(701))
         health = await http_request("GET", f"{engine.bound_urls[0]}/health")
     assert any(event["event"] == "media" for event in answer)  # the model still answered

@@ -1,7 +1,8 @@
 """The real API's everyday faults, played by the harsher simulated model against the
-whole engine over real sockets (issue 13's "done when"): an error with ``code: null``
-mid-call, failed responses, a session whose audio format did not take effect, a late
-caller transcription, a function call whose ``arguments.done`` carries no name."""
+whole engine over real sockets (issue 13's "done when"): failed responses, a session
+whose audio format did not take effect, a late caller transcription, a function call
+whose ``arguments.done`` carries no name. Errors with ``code: null`` mid-call are played
+under the mock clock (tests/test_call_clock.py), where the call's minutes cost nothing."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import trio
 
 from engine.simulator.mulaw import silence, tone
 from tests.helpers import running_engine, sid
-from tests.test_call_e2e import answered_call, hang_up, listen, speak, start_call, wait_for_final
+from tests.test_call_e2e import answered_call, wait_for_final
 from tests.test_call_faults import event_log
 
 PROJECT: dict[str, Any] = {
@@ -32,60 +33,24 @@ def media(events: list[dict[str, Any]]) -> int:
     return sum(1 for e in events if e["event"] == "media")
 
 
-async def test_errors_with_code_null_mid_call_leave_the_call_going_to_the_hang_up(
-    fresh_database: str, tmp_path: Path
-) -> None:
-    async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
-        model = engine.simulated_model
-        assert model is not None
-        socket, parameters = await answered_call(engine, PROJECT, sid(971))
-        with trio.fail_after(40):
-            await start_call(socket, sid(971), parameters)
-            await listen(socket, until_silent_s=1.0)  # the greeting
-            for message in (
-                "Audio content of 1200ms is already shorter than 2000ms",
-                "The server had an error while processing your request.",
-            ):
-                model.inject(
-                    {
-                        "type": "error",
-                        "event_id": "event_X",
-                        "error": {
-                            "type": "invalid_request_error",
-                            "code": None,
-                            "message": message,
-                            "param": None,
-                            "event_id": None,
-                        },
-                    }
-                )
-            await speak(socket, TURN)
-            answer = await listen(socket, until_silent_s=1.5)
-            await hang_up(socket, sid(971))
-            record = await wait_for_final(fresh_database, sid(971))
-            await socket.aclose()
-    assert media(answer) > 0  # answered after the errors
-    assert (record["status"], record["end_reason"]) == ("completed", "caller_hung_up")
-
-
 async def test_failed_responses_are_retried_with_a_one_moment_and_the_caller_answered(
     fresh_database: str, tmp_path: Path
 ) -> None:
     async with running_engine(fresh_database, tmp_path, MEDIA_PORT="0") as engine:
         model = engine.simulated_model
         assert model is not None
-        socket, parameters = await answered_call(engine, PROJECT, sid(972))
+        peer, parameters = await answered_call(engine, PROJECT, sid(972))
         with trio.fail_after(40):
-            await start_call(socket, sid(972), parameters)
-            await listen(socket, until_silent_s=1.0)  # the greeting
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)  # the greeting
             model.fail_responses(2, "rate_limit_exceeded")
-            await speak(socket, TURN)
+            await peer.speak(TURN)
             began_s = trio.current_time()
-            answer = await listen(socket, until_silent_s=2.5)
+            answer = await peer.listen(until_silent_s=2.5)
             waited_s = trio.current_time() - began_s
-            await hang_up(socket, sid(972))
+            await peer.hang_up()
             record = await wait_for_final(fresh_database, sid(972))
-            await socket.aclose()
+            await peer.aclose()
         alerts = await event_log(fresh_database, sid(972))
     assert media(answer) > 0
     lines = said(record)
@@ -108,11 +73,11 @@ async def test_a_model_whose_responses_keep_failing_ends_the_call_failed(
         model = engine.simulated_model
         assert model is not None
         model.fail_responses(100, "server_error")  # the greeting's and every retry's
-        socket, parameters = await answered_call(engine, PROJECT, sid(973))
+        peer, parameters = await answered_call(engine, PROJECT, sid(973))
         with trio.fail_after(40):
-            await start_call(socket, sid(973), parameters)
+            await peer.start(parameters)
             record = await wait_for_final(fresh_database, sid(973))
-            await socket.aclose()
+            await peer.aclose()
     assert (record["status"], record["end_reason"]) == (
         "failed",
         "model_response_failed: server_error",
@@ -126,12 +91,12 @@ async def test_a_session_whose_output_format_did_not_take_effect_ends_politely_w
         model = engine.simulated_model
         assert model is not None
         model.ignore_output_format = True  # session.updated says audio/pcm at 24 kHz
-        socket, parameters = await answered_call(engine, PROJECT, sid(974))
+        peer, parameters = await answered_call(engine, PROJECT, sid(974))
         with trio.fail_after(40):
-            await start_call(socket, sid(974), parameters)
-            heard = await listen(socket, until_silent_s=2.0)
+            await peer.start(parameters)
+            heard = await peer.listen(until_silent_s=2.0)
             record = await wait_for_final(fresh_database, sid(974))
-            await socket.aclose()
+            await peer.aclose()
         alerts = await event_log(fresh_database, sid(974))
     assert media(heard) == 0  # no PCM played to the caller as mu-law
     assert (record["status"], record["end_reason"]) == ("failed", "model_session_mismatch")
@@ -145,16 +110,16 @@ async def test_a_late_caller_transcription_keeps_its_place_in_the_transcript(
         model = engine.simulated_model
         assert model is not None
         model.late_transcription = True
-        socket, parameters = await answered_call(engine, PROJECT, sid(975))
+        peer, parameters = await answered_call(engine, PROJECT, sid(975))
         with trio.fail_after(40):
-            await start_call(socket, sid(975), parameters)
-            await listen(socket, until_silent_s=1.0)
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)
             for _ in range(2):
-                await speak(socket, TURN)
-                await listen(socket, until_silent_s=1.5)
-            await hang_up(socket, sid(975))
+                await peer.speak(TURN)
+                await peer.listen(until_silent_s=1.5)
+            await peer.hang_up()
             record = await wait_for_final(fresh_database, sid(975))
-            await socket.aclose()
+            await peer.aclose()
     roles = [t["role"] for t in json.loads(record["transcript"])]
     assert roles == ["assistant", "caller", "assistant", "caller", "assistant"]
 
@@ -167,13 +132,13 @@ async def test_a_function_call_without_a_name_in_arguments_done_still_runs(
         model = engine.simulated_model
         assert model is not None
         model.omit_function_name = True
-        socket, parameters = await answered_call(engine, project, sid(976))
+        peer, parameters = await answered_call(engine, project, sid(976))
         with trio.fail_after(40):
-            await start_call(socket, sid(976), parameters)
-            await listen(socket, until_silent_s=1.0)
-            await speak(socket, TURN)
-            await listen(socket, until_silent_s=2.0)
-            await hang_up(socket, sid(976))
+            await peer.start(parameters)
+            await peer.listen(until_silent_s=1.0)
+            await peer.speak(TURN)
+            await peer.listen(until_silent_s=2.0)
+            await peer.hang_up()
             record = await wait_for_final(fresh_database, sid(976))
-            await socket.aclose()
+            await peer.aclose()
     assert record["intent"] == "emergency"  # classify_call ran, named by its item

@@ -29,7 +29,7 @@ from engine.postgres_supervisor import RestartPolicy
 from engine.simulator.mulaw import silence, tone
 from engine.supervisor import RestartIntensity
 from tests.helpers import ADMIN_TOKEN, engine_settings, http_request, sid, wait_until
-from tests.test_call_e2e import hang_up, listen, open_stream, speak, start_call, wait_for_final
+from tests.test_call_e2e import open_stream, wait_for_final
 from tests.test_twilio_webhooks import ANSWERED, call, setup_project, twilio_post
 
 ENGINE_START_S = 60.0  # a first start runs initdb
@@ -75,11 +75,11 @@ async def event_log(dsn: str) -> list[str]:
 async def answer(engine: Engine, call_sid: str) -> Any:
     """A call's webhook and signed stream, started, with the greeting heard."""
     twiml = await twilio_post(engine, "/twilio/voice", call(call_sid, ANSWERED))
-    socket, parameters = await open_stream(twiml.body.decode())
-    await start_call(socket, call_sid, parameters)
-    greeting = await listen(socket, until_silent_s=1.0)
+    peer, parameters = await open_stream(twiml.body.decode(), call_sid)
+    await peer.start(parameters)
+    greeting = await peer.listen(until_silent_s=1.0)
     assert any(e["event"] == "media" for e in greeting), "the caller heard no greeting"
-    return socket
+    return peer
 
 
 def test_the_backoff_doubles_up_to_its_cap() -> None:
@@ -114,9 +114,9 @@ async def test_a_killed_postmaster_is_restarted_and_nothing_is_lost(
             await wait_until(degraded, timeout_s=TEST_FIRST_BACKOFF_S)
             noticed_after_s = trio.current_time() - killed_at_s
             # The call in progress goes on, and ends, while the database is away.
-            await speak(during, silence(100) + tone(400) + silence(700))
-            assert any(e["event"] == "media" for e in await listen(during, until_silent_s=0.5))
-            await hang_up(during, sid(1))
+            await during.speak(silence(100) + tone(400) + silence(700))
+            assert any(e["event"] == "media" for e in await during.listen(until_silent_s=0.5))
+            await during.hang_up()
             await during.aclose()
 
             async def spooled() -> dict[str, Any] | None:
@@ -133,7 +133,7 @@ async def test_a_killed_postmaster_is_restarted_and_nothing_is_lost(
             back_after_s = trio.current_time() - killed_at_s
             assert await health(engine) == (200, "ok")
             after = await answer(engine, sid(2))
-            await hang_up(after, sid(2))
+            await after.hang_up()
             await after.aclose()
             dsn = engine.database_dsn
             # Both calls' records land: the one made while the server was down (from the

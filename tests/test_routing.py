@@ -14,9 +14,9 @@ from actors.store.db import open_database
 from api.root.engine import Engine
 from engine.ports import free_port
 from engine.simulator.mulaw import silence, tone
-from engine.ws import WebSocketClosed
+from engine.ws import WebSocket, WebSocketClosed
 from tests.helpers import ADMIN_TOKEN, http_request, running_engine, wait_until
-from tests.test_call_e2e import hang_up, listen, open_stream, speak, start_call
+from tests.test_call_e2e import open_stream
 from tests.test_store_outage import Server
 from tests.test_twilio_webhooks import ANSWERED, PROJECT, call, setup_project, twilio_post
 
@@ -146,29 +146,30 @@ async def test_a_known_number_is_answered_and_streams_while_postgres_is_down(
                 began_s = trio.current_time()
                 twiml = await twilio_post(engine, "/twilio/voice", call(answered_sid, ANSWERED))
                 answered_after_s = trio.current_time() - began_s
-                socket, parameters = await open_stream(twiml.body.decode())
-                await start_call(socket, answered_sid, parameters)
-                greeting = await listen(socket, until_silent_s=1.0)
+                peer, parameters = await open_stream(twiml.body.decode(), answered_sid)
+                await peer.start(parameters)
+                greeting = await peer.listen(until_silent_s=1.0)
                 # The same start again (a replayed token): refused on this instance.
-                replay, _ = await open_stream(twiml.body.decode())
-                await start_call(replay, answered_sid, parameters)
+                replay, _ = await open_stream(twiml.body.decode(), answered_sid)
+                await replay.start(parameters)
                 try:
-                    replayed = await listen(replay, until_silent_s=3.0)
+                    replayed = await replay.listen(until_silent_s=3.0)
                 except WebSocketClosed:
                     replayed = []
-                replay_code = replay.close_code
+                assert isinstance(replay.socket, WebSocket)
+                replay_code = replay.socket.close_code
                 await replay.aclose()
                 busy = await twilio_post(engine, "/twilio/voice", call(busy_sid, ANSWERED))
                 unknown = await twilio_post(
                     engine, "/twilio/voice", call(unknown_sid, "+15550000001")
                 )
-                await speak(socket, silence(100) + tone(400) + silence(700))
-                answer = await listen(socket, until_silent_s=1.0)
-                await hang_up(socket, answered_sid)
+                await peer.speak(silence(100) + tone(400) + silence(700))
+                answer = await peer.listen(until_silent_s=1.0)
+                await peer.hang_up()
                 with trio.fail_after(WAIT_S):
                     while engine.calls.statistics().active:  # noqa: ASYNC110 - nothing signals
                         await trio.sleep(0.05)
-                await socket.aclose()
+                await peer.aclose()
                 await server.start()
 
                 async def all_landed() -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ Signed voice webhook, TwiML, signed media stream, ``connected`` and ``start``, c
 audio paced at 20 ms per frame (silence, then "speech" for each turn), the engine's audio
 played back at real-time rate with its marks returned once played (as Twilio does),
 ``stop``, then the signed status callback. Used by ``afterhours call`` and ``afterhours
-simulate``, and by the benchmarks.
+simulate``, and by the benchmarks. The stream itself is Twilio's side as every test plays
+it too (engine/simulator/twilio_peer.py), over trio-websocket here.
 
 Given a ``SimulatedTwilio`` (``CallerConfig.twilio``), each call is one that Twilio
 carries: its REST API can update it, and an update (the engine's transfer to the
@@ -14,34 +15,38 @@ on-call number) ends the stream as Twilio does: ``stop``, then the WebSocket clo
 from __future__ import annotations
 
 import base64
-import re
-import secrets
 import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-import msgspec
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 from twilio.request_validator import RequestValidator
 
-from engine.simulator.mulaw import FRAME_BYTES, silence, tone
+from engine.simulator.mulaw import silence, tone
 from engine.simulator.phrases import NEUTRAL, pitch_of
+from engine.simulator.twilio_frames import (
+    ACCOUNT_SID,
+    TwilioFrames,
+    new_call_sid,
+    new_stream_sid,
+    stream_of,
+)
+from engine.simulator.twilio_peer import TwilioPeer
+from engine.ws import WebSocketClosed
 
 if TYPE_CHECKING:
     from engine.simulator.twilio_calls import LiveCall
     from engine.simulator.twilio_rest import SimulatedTwilio
 
-FRAME_S = 0.020
 # trio-websocket: messages its reader may hold before we read them (a burst of deltas);
 # the connection, a write and the close each bounded, as the engine bounds its own.
 MESSAGE_QUEUE = 64
 CONNECT_TIMEOUT_S = 10.0
 SEND_TIMEOUT_S = 5.0
 CLOSE_TIMEOUT_S = 5.0
-_json = msgspec.json.Encoder()
 
 # What the caller does, turn by turn: (seconds of silence, seconds of speech, the words
 # spoken). The words reach the model as the pitch of the speech (phrases.py), so they
@@ -96,11 +101,11 @@ class CallerConfig:
 
     @property
     def account_sid(self) -> str:
-        return self.twilio.account_sid if self.twilio is not None else "AC" + "0" * 32
+        return self.twilio.account_sid if self.twilio is not None else ACCOUNT_SID
 
 
 async def place_call(config: CallerConfig, script: str = "conversation") -> CallSummary:
-    summary = CallSummary("CA" + secrets.token_hex(16))
+    summary = CallSummary(new_call_sid())
     # Twilio knows a call before it asks the webhook about it.
     live = None
     if config.twilio is not None:
@@ -128,14 +133,13 @@ async def _call(
     verify: ssl.SSLContext | bool = config.ssl_context or True
     async with httpx.AsyncClient(timeout=10, verify=verify) as http:
         twiml = await _post(http, validator, config, "/twilio/voice", form)
-        stream = re.search(r'<Stream url="([^"]+)"', twiml)
+        stream = stream_of(twiml)
         if stream is None:
             summary.ended_by, summary.error = "engine", "turned away: " + twiml[:200]
             return
         summary.twiml_ok = True
-        parameters = dict(re.findall(r'<Parameter name="(\w+)" value="([^"]*)" />', twiml))
         started_s = trio.current_time()
-        await _stream(summary, validator, stream[1], parameters, script, config, live)
+        await _stream(summary, validator, stream.url, stream.parameters, script, config, live)
         duration = str(int(trio.current_time() - started_s))
         try:
             await _post(
@@ -198,8 +202,8 @@ async def _stream(
                     message_queue_size=MESSAGE_QUEUE,
                 )
             try:
-                await _talk(socket, summary, parameters, script, config, live)
-            except* ConnectionClosed:
+                await _talk(_TrioText(socket), summary, parameters, script, config, live)
+            except* (ConnectionClosed, WebSocketClosed):
                 summary.ended_by = summary.ended_by or "engine"
             finally:
                 with trio.move_on_after(CLOSE_TIMEOUT_S) as closing:
@@ -229,63 +233,66 @@ async def _open_stream(
     return tls
 
 
+class _TrioText:
+    """A trio-websocket connection as the peer's ``TextSocket``: each send bounded as the
+    engine bounds its own writes (an engine that stops reading fails the call instead of
+    hanging the simulator), and its ``ConnectionClosed`` raised as ``WebSocketClosed``."""
+
+    def __init__(self, socket: WebSocketConnection) -> None:
+        self._socket = socket
+
+    async def send_text(self, data: bytes) -> None:
+        try:
+            with trio.fail_after(SEND_TIMEOUT_S):
+                await self._socket.send_message(data.decode())
+        except ConnectionClosed as closed:
+            raise _closed(closed) from None
+
+    async def receive_batch(self) -> list[str | bytes]:
+        try:
+            return [await self._socket.get_message()]
+        except ConnectionClosed as closed:
+            raise _closed(closed) from None
+
+    async def aclose(self) -> None:
+        await self._socket.aclose()
+
+
+def _closed(closed: ConnectionClosed) -> WebSocketClosed:
+    reason = closed.reason
+    if reason is None:
+        return WebSocketClosed(None, "connection lost")
+    return WebSocketClosed(reason.code, reason.reason or "")
+
+
 async def _talk(
-    socket: WebSocketConnection,
+    socket: _TrioText,
     summary: CallSummary,
     parameters: dict[str, str],
     script: str,
     config: CallerConfig,
     live: LiveCall | None,
 ) -> None:
-    stream_sid = "MZ" + secrets.token_hex(16)
-    await _send(socket, {"event": "connected", "protocol": "Call", "version": "1.0.0"})
-    await _send(
-        socket,
-        {
-            "event": "start",
-            "sequenceNumber": "1",
-            "streamSid": stream_sid,
-            "start": {
-                "streamSid": stream_sid,
-                "callSid": summary.call_sid,
-                "accountSid": config.account_sid,
-                "tracks": ["inbound"],
-                "customParameters": parameters,
-            },
-        },
-    )
-    stop: dict[str, object] = {
-        "event": "stop",
-        "sequenceNumber": "9999",
-        "streamSid": stream_sid,
-        "stop": {"accountSid": config.account_sid, "callSid": summary.call_sid},
-    }
+    frames = TwilioFrames(new_stream_sid(), summary.call_sid, config.account_sid)
+    peer = TwilioPeer(socket, frames)
+    await peer.start(parameters)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_listen, socket, stream_sid, summary, nursery.cancel_scope)
+        nursery.start_soon(_listen, peer, summary, nursery.cancel_scope)
         if live is not None:
-            nursery.start_soon(_replaced, live, socket, stop, nursery.cancel_scope)
-        await _speak(socket, stream_sid, CALLER_SCRIPTS[script])
+            nursery.start_soon(_replaced, live, peer, nursery.cancel_scope)
+        await peer.speak(script_audio(CALLER_SCRIPTS[script]), paced=True)
         summary.ended_by = "caller"
-        await _send(socket, stop)
+        await peer.hang_up()
         nursery.cancel_scope.cancel()
 
 
-async def _replaced(
-    live: LiveCall, socket: WebSocketConnection, stop: dict[str, object], scope: trio.CancelScope
-) -> None:
+async def _replaced(live: LiveCall, peer: TwilioPeer, scope: trio.CancelScope) -> None:
     """Once a REST update replaced the call's TwiML: ``stop``, then close (as Twilio)."""
     await live.replaced.wait()
     try:
-        await _send(socket, stop)
+        await peer.hang_up()
     finally:
         scope.cancel()  # the socket is closed on the way out of the stream
-
-
-async def _send(socket: WebSocketConnection, event: dict[str, object]) -> None:
-    # Bounded as the engine bounds its own writes: an engine that stops reading fails
-    # the call instead of hanging the simulator.
-    with trio.fail_after(SEND_TIMEOUT_S):
-        await socket.send_message(_json.encode(event).decode())
 
 
 def script_audio(script: list[tuple[float, float, str | None]]) -> bytes:
@@ -297,41 +304,13 @@ def script_audio(script: list[tuple[float, float, str | None]]) -> bytes:
     )
 
 
-async def _speak(
-    socket: WebSocketConnection, stream_sid: str, script: list[tuple[float, float, str | None]]
-) -> None:
-    """Caller audio at Twilio's pace: one 160-byte frame every 20 ms."""
-    audio = script_audio(script)
-    next_frame_s = trio.current_time()
-    for n, start in enumerate(range(0, len(audio), FRAME_BYTES)):
-        payload = base64.b64encode(audio[start : start + FRAME_BYTES]).decode()
-        await _send(
-            socket,
-            {
-                "event": "media",
-                "sequenceNumber": str(n + 2),
-                "streamSid": stream_sid,
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(n + 1),
-                    "timestamp": str(n * 20),
-                    "payload": payload,
-                },
-            },
-        )
-        next_frame_s += FRAME_S
-        await trio.sleep_until(next_frame_s)
-
-
 @dataclass
 class _Playback:
     until_s: float
     generation: int = 0  # a clear starts a new generation: older marks are dropped
 
 
-async def _listen(
-    socket: WebSocketConnection, stream_sid: str, summary: CallSummary, scope: trio.CancelScope
-) -> None:
+async def _listen(peer: TwilioPeer, summary: CallSummary, scope: trio.CancelScope) -> None:
     """Play the engine's audio at real-time rate and return each mark once played (a
     task per mark, so reading goes on meanwhile, as on Twilio's side); a ``clear`` drops
     what was queued and the marks behind it."""
@@ -341,13 +320,12 @@ async def _listen(
         async with trio.open_nursery() as marks:
             while True:
                 try:
-                    batch = [await socket.get_message()]
-                except ConnectionClosed:
+                    batch = await peer.receive()
+                except WebSocketClosed:
                     summary.ended_by = summary.ended_by or "engine"
                     scope.cancel()
                     return
-                for message in batch:
-                    event = msgspec.json.decode(message)
+                for event in batch:
                     kind = event.get("event")
                     now_s = trio.current_time()
                     if kind == "media":
@@ -358,32 +336,24 @@ async def _listen(
                         playback.until_s = max(playback.until_s, now_s) + ms / 1000
                     elif kind == "mark":
                         due = (playback.until_s, playback.generation)
-                        marks.start_soon(
-                            _return_mark, socket, stream_sid, event["mark"], due, playback, summary
-                        )
+                        name = event["mark"]["name"]
+                        marks.start_soon(_return_mark, peer, name, due, playback, summary)
                     elif kind == "clear":
                         summary.clears += 1
                         playback.until_s, playback.generation = now_s, playback.generation + 1
-    except* ConnectionClosed:
+    except* WebSocketClosed:
         summary.ended_by = summary.ended_by or "engine"
         scope.cancel()
 
 
 async def _return_mark(
-    socket: WebSocketConnection,
-    stream_sid: str,
-    mark: object,
-    due: tuple[float, int],
-    playback: _Playback,
-    summary: CallSummary,
+    peer: TwilioPeer, name: str, due: tuple[float, int], playback: _Playback, summary: CallSummary
 ) -> None:
     await trio.sleep_until(due[0])
     if playback.generation != due[1]:
         return  # cleared before it played
     try:
-        await _send(
-            socket, {"event": "mark", "sequenceNumber": "0", "streamSid": stream_sid, "mark": mark}
-        )
-    except ConnectionClosed:
+        await peer.return_mark(name)
+    except WebSocketClosed:
         return
     summary.marks_returned += 1
