@@ -10,7 +10,8 @@ status callback). When the stream reaches another instance, that instance connec
 itself and this one closes its unused session when the hold ends: an idle Realtime
 session bills no tokens, so the cost of that case is one held socket for under a minute.
 
-Mailbox: ``early-sessions``, DROP_NEWEST. A dropped ``OpenEarly`` costs that call the
+The requests and the taker's side are in engine/early_requests.py. Mailbox:
+``early-sessions``, DROP_NEWEST. A dropped ``OpenEarly`` costs that call the
 handshake at stream start; a dropped ``TakeEarly`` makes the taker connect itself after
 its short wait. Nothing else depends on this actor, so it loses nothing by dropping.
 """
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from actors.model_link import CONNECT_ERRORS, open_model_socket
+from engine.early_requests import EarlyRequest, OpenEarly, TakeEarly
 from engine.metric_samples import ModelConnected
-from engine.ws import WebSocket
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,34 +35,12 @@ if TYPE_CHECKING:
     from engine.lifecycle import StopSignal
     from engine.mailbox import Inbox, Outbox
     from engine.metric_samples import MetricsSample
+    from engine.ws import WebSocket
 
 log = logging.getLogger("afterhours.early")
 
 SWEEP_EVERY_S = 1.0
 CLOSE_ALL_S = 2.0
-REPLY_WAIT_S = 0.2  # the taker's wait for this actor to answer, beyond the handshake
-
-
-@dataclass(frozen=True, slots=True)
-class OpenEarly:
-    call_sid: str
-    # The project's own Realtime model (the session is opened for one model); None: the
-    # endpoint's (OPENAI_REALTIME_MODEL).
-    model: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TakeEarly:
-    call_sid: str
-    reply: trio.MemorySendChannel[WebSocket | None]
-
-
-@dataclass(frozen=True, slots=True)
-class DiscardEarly:
-    call_sid: str
-
-
-EarlyRequest = OpenEarly | TakeEarly | DiscardEarly
 
 
 @dataclass(eq=False)
@@ -196,25 +175,3 @@ class EarlySessions:
                     log.info("call %s: early model session unused; closed", call_sid)
                     self._counts["expired"] += 1
                     await self._close(call_sid)
-
-
-async def take_early(
-    outbox: Outbox[EarlyRequest] | None, call_sid: str, *, connect_timeout_s: float
-) -> WebSocket | None:
-    """The session opened for ``call_sid`` at webhook time, or None (none was opened, it
-    failed, or this actor is busy: the caller connects itself)."""
-    if outbox is None:
-        return None
-    send, receive = trio.open_memory_channel[WebSocket | None](1)
-    async with send, receive:
-        if not outbox.send_nowait(TakeEarly(call_sid, send)):
-            return None
-        with trio.move_on_after(connect_timeout_s + REPLY_WAIT_S):
-            return await receive.receive()
-        try:  # answered just as the wait ended: the socket is ours to close
-            late = receive.receive_nowait()
-        except trio.WouldBlock:
-            return None
-        if late is not None:
-            await late.aclose()
-    return None

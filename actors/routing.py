@@ -3,8 +3,9 @@
 Call setup reads the snapshot synchronously and never waits on PostgreSQL. This actor
 loads it before it reports started, then replaces it whole when the tables change:
 
-- a ``LISTEN afterhours_routing`` connection wakes it when any instance commits a change
-  (the trigger of migration 0005 notifies), so instances agree within a reload;
+- a ``RefreshRouting`` from the store wakes it when any instance commits a change (the
+  trigger of migration 0005 notifies, and the store, which holds the one ``LISTEN``
+  connection, relays it here), so instances agree within a reload;
 - every ``check_interval_s`` it reads the version (one tiny query), in case a
   notification was lost with a dropped listening connection;
 - a ``RefreshRouting`` with a reply (the admin API, after a write) reloads at once and
@@ -24,27 +25,21 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from actors.store.notify import ListenFailed, open_listener
-from actors.store.queries import StoreUnavailable, ask_store
-from actors.store.routing import load_snapshot, routing_version
 from engine.errors import StartupError
 from engine.messages import RefreshRouting
 from engine.routing import EMPTY_SNAPSHOT, RoutingSnapshot
+from engine.store_queries import LoadRouting, RoutingVersion, StoreUnavailable, ask_store
 
 if TYPE_CHECKING:
-    from actors.store.queries import StoreQuery
     from engine.lifecycle import StopSignal
     from engine.mailbox import Mailbox, Outbox
+    from engine.store_queries import StoreQuery
 
 log = logging.getLogger("afterhours.routing")
 
-CHANNEL = "afterhours_routing"
 CHECK_INTERVAL_S = 1.0
 LOAD_TIMEOUT_S = 5.0
 VERSION_TIMEOUT_S = 2.0
-LISTEN_CONNECT_TIMEOUT_S = 5.0
-LISTEN_RETRY_S = 1.0
-LISTEN_RETRY_MAX_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,20 +50,17 @@ class RoutingStatistics:
     loaded_at_s: float  # Trio clock
     reloads_total: int
     failures_total: int
-    listening: bool
     last_error: str | None
 
 
 class RoutingActor:
     def __init__(
         self,
-        dsn: str,
         inbox: Mailbox[RefreshRouting],
         setup: Outbox[StoreQuery],
         *,
         check_interval_s: float = CHECK_INTERVAL_S,
     ) -> None:
-        self._dsn = dsn
         self._inbox = inbox
         self._setup = setup
         self._check_interval_s = check_interval_s
@@ -76,7 +68,6 @@ class RoutingActor:
         self._loaded_at_s = 0.0
         self._reloads_total = 0
         self._failures_total = 0
-        self._listening = False
         self._last_error: str | None = None
 
     def snapshot(self) -> RoutingSnapshot:
@@ -92,7 +83,6 @@ class RoutingActor:
             loaded_at_s=self._loaded_at_s,
             reloads_total=self._reloads_total,
             failures_total=self._failures_total,
-            listening=self._listening,
             last_error=self._last_error,
         )
 
@@ -103,10 +93,7 @@ class RoutingActor:
             raise StartupError(f"cannot load the routing tables: {self._last_error}")
         # A restart keeps the snapshot it had: calls go on being routed meanwhile.
         task_status.started()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._listen, stop)
-            await self._serve(stop)
-            nursery.cancel_scope.cancel()
+        await self._serve(stop)
 
     async def _serve(self, stop: StopSignal) -> None:
         while not stop.requested:
@@ -127,7 +114,7 @@ class RoutingActor:
 
     async def _check_version(self) -> None:
         try:
-            version = await ask_store(self._setup, routing_version, timeout_s=VERSION_TIMEOUT_S)
+            version = await ask_store(self._setup, RoutingVersion(), timeout_s=VERSION_TIMEOUT_S)
         except StoreUnavailable as exc:
             self._failed(exc)
             return
@@ -136,7 +123,7 @@ class RoutingActor:
 
     async def _reload(self) -> bool:
         try:
-            snapshot = await ask_store(self._setup, load_snapshot, timeout_s=LOAD_TIMEOUT_S)
+            snapshot = await ask_store(self._setup, LoadRouting(), timeout_s=LOAD_TIMEOUT_S)
         except StoreUnavailable as exc:
             self._failed(exc)
             return False
@@ -160,33 +147,6 @@ class RoutingActor:
                 self._snapshot.version,
             )
         self._last_error = str(exc)
-
-    def _wake(self) -> None:
-        # A full inbox already holds a reload request: this one adds nothing.
-        with contextlib.suppress(trio.WouldBlock):
-            self._inbox.send_nowait(RefreshRouting())
-
-    async def _listen(self, stop: StopSignal) -> None:
-        """Hold a LISTEN connection; each notification asks for a reload. Reconnects
-        with a growing pause while the database is away."""
-        retry_s = LISTEN_RETRY_S
-        while not stop.requested:
-            try:
-                async with open_listener(
-                    self._dsn, CHANNEL, connect_timeout_s=LISTEN_CONNECT_TIMEOUT_S
-                ) as notifications:
-                    self._listening = True
-                    retry_s = LISTEN_RETRY_S
-                    # Anything committed between the last load and LISTEN: check now.
-                    self._wake()
-                    async for _payload in notifications:
-                        self._wake()
-            except ListenFailed as exc:
-                log.debug("routing listener: %s", exc)
-            finally:
-                self._listening = False
-            await trio.sleep(retry_s)
-            retry_s = min(retry_s * 2, LISTEN_RETRY_MAX_S)
 
 
 async def refresh_routing(inbox: Outbox[RefreshRouting], *, timeout_s: float) -> int | None:

@@ -29,8 +29,6 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from actors.call import CallActor, CallSetup
-from actors.store.queries import StoreUnavailable, ask_store
-from actors.store.routing import claim_stream
 from engine.connection_slots import ConnectionSlots, Slot, SlotStatistics
 from engine.errors import ChildStartError, StartupError
 from engine.group import GroupRefused
@@ -39,6 +37,7 @@ from engine.messages import CallUpdated, utc_now
 from engine.price_book import UnknownModelPrices
 from engine.realtime_models import deprecation_warning
 from engine.refusals import Refusals
+from engine.store_queries import ClaimStream, StoreUnavailable, ask_store
 from engine.stream_claims import LocalClaims
 from engine.stream_tokens import InvalidStreamToken, check_token
 from engine.twilio_codec import Connected, Start, TwilioProtocolError, decode_twilio
@@ -59,11 +58,10 @@ if TYPE_CHECKING:
     import httpx
     from websockets.http11 import Request
 
-    from actors.early_sessions import EarlyRequest
     from actors.model_link import ModelEndpoint
-    from actors.store.queries import StoreQuery
     from actors.twilio_rest import TwilioRest
     from engine.config import Settings
+    from engine.early_requests import EarlyRequest
     from engine.group import DynamicGroup
     from engine.lifecycle import StopSignal
     from engine.mailbox import Outbox
@@ -73,6 +71,7 @@ if TYPE_CHECKING:
     from engine.pricing import Prices
     from engine.projects import Project
     from engine.routing import RoutingSnapshot
+    from engine.store_queries import StoreQuery
 
 log = logging.getLogger("afterhours.media")
 
@@ -425,15 +424,9 @@ class MediaServer:
         before it asks again), so a caller is never kept waiting on it."""
         if trio.current_time() < self._local_only_until_s:
             return True
-        claim = partial(
-            claim_stream,
-            call_sid=call_sid,
-            stream_sid=stream_sid,
-            project_id=project_id,
-            engine_instance=self._instance,
-        )
+        claim = ClaimStream(call_sid, stream_sid, project_id, self._instance)
         try:
-            claimed: bool = await ask_store(self._setup, claim, timeout_s=CLAIM_TIMEOUT_S)
+            claimed = await ask_store(self._setup, claim, timeout_s=CLAIM_TIMEOUT_S)
         except StoreUnavailable as exc:
             self._local_only_until_s = trio.current_time() + LOCAL_CLAIMS_ONLY_S
             log.warning(

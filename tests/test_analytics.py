@@ -372,6 +372,8 @@ async def test_access_matrix(fresh_database: str, tmp_path: Path) -> None:
             "wrong": await get(engine, f"{path}/acme", "ahk_nope_nope"),
             "own": await get(engine, f"{path}/acme/recent", acme),
             "other": await get(engine, f"{path}/other", acme),
+            "other-recent": await get(engine, f"{path}/other/recent", acme),
+            "other-days": await get(engine, f"{path}/other/statistics", acme),
             "other-missing": await get(engine, f"{path}/ghost", acme),
             "admin-other": await get(engine, f"{path}/other/statistics"),
             "admin-missing": await get(engine, f"{path}/ghost"),
@@ -384,11 +386,15 @@ async def test_access_matrix(fresh_database: str, tmp_path: Path) -> None:
         )
     statuses = {name: response.status for name, response in results.items()}
     assert statuses == {
-        "none": 401, "wrong": 401, "own": 200, "other": 403, "other-missing": 403,
+        "none": 401, "wrong": 401, "own": 200, "other": 403, "other-recent": 403,
+        "other-days": 403, "other-missing": 403,
         "admin-other": 200, "admin-missing": 404, "revoked": 401, "post": 405,
     }  # fmt: skip
     assert results["none"].headers["www-authenticate"].startswith("Bearer")
     assert acme not in results["other"].body.decode()
+    # The key's own recent calls are its project's only (CA9 is the other project's).
+    own_calls = {call["callSid"] for call in results["own"].json()["calls"]}
+    assert own_calls == {f"CA{n}" for n in range(1, 9)}
 
 
 @pytest.mark.parametrize(

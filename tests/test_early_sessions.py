@@ -7,14 +7,9 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from actors.early_sessions import (
-    DiscardEarly,
-    EarlyRequest,
-    EarlySessions,
-    OpenEarly,
-    take_early,
-)
+from actors.early_sessions import EarlySessions
 from actors.model_link import ModelEndpoint
+from engine.early_requests import DiscardEarly, EarlyRequest, OpenEarly, take_early
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.simulator.model import SimulatedModel

@@ -119,6 +119,7 @@ async def test_the_admin_api_reads_its_own_write_at_once(
     assert (routing["projects"], routing["numbers"]) == (1, 2)
     assert routing["version"] > 1
     assert routing["lastError"] is None
+    assert routing["listening"] is True  # the store's LISTEN, which tells it of changes
 
 
 async def rows(dsn: str, sql: str, *args: Any) -> list[dict[str, Any]]:

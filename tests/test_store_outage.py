@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from actors.store import admin
 from actors.store.actor import StoreActor, StoreStatistics
 from actors.store.db import open_database
-from actors.store.queries import StoreQuery, StoreUnavailable, ask_store
 from engine.embedded_postgres import open_embedded_postgres
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
@@ -31,6 +29,7 @@ from engine.messages import (
     StoreWrite,
 )
 from engine.ports import free_port
+from engine.store_queries import ListProjects, StoreQuery, StoreUnavailable, ask_store
 
 WAIT_S = 60.0
 START = datetime(2026, 11, 26, 20, 0, tzinfo=UTC)
@@ -193,12 +192,12 @@ async def test_admin_queries_get_a_clear_unavailable_while_postgres_is_down(
             store = StoreActor(dsn, inbox, spool_dir=base_dir / "spool", queries=queries)
             stop = StopSignal()
             await nursery.start(store.run, stop)
-            assert await ask_store(queries, admin.list_projects, timeout_s=10) == []
+            assert await ask_store(queries, ListProjects(), timeout_s=10) == []
             await server.stop()
             with pytest.raises(StoreUnavailable, match="PostgreSQL is unavailable"):
-                await ask_store(queries, admin.list_projects, timeout_s=10)
+                await ask_store(queries, ListProjects(), timeout_s=10)
             await server.start()
-            assert await ask_store(queries, admin.list_projects, timeout_s=10) == []
+            assert await ask_store(queries, ListProjects(), timeout_s=10) == []
             stop.request()
             await server.stop()
 

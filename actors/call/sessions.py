@@ -20,8 +20,8 @@ from actors.call.session import (
 )
 from actors.call.setup import CallEnded
 from actors.call.state import CallState
-from actors.early_sessions import take_early
 from engine.alert_level import AlertLevel
+from engine.early_requests import take_early
 from engine.ws import WebSocket, WebSocketClosed
 
 log = logging.getLogger("afterhours.call")

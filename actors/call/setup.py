@@ -10,9 +10,9 @@ from engine.pricing import DEFAULT_PRICES, Prices
 if TYPE_CHECKING:
     import httpx
 
-    from actors.early_sessions import EarlyRequest
     from actors.model_link import ModelEndpoint
     from actors.twilio_rest import TwilioRest
+    from engine.early_requests import EarlyRequest
     from engine.mailbox import Outbox
     from engine.metric_samples import MetricsSample
     from engine.projects import Project

@@ -24,33 +24,30 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import asyncpg
-import outcome
 import trio
-from asyncpg.exceptions._base import DataError as ClientDataError
 
 from actors.store.db import TRANSIENT_ERRORS, open_database
+from actors.store.lanes import READ_LANE, SETUP_LANE, serve_lane
 from actors.store.leases import keep_lease
 from actors.store.migrations import apply_migrations, load_migrations
-from actors.store.queries import StoreUnavailable
+from actors.store.notify import ROUTING_CHANNEL, Relay
 from actors.store.spool import Spool, SpoolStatistics
 from actors.store.write_errors import describe_refusal, is_outage, is_poison
 from actors.store.writes import write_records
 from engine.alert_level import AlertLevel
 from engine.errors import StartupError
 from engine.events import describe_error
-from engine.messages import Alert
-from engine.projects import FieldError, ValidationFailed
+from engine.messages import Alert, RefreshRouting
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from actors.store.db import Connection, Database
     from actors.store.leases import Lease
-    from actors.store.queries import StoreQuery
     from engine.lifecycle import StopSignal
     from engine.mailbox import Mailbox, Outbox
     from engine.messages import StoreWrite
+    from engine.store_queries import StoreQuery
 
 log = logging.getLogger("afterhours.store")
 
@@ -62,23 +59,6 @@ CONNECT_FAILURES: tuple[type[BaseException], ...] = (StartupError, *UNAVAILABLE_
 WRITE_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True, slots=True)
-class Lane:
-    """How one query lane is served: how many of its queries run at once, and the
-    bounds each gets. Server-side bounds sit under the askers' own timeouts, so a query
-    the asker gave up on does not go on to commit later."""
-
-    concurrency: int
-    timeout_s: float
-    statement_timeout_ms: int
-    lock_timeout_ms: int
-
-
-# Bulkheads: call setup (stream claims, routing loads) and analytics/admin reads each
-# have their own lane and connections, so a heavy report never delays a caller. Both
-# together stay below the pool's 8 connections, leaving the write batches theirs.
-SETUP_LANE = Lane(concurrency=2, timeout_s=5.0, statement_timeout_ms=3000, lock_timeout_ms=1000)
-READ_LANE = Lane(concurrency=2, timeout_s=10.0, statement_timeout_ms=8000, lock_timeout_ms=5000)
 # While the spool holds records, how often to try Postgres again (doubling up to the max).
 REPLAY_RETRY_S = 0.5
 REPLAY_RETRY_MAX_S = 10.0
@@ -108,6 +88,7 @@ class StoreStatistics:
     records_set_aside: int = 0  # refused for what they are: rejected.jsonl
     records_spilled_total: int = 0  # sent to the spool while a write waited
     records_lost_total: int = 0  # found the inbox full (send_within): should stay 0
+    routing_listening: bool = False  # the LISTEN for routing changes is connected
 
 
 class StoreActor:
@@ -124,8 +105,15 @@ class StoreActor:
         batch_max: int = 500,
         batch_delay_s: float = 0.1,
         lease: Lease | None = None,  # this instance's heartbeat and sweep (leases.py)
+        # Told of every routing change any instance commits (PostgreSQL's NOTIFY).
+        routing_changes: Outbox[RefreshRouting] | None = None,
     ) -> None:
         self._lease = lease
+        self._relay = (
+            None
+            if routing_changes is None
+            else Relay(dsn, ROUTING_CHANNEL, partial(_ask_reload, routing_changes))
+        )
         self._dsn = dsn
         self._inbox = inbox
         self._spool_dir = spool_dir
@@ -168,9 +156,11 @@ class StoreActor:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._spill_while_waiting, spool)
                     for queries, lane in self._lanes:
-                        nursery.start_soon(self._serve_queries, db, queries, lane, stop)
+                        nursery.start_soon(serve_lane, db, queries, lane, stop)
                     if self._lease is not None:
                         nursery.start_soon(keep_lease, db, self._lease, stop)
+                    if self._relay is not None:
+                        nursery.start_soon(self._relay.run)
                     await self._serve(db, spool, stop)
                     nursery.cancel_scope.cancel()
         finally:
@@ -237,6 +227,7 @@ class StoreActor:
             records_set_aside=spool.statistics().rejected_total if spool else 0,
             records_spilled_total=self._spilled_total,
             records_lost_total=self._inbox.statistics().dropped_total,
+            routing_listening=self._relay is not None and self._relay.listening,
         )
 
     def _spool_append(self, spool: Spool, records: list[StoreWrite]) -> None:
@@ -415,42 +406,6 @@ class StoreActor:
                     AlertLevel.ERROR, "Records not queued", f"{lost} record(s) found no room"
                 )
 
-    async def _serve_queries(
-        self, db: Database, queries: Mailbox[StoreQuery], lane: Lane, stop: StopSignal
-    ) -> None:
-        """Answer one lane's queries, a few at a time, beside the write batches."""
-        limiter = trio.CapacityLimiter(lane.concurrency)
-        async with trio.open_nursery() as nursery:
-            while (query := await queries.receive_until(stop)) is not None:
-                await limiter.acquire_on_behalf_of(query)
-                nursery.start_soon(self._answer, db, query, lane, limiter)
-
-    async def _answer(
-        self, db: Database, query: StoreQuery, lane: Lane, limiter: trio.CapacityLimiter
-    ) -> None:
-        try:
-            work = partial(_bounded, query.work, lane)
-            result: outcome.Outcome[object] = outcome.Value(
-                await db.transaction(work, timeout_s=lane.timeout_s)
-            )
-        except Exception as exc:  # noqa: BLE001 - not swallowed: it is the asker's answer
-            if isinstance(exc, asyncpg.PostgresError | ClientDataError) and is_poison(exc):
-                # Input that passed validation but not PostgreSQL (a NUL byte, say): the
-                # asker's error, not a server error.
-                failed = ValidationFailed([FieldError("body", describe_error(exc))])
-                result = outcome.Error(failed)
-            elif is_outage(exc):
-                unavailable = StoreUnavailable(f"PostgreSQL is unavailable ({describe_error(exc)})")
-                result = outcome.Error(unavailable)
-            else:
-                result = outcome.Error(exc)
-        finally:
-            limiter.release_on_behalf_of(query)
-        with contextlib.suppress(
-            trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
-        ):
-            query.reply.send_nowait(result)  # the asker may have given up: that is fine
-
     def _until_replay_s(self) -> float:
         return max(0.0, self._next_replay_at_s - trio.current_time())
 
@@ -476,13 +431,8 @@ class StoreActor:
             self._alerts.send_nowait(Alert(level, "databaseError", title, message))
 
 
-async def _bounded(
-    work: Callable[[Connection], Awaitable[object]], lane: Lane, connection: Connection
-) -> object:
-    """Run a query with its lane's server-side statement and lock timeouts (this
-    transaction only: ``SET LOCAL``)."""
-    await connection.execute(
-        f"SET LOCAL statement_timeout = {lane.statement_timeout_ms}; "
-        f"SET LOCAL lock_timeout = {lane.lock_timeout_ms}"
-    )
-    return await work(connection)
+def _ask_reload(routing: Outbox[RefreshRouting]) -> None:
+    # A full inbox already holds a reload request: this one adds nothing; a closed one
+    # has nobody left to reload.
+    with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+        routing.send_nowait(RefreshRouting())

@@ -1,10 +1,9 @@
-"""Projects, phone numbers and API keys: the admin operations, as store queries.
+"""Projects, phone numbers and API keys: the admin operations' SQL.
 
-Each operation is a ``StoreQuery``: a unit of asyncio-side work run by the store actor
-in one transaction (one bridge crossing), whose result or error comes back on the
-query's reply channel. Validation happens before (engine/projects.py) or, for PATCH,
-inside the transaction, against the row locked for update, so two concurrent patches
-cannot lose each other's change.
+Each runs in the store's transaction for one admin query (engine/store_queries.py,
+mapped here by handlers.py). Validation happens before, in the API (engine/projects.py),
+or, for PATCH, inside the transaction, against the row locked for update, so two
+concurrent patches cannot lose each other's change.
 
 API keys: ``ahk_<key id>_<secret>``. Only the SHA-256 of the whole key is stored: the key
 is 30+ random bytes, so a fast hash is enough, and the plain key is shown once.
@@ -17,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine.errors import EngineError
 from engine.projects import (
     FieldError,
     PhoneNumber,
@@ -27,6 +25,7 @@ from engine.projects import (
     patch_project,
 )
 from engine.routing import hash_key
+from engine.store_queries import Conflict, CreatedKey, NotFound
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -42,21 +41,6 @@ _PROJECT_COLUMNS = (
     "vapi_fallback",
 )  # fmt: skip
 _json = msgspec.json.Encoder()
-
-
-class NotFound(EngineError):
-    pass
-
-
-class Conflict(EngineError):
-    pass
-
-
-class CreatedKey(msgspec.Struct, frozen=True):
-    id: str
-    project_id: str
-    name: str
-    key: str  # shown once, never stored
 
 
 def _project_values(project: Project) -> list[Any]:

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from actors.store.admin import NotFound
 from actors.store.call_record import get_call
 from engine.json_case import camel_keys
+from engine.store_queries import CallNotFound, NotFound
 
 if TYPE_CHECKING:
     from actors.store.db import Connection
-
-
-class CallNotFound(LookupError):
-    pass
 
 
 async def call_detail(connection: Connection, project_id: str, call_sid: str) -> dict[str, Any]:

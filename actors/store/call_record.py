@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from actors.store.admin import NotFound
+from engine.store_queries import NotFound
 
 if TYPE_CHECKING:
     from actors.store.db import Connection

@@ -4,13 +4,18 @@ asyncpg calls a listener back on the asyncio side; trio-asyncio runs that loop i
 Trio thread, so the callback can hand the payload to a Trio memory channel with
 ``send_nowait``. The channel is small and a full one drops: a notification here only
 says "something changed", and one pending wake-up is as good as many.
+
+``Relay`` is how the store serves it: it holds the connection, reconnecting while the
+database is away, and tells a subscriber (the routing actor's inbox) of each
+notification, so no other actor opens a connection of its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import asyncpg
 import trio
@@ -19,10 +24,17 @@ from trio_asyncio import aio_as_trio
 from actors.store.db import CONNECT_ERRORS
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
+
+log = logging.getLogger("afterhours.store")
 
 LISTEN_CLOSE_TIMEOUT_S = 2.0
 PENDING_NOTIFICATIONS = 4
+LISTEN_CONNECT_TIMEOUT_S = 5.0
+LISTEN_RETRY_S = 1.0
+LISTEN_RETRY_MAX_S = 10.0
+# Notified by the routing tables' triggers on every change (migration 0005).
+ROUTING_CHANNEL = "afterhours_routing"
 
 
 class ListenFailed(Exception):
@@ -67,3 +79,35 @@ async def open_listener(
                 await aio_as_trio(connection.close)()
         if scope.cancelled_caught:
             connection.terminate()
+
+
+class Relay:
+    """One ``LISTEN channel`` held for a subscriber: ``notified()`` is called for every
+    notification, and once after each (re)connection, for anything committed while
+    nobody listened. Reconnects with a growing pause while the database is away.
+    ``notified`` must not block (it is called from the listening task)."""
+
+    def __init__(self, dsn: str, channel: str, notified: Callable[[], None]) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._notified = notified
+        self.listening = False
+
+    async def run(self) -> NoReturn:
+        retry_s = LISTEN_RETRY_S
+        while True:
+            try:
+                async with open_listener(
+                    self._dsn, self._channel, connect_timeout_s=LISTEN_CONNECT_TIMEOUT_S
+                ) as notifications:
+                    self.listening = True
+                    retry_s = LISTEN_RETRY_S
+                    self._notified()
+                    async for _payload in notifications:
+                        self._notified()
+            except ListenFailed as exc:
+                log.debug("LISTEN %s: %s", self._channel, exc)
+            finally:
+                self.listening = False
+            await trio.sleep(retry_s)
+            retry_s = min(retry_s * 2, LISTEN_RETRY_MAX_S)

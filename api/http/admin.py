@@ -5,8 +5,9 @@ written with an on-call number this engine cannot transfer live calls to (no Twi
 account: api/http/twilio_access.py) is logged as a warning; ``/health/detailed`` lists
 it too. Bodies are JSON objects, validated by engine/projects.py: a 422 lists one
 message per field. The database work runs in the store (the only code that talks to
-Postgres) through its query lane; a database that does not answer in time gives 503,
-never a hung request.
+Postgres) through its query lane, as plain queries (engine/store_queries.py) parsed and
+authorised here; a database that does not answer in time gives 503, never a hung
+request.
 
     POST   /admin/projects                          create (409 if the id exists)
     GET    /admin/projects                          list
@@ -39,17 +40,13 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qs
 
 import msgspec
 import trio
 
 from actors.routing import refresh_routing
-from actors.store import admin as ops
-from actors.store.call_record import get_call
-from actors.store.queries import StoreUnavailable, ask_store
 from api.http.asgi import Request, Response, error
 from api.http.token_auth import bearer_matches, unauthorized
 from engine.json_case import BothNames, camel, camel_keys, field_to_api, from_api
@@ -64,15 +61,35 @@ from engine.projects import (
     parse_project,
 )
 from engine.refusals import Refusals
+from engine.store_queries import (
+    AddPhoneNumber,
+    Conflict,
+    CreateApiKey,
+    CreateProject,
+    DeletePhoneNumber,
+    DeleteProject,
+    GetCall,
+    GetProject,
+    ListApiKeys,
+    ListPhoneNumbers,
+    ListProjects,
+    NotFound,
+    PatchPhoneNumber,
+    PatchProject,
+    PutProject,
+    RevokeApiKey,
+    StoreUnavailable,
+    ask_store,
+)
 
 if TYPE_CHECKING:
-    from actors.store.db import Connection
-    from actors.store.queries import StoreQuery
     from engine.config import Secret
     from engine.mailbox import Outbox
     from engine.messages import RefreshRouting
+    from engine.store_queries import Query, StoreQuery
 
 log = logging.getLogger("afterhours.admin")
+T = TypeVar("T")
 
 ADMIN_QUERY_TIMEOUT_S = 10.0
 ROUTING_REFRESH_TIMEOUT_S = 3.0
@@ -222,9 +239,9 @@ class AdminApi:
                 for e in exc.errors
             ]
             return error(422, "validation failed", fields=fields)
-        except ops.NotFound as exc:
+        except NotFound as exc:
             return error(404, str(exc))
-        except ops.Conflict as exc:
+        except Conflict as exc:
             return error(409, str(exc))
         except StoreUnavailable as exc:
             return error(503, f"database unavailable: {exc}; try again")
@@ -236,42 +253,40 @@ class AdminApi:
             await refresh_routing(self._routing, timeout_s=ROUTING_REFRESH_TIMEOUT_S)
         return response
 
-    async def _ask(self, work: Callable[[Connection], Awaitable[Any]]) -> Any:
+    async def _ask(self, query: Query[T]) -> T:
         return await ask_store(
             self._queries,
-            work,
+            query,
             timeout_s=ADMIN_QUERY_TIMEOUT_S,
             queue_timeout_s=LANE_QUEUE_TIMEOUT_S,
         )
 
     async def _create(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         project = parse_project(sent.json(PROJECT_FIELDS))
-        view = await self._ask(partial(ops.create_project, project=project))
+        view = await self._ask(CreateProject(project))
         self._check_transfers(view)
         return Response(201, view)
 
     async def _list(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
-        return Response(200, {"projects": await self._ask(ops.list_projects)})
+        return Response(200, {"projects": await self._ask(ListProjects())})
 
     async def _get(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
-        return Response(200, await self._ask(partial(ops.get_project, project_id=params["id"])))
+        return Response(200, await self._ask(GetProject(params["id"])))
 
     async def _get_call(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
-        return Response(200, await self._ask(partial(get_call, call_sid=params["call_sid"])))
+        return Response(200, await self._ask(GetCall(params["call_sid"])))
 
     async def _put(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         body = sent.json(PROJECT_FIELDS)
         project = parse_project(body, path_id=params["id"])
         keep_secret = "function_secret" not in body  # write-only: omitted means unchanged
-        work = partial(ops.put_project, project=project, keep_secret=keep_secret)
-        view, created = await self._ask(work)
+        view, created = await self._ask(PutProject(project, keep_secret))
         self._check_transfers(view)
         return Response(201 if created else 200, view)
 
     async def _patch(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         changes = sent.json(PROJECT_FIELDS)
-        work = partial(ops.patch_project_row, project_id=params["id"], changes=changes)
-        view = await self._ask(work)
+        view = await self._ask(PatchProject(params["id"], changes))
         self._check_transfers(view)
         return Response(200, view)
 
@@ -284,13 +299,12 @@ class AdminApi:
             )
 
     async def _delete(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
-        await self._ask(partial(ops.delete_project, project_id=params["id"]))
+        await self._ask(DeleteProject(params["id"]))
         return Response(204, None)
 
     async def _add_number(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         number = parse_phone_number(sent.json(NUMBER_FIELDS))
-        work = partial(ops.add_phone_number, project_id=params["id"], number=number)
-        return Response(201, await self._ask(work))
+        return Response(201, await self._ask(AddPhoneNumber(params["id"], number)))
 
     async def _list_numbers(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         # Query parameters, as on the analytics routes: 400 naming the parameter. A typo
@@ -303,18 +317,17 @@ class AdminApi:
             if len(values) > 1 or not values[0]:
                 return error(400, "expected one project id", field=key)
         project = query["project"][0] if query else None
-        work = partial(ops.list_phone_numbers, project_id=project)
-        return Response(200, {"phone_numbers": await self._ask(work)})
+        numbers = await self._ask(ListPhoneNumbers(project))
+        return Response(200, {"phone_numbers": numbers})
 
     async def _patch_number(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
         changes = sent.json(NUMBER_FIELDS)
-        work = partial(ops.patch_phone_number_row, number=params["number"], changes=changes)
-        return Response(200, await self._ask(work))
+        return Response(200, await self._ask(PatchPhoneNumber(params["number"], changes)))
 
     async def _delete_number(
         self, request: Request, params: dict[str, str], sent: Sent
     ) -> Response:
-        await self._ask(partial(ops.delete_phone_number, number=params["number"]))
+        await self._ask(DeletePhoneNumber(params["number"]))
         return Response(204, None)
 
     async def _create_key(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
@@ -323,16 +336,16 @@ class AdminApi:
         if not isinstance(name, str) or len(name) > 100:
             problem = FieldError("name", "expected a string of 100 characters at most")
             raise ValidationFailed([problem])
-        created = await self._ask(partial(ops.create_api_key, project_id=params["id"], name=name))
+        created = await self._ask(CreateApiKey(params["id"], name))
         shown_once = {"note": "store this key now: it is not shown again"}
         return Response(201, msgspec.structs.asdict(created) | shown_once)
 
     async def _list_keys(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
-        keys = await self._ask(partial(ops.list_api_keys, project_id=params["id"]))
+        keys = await self._ask(ListApiKeys(params["id"]))
         return Response(200, {"api_keys": keys})
 
     async def _revoke_key(self, request: Request, params: dict[str, str], sent: Sent) -> Response:
-        await self._ask(partial(ops.revoke_api_key, key_id=params["key_id"]))
+        await self._ask(RevokeApiKey(params["key_id"]))
         return Response(204, None)
 
 

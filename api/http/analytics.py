@@ -10,45 +10,47 @@ Access: ``Authorization: Bearer <key>``. A project's API key reads that project 
 for another project: 403, whether or not the asked project exists (a key never learns
 which projects exist). Bad parameters: 400 naming the parameter; an unknown project (for
 the admin token): 404; a call that is not the project's: 404, whether or not it exists.
-The key check, the project's time zone and the query run as one unit on the store's
-query lane.
+
+The key is checked and the parameters parsed here, from the routing snapshot in memory
+(the key's project, the project's time zone) and engine/analytics_params.py, before
+anything reaches the store: what goes down the store's read lane is a plain query for
+one project (engine/store_queries.py), which the store maps to its SQL.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.store import analytics
-from actors.store.call_detail import CallNotFound, call_detail
-from actors.store.queries import StoreBusy, StoreUnavailable, ask_store
 from api.http.asgi import Response, error
 from api.http.token_auth import ANALYTICS_REALM, token_matches, unauthorized
-from engine.analytics_params import (
-    Cursor,
-    InvalidParameter,
-    decode_cursor,
-    encode_cursor,
-    limit,
-    window,
-)
+from engine.analytics_params import InvalidParameter, decode_cursor, encode_cursor, limit, window
 from engine.key_limits import KeyLimits
 from engine.refusals import Refusals
 from engine.routing import hash_key
+from engine.store_queries import (
+    AnalyticsCall,
+    AnalyticsDaily,
+    AnalyticsRecent,
+    AnalyticsSummary,
+    CallNotFound,
+    RecentCalls,
+    StoreBusy,
+    StoreUnavailable,
+    ask_store,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
-    from actors.store.db import Connection
-    from actors.store.queries import StoreQuery
     from api.http.asgi import Request
     from engine.config import Secret
     from engine.mailbox import Outbox
     from engine.routing import RoutingSnapshot
+    from engine.store_queries import Query, StoreQuery
 
 ANALYTICS_TIMEOUT_S = 10.0
 _ROUTE = re.compile(
@@ -127,9 +129,9 @@ class AnalyticsApi:
         params = {name: values[-1] for name, values in request.query.items() if values[-1]}
         try:
             if found["sid"] is not None:
-                work = _call_work(project_id, found["sid"])
+                query: Query[Any] = _call_query(project_id, found["sid"])
             else:
-                work = self._work(found["view"] or "", project_id, snapshot, params)
+                query = self._query(found["view"] or "", project_id, snapshot, params)
         except InvalidParameter as exc:
             return error(400, str(exc), field=exc.field)
         refused = self._limits.begin(key, trio.current_time())
@@ -139,14 +141,12 @@ class AnalyticsApi:
                 429, f"too many requests for this key ({refused.reason})", refused.retry_after_s
             )
         try:
-            body = await ask_store(
+            answer = await ask_store(
                 self._queries,
-                work,
+                query,
                 timeout_s=ANALYTICS_TIMEOUT_S,
                 queue_timeout_s=LANE_QUEUE_TIMEOUT_S,
             )
-        except InvalidParameter as exc:
-            return error(400, str(exc), field=exc.field)
         except CallNotFound as exc:
             return error(404, str(exc))
         except StoreBusy:
@@ -156,44 +156,32 @@ class AnalyticsApi:
             return error(503, f"database unavailable: {exc}; try again")
         finally:
             self._limits.end(key)
-        return Response(200, body)
+        if isinstance(answer, RecentCalls):
+            following = answer.following
+            next_cursor = encode_cursor(following) if following is not None else None
+            answer = {"projectId": project_id, "calls": answer.calls, "nextCursor": next_cursor}
+        return Response(200, answer)
 
-    def _work(
+    def _query(
         self, view: str, project_id: str, snapshot: RoutingSnapshot, params: dict[str, str]
-    ) -> Callable[[Connection], Awaitable[dict[str, Any]]]:
+    ) -> Query[Any]:
         """The query for one view, its parameters checked first (``InvalidParameter``):
-        nothing malformed or unbounded reaches SQL."""
+        nothing malformed or unbounded reaches the store."""
         timezone = snapshot.projects[project_id].timezone
         if view == "/recent":
-            count, cursor = limit(params), decode_cursor(params.get("cursor"))
-            return partial(_recent, project_id=project_id, count=count, cursor=cursor)
+            return AnalyticsRecent(project_id, limit(params), decode_cursor(params.get("cursor")))
         if view == "/statistics":
             days = window(params, timezone, self._now(), names=("start", "end"), dates_only=True)
-            return partial(analytics.daily, project_id=project_id, window=days)
-        days = window(params, timezone, self._now())
-        comparison = self._comparison
-        return partial(
-            analytics.summary,
-            project_id=project_id,
-            window=days,
-            comparison_rate_per_min_usd=comparison,
-        )
+            return AnalyticsDaily(project_id, days)
+        return AnalyticsSummary(project_id, window(params, timezone, self._now()), self._comparison)
 
 
-def _call_work(project_id: str, call_sid: str) -> Callable[[Connection], Awaitable[dict[str, Any]]]:
+def _call_query(project_id: str, call_sid: str) -> AnalyticsCall:
     if not _CALL_KEY.fullmatch(call_sid):
         raise InvalidParameter(
             "callSid", "expected a CallSid (CA and 32 hex digits) or vapi:<Vapi call id>"
         )
-    return partial(call_detail, project_id=project_id, call_sid=call_sid)
-
-
-async def _recent(
-    connection: Connection, *, project_id: str, count: int, cursor: Cursor | None
-) -> dict[str, Any]:
-    calls, following = await analytics.recent(connection, project_id, count, cursor)
-    next_cursor = encode_cursor(Cursor(*following)) if following else None
-    return {"projectId": project_id, "calls": calls, "nextCursor": next_cursor}
+    return AnalyticsCall(project_id, call_sid)
 
 
 def _retry_later(status: int, message: str, retry_after_s: int) -> Response:

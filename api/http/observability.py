@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors.store.queries import StoreUnavailable, ask_store
 from api.http.asgi import Response
 from api.http.prometheus import Snapshot, render
 from engine.json_case import camel_keys
+from engine.store_queries import Ping, StoreUnavailable, ask_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -46,13 +46,13 @@ if TYPE_CHECKING:
     from actors.metrics import MetricsStatistics
     from actors.routing import RoutingStatistics
     from actors.store.actor import StoreStatistics
-    from actors.store.queries import StoreQuery
     from api.http.twilio_access import ConfigWarning
     from engine.admission import Admission
     from engine.group import GroupStatistics
     from engine.mailbox import MailboxStatistics, Outbox
     from engine.postgres_supervisor import EmbeddedPostgresStatistics
     from engine.refusals import Refusals
+    from engine.store_queries import StoreQuery
     from engine.supervisor import SupervisorStatistics
 
 DB_CHECK_TIMEOUT_S = 2.0
@@ -164,11 +164,7 @@ class Observability:
     async def _database(self) -> dict[str, Any]:
         began_s = time.perf_counter()
         try:
-            await ask_store(
-                self._sources.queries,
-                lambda connection: connection.fetchval("SELECT 1"),
-                timeout_s=DB_CHECK_TIMEOUT_S,
-            )
+            await ask_store(self._sources.queries, Ping(), timeout_s=DB_CHECK_TIMEOUT_S)
         except StoreUnavailable as exc:
             return {"status": "down", "error": str(exc)}
         return {"status": "up", "latency": round((time.perf_counter() - began_s) * 1000, 1)}
@@ -217,7 +213,9 @@ class Observability:
             "store": asdict(sources.store()),
             "alerts": asdict(sources.alerts()),
             "earlySessions": asdict(sources.early()),
-            "routing": _routing(sources.routing() if sources.routing else None),
+            "routing": _routing(
+                sources.routing() if sources.routing else None, sources.store().routing_listening
+            ),
             "load": asdict(sources.load()) if sources.load else None,
             "metrics": {
                 "samplesTotal": metrics.samples_total,
@@ -251,13 +249,14 @@ def _embedded(stats: EmbeddedPostgresStatistics, *, details: bool) -> dict[str, 
     return body
 
 
-def _routing(routing: RoutingStatistics | None) -> dict[str, Any] | None:
-    """The snapshot calls are routed from: its version, size and age."""
+def _routing(routing: RoutingStatistics | None, listening: bool) -> dict[str, Any] | None:
+    """The snapshot calls are routed from: its version, size and age; and whether the
+    store's LISTEN, which tells it of changes, is connected."""
     if routing is None:
         return None
     body = asdict(routing)
     body["ageS"] = round(trio.current_time() - body.pop("loaded_at_s"), 1)
-    return body
+    return body | {"listening": listening}
 
 
 def _memory() -> dict[str, int]:

@@ -31,11 +31,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
-from actors.early_sessions import DiscardEarly, OpenEarly
 from api.http.asgi import Request, Response
 from api.http.vapi_calls import VapiUnavailable
 from engine.admission import Admission
 from engine.alert_level import AlertLevel
+from engine.early_requests import DiscardEarly, OpenEarly
 from engine.mailbox import RECORD_SEND_TIMEOUT_S
 from engine.messages import Alert, CallUpdated, utc_now
 from engine.metric_samples import CallFinished
@@ -53,9 +53,9 @@ from engine.twiml import connect_stream, turn_away
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from actors.early_sessions import EarlyRequest
     from api.http.vapi_calls import VapiCalls
     from engine.config import Settings
+    from engine.early_requests import EarlyRequest
     from engine.mailbox import Outbox
     from engine.messages import StoreWrite
     from engine.metric_samples import MetricsSample

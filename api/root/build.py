@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from actors.alert_channels import Channel, email_channel, webhook_channel
 from actors.alerts import AlertActor, alert_for
 from actors.call import STOP_BUDGET_S
-from actors.early_sessions import EarlyRequest, EarlySessions
+from actors.early_sessions import EarlySessions
 from actors.load import LoadMonitor
 from actors.metrics import ErrorRateRule, MetricsAggregator, MetricsSample
 from actors.routing import RoutingActor
@@ -48,15 +48,16 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from actors.store.queries import StoreQuery
     from api.root.database import EngineDatabase
     from engine.admission import Admission
     from engine.children import ChildFn
     from engine.config import Settings
+    from engine.early_requests import EarlyRequest
     from engine.events import SupervisorEvent
     from engine.mailbox import Mailbox, Outbox
     from engine.messages import Alert, RefreshRouting, StoreWrite
     from engine.refusals import Refusals
+    from engine.store_queries import StoreQuery
 
 log = logging.getLogger("afterhours")
 
@@ -167,8 +168,9 @@ def build_tree(
         queries=queries,
         setup_queries=setup_queries,
         lease=Lease(instance, settings.engine_lease_s),
+        routing_changes=routing_inbox,  # the store holds the LISTEN and relays each change
     )
-    routing = RoutingActor(dsn, routing_inbox, setup_queries)
+    routing = RoutingActor(routing_inbox, setup_queries)
     load = LoadMonitor(
         max_cpu=settings.admit_max_cpu,
         max_loop_lag_s=settings.admit_max_loop_lag_s,

@@ -50,7 +50,7 @@ QUERIES = MailboxRow(
     OverflowPolicy.BLOCK,
     "bounded by 0.5-1 s for room (then HTTP 503 with `Retry-After`) and the asker's 10 s "
     "timeout; 2 queries at once, statement timeout 8 s",
-    "`StoreQuery` (admin and analytics APIs)",
+    "`StoreQuery`: a query value, parsed and authorised by the asker (admin and analytics APIs)",
     "each answer on the asker's own 1-slot reply channel",
 )
 SETUP_QUERIES = MailboxRow(
@@ -68,9 +68,10 @@ ROUTING = MailboxRow(
     "RoutingActor",
     16,
     OverflowPolicy.BLOCK,
-    "the admin API's `RefreshRouting` waits (bounded by its 3 s wait); the LISTEN task "
-    "sends with `send_nowait` and drops when full: one pending reload serves all",
-    "`RefreshRouting` (admin API after a write; the PostgreSQL notification)",
+    "the admin API's `RefreshRouting` waits (bounded by its 3 s wait); the store's LISTEN "
+    "relay sends with `send_nowait` and drops when full: one pending reload serves all",
+    "`RefreshRouting` (admin API after a write; the store, for each PostgreSQL "
+    "notification and after each LISTEN reconnection)",
     "a new frozen `RoutingSnapshot`, read synchronously by the webhooks, the media server "
     "and the analytics key check; the version on the reply channel",
 )
