@@ -126,7 +126,7 @@ class TurnDetection(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ToolSpec(Protocol):
-    """A function the model may call (a project's tool: engine/projects.py ``Tool``)."""
+    """A function the model may call (a project's tool: engine/project_tools.py ``Tool``)."""
 
     @property
     def name(self) -> str: ...

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
     from engine.analytics_params import Cursor, Window
     from engine.mailbox import Outbox
-    from engine.projects import PhoneNumber, Project
+    from engine.phone_numbers import PhoneNumber
+    from engine.projects import Project
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)  # a query's answer: only ever read
@@ -180,7 +181,7 @@ class DeleteProject(Query[None]):
 @dataclass(frozen=True, slots=True)
 class AddPhoneNumber(Query[dict[str, Any]]):
     project_id: str
-    number: PhoneNumber  # validated (engine/projects.py)
+    number: PhoneNumber  # validated (engine/phone_numbers.py)
 
 
 @dataclass(frozen=True, slots=True)

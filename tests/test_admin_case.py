@@ -16,7 +16,8 @@ import pytest
 from api.http.admin import DEPRECATION, OPAQUE_FIELDS, AdminApi
 from engine.json_case import BothNames, camel, camel_keys, field_to_api, from_api, snake
 from engine.messages import CallUpdated, FunctionCallRecorded, new_event_id
-from engine.projects import NUMBER_FIELDS, PROJECT_FIELDS
+from engine.phone_numbers import NUMBER_FIELDS
+from engine.projects import PROJECT_FIELDS
 from tests.helpers import (
     ADMIN_TOKEN,
     API_MD,

@@ -10,18 +10,10 @@ import msgspec
 import pytest
 
 from engine.errors import EngineError
-from engine.projects import (
-    FieldError,
-    PhoneNumber,
-    Project,
-    Tool,
-    ValidationFailed,
-    decode_json_object,
-    is_e164,
-    parse_phone_number,
-    parse_project,
-    patch_project,
-)
+from engine.field_checks import FieldError, ValidationFailed, decode_json_object
+from engine.phone_numbers import PhoneNumber, is_e164, parse_phone_number
+from engine.project_tools import Tool
+from engine.projects import Project, parse_project, patch_project
 
 SECRET = "fn-secret-0123456789"
 MINIMAL: dict[str, Any] = {"id": "smith-plumbing", "name": "Smith", "timezone": "America/Chicago"}
@@ -546,7 +538,7 @@ def test_a_tool_named_like_a_built_in_is_refused(name: str) -> None:
 
 def test_the_reserved_names_are_the_call_actors_built_in_tools() -> None:
     from actors.call.tools import BUILTIN_TOOLS
-    from engine.projects import RESERVED_TOOL_NAMES
+    from engine.project_tools import RESERVED_TOOL_NAMES
 
     assert sorted(RESERVED_TOOL_NAMES) == sorted(tool["name"] for tool in BUILTIN_TOOLS)
 

@@ -16,14 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine.projects import (
-    FieldError,
-    PhoneNumber,
-    Project,
-    ValidationFailed,
-    patch_phone_number,
-    patch_project,
-)
+from engine.field_checks import FieldError, ValidationFailed
+from engine.phone_numbers import PhoneNumber, patch_phone_number
+from engine.projects import Project, patch_project
 from engine.routing import hash_key
 from engine.store_queries import Conflict, CreatedKey, NotFound
 

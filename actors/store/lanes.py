@@ -22,7 +22,7 @@ from asyncpg.exceptions._base import DataError as ClientDataError
 from actors.store.handlers import run_query
 from actors.store.write_errors import is_outage, is_poison
 from engine.events import describe_error
-from engine.projects import FieldError, ValidationFailed
+from engine.field_checks import FieldError, ValidationFailed
 from engine.store_queries import StoreUnavailable
 
 if TYPE_CHECKING:

@@ -3,11 +3,11 @@
 Every route needs ``Authorization: Bearer <ADMIN_TOKEN>`` (401 otherwise). A project
 written with an on-call number this engine cannot transfer live calls to (no Twilio
 account: api/http/twilio_access.py) is logged as a warning; ``/health/detailed`` lists
-it too. Bodies are JSON objects, validated by engine/projects.py: a 422 lists one
-message per field. The database work runs in the store (the only code that talks to
-Postgres) through its query lane, as plain queries (engine/store_queries.py) parsed and
-authorised here; a database that does not answer in time gives 503, never a hung
-request.
+it too. Bodies are JSON objects, validated by engine/projects.py and
+engine/phone_numbers.py: a 422 lists one message per field. The database work runs in
+the store (the only code that talks to Postgres) through its query lane, as plain
+queries (engine/store_queries.py) parsed and authorised here; a database that does not
+answer in time gives 503, never a hung request.
 
     POST   /admin/projects                          create (409 if the id exists)
     GET    /admin/projects                          list
@@ -49,17 +49,11 @@ import trio
 from actors.routing import refresh_routing
 from api.http.asgi import Request, Response, error
 from api.http.token_auth import bearer_matches, unauthorized
+from engine.field_checks import FieldError, ValidationFailed, decode_json_object
 from engine.json_case import BothNames, camel, camel_keys, field_to_api, from_api
 from engine.key_limits import KeyLimits
-from engine.projects import (
-    NUMBER_FIELDS,
-    PROJECT_FIELDS,
-    FieldError,
-    ValidationFailed,
-    decode_json_object,
-    parse_phone_number,
-    parse_project,
-)
+from engine.phone_numbers import NUMBER_FIELDS, parse_phone_number
+from engine.projects import PROJECT_FIELDS, parse_project
 from engine.refusals import Refusals
 from engine.store_queries import (
     AddPhoneNumber,
