@@ -1,6 +1,7 @@
 """Small files that survive a crash or a power cut whole: the generated tokens
-(engine/local_secrets.py), the embedded PostgreSQL's pointer, owner and password files
-(engine/embedded_postgres.py) and the spool's cursor (actors/store/spool.py).
+(engine/local_secrets.py), the embedded PostgreSQL's pointer and owner files
+(engine/postgres_home.py) and password file (engine/postgres_cluster.py), and the spool's
+cursor (actors/store/spool.py).
 
 A file's data is durable once it is fsync'd, but its name (a file just created, or
 renamed over another) only once its directory is fsync'd too: without that, a power cut

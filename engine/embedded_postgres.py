@@ -19,35 +19,46 @@ The traps, each measured on Debian 12 / PostgreSQL 15 (see docs/stack-measuremen
   only (``unix_socket_directories`` empty, ``listen_addresses=127.0.0.1``).
 * A postmaster left behind by a SIGKILLed engine holds the data-directory lock, and
   ``pg_isready`` happily reports *it* as ready while our own child has already exited
-  with "lock file already exists". We stop such an orphan before starting, and readiness
-  requires our own child to be alive as well.
+  with "lock file already exists". We stop such an orphan before starting
+  (engine/postgres_cluster.py), and readiness requires our own child to be alive as well.
 * ``PR_SET_PDEATHSIG`` must not be used: trio forks from a worker thread, and the
   signal fires when that thread idles out (10 s later), killing a healthy server.
 * The postmaster runs in its own session so a terminal Ctrl-C reaches only the engine,
   which then stops Postgres itself (shielded, bounded: SIGINT, then SIGKILL of the whole
   process group). Every external command runs under a timeout.
+
+This module is the postmaster's life: started, watched, stopped, and started again on
+the same port. Where the cluster lives and who may reach it is engine/postgres_home.py's;
+the cluster's lock, initdb, the role's password and an orphan's stop are
+engine/postgres_cluster.py's.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import re
-import secrets
 import shutil
 import signal
 import subprocess
-from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass, replace
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
-from engine.durable_files import replace_atomically
 from engine.errors import StartupError
 from engine.ports import free_port
+from engine.postgres_cluster import (
+    DB_USER,
+    PSQL_TIMEOUT_S,
+    Tools,
+    exclusive,
+    first_line,
+    initdb,
+    read_password,
+    stop_orphan,
+)
 from engine.postgres_home import (
     RELOCATION_ROOT,
     REQUIRED_BINARIES,
@@ -55,13 +66,12 @@ from engine.postgres_home import (
     find_postgres_bindir,
     has_binaries,
     locate_cluster,
-    make_owned_dir,
     prepare_data_dir,
     run_as,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator
 
 __all__ = [
     "EmbeddedPostgres",
@@ -72,16 +82,11 @@ __all__ = [
 
 log = logging.getLogger("afterhours.postgres")
 
-DB_USER = "afterhours"
 DB_NAME = "afterhours"
 SERVER_LOG_NAME = "server.log"
 _DATABASE_EXISTS_SQL = "SELECT 1 FROM pg_database WHERE datname = 'afterhours'"
 _CREATE_DATABASE_SQL = "CREATE DATABASE afterhours"
 
-INITDB_TIMEOUT_S = 120.0
-PG_CTL_STOP_WAIT_S = 10
-PG_CTL_TIMEOUT_S = PG_CTL_STOP_WAIT_S + 10.0
-PSQL_TIMEOUT_S = 15.0
 PROBE_TIMEOUT_S = 5.0
 READY_POLL_INTERVAL_S = 0.05
 SWEEP_TIMEOUT_S = 2.0  # SIGKILLed backends are gone in milliseconds
@@ -96,162 +101,6 @@ class EmbeddedPostgres:
     port: int
     pid: int
     data_dir: Path
-
-
-# --------------------------------------------------------------------------- cluster
-
-
-@contextmanager
-def _exclusive(data_dir: Path) -> Iterator[None]:
-    """Hold the cluster for this engine's lifetime. Without it, a second engine started
-    on the same DATA_DIR would take the first one's live server for an orphan and stop
-    it. The kernel drops the lock when the holder dies, so a killed engine's server is
-    still recognised as an orphan. The fd is close-on-exec: PostgreSQL never holds it."""
-    data_dir = data_dir.resolve()
-    path = data_dir.with_name(f"{data_dir.name}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise StartupError(
-                f"the embedded PostgreSQL in {data_dir} is in use by another afterhours "
-                f"engine (pid {holder}): stop it, or give this one another DATA_DIR"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------- commands
-
-
-@dataclass(frozen=True)
-class _Tools:
-    """Runs the server binaries as the right user, in the cluster directory."""
-
-    bindir: Path
-    data_dir: Path
-    who: RunAs | None
-    env: Mapping[str, str]
-
-    @classmethod
-    def create(cls, bindir: Path, data_dir: Path, who: RunAs | None) -> _Tools:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["LC_ALL"] = "C"
-        if who is not None:
-            env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
-        return cls(bindir, data_dir, who, env)
-
-    def with_password(self, password: str) -> _Tools:
-        """The same tools, with the role's password for psql (never on a command line)."""
-        return replace(self, env={**self.env, "PGPASSWORD": password})
-
-    def argv(self, binary: str, *args: str) -> list[str]:
-        return [str(self.bindir / binary), *args]
-
-    async def run(self, argv: list[str], *, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
-        """Run to completion (never raises on exit status); StartupError on timeout."""
-        try:
-            with trio.fail_after(timeout_s):
-                return await trio.run_process(
-                    argv,
-                    check=False,
-                    capture_stdout=True,
-                    capture_stderr=True,
-                    cwd=self.data_dir,
-                    env=self.env,
-                    user=None if self.who is None else self.who.uid,
-                    group=None if self.who is None else self.who.gid,
-                    extra_groups=None if self.who is None else [],
-                )
-        except trio.TooSlowError:
-            name = Path(argv[0]).name
-            raise StartupError(
-                f"embedded PostgreSQL: `{name}` did not finish within {timeout_s:g} s"
-            ) from None
-
-
-def _first_line(result: subprocess.CompletedProcess[bytes]) -> str:
-    text = (result.stderr or b"").decode(errors="replace").strip()
-    text = text or (result.stdout or b"").decode(errors="replace").strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else f"exit status {result.returncode}"
-
-
-async def _initdb(tools: _Tools) -> None:
-    """Initialise a cluster next to ``data_dir`` and move it into place when complete, so
-    an initdb interrupted by a signal or a crash never leaves a half-made cluster behind
-    (the next start simply begins again)."""
-    log.info("initialising a new PostgreSQL cluster in %s", tools.data_dir)
-    staging = tools.data_dir.with_name(f"{tools.data_dir.name}.initdb")
-    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted earlier attempt left
-    make_owned_dir(staging, tools.who)
-    # Password authentication even on loopback: on a shared machine every local user can
-    # reach 127.0.0.1, and "trust" would hand them the call records.
-    _write_password(tools)
-    argv = tools.argv(
-        "initdb",
-        *("-D", str(staging), "-U", DB_USER, "--auth=scram-sha-256"),
-        f"--pwfile={_password_path(tools.data_dir)}",
-        *("-E", "UTF8", "--locale=C", "--no-instructions"),
-    )
-    result = await tools.run(argv, timeout_s=INITDB_TIMEOUT_S)
-    if result.returncode != 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StartupError(
-            f"embedded PostgreSQL: initdb failed for {tools.data_dir}: {_first_line(result)}; "
-            "set DATABASE_URL to use another server"
-        )
-    tools.data_dir.rmdir()  # empty: checked by prepare_data_dir
-    staging.rename(tools.data_dir)
-
-
-async def _stop_orphan(tools: _Tools) -> None:
-    """Stop a postmaster an earlier (killed) engine left running on this data dir."""
-    data = str(tools.data_dir)
-    status = await tools.run(tools.argv("pg_ctl", "status", "-D", data), timeout_s=PSQL_TIMEOUT_S)
-    if status.returncode != 0:
-        return
-    match = re.search(rb"PID: (\d+)", status.stdout or b"")
-    pid = match.group(1).decode() if match else "?"
-    log.warning("stopping an orphaned PostgreSQL (pid %s) still running on %s", pid, data)
-    for mode in ("fast", "immediate"):
-        argv = tools.argv("pg_ctl", "stop", "-D", data, "-m", mode, "-w")
-        argv += ["-t", str(PG_CTL_STOP_WAIT_S)]
-        result = await tools.run(argv, timeout_s=PG_CTL_TIMEOUT_S)
-        if result.returncode == 0:
-            return
-        log.warning("pg_ctl stop -m %s failed: %s", mode, _first_line(result))
-    raise StartupError(
-        f"an orphaned PostgreSQL (pid {pid}) holds {data} and would not stop; "
-        f"kill it (`kill -9 {pid}`) or set DATABASE_URL"
-    )
-
-
-def _password_path(data_dir: Path) -> Path:
-    # Next to the cluster, not in it: initdb insists on an empty directory.
-    return data_dir.with_name(f"{data_dir.name}.password")
-
-
-def _write_password(tools: _Tools) -> str:
-    """A new password for the ``afterhours`` role, in a 0600 file initdb can read."""
-    password = secrets.token_urlsafe(24)
-    owner = None if tools.who is None else (tools.who.uid, tools.who.gid)
-    replace_atomically(_password_path(tools.data_dir), password.encode(), owner=owner)
-    return password
-
-
-def _read_password(data_dir: Path) -> str | None:
-    """The role's password; ``None`` for a cluster made before passwords (trust auth)."""
-    try:
-        return _password_path(data_dir).read_text().strip() or None
-    except FileNotFoundError:
-        return None
 
 
 # --------------------------------------------------------------------------- postmaster
@@ -273,7 +122,7 @@ def _log_tail(path: Path) -> str:
     return " | ".join(lines[-LOG_TAIL_LINES:]) or "(server log is empty)"
 
 
-async def _spawn_postmaster(tools: _Tools, port: int, log_path: Path) -> trio.Process:
+async def _spawn_postmaster(tools: Tools, port: int, log_path: Path) -> trio.Process:
     argv = tools.argv(
         "postgres",
         *("-D", str(tools.data_dir), "-p", str(port)),
@@ -301,7 +150,7 @@ async def _spawn_postmaster(tools: _Tools, port: int, log_path: Path) -> trio.Pr
         os.close(log_fd)
 
 
-async def _wait_ready(tools: _Tools, proc: trio.Process, port: int, log_path: Path) -> None:
+async def _wait_ready(tools: Tools, proc: trio.Process, port: int, log_path: Path) -> None:
     """Until ``pg_isready`` answers on our port *and* our own child is still alive."""
     probe = tools.argv("pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port))
     probe += ["-U", DB_USER, "-d", "postgres", "-t", str(int(PROBE_TIMEOUT_S))]
@@ -317,7 +166,7 @@ async def _wait_ready(tools: _Tools, proc: trio.Process, port: int, log_path: Pa
         await trio.sleep(READY_POLL_INTERVAL_S)
 
 
-async def _ensure_database(tools: _Tools, port: int) -> None:
+async def _ensure_database(tools: Tools, port: int) -> None:
     """Create the ``afterhours`` database unless it exists (also heals a first run that
     was killed between initdb and createdb)."""
     psql = tools.argv("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1")
@@ -330,7 +179,7 @@ async def _ensure_database(tools: _Tools, port: int) -> None:
         found = await tools.run([*psql, _CREATE_DATABASE_SQL], timeout_s=PSQL_TIMEOUT_S)
     if found.returncode != 0:
         raise StartupError(
-            f"embedded PostgreSQL: cannot create database {DB_NAME}: {_first_line(found)}"
+            f"embedded PostgreSQL: cannot create database {DB_NAME}: {first_line(found)}"
         )
 
 
@@ -372,14 +221,12 @@ def _resolve_bindir(bindir: Path | None) -> Path:
     return bindir
 
 
-def _setup(
-    data_dir: Path, bindir: Path | None, relocation_root: Path | None
-) -> tuple[_Tools, bool]:
+def _setup(data_dir: Path, bindir: Path | None, relocation_root: Path | None) -> tuple[Tools, bool]:
     """Everything synchronous before the first command; True if initdb is needed."""
     who = run_as()
     bindir = _resolve_bindir(bindir)
     cluster = locate_cluster(data_dir.resolve(), who, relocation_root)
-    tools = _Tools.create(bindir, cluster, who)
+    tools = Tools.create(bindir, cluster, who)
     return tools, prepare_data_dir(cluster, who)
 
 
@@ -428,14 +275,14 @@ async def open_postmaster(
     # The lock is on the requested path even for a relocated cluster: one DATA_DIR, one
     # lock, so two engines on it never both run the cluster (or race writing its
     # pointer); and no two DATA_DIRs reach the same relocated cluster (requested-by).
-    with _exclusive(data_dir):
+    with exclusive(data_dir):
         tools, first_run = _setup(data_dir, bindir, relocation_root)
         if first_run:
-            await _initdb(tools)
-        password = _read_password(tools.data_dir)
+            await initdb(tools)
+        password = read_password(tools.data_dir)
         if password is not None:
             tools = tools.with_password(password)
-        await _stop_orphan(tools)
+        await stop_orphan(tools)
         postmaster = Postmaster(
             tools, port or free_port(), password, ready_timeout_s, stop_timeout_s
         )
@@ -452,7 +299,7 @@ class Postmaster:
 
     def __init__(
         self,
-        tools: _Tools,
+        tools: Tools,
         port: int,
         password: str | None,
         ready_timeout_s: float,

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 TOKEN_FILE_MODE = 0o600
 # Traversable but not listable by others: the embedded PostgreSQL runs as the `postgres`
 # user when the engine runs as root, and must reach DATA_DIR/postgres (else its cluster is
-# relocated, see engine/embedded_postgres.py); the token files in here are 0600 each, so
+# relocated, see engine/postgres_home.py); the token files in here are 0600 each, so
 # nobody else can read them.
 DATA_DIR_MODE = 0o711
 
