@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -52,24 +53,30 @@ def line(lines: list[str], name: str) -> str:
     return found
 
 
-def with_password(dsn: str) -> str:
-    scheme, rest = dsn.split("://", 1)
-    user_part, at, host_part = rest.rpartition("@")
-    user = user_part.split(":")[0] if at else "postgres"
-    return f"{scheme}://{user}:{DB_PASSWORD}@{host_part}"
+def with_password(dsn: str) -> tuple[str, str]:
+    """The DSN with a password in it, and that password (which must never be printed):
+    the server's own when it has one (the embedded server checks it), else DB_PASSWORD
+    (trust auth ignores it)."""
+    parts = urlsplit(dsn)
+    if parts.password:
+        return dsn, parts.password
+    user = parts.username or "postgres"
+    netloc = f"{user}:{DB_PASSWORD}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc)), DB_PASSWORD
 
 
 async def test_a_sound_local_configuration_is_ok_with_one_warning(
     fresh_database: str, tmp_path: Path
 ) -> None:
-    code, lines, err = await doctor(tmp_path, DATABASE_URL=with_password(fresh_database))
+    dsn, password = with_password(fresh_database)
+    code, lines, err = await doctor(tmp_path, DATABASE_URL=dsn)
     assert code == 0, (lines, err)
     assert err == ""
     assert (
         line(lines, "configuration") == "ok      configuration: valid (read from the environment)"
     )
     database = line(lines, "database")
-    assert database.startswith("ok      database: postgresql://postgres:***@")
+    assert database.startswith(f"ok      database: postgresql://{urlsplit(dsn).username}:***@")
     assert "PostgreSQL 15" in database
     # A fresh database: serve would apply every migration.
     assert "migration(s) to apply, which `afterhours serve` does at start" in database
@@ -80,7 +87,7 @@ async def test_a_sound_local_configuration_is_ok_with_one_warning(
     ports = [entry for entry in lines if entry.split()[1] == "ports:"]
     assert [entry.split()[0] for entry in ports] == ["ok", "ok"]
     assert lines[-1] == "0 errors, 1 warning"
-    assert DB_PASSWORD not in "\n".join(lines)
+    assert password not in "\n".join(lines)
 
 
 async def test_an_unreachable_database_is_an_error_line_and_exit_1(tmp_path: Path) -> None:
@@ -212,7 +219,10 @@ async def test_a_database_migrated_by_a_newer_engine_is_a_warning(
         )
     code, lines, _ = await doctor(tmp_path, DATABASE_URL=fresh_database)
     database = line(lines, "database")
-    assert database.startswith("warning database: postgresql://postgres@")
+    # The DSN as given, its password (the embedded test server has one) hidden.
+    parts = urlsplit(fresh_database)
+    shown = f"{parts.username}:***@" if parts.password else f"{parts.username}@"
+    assert database.startswith(f"warning database: postgresql://{shown}")
     assert "it has migrations this engine does not know ([9999])" in database
     assert code == 0
 
