@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
+import trio_asyncio
 
 from actors.store.actor import StoreActor
 from actors.store.db import open_database
+from actors.store.notify import Relay
 from engine.lifecycle import StopSignal
 from engine.mailbox import Mailbox, OverflowPolicy
 from engine.messages import RefreshRouting, StoreWrite
@@ -60,3 +63,28 @@ async def test_the_store_relays_routing_changes_to_the_routing_inbox(
     # A notification carries no reply: it asks for a reload, nobody waits on it.
     assert on_connect == on_change == on_reconnect == after_reconnect == RefreshRouting()
     assert not store.statistics().routing_listening
+
+
+async def test_a_surprise_in_the_relay_is_logged_and_the_relay_listens_again(
+    fresh_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay runs inside the store's task group: an error it did not expect (here the
+    subscriber's callback failing once) must not take the store down with it."""
+    calls: list[float] = []
+    again = trio.Event()
+
+    def notified() -> None:
+        calls.append(trio.current_time())
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the subscriber")
+        again.set()
+
+    relay = Relay(fresh_database, "afterhours_routing", notified)
+    with trio.fail_after(WAIT_S):
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            nursery.start_soon(relay.run)
+            await again.wait()
+            assert relay.listening
+            nursery.cancel_scope.cancel()
+    assert len(calls) == 2  # the failed first call, then the one after reconnecting
+    assert "LISTEN afterhours_routing failed; listening again" in caplog.text

@@ -107,6 +107,10 @@ class Relay:
                         self._notified()
             except ListenFailed as exc:
                 log.debug("LISTEN %s: %s", self._channel, exc)
+            except Exception:
+                # A surprise here (a driver error, a bug) must not restart the store and
+                # send every write to the spool: the relay logs it and listens again.
+                log.exception("LISTEN %s failed; listening again", self._channel)
             finally:
                 self.listening = False
             await trio.sleep(retry_s)
