@@ -28,7 +28,7 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from api.http.analytics import ROUTES as ANALYTICS_ROUTES
@@ -87,7 +87,7 @@ class Mount:
     templates: frozenset[tuple[str, str]]  # (METHOD, template) served, for /openapi.json
     max_body_bytes: int = MAX_BODY_BYTES
     too_large: Callable[[str], Response] | None = None  # the answer to a body over it
-    get_only: bool = field(default=False)  # any other method: 405
+    get_only: bool = False  # any other method: 405
 
     def matches(self, path: str) -> bool:
         return path.startswith(self.path) if self.path.endswith("/") else path == self.path
@@ -138,10 +138,12 @@ class App:
             Mount("/openapi.json", "other", _openapi, get("/openapi.json"), get_only=True),
         ]
         if self._observability is not None:
-            for path, group in (
-                ("/health/detailed", "/health"), ("/metrics", "/metrics"), ("/stats", "/stats"),
-            ):  # fmt: skip
-                mounts.append(Mount(path, group, self._observed, get(path), get_only=True))
+            for path, group, handle in (
+                ("/health/detailed", "/health", self._detailed_health),
+                ("/metrics", "/metrics", self._metrics),
+                ("/stats", "/stats", self._stats),
+            ):
+                mounts.append(Mount(path, group, handle, get(path), get_only=True))
         if self._analytics is not None:
             mounts.append(
                 Mount(
@@ -264,25 +266,28 @@ class App:
     async def _health_page(self, request: Request) -> Response:
         return Response(self._health.http_status, self._health.body())
 
-    async def _observed(self, request: Request) -> Response:
-        """/health/detailed (open to probes; the error texts, hosts, ports and database,
-        to the admin only), /metrics (admin or METRICS_TOKEN) and /stats (admin)."""
-        observed = self._observability
-        assert observed is not None  # mounted only with it
-        admin = self._admin is not None and self._admin.authorized(request)
-        if request.path == "/health/detailed":
-            return await observed.detailed_health(details=admin)
-        if request.path == "/metrics" and (admin or self._metrics_reader(request)):
-            return observed.metrics()
-        if not admin:
-            metrics = request.path == "/metrics"
-            wanted = "ADMIN_TOKEN or METRICS_TOKEN" if metrics else "ADMIN_TOKEN"
-            return unauthorized(f"missing or wrong token (Authorization: Bearer <{wanted}>)")
-        return observed.stats()
+    def _observed(self) -> Observability:
+        assert self._observability is not None  # its routes are mounted only with it
+        return self._observability
 
-    def _metrics_reader(self, request: Request) -> bool:
-        """The request carries ``METRICS_TOKEN`` (compared in constant time)."""
-        return bearer_matches(request, self._metrics_token)
+    def _is_admin(self, request: Request) -> bool:
+        return self._admin is not None and self._admin.authorized(request)
+
+    async def _detailed_health(self, request: Request) -> Response:
+        # Open to probes; the error texts (hosts, ports, database) to the admin only.
+        return await self._observed().detailed_health(details=self._is_admin(request))
+
+    async def _metrics(self, request: Request) -> Response:
+        if self._is_admin(request) or bearer_matches(request, self._metrics_token):
+            return self._observed().metrics()
+        return unauthorized(
+            "missing or wrong token (Authorization: Bearer <ADMIN_TOKEN or METRICS_TOKEN>)"
+        )
+
+    async def _stats(self, request: Request) -> Response:
+        if self._is_admin(request):
+            return self._observed().stats()
+        return unauthorized("missing or wrong token (Authorization: Bearer <ADMIN_TOKEN>)")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
