@@ -14,12 +14,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from engine.alert_level import AlertLevel
 from engine.realtime_models import DEFAULT_REALTIME_MODEL
 from engine.secret import Secret
 from engine.simulator import faults as simulator_faults
+from engine.urls import split_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -138,7 +139,7 @@ def public_url(value: str) -> str:
 
 
 def database_url(value: str) -> str:
-    parts = _split(value)
+    parts = split_url(value)
     if (
         parts is None
         or parts.scheme.lower() not in ("postgresql", "postgres")
@@ -211,18 +212,8 @@ def log_level(value: str) -> int:
 def _split_url(value: str, schemes: tuple[str, ...]) -> SplitResult | None:
     """``value`` split, or ``None`` unless it has one of ``schemes``, a host and a valid
     port."""
-    parts = _split(value)
+    parts = split_url(value)
     if parts is None or parts.scheme.lower() not in schemes or not parts.hostname:
-        return None
-    return parts
-
-
-def _split(value: str) -> SplitResult | None:
-    """``value`` split, or ``None`` when it cannot be (a port that is not a number)."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-    except ValueError:
         return None
     return parts
 

@@ -18,7 +18,6 @@ import functools
 import re
 import zoneinfo
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -40,6 +39,7 @@ from engine.languages import iso_639_1
 from engine.phone_numbers import e164_problem
 from engine.pricing import REALTIME_PRICES, built_in_prices
 from engine.project_tools import Tool, parse_tools
+from engine.urls import split_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -207,11 +207,7 @@ def _name_problem(value: str) -> str | None:
 
 def _url_problem(value: str) -> str | None:
     # The URL is not echoed back: a query parameter may carry a token.
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-    except ValueError:
-        parts = None
+    parts = split_url(value)
     if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return "expected a URL starting with http:// or https:// that names a host"
     return None
